@@ -1,0 +1,45 @@
+# Everything runs from a local virtual environment that `make` creates on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+WITH_REDIS := $(BIN)/python -m shopsync.devredis --
+
+.PHONY: install run test test-all lint typecheck bench reliability sandbox clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+## make test: lint, types, and the representative test suite against a real Redis
+test: lint typecheck
+	$(WITH_REDIS) $(BIN)/pytest -q $(PYTEST_ARGS)
+
+## make test-all: every test, the slow stress and scale ones included
+test-all: lint typecheck
+	$(WITH_REDIS) $(BIN)/pytest -q -m '' $(PYTEST_ARGS)
+
+## make run: sandbox store + APSIS account, receiver, worker, a full sync, then live webhooks
+run: $(STAMP)
+	$(WITH_REDIS) $(BIN)/python -m shopsync.demo
+
+## make bench: the benchmarks; JSON under bench/results/, a table on stdout
+bench: $(STAMP)
+	$(WITH_REDIS) $(BIN)/python -m bench.run $(BENCH_ARGS)
+
+sandbox: $(STAMP)
+	$(BIN)/shopsync sandbox
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache bench/results

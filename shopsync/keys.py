@@ -1,0 +1,76 @@
+"""Every Redis key and queue name the service uses, in one place, under one prefix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "shopsync"
+
+    # queues (arq sorted sets)
+    @property
+    def realtime_queue(self) -> str:
+        return f"{self.prefix}:queue:realtime"
+
+    @property
+    def fullsync_queue(self) -> str:
+        return f"{self.prefix}:queue:fullsync"
+
+    @property
+    def queues(self) -> tuple[str, str]:
+        return (self.realtime_queue, self.fullsync_queue)
+
+    def dedup(self, shop: str, webhook_id: str) -> str:
+        return f"{self.prefix}:dedup:{shop}:{webhook_id}"
+
+    @property
+    def dead_letters(self) -> str:
+        """Hash job id -> dead letter JSON."""
+        return f"{self.prefix}:dead-letters"
+
+    @property
+    def dead_letter_index(self) -> str:
+        """Sorted set of dead-letter job ids by time of death."""
+        return f"{self.prefix}:dead-letters:index"
+
+    @property
+    def failures(self) -> str:
+        """Sorted set of recent failures (capped), member = JSON, score = time."""
+        return f"{self.prefix}:failures"
+
+    @property
+    def counters(self) -> str:
+        """Hash of monotonically increasing counters shared by all processes (metrics)."""
+        return f"{self.prefix}:counters"
+
+    def customer_state(self, shop: str, customer_id: str | int) -> str:
+        return f"{self.prefix}:state:{shop}:{customer_id}"
+
+    def customer_lock(self, shop: str, customer_id: str | int) -> str:
+        return f"{self.prefix}:lock:{shop}:{customer_id}"
+
+    def shop_customers(self, shop: str) -> str:
+        """Set of customer ids with state, so a shop's state can be removed without KEYS."""
+        return f"{self.prefix}:customers:{shop}"
+
+    def limiter(self, name: str) -> str:
+        return f"{self.prefix}:limit:{name}"
+
+    def token(self, client_id: str) -> str:
+        return f"{self.prefix}:apsis-token:{client_id}"
+
+    def full_sync(self, shop: str) -> str:
+        return f"{self.prefix}:fullsync:{shop}"
+
+    def product(self, shop: str, product_id: str | int) -> str:
+        return f"{self.prefix}:product:{shop}:{product_id}"
+
+    def order_sent(self, shop: str, order_id: str | int, kind: str) -> str:
+        return f"{self.prefix}:order-sent:{shop}:{order_id}:{kind}"
+
+    @property
+    def uninstalled(self) -> str:
+        """Set of shop domains that asked to stop syncing (app/uninstalled, shop/redact)."""
+        return f"{self.prefix}:uninstalled"
