@@ -1,0 +1,151 @@
+"""The shared limiter against the real Redis: counts, not tight timings."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+from redis.asyncio import Redis
+
+from mappings.installation import Limits
+from shopsync.keys import Keys
+from tests.clients.conftest import REDIS_URL, make_account, make_shop
+from worker.ratelimit import (
+    Bucket,
+    RateLimiter,
+    WaitTooLongError,
+    apsis_account_bucket,
+    apsis_profile_bucket,
+    shopify_bucket,
+)
+
+
+async def probe(limiter: RateLimiter, bucket: Bucket) -> float:
+    """The wait a request would have now, without reserving anything."""
+    try:
+        await limiter.acquire_bucket(bucket, max_wait_s=0)
+    except WaitTooLongError as exc:
+        return exc.wait_s
+    return 0.0
+
+
+async def test_burst_is_admitted_at_once_then_the_steady_rate(limiter: RateLimiter) -> None:
+    bucket = Bucket("test:burst", rate_per_s=20, burst=10)
+    waits = await asyncio.gather(*(limiter.acquire_bucket(bucket) for _ in range(30)))
+    immediate = sum(1 for w in waits if w == 0)
+    # Exactly the burst goes at once (one more at most if 50 ms passed between two scripts).
+    assert 10 <= immediate <= 11
+    # The other 20 were spread at 20/s: the last one waited about a second, none much longer.
+    assert 0.7 <= max(waits) <= 1.5
+    assert sorted(w for w in waits if w > 0)[0] < 0.1
+
+
+async def test_two_processes_share_one_budget(keys: Keys, redis: Redis) -> None:
+    other = Redis.from_url(REDIS_URL)
+    try:
+        first, second = RateLimiter(redis, keys), RateLimiter(other, keys)
+        bucket = Bucket("test:shared", rate_per_s=1, burst=5)
+        admitted = 0
+        for lim in (first, second) * 5:
+            try:
+                await lim.acquire_bucket(bucket, max_wait_s=0.05)
+                admitted += 1
+            except WaitTooLongError:
+                pass
+        assert admitted == 5
+    finally:
+        await other.aclose()
+
+
+async def test_steady_rate_over_time(limiter: RateLimiter) -> None:
+    bucket = Bucket("test:steady", rate_per_s=50, burst=5)
+    loop = asyncio.get_running_loop()
+    done = 0
+    deadline = loop.time() + 1.5
+
+    async def worker() -> None:
+        nonlocal done
+        while loop.time() < deadline:
+            await limiter.acquire_bucket(bucket)
+            done += 1
+
+    started = loop.time()
+    await asyncio.gather(*(worker() for _ in range(8)))
+    elapsed = loop.time() - started
+    expected = 5 + 50 * elapsed
+    # Never more than the bucket allows; not much less either (generous for a noisy machine).
+    assert done <= expected + 8  # the 8 workers' last reservations may land after the deadline
+    assert done >= 0.6 * expected
+
+
+async def test_waiters_are_served_in_arrival_order_and_none_starves(limiter: RateLimiter) -> None:
+    bucket = Bucket("test:fifo", rate_per_s=50, burst=1)
+    finished: list[int] = []
+
+    async def waiter(i: int) -> None:
+        await limiter.acquire_bucket(bucket)
+        finished.append(i)
+
+    tasks = []
+    for i in range(60):
+        tasks.append(asyncio.create_task(waiter(i)))
+        await asyncio.sleep(0.002)  # let each reach Redis before the next: a known arrival order
+    await asyncio.wait_for(asyncio.gather(*tasks), timeout=20)
+    assert sorted(finished) == list(range(60))  # everyone was served
+    in_order = sum(1 for a, b in itertools.pairwise(finished) if a < b)
+    assert in_order >= 0.9 * (len(finished) - 1)
+
+
+async def test_wait_too_long_reserves_nothing(limiter: RateLimiter) -> None:
+    bucket = Bucket("test:refuse", rate_per_s=1, burst=1)
+    await limiter.acquire_bucket(bucket)
+    with pytest.raises(WaitTooLongError) as refused:
+        await limiter.acquire_bucket(bucket, max_wait_s=0.1)
+    assert 0.5 < refused.value.wait_s <= 1.0
+    # The refusal did not push the bucket: the next one still waits at most a second.
+    assert await probe(limiter, bucket) <= 1.0
+
+
+async def test_hold_and_raise_level(limiter: RateLimiter) -> None:
+    bucket = Bucket("test:hold", rate_per_s=10, burst=5)
+    assert await probe(limiter, bucket) == 0
+    assert await limiter.hold(bucket, 3.0)
+    assert 2.5 < await probe(limiter, bucket) <= 3.0
+    # Raising to a lower level than the current one changes nothing.
+    assert not await limiter.raise_level(bucket, 1)
+
+
+async def test_raise_level_makes_room_smaller(limiter: RateLimiter) -> None:
+    bucket = Bucket("test:level", rate_per_s=2, burst=38)
+    await limiter.raise_level(bucket, 36)  # only 2 slots left
+    assert await probe(limiter, bucket) == 0
+    assert await probe(limiter, bucket) == 0
+    assert await probe(limiter, bucket) > 0.3
+
+
+async def test_state_lists_levels_of_listed_buckets(limiter: RateLimiter) -> None:
+    listed = Bucket("test:listed", rate_per_s=1, burst=10)
+    hidden = Bucket("test:hidden", rate_per_s=1, burst=10, listed=False)
+    for _ in range(4):
+        await limiter.acquire_bucket(listed)
+        await limiter.acquire_bucket(hidden)
+    state = {s.name: s for s in await limiter.state()}
+    assert set(state) == {"test:listed"}
+    assert 3 < state["test:listed"].level <= 4
+    assert state["test:listed"].burst == 10
+    assert state["test:listed"].rate_per_s == pytest.approx(1)
+    assert state["test:listed"].wait_s == 0
+
+
+def test_buckets_follow_limits_with_the_safety_margin() -> None:
+    shop = make_shop(limits=Limits(shopify_bucket_size=80, shopify_leak_per_s=4, safety=0.9))
+    bucket = shopify_bucket(shop)
+    assert (bucket.rate_per_s, bucket.burst) == (pytest.approx(3.6), 72)
+    account = apsis_account_bucket(make_account(), Limits())
+    assert account.rate_per_s == pytest.approx(95)
+    # burst + one second of rate stays within the documented 100 in any second
+    assert account.burst + account.rate_per_s <= 100
+    profile = apsis_profile_bucket(make_account(), Limits(), "ks", "42")
+    assert profile.burst == 1 and profile.rate_per_s == pytest.approx(9.5)
+    assert not profile.listed

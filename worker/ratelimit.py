@@ -1,0 +1,271 @@
+"""Rate limits shared by every process of the pool, enforced in Redis (GCRA, reservation style).
+
+Each bucket is one Redis string: its theoretical arrival time (TAT) in microseconds of Redis
+server time. One Lua script per acquire reads the server clock (`TIME`, safe under Redis 7's
+effects replication), reserves the caller's slot by moving the TAT forward, and answers how long
+the caller must wait for that slot. The caller sleeps that long, then sends. So:
+
+- many processes draw from one budget, and process clocks never matter;
+- waiters are served in the order their acquire reached Redis (a reservation, not a race:
+  no polling, no thundering herd, nobody starves);
+- a bucket admits `burst` requests at once, then `rate_per_s` steadily; at any moment its level
+  (requests in flight or reserved that have not leaked yet) is `(TAT - now) * rate`.
+
+A request whose wait would exceed `max_wait_s` reserves nothing and raises `WaitTooLongError`: the
+job should give its slot back to the queue rather than hold a worker for minutes.
+
+The APIs' own view is fed back with `raise_level` (Shopify's call-limit header says its bucket is
+fuller than ours: someone else shares it) and `hold` (a 429: nobody sends until Retry-After).
+
+Concurrency is limited too, per process (`concurrency()` gives one asyncio.Semaphore per name),
+so a slow API cannot pile up open requests; with N processes the pool holds at most N * size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from redis.asyncio import Redis
+
+from mappings.installation import ApsisAccount, Limits, Shop
+from shopsync.keys import Keys
+from worker import metrics
+
+_US = 1_000_000
+
+# KEYS[1] bucket, KEYS[2] (optional) registry hash; ARGV interval_us, burst, cost, max_wait_us, name.
+# Returns {admitted (1|0), wait_us}.
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local max_wait = tonumber(ARGV[4])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local new_tat = tat + cost * interval
+local wait = new_tat - burst * interval - now
+if wait < 0 then wait = 0 end
+if max_wait >= 0 and wait > max_wait then
+  return {0, math.floor(wait)}
+end
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+if #KEYS > 1 then
+  redis.call('HSET', KEYS[2], ARGV[5], ARGV[1] .. ' ' .. ARGV[2])
+end
+return {1, math.floor(wait)}
+"""
+
+# KEYS[1] bucket; ARGV offset_us: make TAT at least now + offset. Returns 1 if it moved.
+_RAISE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local target = now + tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if target <= tat then return 0 end
+redis.call('SET', KEYS[1], string.format('%.0f', target), 'PX', math.ceil((target - now) / 1000) + 1000)
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """One shared budget. `kind` labels metrics; `listed` buckets appear in `state()`."""
+
+    name: str
+    rate_per_s: float
+    burst: float
+    kind: str = ""
+    listed: bool = True
+
+    @property
+    def interval_us(self) -> int:
+        return max(1, round(_US / self.rate_per_s))
+
+
+@dataclass(frozen=True, slots=True)
+class BucketState:
+    name: str
+    rate_per_s: float
+    burst: float
+    level: float  # requests counted against the bucket right now (0 = idle, burst = full)
+    wait_s: float  # how long a request arriving now would wait
+
+
+class WaitTooLongError(Exception):
+    def __init__(self, name: str, wait_s: float) -> None:
+        self.name, self.wait_s = name, wait_s
+        super().__init__(f"rate limit {name}: next slot in {wait_s:.1f} s")
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        max_wait_s: float = 30.0,
+        jitter_s: float = 0.002,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.max_wait_s = max_wait_s
+        self.jitter_s = jitter_s
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._raise = redis.register_script(_RAISE)
+        self._semaphores: dict[str, asyncio.Semaphore] = {}
+
+    @property
+    def registry_key(self) -> str:
+        # Bucket names are "api:..." so this name cannot collide with a bucket.
+        return self.keys.limiter("_registry")
+
+    async def acquire(
+        self,
+        name: str,
+        rate_per_s: float,
+        burst: float,
+        cost: float = 1,
+        *,
+        max_wait_s: float | None = None,
+        kind: str = "",
+        listed: bool = True,
+    ) -> float:
+        """Reserve a slot in bucket `name`, sleep until it comes, return the seconds waited."""
+        return await self.acquire_bucket(
+            Bucket(name, rate_per_s, burst, kind, listed), cost, max_wait_s=max_wait_s
+        )
+
+    async def acquire_bucket(
+        self, bucket: Bucket, cost: float = 1, *, max_wait_s: float | None = None
+    ) -> float:
+        limit = self.max_wait_s if max_wait_s is None else max_wait_s
+        keys = [self.keys.limiter(bucket.name)]
+        if bucket.listed:
+            keys.append(self.registry_key)
+        admitted, wait_us = await self._acquire(
+            keys=keys,
+            args=[bucket.interval_us, _num(bucket.burst), _num(cost), round(limit * _US), bucket.name],
+        )
+        wait = int(wait_us) / _US
+        if not admitted:
+            raise WaitTooLongError(bucket.name, wait)
+        if wait > 0:
+            # The jitter only ever delays: it spreads processes woken for adjacent slots.
+            wait += random.uniform(0, self.jitter_s)
+            await asyncio.sleep(wait)
+        metrics.LIMITER_WAIT.labels(bucket.kind or "other").observe(wait)
+        return wait
+
+    async def raise_level(self, bucket: Bucket, level: float) -> bool:
+        """Make the bucket at least `level` full (the API says it is fuller than we think)."""
+        if level <= 0:
+            return False
+        moved = await self._raise(
+            keys=[self.keys.limiter(bucket.name)], args=[round(level * bucket.interval_us)]
+        )
+        return bool(moved)
+
+    async def hold(self, bucket: Bucket, seconds: float) -> bool:
+        """Nobody gets a slot in this bucket for `seconds` (a 429 with Retry-After)."""
+        # The next acquire waits TAT + interval - burst*interval - now; solve for `seconds`.
+        level = max(0.0, bucket.burst - 1) + seconds * bucket.rate_per_s
+        return await self.raise_level(bucket, level)
+
+    def concurrency(self, name: str, size: int) -> asyncio.Semaphore:
+        """This process's semaphore for `name` (created on first use with `size` permits)."""
+        semaphore = self._semaphores.get(name)
+        if semaphore is None:
+            semaphore = self._semaphores[name] = asyncio.Semaphore(max(1, size))
+        return semaphore
+
+    async def state(self) -> list[BucketState]:
+        """Every listed bucket's level right now (for `shopsync status` and `/admin/status`)."""
+        return await limiter_state(self.redis, self.keys)
+
+
+async def limiter_state(redis: Redis, keys: Keys) -> list[BucketState]:
+    """Current level per listed bucket name, read in one round trip plus one per 500 buckets."""
+    registry = await cast("Awaitable[dict[Any, Any]]", redis.hgetall(keys.limiter("_registry")))
+    entries = sorted((_text(k), _text(v)) for k, v in registry.items())
+    out: list[BucketState] = []
+    for start in range(0, len(entries), 500):
+        chunk = entries[start : start + 500]
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.time()
+            pipe.mget([keys.limiter(name) for name, _ in chunk])
+            (seconds, micros), tats = await pipe.execute()
+        now = int(seconds) * _US + int(micros)
+        for (name, spec), tat_raw in zip(chunk, tats, strict=True):
+            interval_s, burst_s = spec.split()
+            interval, burst = int(interval_s), float(burst_s)
+            tat = int(tat_raw) if tat_raw is not None else now
+            level = max(0, tat - now) / interval
+            wait = max(0, tat + interval - burst * interval - now) / _US
+            out.append(BucketState(name, round(_US / interval, 6), burst, round(level, 3), round(wait, 6)))
+    return out
+
+
+def _num(value: float) -> str:
+    """Exact text for Lua's tonumber (no float repr surprises like 1e-05)."""
+    return format(value, ".6f") if not float(value).is_integer() else str(int(value))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# --- the buckets of the two APIs -------------------------------------------------------------
+#
+# Shopify's REST limit is a leaky bucket (40 deep, 2/s leak by default): ours is the same shape,
+# scaled by `safety`. APSIS documents requests per second: a window of one second may see the
+# burst plus one second of steady rate, so the burst is what the margin leaves (at least 1).
+
+
+def shopify_bucket(shop: Shop) -> Bucket:
+    limits = shop.limits
+    return Bucket(
+        f"shopify:{shop.domain}",
+        limits.shopify_leak_per_s * limits.safety,
+        max(1.0, math.floor(limits.shopify_bucket_size * limits.safety)),
+        kind="shopify",
+    )
+
+
+def apsis_account_bucket(account: ApsisAccount, limits: Limits) -> Bucket:
+    rate = limits.apsis_requests_per_s * limits.safety
+    return Bucket(
+        f"apsis:{account.client_id}",
+        rate,
+        max(1.0, math.floor(limits.apsis_requests_per_s - rate)),
+        kind="apsis",
+    )
+
+
+def apsis_profile_bucket(account: ApsisAccount, limits: Limits, keyspace: str, profile_key: str) -> Bucket:
+    rate = limits.apsis_profile_requests_per_s * limits.safety
+    return Bucket(
+        f"apsis-profile:{account.client_id}:{keyspace}:{profile_key}",
+        rate,
+        max(1.0, math.floor(limits.apsis_profile_requests_per_s - rate)),
+        kind="apsis-profile",
+        listed=False,  # one per customer: too many to list
+    )
+
+
+APSIS_TOKEN_REQUESTS_PER_MIN = 10
+
+
+def apsis_token_bucket(account: ApsisAccount, limits: Limits) -> Bucket:
+    return Bucket(
+        f"apsis-token:{account.client_id}",
+        APSIS_TOKEN_REQUESTS_PER_MIN / 60 * limits.safety,
+        1.0,
+        kind="apsis-token",
+    )
