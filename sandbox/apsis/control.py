@@ -1,0 +1,230 @@
+"""`/_sandbox/`: inspection and control of the simulated account over HTTP (JSON), no auth.
+
+For people running `shopsync sandbox` and for tests in other processes. Routes:
+
+    GET    /_sandbox                                  summary (counts, limits) and this list
+    GET    /_sandbox/definitions                      keyspaces and sections with everything in them
+    GET    /_sandbox/profiles?keyspace=&offset=&limit= profile keys
+    GET    /_sandbox/profiles/{keyspace}/{profile_key} one profile (attributes, events by section)
+    GET    /_sandbox/consents/{channel}/{address}     consent records (channel: email, sms or full)
+    GET    /_sandbox/consents/{channel}/{address}/{section}/{consent_list}   opted-in topics
+    GET    /_sandbox/requests                         request counts by method, route, status
+    GET    /_sandbox/writes?after=SEQ&limit=N         the write log, in order
+    GET    /_sandbox/faults                           current faults
+    PATCH  /_sandbox/faults                           {error_rates: {"500": 0.1}, after_write, seed,
+                                                       latency: s | [min, max],
+                                                       outage: {seconds?, mode: "503"|"reset"} | null}
+    DELETE /_sandbox/faults                           no faults
+    POST   /_sandbox/tokens/revoke                    every token stops working now
+    GET    /_sandbox/limits                           rate limits and token lifetime
+    PATCH  /_sandbox/limits                           {account_per_second, profile_per_second,
+                                                       token_per_minute (null disables), token_lifetime}
+    POST   /_sandbox/reset                            forget profiles, consents, tokens, counters, log
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from sandbox.apsis.account import Account
+from sandbox.apsis.app import ACCOUNT_KEY, _json
+from sandbox.apsis.definitions import channel_discriminator
+from sandbox.apsis.problems import ApiError
+
+P = "/_sandbox"
+
+
+def add_control_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get(P, index)
+    r.add_get(P + "/definitions", definitions)
+    r.add_get(P + "/profiles", profiles)
+    r.add_get(P + "/profiles/{keyspace}/{profile_key}", profile)
+    r.add_get(P + "/consents/{channel}/{address}", consents)
+    r.add_get(P + "/consents/{channel}/{address}/{section}/{consent_list}", opted_in)
+    r.add_get(P + "/requests", requests)
+    r.add_get(P + "/writes", writes)
+    r.add_get(P + "/faults", get_faults)
+    r.add_patch(P + "/faults", patch_faults)
+    r.add_put(P + "/faults", patch_faults)
+    r.add_delete(P + "/faults", clear_faults)
+    r.add_post(P + "/tokens/revoke", revoke_tokens)
+    r.add_get(P + "/limits", get_limits)
+    r.add_patch(P + "/limits", patch_limits)
+    r.add_post(P + "/reset", reset)
+
+
+def _account(request: web.Request) -> Account:
+    return request.app[ACCOUNT_KEY]
+
+
+def _int_query(request: web.Request, name: str, default: int) -> int:
+    try:
+        return int(request.query.get(name, default))
+    except ValueError:
+        raise ApiError(400, f"{name} must be an integer") from None
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    try:
+        body = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "body must be JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "body must be a JSON object")
+    return body
+
+
+def _channel(request: web.Request) -> str:
+    try:
+        return channel_discriminator(request.match_info["channel"])
+    except ValueError as exc:
+        raise ApiError(404, str(exc)) from None
+
+
+async def index(request: web.Request) -> web.Response:
+    routes = sorted(
+        {
+            f"{r.method} {r.resource.canonical}"
+            for r in request.app.router.routes()
+            if r.resource and r.method != "HEAD"
+        }
+    )
+    return _json({**_account(request).summary(), "routes": routes})
+
+
+async def definitions(request: web.Request) -> web.Response:
+    d = _account(request).definitions
+    return _json(
+        {
+            "keyspaces": [k.to_json() for k in d.keyspaces],
+            "sections": [
+                {
+                    **s.to_json(),
+                    "attributes": [a.to_json() for a in s.attributes],
+                    "consent_lists": [
+                        {**cl.to_json(), "topics": [t.to_json() for t in cl.topics]} for cl in s.consent_lists
+                    ],
+                    "events": [e.to_json() for e in s.events],
+                }
+                for s in d.sections
+            ],
+        }
+    )
+
+
+async def profiles(request: web.Request) -> web.Response:
+    keys = _account(request).profile_keys(request.query.get("keyspace"))
+    offset = _int_query(request, "offset", 0)
+    limit = _int_query(request, "limit", 100)
+    page = keys[offset : offset + limit]
+    return _json({"total": len(keys), "items": [{"keyspace": k, "key": p} for k, p in page]})
+
+
+async def profile(request: web.Request) -> web.Response:
+    m = request.match_info
+    view = _account(request).profile(m["keyspace"], m["profile_key"])
+    if view is None:
+        raise ApiError(404, f"no profile {m['profile_key']} in keyspace {m['keyspace']}")
+    return _json(view.to_json())
+
+
+async def consents(request: web.Request) -> web.Response:
+    records = _account(request).consents(_channel(request), request.match_info["address"])
+    return _json({"items": [r.to_json() for r in records]})
+
+
+async def opted_in(request: web.Request) -> web.Response:
+    m = request.match_info
+    topics = _account(request).opted_in_topics(
+        _channel(request), m["address"], m["section"], m["consent_list"]
+    )
+    return _json({"topics": topics})
+
+
+async def requests(request: web.Request) -> web.Response:
+    account = _account(request)
+    items = [
+        {"method": m, "route": r, "status": s, "count": n}
+        for (m, r, s), n in sorted(account.requests.items())
+    ]
+    return _json(
+        {
+            "total": sum(account.requests.values()),
+            "items": items,
+            "rate_limited": dict(account.rate_limited),
+            "faults_injected": dict(account.faults_injected),
+        }
+    )
+
+
+async def writes(request: web.Request) -> web.Response:
+    after = _int_query(request, "after", 0)
+    limit = _int_query(request, "limit", 1000)
+    items = []
+    for w in _account(request).writes:
+        if w.seq > after:
+            items.append(w.to_json())
+            if len(items) >= limit:
+                break
+    return _json({"items": items})
+
+
+async def get_faults(request: web.Request) -> web.Response:
+    account = _account(request)
+    return _json(account.faults.to_json(account.clock()))
+
+
+async def patch_faults(request: web.Request) -> web.Response:
+    account = _account(request)
+    body = await _body(request)
+    if request.method == "PUT":
+        account.faults.clear()
+    try:
+        account.faults.update_from_json(body, account.clock())
+    except (ValueError, TypeError, IndexError, AttributeError) as exc:
+        raise ApiError(400, f"bad faults: {exc}") from None
+    return _json(account.faults.to_json(account.clock()))
+
+
+async def clear_faults(request: web.Request) -> web.Response:
+    account = _account(request)
+    account.faults.clear()
+    return _json(account.faults.to_json(account.clock()))
+
+
+async def revoke_tokens(request: web.Request) -> web.Response:
+    return _json({"revoked": _account(request).revoke_tokens()})
+
+
+async def get_limits(request: web.Request) -> web.Response:
+    return _json(_account(request).limits_json())
+
+
+async def patch_limits(request: web.Request) -> web.Response:
+    account = _account(request)
+    body = await _body(request)
+    try:
+        changes: dict[str, int | None] = {}
+        for field, name in (
+            ("account_per_second", "account"),
+            ("profile_per_second", "profile"),
+            ("token_per_minute", "token_per_minute"),
+        ):
+            if field in body:
+                changes[name] = None if body[field] is None else int(body[field])
+        account.set_rate_limits(**changes)
+        if "token_lifetime" in body:
+            account.token_lifetime = float(body["token_lifetime"])
+    except (TypeError, ValueError) as exc:
+        raise ApiError(400, f"bad limits: {exc}") from None
+    return _json(account.limits_json())
+
+
+async def reset(request: web.Request) -> web.Response:
+    _account(request).reset_state()
+    return _json({"reset": True})
