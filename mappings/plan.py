@@ -1,0 +1,319 @@
+"""The plan: installation + last state + new snapshot -> ordered APSIS writes and the new state.
+
+Ordering and merging:
+- A snapshot whose `updated_at` is older than the state's (or a tags change older than the
+  last tags applied) changes nothing: empty plan, state unchanged (`Plan.stale`).
+- Fields merge per group (customer, tags, email consent, sms consent), each ordered by its own
+  time: a value older than its group's last time is ignored; an unknown value never overwrites
+  a known one; a value without a time (the address on a consent topic) only fills an unknown.
+- Consent times are the consent's own change time (`consent_updated_at`), else the customer's
+  `updated_at`; a tags change uses its `occurredAt`.
+- A tags change on tags never known leaves them unknown (a delta is not the full list): the path
+  shows in `Plan.unknown` so the worker can fetch the customer.
+
+Sections:
+- A customer is in every section whose conditions hold on the merged fields; when a condition's
+  field was never known, the previous membership stays.
+- A customer that stops meeting a section's conditions stops being synced there: no more
+  attribute or consent writes for that section; the profile, its attributes and its consents in
+  APSIS stay as they are. Coming back writes everything again.
+
+Writes, in order: one attribute patch per section (only the changed values, `null` clears;
+`force=True` rewrites every known value, still never over a newer state); then per section the
+consent writes, new address first; then old-address opt-outs of email/phone changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from mappings.attributes import changed_attributes, map_attributes
+from mappings.conditions import matches
+from mappings.consent import consent_writes, mapped_decisions
+from mappings.email_change import address_changed, plan_address_change
+from mappings.installation import ConsentMapping, Shop
+from mappings.snapshot import JSON, UNKNOWN, CustomerSnapshot, TagsChange, plain, resolve
+from mappings.state import SyncState
+from mappings.writes import (
+    OPT_IN,
+    AddressList,
+    AttributePatch,
+    ConsentKey,
+    ConsentType,
+    ConsentWrite,
+    ProfileDelete,
+    Write,
+)
+
+ALWAYS_TRACKED = ("email", "phone", "tags", "email_marketing_consent.state", "sms_marketing_consent.state")
+_ADDRESS_PATH = {"email": "email", "sms": "phone"}
+_STATE_PATH = {"email": "email_marketing_consent.state", "sms": "sms_marketing_consent.state"}
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    writes: tuple[Write, ...]
+    state: SyncState | None
+    stale: bool = False
+    unknown: frozenset[str] = field(default_factory=frozenset)  # used paths never known
+
+
+OldAddressTopics = Mapping[AddressList, Collection[str]]
+
+
+def tracked_paths(shop: Shop) -> frozenset[str]:
+    """Every field path the installation reads: conditions, attributes, addresses, consent."""
+    paths = set(ALWAYS_TRACKED)
+    for section in shop.sections:
+        paths.update(c.field for c in section.conditions)
+        paths.update(section.attributes)
+    return frozenset(paths)
+
+
+def group_of(path: str) -> str:
+    head = path.partition(".")[0]
+    if head == "tags":
+        return "tags"
+    if head == "email_marketing_consent":
+        return "email_consent"
+    if head == "sms_marketing_consent":
+        return "sms_consent"
+    return "customer"
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    customer_id: int
+    fields: dict[str, Any]
+    times: dict[str, datetime]
+    sections: tuple[str, ...]
+    unknown: frozenset[str]
+
+
+def _observe(
+    update: CustomerSnapshot | TagsChange, previous: SyncState | None, paths: frozenset[str]
+) -> tuple[dict[str, Any], dict[str, datetime | None]]:
+    if isinstance(update, TagsChange):
+        before = previous.fields.get("tags", UNKNOWN) if previous else UNKNOWN
+        tags = tuple(before) if isinstance(before, list | tuple) else UNKNOWN
+        return {"tags": plain(update.apply(tags))}, {"tags": update.occurred_at}
+    values = {path: plain(resolve(update, path)) for path in paths}
+    updated = update.updated_at if isinstance(update.updated_at, datetime) else None
+    times: dict[str, datetime | None] = {"customer": updated, "tags": updated}
+    for group, consent in (
+        ("email_consent", update.email_marketing_consent),
+        ("sms_consent", update.sms_marketing_consent),
+    ):
+        own = getattr(consent, "updated_at", None)
+        times[group] = own if isinstance(own, datetime) else updated
+    return values, times
+
+
+def _prepare(
+    shop: Shop, previous: SyncState | None, update: CustomerSnapshot | TagsChange
+) -> _Prepared | None:
+    """Merged fields, times and membership; None when the update is stale."""
+    cid = update.customer_id if isinstance(update, TagsChange) else update.id
+    if previous is not None and previous.customer_id != cid:
+        raise ValueError(f"state of customer {previous.customer_id} given for customer {cid}")
+    old_times = dict(previous.times) if previous else {}
+    if isinstance(update, TagsChange):
+        when, last = update.occurred_at, old_times.get("tags")
+    else:
+        when = update.updated_at if isinstance(update.updated_at, datetime) else None
+        last = old_times.get("customer")
+    if when is not None and last is not None and when < last:
+        return None
+    paths = tracked_paths(shop)
+    values, new_times = _observe(update, previous, paths)
+    fields = dict(previous.fields) if previous else {}
+    times = dict(old_times)
+    for path, value in values.items():
+        if value is UNKNOWN:
+            continue
+        group = group_of(path)
+        t_new, t_old = new_times.get(group), old_times.get(group)
+        if t_new is None:
+            if fields.get(path, UNKNOWN) is UNKNOWN:
+                fields[path] = value
+        elif t_old is None or t_new >= t_old:
+            fields[path] = value
+            if t_old is None or t_new > t_old:
+                times[group] = t_new
+    was_in = set(previous.sections) if previous else set()
+    sections = []
+    for section in shop.sections:
+        member = matches(section.conditions, fields)
+        if member or (member is None and section.discriminator in was_in):
+            sections.append(section.discriminator)
+    unknown = frozenset(p for p in paths if fields.get(p, UNKNOWN) is UNKNOWN)
+    return _Prepared(cid, fields, times, tuple(sections), unknown)
+
+
+def _address(fields: Mapping[str, Any], channel: str) -> Any:
+    value = fields.get(_ADDRESS_PATH[channel], UNKNOWN)
+    return value if value is UNKNOWN or isinstance(value, str) else None
+
+
+def _last_address(previous: SyncState | None, channel: str) -> str | None:
+    if previous is None:
+        return None
+    return previous.email if channel == "email" else previous.phone
+
+
+def needs_old_address_topics(
+    shop: Shop, previous: SyncState | None, update: CustomerSnapshot | TagsChange
+) -> list[AddressList]:
+    """The consent lists of old addresses whose opted-in topics the worker should read from
+    APSIS (consent evaluations) before `plan_sync`, because this update changes an address."""
+    prepared = _prepare(shop, previous, update)
+    if prepared is None:
+        return []
+    result = []
+    for section in shop.sections:
+        if section.discriminator not in prepared.sections:
+            continue
+        for mapping in section.consents:
+            old = _last_address(previous, mapping.channel)
+            if old is not None and address_changed(old, _address(prepared.fields, mapping.channel)):
+                result.append(
+                    AddressList(
+                        mapping.channel_discriminator, old, section.discriminator, mapping.consent_list
+                    )
+                )
+    return result
+
+
+def plan_sync(
+    shop: Shop,
+    previous: SyncState | None,
+    update: CustomerSnapshot | TagsChange,
+    *,
+    old_address_topics: OldAddressTopics | None = None,
+    force: bool = False,
+) -> Plan:
+    """The writes that bring APSIS in line with `update`, and the state after them."""
+    prepared = _prepare(shop, previous, update)
+    if prepared is None:
+        return Plan((), previous, stale=True)
+    fields, profile_key = prepared.fields, str(prepared.customer_id)
+    writes: list[Write] = []
+    attributes: dict[str, Mapping[str, JSON]] = {}
+    for section in shop.sections:
+        if section.discriminator not in prepared.sections:
+            continue
+        desired = map_attributes(section, fields)
+        written = previous.attributes.get(section.discriminator, {}) if previous else {}
+        body = changed_attributes(desired, written, force=force)
+        if body:
+            writes.append(AttributePatch(section.discriminator, body, profile_key))
+        mapped = set(section.attributes.values())
+        attributes[section.discriminator] = {k: v for k, v in {**written, **desired}.items() if k in mapped}
+
+    old_consents = previous.consents if previous else {}
+    consents: dict[ConsentKey, ConsentType] = {}
+    opt_outs: list[Write] = []
+    for section in shop.sections:
+        if section.discriminator not in prepared.sections:
+            continue
+        for mapping in section.consents:
+            new_writes, later, records, address = _channel(
+                mapping, section.discriminator, previous, fields, old_consents, old_address_topics, force
+            )
+            writes.extend(new_writes)
+            opt_outs.extend(later)
+            for topic, kind in records.items():
+                key = ConsentKey(
+                    mapping.channel_discriminator, address, section.discriminator, mapping.consent_list, topic
+                )
+                consents[key] = kind
+    writes.extend(opt_outs)
+
+    email, phone = _address(fields, "email"), _address(fields, "sms")
+    keep = {  # consent records of the current addresses in the current sections
+        (mapping.channel_discriminator, section.discriminator)
+        for section in shop.sections
+        if section.discriminator in prepared.sections
+        for mapping in section.consents
+    }
+    current = {"com.apsis1.channels.email": email, "com.apsis1.channels.sms": phone}
+    merged = {
+        key: kind
+        for key, kind in old_consents.items()
+        if (key.channel, key.section) in keep and current.get(key.channel) == key.address
+    }
+    merged.update(consents)
+    state = SyncState(
+        customer_id=prepared.customer_id,
+        times=prepared.times,
+        fields=fields,
+        email=email if isinstance(email, str) or email is None else _last_address(previous, "email"),
+        phone=phone if isinstance(phone, str) or phone is None else _last_address(previous, "sms"),
+        sections=prepared.sections,
+        attributes=attributes,
+        consents=merged,
+    )
+    return Plan(tuple(writes), state, unknown=prepared.unknown)
+
+
+def _channel(
+    mapping: ConsentMapping,
+    section: str,
+    previous: SyncState | None,
+    fields: Mapping[str, Any],
+    old_consents: Mapping[ConsentKey, ConsentType],
+    old_address_topics: OldAddressTopics | None,
+    force: bool,
+) -> tuple[list[ConsentWrite], list[ConsentWrite], dict[str, ConsentType], str]:
+    """(new-address writes, old-address opt-outs, resulting records, address) for one list."""
+    channel = mapping.channel_discriminator
+    address = _address(fields, mapping.channel)
+    old = _last_address(previous, mapping.channel)
+    state = fields.get(_STATE_PATH[mapping.channel], UNKNOWN)
+    before = previous.fields.get(_STATE_PATH[mapping.channel], UNKNOWN) if previous else UNKNOWN
+
+    def written_for(addr: str) -> dict[str, ConsentType]:
+        return {
+            k.topic: kind
+            for k, kind in old_consents.items()
+            if (k.channel, k.address, k.section, k.consent_list)
+            == (channel, addr, section, mapping.consent_list)
+        }
+
+    if old is not None and address_changed(old, address):
+        key = AddressList(channel, old, section, mapping.consent_list)
+        if old_address_topics is not None and key in old_address_topics:
+            old_topics: Collection[str] = old_address_topics[key]
+        else:
+            old_topics = [t for t, kind in written_for(old).items() if kind == OPT_IN]
+        new = address if isinstance(address, str) else None
+        change = plan_address_change(
+            mapping,
+            section,
+            old,
+            new,
+            state,
+            before,
+            old_topics,
+            written_for(new) if new else {},
+            force=force,
+        )
+        return change.new_address, change.old_address, change.desired, new or ""
+    if not isinstance(address, str):
+        return [], [], {}, ""
+    desired = mapped_decisions(mapping, state, before)
+    written = written_for(address)
+    writes = consent_writes(mapping, section, address, desired, written, force=force)
+    return writes, [], desired, address
+
+
+def plan_delete(shop: Shop, customer_id: int) -> Plan:
+    """`customers/delete`, `customers/redact`: delete the profile (its attributes and events).
+
+    Consents belong to addresses, not profiles, in APSIS and are left as they are; the worker
+    removes the customer's state.
+    """
+    return Plan((ProfileDelete(shop.apsis.keyspace, str(customer_id)),), None)
