@@ -1,0 +1,107 @@
+"""PATCH/GET profile attributes: merge-patch semantics and validation."""
+
+from __future__ import annotations
+
+import orjson
+
+from sandbox.apsis import KEYSPACE, SECTION, VIP_SECTION
+from tests.sandbox_apsis.conftest import Api
+
+
+async def test_merge_patch_sets_overwrites_clears_and_keeps(api: Api) -> None:
+    assert api.account.profile(KEYSPACE, "42") is None
+    status, _, body = await api.patch_attributes("42", {"1001": "a@example.com", "1002": "Åsa", "1008": 3})
+    assert (status, body) == (204, b"")
+    assert (await api.get_attributes("42"))[2] == {"1001": "a@example.com", "1002": "Åsa", "1008": 3}
+
+    status, _, _ = await api.patch_attributes("42", {"1002": "Björn", "1008": None, "1009": 12.5})
+    assert status == 204
+    status, _, attrs = await api.get_attributes("42")
+    assert status == 200
+    assert attrs == {"1001": "a@example.com", "1002": "Björn", "1009": 12.5}
+
+    # Clearing something never set, and an empty patch, are fine and change nothing.
+    assert (await api.patch_attributes("42", {"1005": None}))[0] == 204
+    assert (await api.patch_attributes("42", {}))[0] == 204
+    profile = api.account.profile(KEYSPACE, "42")
+    assert profile is not None
+    assert profile.attributes == {SECTION: {"1001": "a@example.com", "1002": "Björn", "1009": 12.5}}
+
+
+async def test_sections_are_separate(api: Api) -> None:
+    assert (await api.patch_attributes("7", {"1001": "x@example.com"}))[0] == 204
+    assert (await api.patch_attributes("7", {"3001": "x@example.com"}, section=VIP_SECTION))[0] == 204
+    profile = api.account.profile(KEYSPACE, "7")
+    assert profile is not None
+    assert profile.attributes == {SECTION: {"1001": "x@example.com"}, VIP_SECTION: {"3001": "x@example.com"}}
+    # A version of another section is unknown here.
+    status, _, body = await api.patch_attributes("7", {"3001": "x"})
+    assert status == 400 and "3001" in body["detail"]
+
+
+async def test_unknown_version_is_400_naming_it(api: Api) -> None:
+    status, headers, body = await api.patch_attributes("1", {"1001": "a@example.com", "9999": "x"})
+    assert status == 400
+    assert headers["Content-Type"].startswith("application/problem+json")
+    assert "9999" in body["detail"]
+    assert api.account.profile(KEYSPACE, "1") is None  # nothing applied
+
+
+async def test_deprecated_version_is_400(api: Api) -> None:
+    status, _, body = await api.patch_attributes("1", {"901": "a@example.com"})
+    assert status == 400
+    assert "901" in body["detail"] and "deprecated" in body["detail"]
+    api.account.deprecate_version(SECTION, "1003")
+    status, _, body = await api.patch_attributes("1", {"1003": "Lindqvist"})
+    assert status == 400 and "1003" in body["detail"]
+
+
+async def test_unknown_section_or_keyspace_is_404(api: Api) -> None:
+    status, _, body = await api.patch_attributes("1", {"1001": "a"}, section="com.apsis1.sections.nope")
+    assert status == 404 and "com.apsis1.sections.nope" in body["detail"]
+    status, _, body = await api.patch_attributes("1", {"1001": "a"}, keyspace="com.apsis1.keyspaces.nope")
+    assert status == 404 and "com.apsis1.keyspaces.nope" in body["detail"]
+
+
+async def test_body_over_100_kb_is_413(api: Api) -> None:
+    value = "x" * (102_400 - len(b'{"1001":""}'))
+    at_limit = orjson.dumps({"1001": value})
+    assert len(at_limit) == 102_400
+    assert (await api.patch_attributes("1", at_limit))[0] == 204
+    over = orjson.dumps({"1001": value + "x"})
+    status, headers, body = await api.patch_attributes("1", over)
+    assert status == 413
+    assert headers["Content-Type"].startswith("application/problem+json")
+    assert body["status"] == 413
+
+
+async def test_wrong_content_type_is_415(api: Api) -> None:
+    path = f"/audience/keyspaces/{KEYSPACE}/profiles/1/sections/{SECTION}/attributes"
+    status, _, body = await api.call("PATCH", path, json={"1001": "a@example.com"})  # application/json
+    assert status == 415
+    assert "merge-patch" in body["detail"]
+    assert api.account.profile(KEYSPACE, "1") is None
+    status, _, _ = await api.call(
+        "PATCH",
+        path,
+        data=b'{"1001": "a"}',
+        headers={"Content-Type": "application/merge-patch+json; charset=utf-8"},
+    )
+    assert status == 204
+
+
+async def test_body_must_be_a_json_object(api: Api) -> None:
+    assert (await api.patch_attributes("1", b"[1, 2]"))[0] == 400
+    assert (await api.patch_attributes("1", b"{nope"))[0] == 400
+    assert (await api.patch_attributes("1", b'"text"'))[0] == 400
+
+
+async def test_get_attributes_of_missing_profile_is_404(api: Api) -> None:
+    status, _, body = await api.get_attributes("404")
+    assert status == 404
+    assert body["status"] == 404
+
+
+async def test_profile_key_with_reserved_characters(api: Api) -> None:
+    assert (await api.patch_attributes("a%2Fb%20c", {"1001": "x@example.com"}))[0] == 204
+    assert api.account.profile(KEYSPACE, "a/b c") is not None

@@ -1,0 +1,114 @@
+"""DELETE a profile, and what the default account defines."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from sandbox.apsis import KEYSPACE, SECTION, Account, ApsisSandbox, default_account
+from tests.sandbox_apsis.conftest import Api
+
+DEMO = Path(__file__).resolve().parents[2] / "mappings" / "demo.toml"
+
+
+async def test_delete_removes_profile_and_events(api: Api) -> None:
+    await api.patch_attributes("42", {"1001": "a@example.com"})
+    event = {"event_time": "2024-10-01T12:00:00Z", "version_id": "2001", "data": {}}
+    await api.post_events("42", {"items": [event]})
+    await api.consent("a@example.com", "com.apsis1.topics.news")
+    status, _, body = await api.call("DELETE", f"/audience/keyspaces/{KEYSPACE}/profiles/42")
+    assert (status, body) == (204, b"")
+    assert api.account.profile(KEYSPACE, "42") is None
+    assert (await api.get_attributes("42"))[0] == 404
+    # Consents belong to the address, not the profile.
+    assert api.account.opted_in_topics(
+        "email", "a@example.com", SECTION, "com.apsis1.consent-lists.newsletter"
+    )
+    # Deleting again: 404 (clients treat it as done).
+    status, _, body = await api.call("DELETE", f"/audience/keyspaces/{KEYSPACE}/profiles/42")
+    assert status == 404 and body["status"] == 404
+    assert [w.kind for w in api.account.writes] == ["attributes", "events", "consent", "delete"]
+    # A new write creates a fresh profile.
+    await api.patch_attributes("42", {"1002": "New"})
+    profile = api.account.profile(KEYSPACE, "42")
+    assert profile is not None and profile.attributes == {SECTION: {"1002": "New"}} and profile.events == {}
+
+
+async def test_delete_of_missing_profile_can_answer_204(api: Api) -> None:
+    api.account.delete_missing_status = 204
+    assert (await api.call("DELETE", f"/audience/keyspaces/{KEYSPACE}/profiles/nobody"))[0] == 204
+    assert (await api.call("DELETE", "/audience/keyspaces/com.apsis1.keyspaces.nope/profiles/1"))[0] == 404
+
+
+def _demo_shop() -> dict[str, object]:
+    shop: dict[str, object] = tomllib.loads(DEMO.read_text())["shop"][0]
+    return shop
+
+
+async def test_default_account_serves_everything_demo_toml_references(api: Api) -> None:
+    shop = _demo_shop()
+    keyspaces = {k["discriminator"] for k in (await api.call("GET", "/audience/keyspaces"))[2]["items"]}
+    assert shop["apsis"]["keyspace"] in keyspaces  # type: ignore[index]
+    sections = {s["discriminator"] for s in (await api.call("GET", "/audience/sections"))[2]["items"]}
+    for section in shop["section"]:  # type: ignore[attr-defined]
+        s = section["discriminator"]
+        assert s in sections
+        attributes = (await api.call("GET", f"/audience/sections/{s}/attributes"))[2]["items"]
+        current = {v["id"] for a in attributes for v in a["versions"] if v["deprecated_at"] is None}
+        assert set(section["attributes"].values()) <= current
+        events = (await api.call("GET", f"/audience/sections/{s}/events"))[2]["items"]
+        current_events = {v["id"] for e in events for v in e["versions"] if v["deprecated_at"] is None}
+        assert set(section["events"].values()) <= current_events
+        lists = {
+            c["discriminator"]
+            for c in (await api.call("GET", f"/audience/sections/{s}/consent-lists"))[2]["items"]
+        }
+        for consent in section["consents"].values():
+            assert consent["consent_list"] in lists
+            path = f"/audience/sections/{s}/consent-lists/{consent['consent_list']}/topics"
+            topics = {t["discriminator"] for t in (await api.call("GET", path))[2]["items"]}
+            assert set(consent["topics"]) <= topics
+
+
+async def test_default_account_has_deprecated_versions_beside_current_ones(api: Api) -> None:
+    attributes = (await api.call("GET", f"/audience/sections/{SECTION}/attributes"))[2]["items"]
+    email = next(a for a in attributes if a["discriminator"] == "com.apsis1.attributes.email")
+    assert [(v["id"], v["deprecated_at"] is None) for v in email["versions"]] == [
+        ("901", False),
+        ("1001", True),
+    ]
+    events = (await api.call("GET", f"/audience/sections/{SECTION}/events"))[2]["items"]
+    order = next(e for e in events if e["name"] == "Order")
+    assert [v["id"] for v in order["versions"] if v["deprecated_at"] is None] == ["2001"]
+
+
+async def test_definitions_404s(api: Api) -> None:
+    assert (await api.call("GET", "/audience/sections/nope/attributes"))[0] == 404
+    assert (await api.call("GET", f"/audience/sections/{SECTION}/consent-lists/nope/topics"))[0] == 404
+    status, headers, body = await api.call("GET", "/audience/nothing")
+    assert status == 404 and headers["Content-Type"].startswith("application/problem+json")
+    status, headers, body = await api.call("PUT", "/audience/sections")
+    assert status == 405 and body["status"] == 405
+
+
+async def test_credentials_match_demo_toml() -> None:
+    apsis = _demo_shop()["apsis"]
+    account = default_account()
+    assert account.check_client(apsis["client_id"], apsis["client_secret"])  # type: ignore[index]
+
+
+async def test_server_starts_and_stops_cleanly() -> None:
+    import aiohttp
+
+    sandbox = ApsisSandbox(Account())
+    async with sandbox:
+        assert sandbox.url.startswith("http://127.0.0.1:") and sandbox.port > 0
+        async with aiohttp.ClientSession() as session, session.get(sandbox.url + "/_sandbox") as resp:
+            assert resp.status == 200
+        url = sandbox.url
+    async with aiohttp.ClientSession() as session:
+        try:
+            async with session.get(url + "/_sandbox") as resp:
+                raise AssertionError(f"still answering: {resp.status}")
+        except aiohttp.ClientConnectionError:
+            pass
