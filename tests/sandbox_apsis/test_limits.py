@@ -74,9 +74,9 @@ async def test_limits_configurable_and_disabled(api: Api) -> None:
     assert set(statuses) == {204}
 
 
-async def test_concurrent_burst_on_real_clock_gets_some_429s() -> None:
-    # Real clock: 150 concurrent requests arrive within far less than a second on any machine...
-    # unless the machine stalls for a second mid-burst, so only "some" is asserted.
+async def test_concurrent_burst_on_real_clock_is_counted_consistently() -> None:
+    # Real clock, 150 at once: the first 100 always pass; how many more depends on how long the
+    # burst takes on this machine, so only consistency is asserted, never timing.
     account = default_account()
     async with ApsisSandbox(account) as sandbox, aiohttp.ClientSession() as session:
         api = Api(session, sandbox)
