@@ -24,6 +24,7 @@ so a slow API cannot pile up open requests; with N processes the pool holds at m
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import random
 from collections.abc import Awaitable
@@ -257,6 +258,13 @@ def apsis_profile_bucket(account: ApsisAccount, limits: Limits, keyspace: str, p
         kind="apsis-profile",
         listed=False,  # one per customer: too many to list
     )
+
+
+def apsis_address_bucket(account: ApsisAccount, limits: Limits, channel: str, address: str) -> Bucket:
+    """The per-subject limit applies to a consent address like to a profile key. The address is
+    hashed: bucket names are Redis keys, and keys must not hold personal data."""
+    digest = hashlib.sha256(address.strip().lower().encode()).hexdigest()[:20]
+    return apsis_profile_bucket(account, limits, channel, f"address-{digest}")
 
 
 APSIS_TOKEN_REQUESTS_PER_MIN = 10

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from types import SimpleNamespace
+from typing import Any
+from unittest.mock import patch
 from uuid import uuid4
 
+import aioresponses.core as aioresponses_core
 import pytest
+from aiohttp import ClientResponse
+from aioresponses import aioresponses
 from redis.asyncio import Redis
+from yarl import URL
 
 from mappings.installation import ApsisAccount, Limits, Shop
 from shopsync.keys import Keys
@@ -70,3 +77,29 @@ def make_shop(admin_url: str = "http://shop.test", limits: Limits | None = None)
         sections=(),
         limits=limits or Limits(),
     )
+
+
+# --- aioresponses on aiohttp 3.14 -------------------------------------------------------------
+# aioresponses 0.7.9 builds ClientResponse without the `stream_writer` argument aiohttp 3.14
+# requires; give its responses a stand-in so the mocks work (only inside these tests).
+
+
+class _CompatResponse(ClientResponse):
+    def __init__(self, method: str, url: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
+        super().__init__(method, url, **kwargs)
+
+
+@pytest.fixture
+def http() -> Iterator[aioresponses]:
+    with patch.object(aioresponses_core, "ClientResponse", _CompatResponse), aioresponses() as mocked:
+        yield mocked
+
+
+def calls(mocked: aioresponses, method: str, url_prefix: str = "") -> list[tuple[URL, dict[str, Any]]]:
+    """(url, kwargs) of every request made with `method` whose URL starts with `url_prefix`."""
+    out: list[tuple[URL, dict[str, Any]]] = []
+    for (m, url), requests in mocked.requests.items():
+        if m == method and str(url).startswith(url_prefix):
+            out.extend((url, dict(call.kwargs)) for call in requests)
+    return out

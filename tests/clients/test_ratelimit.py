@@ -141,7 +141,8 @@ async def test_state_lists_levels_of_listed_buckets(limiter: RateLimiter) -> Non
 def test_buckets_follow_limits_with_the_safety_margin() -> None:
     shop = make_shop(limits=Limits(shopify_bucket_size=80, shopify_leak_per_s=4, safety=0.9))
     bucket = shopify_bucket(shop)
-    assert (bucket.rate_per_s, bucket.burst) == (pytest.approx(3.6), 72)
+    assert bucket.rate_per_s == pytest.approx(3.6)
+    assert bucket.burst == 72
     account = apsis_account_bucket(make_account(), Limits())
     assert account.rate_per_s == pytest.approx(95)
     # burst + one second of rate stays within the documented 100 in any second

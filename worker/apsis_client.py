@@ -1,0 +1,367 @@
+"""The APSIS One client: typed methods over one aiohttp session, shared limits, shared token.
+
+Every request: a permit of this process's APSIS semaphore, the account's shared token, a slot in
+the profile key's bucket (profile routes) or the address's (consent routes: APSIS limits them
+alike) and then in the account's bucket, one HTTP request.
+401/403 invalidates the token, fetches a fresh one and tries once more. Transient failures are
+retried inside the retry policy's budget, then raised as `TransientApiError`; the rest raise
+`PermanentApiError` subclasses carrying APSIS's problem `detail`.
+
+Writes are idempotent: merge-patch and consent writes by nature, profile deletion treats 404 as
+done; events are not (APSIS keeps every POSTed event), so callers dedup them before calling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any, Literal
+
+import aiohttp
+import orjson
+from redis.asyncio import Redis
+
+from mappings.installation import CHANNELS, ApsisAccount, Limits
+from shopsync.keys import Keys
+from shopsync.logging import get_logger
+from worker.apsis_token import TokenCache
+from worker.errors import (
+    AuthError,
+    LimiterTimeoutError,
+    NotFoundError,
+    PayloadTooLargeError,
+    error_from_response,
+    parse_retry_after,
+)
+from worker.http import Answer, build_url, new_session, send
+from worker.payloads import MAX_BODY_BYTES, TooLargeError, batch_items, split_merge_patch
+from worker.ratelimit import (
+    Bucket,
+    RateLimiter,
+    WaitTooLongError,
+    apsis_account_bucket,
+    apsis_address_bucket,
+    apsis_profile_bucket,
+)
+from worker.retry import RetryPolicy, call_with_retries
+
+log = get_logger(__name__)
+
+Json = dict[str, Any]
+ConsentType = Literal["opt-in", "opt-out"]
+
+# Route templates: the metrics label and, formatted with quoted parameters, the request path.
+KEYSPACES = "/audience/keyspaces"
+SECTIONS = "/audience/sections"
+ATTRIBUTES = "/audience/sections/{section}/attributes"
+CONSENT_LISTS = "/audience/sections/{section}/consent-lists"
+TOPICS = "/audience/sections/{section}/consent-lists/{consent_list}/topics"
+EVENTS = "/audience/sections/{section}/events"
+PROFILE = "/audience/keyspaces/{keyspace}/profiles/{profile_key}"
+PROFILE_ATTRIBUTES = PROFILE + "/sections/{section}/attributes"
+PROFILE_EVENTS = PROFILE + "/sections/{section}/events"
+CONSENTS = "/audience/channels/{channel}/addresses/{address}/consents"
+EVALUATIONS = CONSENTS + "/sections/{section}/consent-lists/{consent_list}/evaluations"
+
+_RETRY_AFTER_429_S = 1.0  # when a 429 carries no Retry-After
+
+
+def current_version(definition: Mapping[str, Any]) -> str | None:
+    """The id of the definition's version that is not deprecated (the newest such one), or None."""
+    live = [v for v in definition.get("versions") or () if v.get("deprecated_at") is None]
+    return str(live[-1]["id"]) if live else None
+
+
+def current_versions(definitions: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """discriminator -> live version id, for attribute or event definitions."""
+    out: dict[str, str] = {}
+    for definition in definitions:
+        version = current_version(definition)
+        if version is not None and definition.get("discriminator"):
+            out[str(definition["discriminator"])] = version
+    return out
+
+
+def channel_discriminator(channel: str) -> str:
+    """`email`/`sms` or a full discriminator, as the discriminator."""
+    return CHANNELS.get(channel, channel)
+
+
+class ApsisClient:
+    def __init__(
+        self,
+        account: ApsisAccount,
+        redis: Redis,
+        limiter: RateLimiter,
+        keys: Keys,
+        session: aiohttp.ClientSession | None = None,
+        limits: Limits | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        max_wait_s: float | None = None,
+        token_bucket: Bucket | None = None,
+    ) -> None:
+        self.account = account
+        self.limits = limits or Limits()
+        self.limiter = limiter
+        self.retry = retry or RetryPolicy()
+        self.max_wait_s = max_wait_s
+        self._own_session = session is None
+        self.session = session or new_session()
+        self.tokens = TokenCache(
+            account, redis, limiter, keys, self.session, self.limits, bucket=token_bucket
+        )
+        self.account_bucket = apsis_account_bucket(account, self.limits)
+        self._semaphore = limiter.concurrency(f"apsis:{account.client_id}", self.limits.apsis_concurrency)
+
+    async def close(self) -> None:
+        if self._own_session:
+            await self.session.close()
+
+    async def __aenter__(self) -> ApsisClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # --- definitions ------------------------------------------------------------------------
+
+    async def keyspaces(self) -> list[Json]:
+        return await self._items(KEYSPACES)
+
+    async def sections(self) -> list[Json]:
+        return await self._items(SECTIONS)
+
+    async def attributes(self, section: str) -> list[Json]:
+        return await self._items(ATTRIBUTES, section=section)
+
+    async def consent_lists(self, section: str) -> list[Json]:
+        return await self._items(CONSENT_LISTS, section=section)
+
+    async def topics(self, section: str, consent_list: str) -> list[Json]:
+        return await self._items(TOPICS, section=section, consent_list=consent_list)
+
+    async def events(self, section: str) -> list[Json]:
+        return await self._items(EVENTS, section=section)
+
+    async def attribute_versions(self, section: str) -> dict[str, str]:
+        """Attribute discriminator -> its live (non-deprecated) version id."""
+        return current_versions(await self.attributes(section))
+
+    # --- profiles ---------------------------------------------------------------------------
+
+    async def patch_attributes(
+        self, keyspace: str, profile_key: str, section: str, body: Mapping[str, Any]
+    ) -> int:
+        """Merge-patch the profile's attributes (creates the profile); returns the PATCH count.
+
+        A body over 100 kB is sent as several PATCHes of independent members."""
+        try:
+            parts = split_merge_patch(body, MAX_BODY_BYTES)
+        except TooLargeError as exc:
+            raise PayloadTooLargeError(
+                "apsis", None, "payload too large", str(exc), method="PATCH", route=PROFILE_ATTRIBUTES
+            ) from None
+        for part in parts:
+            await self._request(
+                "PATCH",
+                PROFILE_ATTRIBUTES,
+                body=orjson.dumps(part),
+                content_type="application/merge-patch+json",
+                profile=(keyspace, profile_key),
+                params={"keyspace": keyspace, "profile_key": profile_key, "section": section},
+            )
+        return len(parts)
+
+    async def get_attributes(self, keyspace: str, profile_key: str, section: str) -> Json | None:
+        """The profile's attributes in `section`, or None when the profile does not exist."""
+        answer = await self._request(
+            "GET",
+            PROFILE_ATTRIBUTES,
+            profile=(keyspace, profile_key),
+            missing_ok=True,
+            params={"keyspace": keyspace, "profile_key": profile_key, "section": section},
+        )
+        if answer is None:
+            return None
+        data = answer.json()
+        return data if isinstance(data, dict) else {}
+
+    async def add_events(
+        self, keyspace: str, profile_key: str, section: str, items: Sequence[Mapping[str, Any]]
+    ) -> int:
+        """POST events in as few bodies under 100 kB as possible; returns the POST count.
+
+        Not idempotent: APSIS keeps every event it receives, so the caller dedups."""
+        try:
+            batches = batch_items(items, MAX_BODY_BYTES)
+        except TooLargeError as exc:
+            raise PayloadTooLargeError(
+                "apsis", None, "payload too large", str(exc), method="POST", route=PROFILE_EVENTS
+            ) from None
+        for batch in batches:
+            await self._request(
+                "POST",
+                PROFILE_EVENTS,
+                body=orjson.dumps({"items": batch}),
+                profile=(keyspace, profile_key),
+                params={"keyspace": keyspace, "profile_key": profile_key, "section": section},
+            )
+        return len(batches)
+
+    async def delete_profile(self, keyspace: str, profile_key: str) -> bool:
+        """Delete the profile and its events; False if it was already gone (idempotent)."""
+        answer = await self._request(
+            "DELETE",
+            PROFILE,
+            profile=(keyspace, profile_key),
+            missing_ok=True,
+            params={"keyspace": keyspace, "profile_key": profile_key},
+        )
+        return answer is not None
+
+    # --- consents ---------------------------------------------------------------------------
+
+    async def write_consent(
+        self,
+        channel: str,
+        address: str,
+        section: str,
+        consent_list: str,
+        topic: str,
+        type: ConsentType,
+    ) -> None:
+        """Opt `address` in or out of one topic (idempotent: the same write twice is one state)."""
+        body = {
+            "section_discriminator": section,
+            "consent_list_discriminator": consent_list,
+            "topic_discriminator": topic,
+            "type": type,
+        }
+        await self._request(
+            "POST",
+            CONSENTS,
+            body=orjson.dumps(body),
+            address=(channel_discriminator(channel), address),
+            params={"channel": channel_discriminator(channel), "address": address},
+        )
+
+    async def opted_in_topics(self, channel: str, address: str, section: str, consent_list: str) -> list[str]:
+        """Topics of `consent_list` the address is opted in to (none for an unknown address)."""
+        answer = await self._request(
+            "GET",
+            EVALUATIONS,
+            address=(channel_discriminator(channel), address),
+            missing_ok=True,
+            params={
+                "channel": channel_discriminator(channel),
+                "address": address,
+                "section": section,
+                "consent_list": consent_list,
+            },
+        )
+        if answer is None:
+            return []
+        data = answer.json() or {}
+        return [str(item["topic_discriminator"]) for item in data.get("items") or ()]
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    async def _items(self, route: str, **params: str) -> list[Json]:
+        answer = await self._request("GET", route, params=params)
+        assert answer is not None
+        data = answer.json() or {}
+        return list(data.get("items") or [])
+
+    async def _request(
+        self,
+        method: str,
+        route: str,
+        *,
+        body: bytes | None = None,
+        content_type: str = "application/json",
+        profile: tuple[str, str] | None = None,
+        address: tuple[str, str] | None = None,
+        missing_ok: bool = False,
+        params: Mapping[str, str] | None = None,
+    ) -> Answer | None:
+        """One call with retries; None for a 404 when `missing_ok`."""
+        url = build_url(self.account.base_url, route, None, **(params or {}))
+        buckets = [self.account_bucket]
+        if profile is not None:
+            # The profile key's bucket first: its slot may be far off, and an account slot
+            # reserved now and used then would be wasted for everyone.
+            buckets.insert(0, apsis_profile_bucket(self.account, self.limits, *profile))
+        elif address is not None:
+            buckets.insert(0, apsis_address_bucket(self.account, self.limits, *address))
+
+        async def attempt() -> Answer | None:
+            try:
+                return await self._attempt(method, url, route, body, content_type, buckets)
+            except NotFoundError:
+                if missing_ok:
+                    return None
+                raise
+
+        return await call_with_retries(attempt, self.retry, api="apsis")
+
+    async def _attempt(
+        self,
+        method: str,
+        url: Any,
+        route: str,
+        body: bytes | None,
+        content_type: str,
+        buckets: list[Bucket],
+    ) -> Answer:
+        async with self._semaphore:
+            token = await self.tokens.get()
+            answer = await self._send(method, url, route, body, content_type, token, buckets)
+            if answer.status in (401, 403):
+                # Maybe revoked or expired early: one fresh token, one more try.
+                await self.tokens.invalidate(token)
+                token = await self.tokens.get()
+                answer = await self._send(method, url, route, body, content_type, token, buckets)
+        if answer.status < 400:
+            return answer
+        retry_after = parse_retry_after(answer.headers.get("Retry-After"))
+        if answer.status == 429:
+            retry_after = _RETRY_AFTER_429_S if retry_after is None else retry_after
+            await self.limiter.hold(buckets[0], retry_after)
+            log.warning("apsis_rate_limited", route=route, bucket=buckets[0].kind, retry_after_s=retry_after)
+        error = error_from_response(
+            "apsis", answer.status, answer.body, retry_after=retry_after, method=method, route=route
+        )
+        if isinstance(error, AuthError):
+            log.error("apsis_auth_failed", status=answer.status, client_id=self.account.client_id)
+        raise error
+
+    async def _send(
+        self,
+        method: str,
+        url: Any,
+        route: str,
+        body: bytes | None,
+        content_type: str,
+        token: str,
+        buckets: list[Bucket],
+    ) -> Answer:
+        for bucket in buckets:
+            try:
+                await self.limiter.acquire_bucket(bucket, max_wait_s=self.max_wait_s)
+            except WaitTooLongError as exc:
+                raise LimiterTimeoutError(
+                    "apsis",
+                    None,
+                    "rate limit",
+                    f"{bucket.kind} bucket busy",
+                    exc.wait_s,
+                    method=method,
+                    route=route,
+                ) from None
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        return await send(self.session, "apsis", method, url, route, headers=headers, body=body)

@@ -1,0 +1,280 @@
+"""The Shopify Admin REST client: one aiohttp session, the store's shared leaky bucket.
+
+Every request: a permit of this process's Shopify semaphore, a slot in the store's bucket (shared
+by every process through Redis), one HTTP request. Every answer's `X-Shopify-Shop-Api-Call-Limit`
+is fed back: when Shopify's bucket is fuller than ours (another client of the same app and
+store), ours is pushed forward to match. A 429 holds the bucket for `Retry-After` (2 s when
+missing) and is retried within the retry policy's budget.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import orjson
+from redis.asyncio import Redis
+from yarl import URL
+
+from mappings.installation import Shop
+from shopsync.keys import Keys
+from shopsync.logging import get_logger
+from worker import metrics
+from worker.errors import (
+    LimiterTimeoutError,
+    NotFoundError,
+    error_from_response,
+    parse_retry_after,
+)
+from worker.http import Answer, build_url, new_session, send
+from worker.ratelimit import RateLimiter, WaitTooLongError, shopify_bucket
+from worker.retry import RetryPolicy, call_with_retries
+
+log = get_logger(__name__)
+
+Json = dict[str, Any]
+MAX_PAGE_SIZE = 250
+DEFAULT_RETRY_AFTER_S = 2.0  # Shopify sometimes answers 429 without Retry-After
+
+CUSTOMERS = "/customers.json"
+CUSTOMER = "/customers/{id}.json"
+CUSTOMER_COUNT = "/customers/count.json"
+PRODUCT = "/products/{id}.json"
+ORDERS = "/orders.json"
+WEBHOOKS = "/webhooks.json"
+WEBHOOK = "/webhooks/{id}.json"
+SHOP = "/shop.json"
+ACCESS_SCOPES = "/admin/oauth/access_scopes.json"  # not under /admin/api/{version}
+
+_LINK = re.compile(r"<([^>]*)>\s*;\s*rel=\"?([a-z]+)\"?")
+
+
+def parse_call_limit(value: str | None) -> tuple[int, int] | None:
+    """`X-Shopify-Shop-Api-Call-Limit: 32/40` -> (32, 40); None when absent or malformed."""
+    if not value:
+        return None
+    used, _, size = value.partition("/")
+    try:
+        parsed = int(used.strip()), int(size.strip())
+    except ValueError:
+        return None
+    return parsed if parsed[1] > 0 else None
+
+
+def next_page_info(link: str | None) -> str | None:
+    """The `page_info` of the `rel="next"` URL of a `Link` header, if any."""
+    for url, rel in _LINK.findall(link or ""):
+        if rel == "next":
+            return URL(url).query.get("page_info")
+    return None
+
+
+def _when(value: datetime | str | None) -> str | None:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _fields(fields: Sequence[str] | str | None) -> str | None:
+    return fields if fields is None or isinstance(fields, str) else ",".join(fields)
+
+
+class ShopifyClient:
+    def __init__(
+        self,
+        shop: Shop,
+        redis: Redis,
+        limiter: RateLimiter,
+        keys: Keys,
+        session: aiohttp.ClientSession | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        max_wait_s: float | None = None,
+    ) -> None:
+        self.store = shop
+        self.redis = redis
+        self.keys = keys
+        self.limiter = limiter
+        self.retry = retry or RetryPolicy()
+        self.max_wait_s = max_wait_s
+        self._own_session = session is None
+        self.session = session or new_session()
+        self.bucket = shopify_bucket(shop)
+        self.api_base = f"{shop.admin_url}/admin/api/{shop.api_version}"
+        self._semaphore = limiter.concurrency(f"shopify:{shop.domain}", shop.limits.shopify_concurrency)
+
+    async def close(self) -> None:
+        if self._own_session:
+            await self.session.close()
+
+    async def __aenter__(self) -> ShopifyClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # --- customers --------------------------------------------------------------------------
+
+    def iter_customer_pages(
+        self,
+        updated_at_min: datetime | str | None = None,
+        limit: int = MAX_PAGE_SIZE,
+        fields: Sequence[str] | str | None = None,
+    ) -> AsyncIterator[list[Json]]:
+        """Every customer (updated since `updated_at_min`), one page at a time."""
+        return self._pages(CUSTOMERS, "customers", {"updated_at_min": _when(updated_at_min)}, limit, fields)
+
+    async def get_customer(self, customer_id: int | str) -> Json | None:
+        data = await self._get(CUSTOMER, missing_ok=True, id=customer_id)
+        return None if data is None else dict(data["customer"])
+
+    async def count_customers(self) -> int:
+        data = await self._get(CUSTOMER_COUNT)
+        assert data is not None
+        return int(data["count"])
+
+    # --- orders and products ----------------------------------------------------------------
+
+    def iter_order_pages(
+        self,
+        status: str = "any",
+        updated_at_min: datetime | str | None = None,
+        created_at_min: datetime | str | None = None,
+        customer_id: int | str | None = None,
+        limit: int = MAX_PAGE_SIZE,
+        fields: Sequence[str] | str | None = None,
+    ) -> AsyncIterator[list[Json]]:
+        filters = {
+            "status": status,
+            "updated_at_min": _when(updated_at_min),
+            "created_at_min": _when(created_at_min),
+            "customer_id": None if customer_id is None else str(customer_id),
+        }
+        return self._pages(ORDERS, "orders", filters, limit, fields)
+
+    async def get_product(self, product_id: int | str) -> Json | None:
+        data = await self._get(PRODUCT, missing_ok=True, id=product_id)
+        return None if data is None else dict(data["product"])
+
+    # --- webhooks, scopes, shop ---------------------------------------------------------------
+
+    async def webhooks(self) -> list[Json]:
+        data = await self._get(WEBHOOKS, query={"limit": MAX_PAGE_SIZE})
+        assert data is not None
+        return list(data["webhooks"])
+
+    async def create_webhook(self, topic: str, address: str, format: str = "json") -> Json:
+        body = {"webhook": {"topic": topic, "address": address, "format": format}}
+        answer = await self._request("POST", WEBHOOKS, body=orjson.dumps(body))
+        assert answer is not None
+        return dict(answer.json()["webhook"])
+
+    async def delete_webhook(self, webhook_id: int | str) -> bool:
+        """False when it was already gone (idempotent)."""
+        answer = await self._request("DELETE", WEBHOOK, missing_ok=True, id=webhook_id)
+        return answer is not None
+
+    async def access_scopes(self) -> list[str]:
+        url = build_url(self.store.admin_url, ACCESS_SCOPES)
+        answer = await self._request("GET", ACCESS_SCOPES, url=url)
+        assert answer is not None
+        return [str(scope["handle"]) for scope in answer.json()["access_scopes"]]
+
+    async def shop(self) -> Json:
+        data = await self._get(SHOP)
+        assert data is not None
+        return dict(data["shop"])
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    async def _pages(
+        self,
+        route: str,
+        name: str,
+        filters: Mapping[str, str | None],
+        limit: int,
+        fields: Sequence[str] | str | None,
+    ) -> AsyncIterator[list[Json]]:
+        # With page_info Shopify accepts only limit and fields: filters go on the first page only.
+        common = {"limit": max(1, min(limit, MAX_PAGE_SIZE)), "fields": _fields(fields)}
+        query: dict[str, Any] = {**filters, **common}
+        while True:
+            answer = await self._request("GET", route, query=query)
+            assert answer is not None
+            page = list(answer.json()[name])
+            page_info = next_page_info(answer.headers.get("Link"))
+            if page:
+                yield page
+            if page_info is None:
+                return
+            query = {**common, "page_info": page_info}
+
+    async def _get(
+        self, route: str, *, query: Mapping[str, Any] | None = None, missing_ok: bool = False, **params: Any
+    ) -> Json | None:
+        answer = await self._request("GET", route, query=query, missing_ok=missing_ok, **params)
+        return None if answer is None else dict(answer.json())
+
+    async def _request(
+        self,
+        method: str,
+        route: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        body: bytes | None = None,
+        url: URL | None = None,
+        missing_ok: bool = False,
+        **params: Any,
+    ) -> Answer | None:
+        target = url or build_url(self.api_base, route, query, **params)
+
+        async def attempt() -> Answer | None:
+            try:
+                return await self._attempt(method, target, route, body)
+            except NotFoundError:
+                if missing_ok:
+                    return None
+                raise
+
+        return await call_with_retries(attempt, self.retry, api="shopify")
+
+    async def _attempt(self, method: str, url: URL, route: str, body: bytes | None) -> Answer:
+        headers = {"X-Shopify-Access-Token": self.store.access_token, "Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        async with self._semaphore:
+            try:
+                await self.limiter.acquire_bucket(self.bucket, max_wait_s=self.max_wait_s)
+            except WaitTooLongError as exc:
+                raise LimiterTimeoutError(
+                    "shopify", None, "rate limit", "store bucket busy", exc.wait_s, method=method, route=route
+                ) from None
+            answer = await send(self.session, "shopify", method, url, route, headers=headers, body=body)
+        await self._feed_back(answer)
+        if answer.status < 400:
+            return answer
+        retry_after = parse_retry_after(answer.headers.get("Retry-After"))
+        if answer.status == 429:
+            retry_after = DEFAULT_RETRY_AFTER_S if retry_after is None else retry_after
+            await self.limiter.hold(self.bucket, retry_after)
+            metrics.LIMITER_FEEDBACK.labels("shopify", "429").inc()
+            log.warning(
+                "shopify_rate_limited", shop=self.store.domain, route=route, retry_after_s=retry_after
+            )
+        raise error_from_response(
+            "shopify", answer.status, answer.body, retry_after=retry_after, method=method, route=route
+        )
+
+    async def _feed_back(self, answer: Answer) -> None:
+        """Match our bucket to Shopify's when Shopify's has less room left than ours."""
+        limit = parse_call_limit(answer.headers.get("X-Shopify-Shop-Api-Call-Limit"))
+        if limit is None:
+            return
+        used, size = limit
+        level = self.bucket.burst - (size - used)  # same room left as Shopify's bucket
+        if level > 0 and await self.limiter.raise_level(self.bucket, level):
+            metrics.LIMITER_FEEDBACK.labels("shopify", "call-limit").inc()
