@@ -194,10 +194,10 @@ def bulk_line(**overrides: Any) -> dict[str, Any]:
             "consentUpdatedAt": "2023-05-02T07:59:00Z",
         },
         "smsMarketingConsent": {
-            "marketingState": "NOT_SUBSCRIBED",
-            "marketingOptInLevel": None,
-            "consentUpdatedAt": None,
-            "consentCollectedFrom": None,
+            "marketingState": "SUBSCRIBED",
+            "marketingOptInLevel": "SINGLE_OPT_IN",
+            "consentUpdatedAt": "2022-01-10T08:29:00Z",
+            "consentCollectedFrom": "SHOPIFY",
         },
     }
     return {**base, **overrides}
