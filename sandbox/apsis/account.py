@@ -64,6 +64,30 @@ def is_rfc3339(value: object) -> bool:
     return True
 
 
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def value_fits(kind: str, value: object) -> bool:
+    """Whether a JSON value suits an attribute type (string, integer, double, boolean, date)."""
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "double":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "date":
+        if not isinstance(value, str):
+            return False
+        if _DATE_RE.match(value):
+            try:
+                datetime.fromisoformat(value)
+            except ValueError:
+                return False
+            return True
+        return is_rfc3339(value)
+    return isinstance(value, str)
+
+
 @dataclass(slots=True)
 class Profile:
     keyspace: str
@@ -161,6 +185,7 @@ class Account:
         max_body: int = MAX_BODY,
         max_write_log: int | None = 1_000_000,
         delete_missing_status: int = 404,
+        strict_types: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.definitions = definitions if definitions is not None else Definitions()
@@ -169,6 +194,8 @@ class Account:
         self.max_body = max_body
         # 404 (the profile was not there) or 204 (treat as done): see README of the sandbox.
         self.delete_missing_status = delete_missing_status
+        # Check attribute values against their attribute's type (off by default: any JSON value).
+        self.strict_types = strict_types
         self.clock = clock
         self.faults = Faults()
         self.account_limiter = SlidingWindow(account_rate, 1.0)
@@ -309,6 +336,11 @@ class Account:
                 raise ApiError(400, f"attribute version {version_id} does not exist in section {section}")
             if deprecated:
                 raise ApiError(400, f"attribute version {version_id} is deprecated")
+        if self.strict_types:
+            for version_id, value in body.items():
+                kind = index.attribute_types[version_id]
+                if value is not None and not value_fits(kind, value):
+                    raise ApiError(400, f"attribute version {version_id} is of type {kind}, not {value!r}")
         now = self.clock()
         profile = self._profile_for_write(keyspace, key, now)
         attributes = profile.attributes.get(section)

@@ -127,6 +127,7 @@ class SectionIndex:
     section: Section
     # version id -> deprecated? (both attributes and events)
     attribute_versions: dict[str, bool]
+    attribute_types: dict[str, str]
     event_versions: dict[str, bool]
     # consent list -> topic -> topic
     topics: dict[str, dict[str, Topic]]
@@ -143,6 +144,7 @@ def index_section(section: Section, dumps: Any) -> SectionIndex:
         attribute_versions={
             v.id: v.deprecated_at is not None for a in section.attributes for v in a.versions
         },
+        attribute_types={v.id: a.type for a in section.attributes for v in a.versions},
         event_versions={v.id: v.deprecated_at is not None for e in section.events for v in e.versions},
         topics={cl.discriminator: {t.discriminator: t for t in cl.topics} for cl in section.consent_lists},
         attributes_body=dumps({"items": [a.to_json() for a in section.attributes]}),

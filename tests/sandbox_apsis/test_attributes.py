@@ -105,3 +105,29 @@ async def test_get_attributes_of_missing_profile_is_404(api: Api) -> None:
 async def test_profile_key_with_reserved_characters(api: Api) -> None:
     assert (await api.patch_attributes("a%2Fb%20c", {"1001": "x@example.com"}))[0] == 204
     assert api.account.profile(KEYSPACE, "a/b c") is not None
+
+
+async def test_strict_types_when_asked(api: Api) -> None:
+    # Off by default: any JSON value is stored.
+    assert (await api.patch_attributes("1", {"1008": "seven"}))[0] == 204
+    api.account.strict_types = True
+    good = {
+        "1001": "a@example.com",
+        "1008": 7,
+        "1009": 12.5,
+        "1010": "2024-03-01T10:00:00+01:00",
+        "1011": "1990-02-28",
+    }
+    assert (await api.patch_attributes("1", good))[0] == 204
+    for bad in [
+        {"1008": "7"},
+        {"1008": True},
+        {"1009": "12.50"},
+        {"1001": 5},
+        {"1011": "1990-02-30"},
+        {"1010": "soon"},
+    ]:
+        status, _, body = await api.patch_attributes("1", bad)
+        assert status == 400, bad
+        assert next(iter(bad)) in body["detail"]
+    assert (await api.patch_attributes("1", {"1008": None}))[0] == 204
