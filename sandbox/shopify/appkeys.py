@@ -1,0 +1,12 @@
+"""The aiohttp application keys shared by the REST, GraphQL and control modules."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from aiohttp import web
+
+from sandbox.shopify.store import Store
+
+STORE: web.AppKey[Store] = web.AppKey("shopify_store", Store)
+COUNTERS: web.AppKey[Counter[tuple[str, int]]] = web.AppKey("shopify_counters", Counter)
