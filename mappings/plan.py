@@ -5,7 +5,8 @@ Ordering and merging:
   last tags applied) changes nothing: empty plan, state unchanged (`Plan.stale`).
 - Fields merge per group (customer, tags, email consent, sms consent), each ordered by its own
   time: a value older than its group's last time is ignored; an unknown value never overwrites
-  a known one; a value without a time (the address on a consent topic) only fills an unknown.
+  a known one. Without a time, a customer field (the address on a consent topic) only fills
+  an unknown, while a consent or tags value applies (an opt-out must never be lost).
 - Consent times are the consent's own change time (`consent_updated_at`), else the customer's
   `updated_at`; a tags change uses its `occurredAt`.
 - A tags change on tags never known leaves them unknown (a delta is not the full list): the path
@@ -137,7 +138,9 @@ def _prepare(
         group = group_of(path)
         t_new, t_old = new_times.get(group), old_times.get(group)
         if t_new is None:
-            if fields.get(path, UNKNOWN) is UNKNOWN:
+            # Untimed: a consent-topic address only fills in; an untimed consent or tags
+            # delta still applies, since losing an opt-out is worse than misordering one.
+            if group != "customer" or fields.get(path, UNKNOWN) is UNKNOWN:
                 fields[path] = value
         elif t_old is None or t_new >= t_old:
             fields[path] = value
