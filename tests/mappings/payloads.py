@@ -262,3 +262,49 @@ def demo_shop() -> Shop:
     result = installations.get("demo-store.myshopify.com")
     assert result is not None
     return result
+
+
+# --- orders -------------------------------------------------------------------------------------
+
+
+def line_item(n: int = 1, **overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "id": 466157049 + n,
+        "product_id": 632910392,
+        "variant_id": 39072856 + n,
+        "sku": f"IPOD-{n}",
+        "title": "IPod Nano - 8gb",
+        "variant_title": "green",
+        "vendor": None,
+        "quantity": 2,
+        "price": "199.00",
+        "total_discount": "10.00",
+        "name": "IPod Nano - 8gb - green",
+    }
+    return {**base, **overrides}
+
+
+def order(lines: int = 2, **overrides: Any) -> dict[str, Any]:
+    """`orders/paid` (REST, 2024-10 shape)."""
+    base: dict[str, Any] = {
+        "id": 820982911946154508,
+        "name": "#9999",
+        "order_number": 1234,
+        "email": "bob@example.com",
+        "created_at": "2024-11-05T13:00:00-05:00",
+        "processed_at": "2024-11-05T13:00:05-05:00",
+        "currency": "SEK",
+        "total_price": "403.00",
+        "subtotal_price": "388.00",
+        "total_discounts": "20.00",
+        "total_tax": "77.60",
+        "total_shipping_price_set": {
+            "shop_money": {"amount": "15.00", "currency_code": "SEK"},
+            "presentment_money": {"amount": "15.00", "currency_code": "SEK"},
+        },
+        "financial_status": "paid",
+        "discount_codes": [{"code": "TENOFF", "amount": "20.00", "type": "fixed_amount"}],
+        "line_items": [line_item(n) for n in range(1, lines + 1)],
+        "customer": {"id": CUSTOMER_ID, "email": "bob@example.com", "admin_graphql_api_id": GID},
+    }
+    return {**base, **overrides}

@@ -232,3 +232,12 @@ def test_state_json_round_trip() -> None:
 def test_state_from_bad_dict(data: dict[str, Any]) -> None:
     with pytest.raises(PayloadError):
         SyncState.from_dict(data)
+
+
+def test_untimed_consent_topic_still_applies() -> None:
+    """A consent topic without `consent_updated_at` cannot be ordered; an opt-out must not be lost."""
+    state = _state(plan_sync(SHOP, None, normalize_customer(p.rest_2024_10())))
+    topic = p.email_consent_topic("unsubscribed")
+    topic["email_marketing_consent"]["consent_updated_at"] = None
+    plan = plan_sync(SHOP, state, normalize_email_consent_update(topic))
+    assert ("sec.main", "bob@example.com", "topic.news", "opt-out") in _consents(plan)
