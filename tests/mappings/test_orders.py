@@ -103,7 +103,7 @@ def test_bad_orders(order: dict[str, Any], field: str) -> None:
 def test_customer_of_order() -> None:
     assert order_customer_id(p.order()) == p.CUSTOMER_ID
     assert order_customer_id(p.order(customer=None)) is None
-    with pytest.raises(PayloadError, match="customer.id"):
+    with pytest.raises(PayloadError, match=r"customer\.id"):
         order_customer_id(p.order(customer={"email": "x"}))
 
 
