@@ -35,7 +35,7 @@ from mappings.attributes import changed_attributes, map_attributes
 from mappings.conditions import matches
 from mappings.consent import consent_writes, mapped_decisions
 from mappings.email_change import address_changed, plan_address_change
-from mappings.installation import ConsentMapping, Shop
+from mappings.installation import CHANNELS, ConsentMapping, Shop
 from mappings.snapshot import JSON, UNKNOWN, CustomerSnapshot, TagsChange, plain, resolve
 from mappings.state import SyncState
 from mappings.writes import (
@@ -236,25 +236,29 @@ def plan_sync(
     writes.extend(opt_outs)
 
     email, phone = _address(fields, "email"), _address(fields, "sms")
-    keep = {  # consent records of the current addresses in the current sections
-        (mapping.channel_discriminator, section.discriminator)
+    if email is UNKNOWN:
+        email = _last_address(previous, "email")
+    if phone is UNKNOWN:
+        phone = _last_address(previous, "sms")
+    current = {CHANNELS["email"]: email, CHANNELS["sms"]: phone}
+    keep = {  # consent records of the current addresses on the current sections' lists
+        (mapping.channel_discriminator, section.discriminator, mapping.consent_list)
         for section in shop.sections
         if section.discriminator in prepared.sections
         for mapping in section.consents
     }
-    current = {"com.apsis1.channels.email": email, "com.apsis1.channels.sms": phone}
     merged = {
         key: kind
         for key, kind in old_consents.items()
-        if (key.channel, key.section) in keep and current.get(key.channel) == key.address
+        if (key.channel, key.section, key.consent_list) in keep and current.get(key.channel) == key.address
     }
     merged.update(consents)
     state = SyncState(
         customer_id=prepared.customer_id,
         times=prepared.times,
         fields=fields,
-        email=email if isinstance(email, str) or email is None else _last_address(previous, "email"),
-        phone=phone if isinstance(phone, str) or phone is None else _last_address(previous, "sms"),
+        email=email,
+        phone=phone,
         sections=prepared.sections,
         attributes=attributes,
         consents=merged,

@@ -241,3 +241,19 @@ def test_untimed_consent_topic_still_applies() -> None:
     topic["email_marketing_consent"]["consent_updated_at"] = None
     plan = plan_sync(SHOP, state, normalize_email_consent_update(topic))
     assert ("sec.main", "bob@example.com", "topic.news", "opt-out") in _consents(plan)
+
+
+def test_coming_back_to_a_section_writes_everything_again() -> None:
+    state = _state(plan_sync(SHOP, None, normalize_customer(p.rest_2024_10())))
+    left = _state(
+        plan_sync(SHOP, state, normalize_customer(p.rest_2024_10(tags="", updated_at="2024-12-01T00:00:00Z")))
+    )
+    assert left.sections == ("sec.main",)
+    assert not any(k.section == "sec.vip" for k in left.consents)
+    back = plan_sync(SHOP, left, normalize_customer(p.rest_2024_10(updated_at="2024-12-02T00:00:00Z")))
+    assert _patches(back) == {"sec.main": {"3": "vip, newsletter"}, "sec.vip": {"9": "Bob"}}
+    assert [c for c in _consents(back) if c[0] == "sec.vip"] == [
+        ("sec.vip", "bob@example.com", "topic.news", "opt-in"),
+        ("sec.vip", "bob@example.com", "topic.offers", "opt-in"),
+        ("sec.vip", "+46701234567", "topic.sms", "opt-in"),
+    ]
