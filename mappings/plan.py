@@ -36,7 +36,15 @@ from mappings.conditions import matches
 from mappings.consent import consent_writes, mapped_decisions
 from mappings.email_change import address_changed, plan_address_change
 from mappings.installation import CHANNELS, ConsentMapping, Shop
-from mappings.snapshot import JSON, UNKNOWN, CustomerSnapshot, TagsChange, plain, resolve
+from mappings.snapshot import (
+    JSON,
+    LEGACY_CONSENT_PATHS,
+    UNKNOWN,
+    CustomerSnapshot,
+    TagsChange,
+    plain,
+    resolve,
+)
 from mappings.state import SyncState
 from mappings.writes import (
     OPT_IN,
@@ -78,7 +86,7 @@ def group_of(path: str) -> str:
     head = path.partition(".")[0]
     if head == "tags":
         return "tags"
-    if head == "email_marketing_consent":
+    if head == "email_marketing_consent" or head in LEGACY_CONSENT_PATHS:
         return "email_consent"
     if head == "sms_marketing_consent":
         return "sms_consent"

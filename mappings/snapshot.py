@@ -4,7 +4,9 @@
   carry no tags and no consent; a consent topic carries only an address and a consent). `None`
   means known and empty. Unknown never overwrites known (`merge_snapshots`).
 - Emails are lower-cased and stripped; empty strings become `None`.
-- `raw` keeps every other payload field (snake_case) so attribute paths can reach it.
+- `raw` keeps every other payload field (snake_case) so attribute paths can reach it. The
+  legacy paths `accepts_marketing`, `accepts_marketing_updated_at` and `marketing_opt_in_level`
+  are derived from the email consent on every version (true only when `subscribed`).
 - `resolve(snapshot, "default_address.country_code")` reads a dotted path; `plain()` turns a value
   into the JSON form used by conditions, attributes and the stored state (times as UTC ISO 8601
   with `Z`, decimals as floats, tuples as lists).
@@ -13,7 +15,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -130,12 +132,25 @@ def merge_snapshots(old: CustomerSnapshot, new: CustomerSnapshot) -> CustomerSna
 # --- paths -------------------------------------------------------------------------------------
 
 
+# 2020-07 field names stay usable in paths on every version, derived from the email consent.
+LEGACY_CONSENT_PATHS: Final[Mapping[str, Callable[[Consent], Any]]] = {
+    "accepts_marketing": lambda c: c.state == "subscribed",
+    "accepts_marketing_updated_at": lambda c: c.updated_at,
+    "marketing_opt_in_level": lambda c: c.opt_in_level,
+}
+
+
 def resolve(snapshot: CustomerSnapshot, path: str) -> Any:
     """The value at a dotted path: `UNKNOWN` when the payload did not carry its first segment,
     `None` when a known container lacks the rest (`default_address.city` with no address)."""
     head, _, rest = path.partition(".")
     if head in TYPED_FIELDS:
         value: Any = getattr(snapshot, head)
+    elif head in LEGACY_CONSENT_PATHS:
+        consent = snapshot.email_marketing_consent
+        if not isinstance(consent, Consent):
+            return consent  # UNKNOWN or None
+        value = LEGACY_CONSENT_PATHS[head](consent)
     elif head in snapshot.raw:
         value = snapshot.raw[head]
     else:

@@ -303,3 +303,18 @@ def test_customer_id(payload: dict[str, Any]) -> None:
 def test_customer_id_missing() -> None:
     with pytest.raises(PayloadError, match="id"):
         customer_id({"shop_id": 1})
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (p.rest_2020_07(), True),
+        (p.rest_2020_07(accepts_marketing=False), False),
+        (p.rest_2024_10(), True),
+        (p.rest_2024_10(email_marketing_consent={"state": "pending", "opt_in_level": None}), False),
+        (p.rest_2024_10(email_marketing_consent=None), None),
+        (p.rest_2025_01(), UNKNOWN),
+    ],
+)
+def test_legacy_accepts_marketing_path_on_every_version(payload: dict[str, Any], expected: Any) -> None:
+    assert resolve(normalize_customer(payload), "accepts_marketing") == expected

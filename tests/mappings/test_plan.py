@@ -257,3 +257,13 @@ def test_coming_back_to_a_section_writes_everything_again() -> None:
         ("sec.vip", "bob@example.com", "topic.offers", "opt-in"),
         ("sec.vip", "+46701234567", "topic.sms", "opt-in"),
     ]
+
+
+def test_legacy_path_is_ordered_with_email_consent() -> None:
+    from mappings.plan import group_of
+
+    assert group_of("accepts_marketing") == "email_consent"
+    assert group_of("email_marketing_consent.state") == "email_consent"
+    assert group_of("sms_marketing_consent.opt_in_level") == "sms_consent"
+    assert group_of("tags") == "tags"
+    assert group_of("default_address.city") == "customer"

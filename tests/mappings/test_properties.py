@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -84,7 +85,7 @@ old_topics = st.lists(
 )
 
 
-def _apply_all(sequence: list[CustomerSnapshot | TagsChange]) -> SyncState | None:
+def _apply_all(sequence: Sequence[CustomerSnapshot | TagsChange]) -> SyncState | None:
     state: SyncState | None = None
     for update in sequence:
         state = plan_sync(SHOP, state, update).state
@@ -178,3 +179,35 @@ def test_writes_only_for_sections_the_customer_is_in(
 
 def _fields_of(snapshot: CustomerSnapshot) -> dict[str, Any]:
     return {name: getattr(snapshot, name) for name in CustomerSnapshot.__dataclass_fields__}
+
+
+full_snapshots = st.builds(
+    CustomerSnapshot,
+    id=st.just(CID),
+    email=st.sampled_from(["a@x.se", "b@x.se", None]),
+    phone=st.sampled_from(["+46700000001", None]),
+    first_name=st.sampled_from(["Ann", "Bo", None]),
+    tags=st.lists(st.sampled_from(["vip", "gold"]), unique=True).map(tuple),
+    default_address=addresses,
+    total_spent=st.sampled_from([Decimal("0.00"), Decimal("150.5"), None]),
+    updated_at=times,
+    email_marketing_consent=st.builds(Consent, st.sampled_from(sorted(CONSENT_STATES))),
+    sms_marketing_consent=st.builds(Consent, st.sampled_from(sorted(CONSENT_STATES))),
+)
+
+
+@PROPS
+@given(st.lists(full_snapshots, min_size=1, max_size=5, unique_by=lambda s: s.updated_at), st.randoms())
+def test_delivery_order_does_not_matter(snapshots: list[CustomerSnapshot], random: Any) -> None:
+    """Full customer payloads delivered in any order end where the newest one alone leads."""
+    shuffled = list(snapshots)
+    random.shuffle(shuffled)
+    state = _apply_all(shuffled)
+    newest = max(snapshots, key=lambda s: s.updated_at if isinstance(s.updated_at, datetime) else T0)
+    alone = _apply_all([newest])
+    assert state is not None and alone is not None
+    assert state.fields == alone.fields
+    assert state.sections == alone.sections
+    assert state.updated_at == newest.updated_at
+    for section, written in alone.attributes.items():
+        assert {k: v for k, v in state.attributes[section].items() if k in written} == written
