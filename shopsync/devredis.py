@@ -55,13 +55,19 @@ def _redis_server_binary() -> str | None:
 
 
 @contextlib.contextmanager
-def embedded_redis(appendonly: bool = False) -> Iterator[str]:
-    """Start a private Redis server on a free port; yield its URL; stop it afterwards."""
+def embedded_redis(
+    appendonly: bool = False, port: int | None = None, workdir: Path | None = None
+) -> Iterator[str]:
+    """Start a private Redis server on a free port; yield its URL; stop it afterwards.
+
+    Passing the same `port` and `workdir` again restarts "the same" Redis (with AOF, its data).
+    """
     binary = _redis_server_binary()
     if binary is None:
         raise RuntimeError("no redis-server available")
-    port = free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="shopsync-redis-"))
+    port = port or free_port()
+    own_dir = workdir is None
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="shopsync-redis-"))
     args = [
         binary,
         "--port",
@@ -94,7 +100,8 @@ def embedded_redis(appendonly: bool = False) -> Iterator[str]:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if own_dir:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main(argv: list[str]) -> int:

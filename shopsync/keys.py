@@ -23,7 +23,11 @@ class Keys:
         return (self.realtime_queue, self.fullsync_queue)
 
     def dedup(self, shop: str, webhook_id: str) -> str:
-        return f"{self.prefix}:dedup:{shop}:{webhook_id}"
+        return f"{self.dedup_prefix}{shop}:{webhook_id}"
+
+    @property
+    def dedup_prefix(self) -> str:
+        return f"{self.prefix}:dedup:"
 
     @property
     def dead_letters(self) -> str:
@@ -74,3 +78,21 @@ class Keys:
     def uninstalled(self) -> str:
         """Set of shop domains that asked to stop syncing (app/uninstalled, shop/redact)."""
         return f"{self.prefix}:uninstalled"
+
+    @property
+    def workers(self) -> str:
+        """Sorted set of worker process ids by last heartbeat (seconds since the epoch)."""
+        return f"{self.prefix}:workers"
+
+    @property
+    def full_syncs(self) -> str:
+        """Sorted set of full-sync ids by start time (for status and history)."""
+        return f"{self.prefix}:fullsyncs"
+
+    def full_sync_record(self, sync_id: str) -> str:
+        return f"{self.prefix}:fullsync-run:{sync_id}"
+
+    @property
+    def metrics(self) -> str:
+        """Hash of metric series -> value that every worker process adds to."""
+        return f"{self.prefix}:metrics"

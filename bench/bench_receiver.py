@@ -1,0 +1,228 @@
+"""Receiver benchmark: the real receiver (HMAC, dedup, enqueue into a real Redis) against a bare
+aiohttp handler that only reads the body, each one process, driven side by side by the same wrk.
+
+Reports requests/s of both, their ratio, p50/p99, and the receiver's latency at half its maximum
+rate (wrk paced with a per-request delay). Medians over several alternating rounds.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, cast
+
+import orjson
+import redis
+
+from bench.wrk import run_wrk
+from receiver.signature import sign
+from shopsync.devredis import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "sandbox-webhook-secret"  # mappings/demo.toml
+
+
+def _payload() -> bytes:
+    # A realistic 2024-10 customers/update body (~1.5 kB).
+    customer = {
+        "id": 7000000012345,
+        "email": "asa.lindqvist@example.com",
+        "created_at": "2024-03-01T10:00:00+01:00",
+        "updated_at": "2024-10-01T12:00:00+02:00",
+        "first_name": "Åsa",
+        "last_name": "Lindqvist",
+        "orders_count": 7,
+        "state": "enabled",
+        "total_spent": "1234.50",
+        "last_order_id": 5500000000001,
+        "note": None,
+        "verified_email": True,
+        "tax_exempt": False,
+        "tags": "vip, newsletter",
+        "currency": "SEK",
+        "phone": "+46701234567",
+        "addresses": [
+            {
+                "id": 1,
+                "customer_id": 7000000012345,
+                "first_name": "Åsa",
+                "last_name": "Lindqvist",
+                "address1": "Storgatan 1",
+                "city": "Stockholm",
+                "province": None,
+                "country": "Sweden",
+                "zip": "111 22",
+                "phone": "+46701234567",
+                "country_code": "SE",
+                "default": True,
+            }
+        ],
+        "email_marketing_consent": {
+            "state": "subscribed",
+            "opt_in_level": "single_opt_in",
+            "consent_updated_at": "2024-09-01T10:00:00+02:00",
+        },
+        "sms_marketing_consent": {
+            "state": "not_subscribed",
+            "opt_in_level": "single_opt_in",
+            "consent_updated_at": None,
+            "consent_collected_from": "OTHER",
+        },
+        "admin_graphql_api_id": "gid://shopify/Customer/7000000012345",
+    }
+    return orjson.dumps(customer)
+
+
+@contextmanager
+def _process(args: list[str], port: int, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_http(port, proc)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _wait_http(port: int, proc: subprocess.Popen[bytes]) -> None:
+    import socket
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            raise RuntimeError(f"server exited: {err[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("server did not start")
+
+
+def _cleanup(redis_url: str, prefix: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    for queue in (f"{prefix}:queue:realtime", f"{prefix}:queue:fullsync"):
+        while True:
+            ids = cast(list[bytes], client.zrange(queue, 0, 9999))
+            if not ids:
+                break
+            pipe = client.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.delete(b"arq:job:" + job_id)
+            pipe.zrem(queue, *ids)
+            pipe.execute()
+    batch = []
+    for key in client.scan_iter(match=f"{prefix}:*", count=5000):
+        batch.append(key)
+        if len(batch) >= 5000:
+            client.delete(*batch)
+            batch = []
+    if batch:
+        client.delete(*batch)
+    client.close()
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    rounds = 2 if quick else 3
+    seconds = 5 if quick else 10
+    connections = 64
+    body = _payload()
+    headers = {
+        "Content-Type": "application/json",
+        "X-Shopify-Topic": "customers/update",
+        "X-Shopify-Shop-Domain": "demo-store.myshopify.com",
+        "X-Shopify-Hmac-Sha256": sign(SECRET, body),
+        "X-Shopify-API-Version": "2024-10",
+        "X-Shopify-Event-Id": "bench-event",
+        "X-Shopify-Triggered-At": "2024-10-01T12:00:00.000Z",
+    }
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "SHOPSYNC_KEY_PREFIX": prefix,
+        "LOG_LEVEL": "warning",
+        "LOG_FORMAT": "json",
+    }
+    bare_port, recv_port = free_port(), free_port()
+    bare_cmd = [sys.executable, "-m", "bench.bare_server", "--port", str(bare_port)]
+    recv_cmd = [sys.executable, "-m", "shopsync.cli", "receiver"]
+    bare: list[dict[str, Any]] = []
+    real: list[dict[str, Any]] = []
+    paced: list[dict[str, Any]] = []
+    try:
+        with (
+            _process(bare_cmd, bare_port, env),
+            _process(recv_cmd, recv_port, {**env, "PORT": str(recv_port)}),
+        ):
+            url_bare = f"http://127.0.0.1:{bare_port}"
+            url_recv = f"http://127.0.0.1:{recv_port}"
+            # warm-up (connections, script load, JIT-free but caches)
+            run_wrk(url_recv, body, headers, run_id="warm", seconds=2, connections=connections)
+            run_wrk(url_bare, body, headers, run_id="warm", seconds=2, connections=connections)
+            for i in range(rounds):
+                bare.append(
+                    run_wrk(url_bare, body, headers, run_id=f"b{i}", seconds=seconds, connections=connections)
+                )
+                real.append(
+                    run_wrk(url_recv, body, headers, run_id=f"r{i}", seconds=seconds, connections=connections)
+                )
+            max_rps = statistics.median(r["rps"] for r in real)
+            # Half the maximum rate: c connections, each waiting `pause` between requests.
+            pace_conns = 16
+            pause_ms = max(1, int(pace_conns / (max_rps / 2) * 1000))
+            for i in range(rounds):
+                paced.append(
+                    run_wrk(
+                        url_recv,
+                        body,
+                        headers,
+                        run_id=f"p{i}",
+                        seconds=seconds,
+                        connections=pace_conns,
+                        pause_ms=pause_ms,
+                    )
+                )
+    finally:
+        _cleanup(redis_url, prefix)
+
+    def med(rows: list[dict[str, Any]], key: str) -> float:
+        return float(statistics.median(r[key] for r in rows))
+
+    bare_rps, recv_rps = med(bare, "rps"), med(real, "rps")
+    return {
+        "name": "receiver",
+        "command": "make bench BENCH_ARGS='receiver'",
+        "rounds": rounds,
+        "seconds_per_round": seconds,
+        "connections": connections,
+        "bare_rps": round(bare_rps),
+        "receiver_rps": round(recv_rps),
+        "ratio": round(recv_rps / bare_rps, 3),
+        "bare_p50_ms": round(med(bare, "p50_us") / 1000, 2),
+        "bare_p99_ms": round(med(bare, "p99_us") / 1000, 2),
+        "receiver_p50_ms": round(med(real, "p50_us") / 1000, 2),
+        "receiver_p99_ms": round(med(real, "p99_us") / 1000, 2),
+        "receiver_non2xx": sum(r["non2xx"] for r in real),
+        "half_rate_target_rps": round(max_rps / 2),
+        "half_rate_achieved_rps": round(med(paced, "rps")),
+        "half_rate_p50_ms": round(med(paced, "p50_us") / 1000, 2),
+        "half_rate_p99_ms": round(med(paced, "p99_us") / 1000, 2),
+        "raw": {"bare": bare, "receiver": real, "half_rate": paced},
+    }
+
+
+if __name__ == "__main__":
+    print(orjson.dumps(run(quick="--quick" in sys.argv), option=orjson.OPT_INDENT_2).decode())

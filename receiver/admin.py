@@ -1,0 +1,37 @@
+"""`/admin/*` routes, each behind the bearer token `ADMIN_TOKEN` (503 while none is configured)."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from receiver.appkeys import ADMIN_TOKEN, KEYS, REDIS
+from receiver.problems import json_response, problem
+from shopsync import status
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def require_token(handler: Handler) -> Handler:
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        expected = request.app[ADMIN_TOKEN]
+        if not expected:
+            return problem(503, "admin API disabled: set ADMIN_TOKEN")
+        given = request.headers.get("Authorization", "")
+        token = given[7:] if given.startswith("Bearer ") else request.cookies.get("shopsync_admin", "")
+        if not token or not hmac.compare_digest(token.encode(), expected.encode()):
+            return problem(401, "missing or wrong admin token", headers={"WWW-Authenticate": "Bearer"})
+        return await handler(request)
+
+    return guarded
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/admin/status", require_token(get_status))
+
+
+async def get_status(request: web.Request) -> web.StreamResponse:
+    report = await status.collect(request.app[REDIS], request.app[KEYS])
+    return json_response(report)

@@ -1,0 +1,71 @@
+"""The receiver's aiohttp application: webhook route, health, readiness, metrics, admin API."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aioredis
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+
+from mappings.installation import Installations
+from receiver import admin
+from receiver.appkeys import ADMIN_TOKEN, ENQUEUER, INSTALLATIONS, KEYS, METRICS, REDIS
+from receiver.enqueue import BatchEnqueuer
+from receiver.metrics import ReceiverMetrics
+from receiver.problems import json_response, problem
+from receiver.webhooks import MAX_BODY_BYTES, handle_webhook
+from shopsync.keys import Keys
+
+
+def create_app(
+    installations: Installations,
+    redis: aioredis.Redis,
+    *,
+    keys: Keys | None = None,
+    admin_token: str | None = None,
+    close_redis: bool = True,
+) -> web.Application:
+    # No middlewares: each one costs every webhook a layer of calls; admin routes check their
+    # token themselves (receiver.admin.require_token).
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[INSTALLATIONS] = installations
+    app[REDIS] = redis
+    app[KEYS] = keys or Keys()
+    app[METRICS] = ReceiverMetrics()
+    app[ENQUEUER] = BatchEnqueuer(redis, app[KEYS], app[KEYS].realtime_queue)
+    app[ADMIN_TOKEN] = admin_token or ""
+    app.router.add_post("/webhooks/shopify", handle_webhook)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    admin.add_routes(app)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await app[ENQUEUER].close()
+        if close_redis:
+            await redis.aclose()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        async with asyncio.timeout(1.0):
+            await request.app[REDIS].ping()
+    except (RedisError, OSError, TimeoutError) as exc:
+        return problem(503, f"redis unavailable: {type(exc).__name__}")
+    return json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,18 @@
+"""Typed keys of the objects the receiver's application holds."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from mappings.installation import Installations
+from receiver.enqueue import BatchEnqueuer
+from receiver.metrics import ReceiverMetrics
+from shopsync.keys import Keys
+
+INSTALLATIONS = web.AppKey("installations", Installations)
+ENQUEUER = web.AppKey("enqueuer", BatchEnqueuer)
+METRICS = web.AppKey("metrics", ReceiverMetrics)
+KEYS = web.AppKey("keys", Keys)
+REDIS = web.AppKey("redis", aioredis.Redis)
+ADMIN_TOKEN = web.AppKey("admin_token", str)

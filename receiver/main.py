@@ -1,0 +1,48 @@
+"""`shopsync receiver`: load and validate the installations, then serve on $PORT."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import structlog
+from aiohttp import web
+
+from mappings.installation import InstallationError
+from receiver.app import create_app
+from shopsync.config import load_installations
+from shopsync.keys import Keys
+from shopsync.redis_conn import connect
+from shopsync.settings import Settings
+
+log = structlog.get_logger("receiver")
+
+
+def run(settings: Settings, host: str = "0.0.0.0") -> int:
+    try:
+        installations = load_installations(settings.shops_file)
+    except InstallationError as exc:
+        print(f"shopsync receiver: {exc}", file=sys.stderr)
+        return 1
+    _use_uvloop()
+
+    async def build() -> web.Application:
+        redis = connect(settings.redis_url, timeout=3.0)
+        return create_app(
+            installations, redis, keys=Keys(settings.key_prefix), admin_token=settings.admin_token
+        )
+
+    log.info("receiver_starting", port=settings.port, shops=sorted(installations.shops))
+    # run_app stops accepting on SIGTERM/SIGINT, lets in-flight requests finish (up to the timeout),
+    # then runs the cleanup that drains the enqueuer and closes the Redis pool.
+    web.run_app(build(), host=host, port=settings.port, access_log=None, shutdown_timeout=10, print=None)
+    log.info("receiver_stopped")
+    return 0
+
+
+def _use_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

@@ -1,0 +1,141 @@
+"""`shopsync`: the processes and the operator's commands.
+
+Exit status: 0 on success, 1 on a failure it reports, 2 on bad usage. Errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from shopsync.logging import configure_logging
+from shopsync.settings import Settings
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # One line, exit 2: usage mistakes are not failures of the service.
+        print(f"{self.prog}: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="shopsync", description="Shopify -> APSIS One sync")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sub.add_parser("receiver", help="run the webhook receiver on $PORT")
+    worker = sub.add_parser("worker", help="run a worker process (both queues by default)")
+    worker.add_argument("--queue", choices=["all", "realtime", "fullsync"], default="all")
+    worker.add_argument("--burst", action="store_true", help="stop once the queues are empty")
+
+    fs = sub.add_parser("full-sync", help="enqueue a full sync of a shop and print its id")
+    fs.add_argument("domain")
+    fs.add_argument("--wait", action="store_true", help="show a progress bar until it is done")
+    fs.add_argument("--force", action="store_true", help="rewrite every profile, even unchanged ones")
+    fs.add_argument("--with-orders", action="store_true", help="also send past orders as purchase events")
+    fs.add_argument("--bulk", action="store_true", help="export customers with a GraphQL bulk operation")
+
+    rs = sub.add_parser("resync", help="sync one customer now from Shopify's current state")
+    rs.add_argument("domain")
+    rs.add_argument("customer_id", type=int)
+
+    st = sub.add_parser("status", help="queues, workers, failures, dead letters, full syncs, limiters")
+    st.add_argument("domain", nargs="?")
+    st.add_argument("--json", action="store_true")
+
+    jobs = sub.add_parser("jobs", help="list jobs in Redis")
+    which = jobs.add_mutually_exclusive_group()
+    which.add_argument("--queued", action="store_true")
+    which.add_argument("--failed", action="store_true")
+    jobs.add_argument("--json", action="store_true")
+    jobs.add_argument("--limit", type=int, default=50)
+
+    job = sub.add_parser("job", help="show one job")
+    job.add_argument("job_id")
+    job.add_argument("--json", action="store_true")
+
+    dl = sub.add_parser("dead-letters", help="jobs that ran out of tries")
+    dl.add_argument("action", choices=["list", "replay", "purge"])
+    dl.add_argument("job_id", nargs="?")
+    dl.add_argument("--all", action="store_true", help="replay every dead letter")
+    dl.add_argument("--json", action="store_true")
+
+    check = sub.add_parser("check", help="validate an installation against Shopify and APSIS")
+    check.add_argument("domain")
+    check.add_argument("--json", action="store_true")
+    check.add_argument("--address", help="the webhook address the subscriptions must point at")
+
+    install = sub.add_parser("install", help="register the webhook subscriptions, then check")
+    install.add_argument("domain")
+    install.add_argument("--address", required=True, help="public URL of POST /webhooks/shopify")
+
+    sb = sub.add_parser("sandbox", help="run the Shopify and APSIS One simulators")
+    sb.add_argument("--customers", type=int, default=2000)
+    sb.add_argument("--seed", type=int, default=1)
+    sb.add_argument("--shopify-port", type=int, default=8081)
+    sb.add_argument("--apsis-port", type=int, default=8082)
+    sb.add_argument("--activity", type=float, default=0.0, metavar="PER_S", help="changes per second")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        print(f"shopsync: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_format, settings.log_level)
+    handler = _COMMANDS[args.command]()
+    try:
+        return handler(args, settings)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _receiver() -> Callable[[argparse.Namespace, Settings], int]:
+    from receiver.main import run
+
+    return lambda args, settings: run(settings)
+
+
+def _worker() -> Callable[[argparse.Namespace, Settings], int]:
+    from worker.main import run
+
+    return lambda args, settings: run(settings, queue=args.queue, burst=args.burst)
+
+
+def _ops(name: str) -> Callable[[], Callable[[argparse.Namespace, Settings], int]]:
+    def load() -> Callable[[argparse.Namespace, Settings], int]:
+        import shopsync.commands
+
+        handler: Callable[[argparse.Namespace, Settings], int] = getattr(shopsync.commands, name)
+        return handler
+
+    return load
+
+
+def _sandbox() -> Callable[[argparse.Namespace, Settings], int]:
+    from sandbox.runner import run_from_args
+
+    return lambda args, settings: run_from_args(args)
+
+
+_COMMANDS: dict[str, Callable[[], Callable[[argparse.Namespace, Settings], int]]] = {
+    "receiver": _receiver,
+    "worker": _worker,
+    "full-sync": _ops("full_sync"),
+    "resync": _ops("resync"),
+    "status": _ops("status"),
+    "jobs": _ops("jobs"),
+    "job": _ops("job"),
+    "dead-letters": _ops("dead_letters"),
+    "check": _ops("check"),
+    "install": _ops("install"),
+    "sandbox": _sandbox,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

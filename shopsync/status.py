@@ -1,0 +1,89 @@
+"""What `shopsync status` and `GET /admin/status` show, gathered from Redis without `KEYS`."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from shopsync.keys import Keys
+from shopsync.redis_conn import hgetall
+
+_IN_PROGRESS_PREFIX = "arq:in-progress:"
+_SCAN_HEAD = 1000  # in-progress jobs are among the oldest queue members; look at this many
+
+
+async def queue_report(redis: aioredis.Redis, queue: str, now_ms: int) -> dict[str, Any]:
+    total = int(await redis.zcard(queue))
+    deferred = int(await redis.zcount(queue, f"({now_ms}", "+inf"))
+    head = await redis.zrange(queue, 0, _SCAN_HEAD - 1, withscores=True)
+    in_progress = 0
+    if head:
+        pipe = redis.pipeline(transaction=False)
+        for job_id, _ in head:
+            pipe.exists(_IN_PROGRESS_PREFIX + _text(job_id))
+        in_progress = sum(int(x) for x in await pipe.execute())
+    oldest_age_s = max(0.0, (now_ms - head[0][1]) / 1000) if head and head[0][1] <= now_ms else 0.0
+    health = await redis.get(queue + ":health-check")
+    return {
+        "name": queue,
+        "queued": max(0, total - deferred - in_progress),
+        "deferred": deferred,
+        "in_progress": in_progress,
+        "oldest_age_s": round(oldest_age_s, 3),
+        "health_check": _text(health) if health else None,
+    }
+
+
+async def collect(redis: aioredis.Redis, keys: Keys, shop: str | None = None) -> dict[str, Any]:
+    now = time.time()
+    now_ms = int(now * 1000)
+    queues = [await queue_report(redis, q, now_ms) for q in keys.queues]
+    workers = await redis.zrangebyscore(keys.workers, now - 90, "+inf")
+    failures_1h = int(await redis.zcount(keys.failures, now - 3600, "+inf"))
+    dead_total = int(await redis.zcard(keys.dead_letter_index))
+    dead_1h = int(await redis.zcount(keys.dead_letter_index, now - 3600, "+inf"))
+    recent_failures = [
+        orjson.loads(raw)
+        for raw in await redis.zrevrangebyscore(keys.failures, "+inf", now - 3600, start=0, num=20)
+    ]
+    full_syncs = []
+    for sync_id in await redis.zrevrange(keys.full_syncs, 0, 19):
+        record = await hgetall(redis, keys.full_sync_record(_text(sync_id)))
+        if record:
+            entry = {_text(k): _value(v) for k, v in record.items()}
+            if shop is None or entry.get("shop") == shop:
+                full_syncs.append(entry)
+    counters = {_text(k): int(v) for k, v in (await hgetall(redis, keys.counters)).items()}
+    limiter = await _limiter_state(redis, keys)
+    return {
+        "time": now,
+        "queues": queues,
+        "workers_alive": [_text(w) for w in workers],
+        "failures_last_hour": failures_1h,
+        "recent_failures": recent_failures,
+        "dead_letters": {"total": dead_total, "last_hour": dead_1h},
+        "full_syncs": full_syncs,
+        "counters": counters,
+        "limiters": limiter,
+    }
+
+
+async def _limiter_state(redis: aioredis.Redis, keys: Keys) -> dict[str, Any]:
+    """Limiter buckets publish their state in one hash (see worker.ratelimit), read here."""
+    raw = await hgetall(redis, keys.limiter("state"))
+    return {_text(k): _value(v) for k, v in raw.items()}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _value(raw: bytes | str) -> Any:
+    text = _text(raw)
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text

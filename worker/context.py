@@ -1,0 +1,79 @@
+"""What every job of a worker process shares: settings, installations, Redis, clients, metrics.
+
+One `WorkerContext` per process, created before the arq workers start and closed after they
+stop. API clients are created per shop / APSIS account on first use and then reused, so a
+process holds one HTTP session per outside API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from arq.connections import ArqRedis
+
+from mappings.installation import Installations
+from shopsync.keys import Keys
+from shopsync.settings import Settings
+from shopsync.sharedmetrics import SharedMetrics
+
+HEARTBEAT_S = 15
+METRICS_FLUSH_S = 2
+log = structlog.get_logger("worker")
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    installations: Installations
+    redis: ArqRedis
+    keys: Keys
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    metrics: SharedMetrics = field(init=False)
+    clients: dict[str, Any] = field(default_factory=dict)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.metrics = SharedMetrics(self.redis, self.keys.metrics)
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._every(HEARTBEAT_S, self._heartbeat)),
+            asyncio.create_task(self._every(METRICS_FLUSH_S, self.metrics.flush)),
+        ]
+        await self._heartbeat()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.metrics.flush()
+        with contextlib.suppress(Exception):
+            await self.redis.zrem(self.keys.workers, self.worker_id)
+        for client in self.clients.values():
+            with contextlib.suppress(Exception):
+                await client.close()
+        self.clients.clear()
+
+    async def _heartbeat(self) -> None:
+        now = time.time()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(self.keys.workers, {self.worker_id: now})
+            pipe.zremrangebyscore(self.keys.workers, "-inf", now - 86400)
+            await pipe.execute()
+
+    @staticmethod
+    async def _every(seconds: float, action: Any) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await action()
+            except Exception as exc:  # a Redis blip must not end the loop
+                log.warning("background_task_failed", task=getattr(action, "__name__", "?"), error=str(exc))

@@ -1,0 +1,104 @@
+"""`shopsync worker`: one process running arq workers for the real-time and full-sync queues.
+
+Both queues share one Redis pool and one `WorkerContext` (clients, limiter, metrics). Signals are
+handled here rather than by each arq Worker (the second would replace the first's handlers): on
+SIGTERM/SIGINT every worker stops picking jobs, running jobs get `SHUTDOWN_GRACE_S` to finish
+(Heroku allows 30 s), and whatever is still running is cancelled, which arq re-queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+
+import structlog
+from arq.connections import create_pool
+from arq.worker import Worker
+
+from mappings.installation import InstallationError, Installations
+from shopsync.config import load_installations
+from shopsync.jobs import deserialize, serialize
+from shopsync.keys import Keys
+from shopsync.redis_conn import arq_settings
+from shopsync.settings import Settings
+from worker.context import WorkerContext
+from worker.jobs import fullsync_functions, realtime_cron_jobs, realtime_functions
+from worker.runtime import ARQ_MAX_TRIES
+
+SHUTDOWN_GRACE_S = 20
+HEALTH_CHECK_S = 30
+log = structlog.get_logger("worker")
+
+
+def run(settings: Settings, queue: str = "all", burst: bool = False) -> int:
+    try:
+        installations = load_installations(settings.shops_file)
+    except InstallationError as exc:
+        print(f"shopsync worker: {exc}", file=sys.stderr)
+        return 1
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    app_kinds = ["realtime", "fullsync"] if queue == "all" else [queue]
+    return asyncio.run(_serve(settings, installations, app_kinds, burst))
+
+
+async def _serve(settings: Settings, installations: Installations, kinds: list[str], burst: bool) -> int:
+    keys = Keys(settings.key_prefix)
+    pool = await create_pool(
+        arq_settings(settings.redis_url), job_serializer=serialize, job_deserializer=deserialize
+    )
+    app = WorkerContext(settings=settings, installations=installations, redis=pool, keys=keys)
+    workers = [build_worker(kind, app, burst=burst) for kind in kinds]
+    loop = asyncio.get_running_loop()
+
+    def stop(signum: int) -> None:
+        log.info("worker_stopping", signal=signal.Signals(signum).name, grace_s=SHUTDOWN_GRACE_S)
+        for w in workers:
+            w.handle_sig_wait_for_completion(signal.Signals(signum))
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop, sig)
+    await app.start()
+    log.info("worker_started", queues=[w.queue_name for w in workers], worker_id=app.worker_id)
+    try:
+        await asyncio.gather(*(w.async_run() for w in workers))
+    except asyncio.CancelledError:
+        pass
+    finally:
+        for w in workers:
+            with contextlib.suppress(Exception):
+                await w.close()
+        await app.close()
+        await pool.aclose()
+    log.info("worker_stopped")
+    return 0
+
+
+def build_worker(kind: str, app: WorkerContext, *, burst: bool = False) -> Worker:
+    realtime = kind == "realtime"
+    return Worker(
+        functions=realtime_functions() if realtime else fullsync_functions(),
+        cron_jobs=realtime_cron_jobs(app.installations) if realtime else None,
+        queue_name=app.keys.realtime_queue if realtime else app.keys.fullsync_queue,
+        redis_pool=app.redis,
+        ctx={"app": app},
+        burst=burst,
+        handle_signals=False,
+        job_completion_wait=SHUTDOWN_GRACE_S,
+        # Real-time: many small jobs, picked up fast (the latency goal needs a short poll).
+        # Full sync: fewer, longer batch jobs; their own queue so crashes there never hold
+        # real-time recovery behind a long in-progress timeout.
+        max_jobs=50 if realtime else 8,
+        poll_delay=0.02 if realtime else 0.2,
+        job_timeout=120 if realtime else 900,
+        max_tries=ARQ_MAX_TRIES,
+        keep_result=60,
+        health_check_interval=HEALTH_CHECK_S,
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        expires_extra_ms=7 * 24 * 3600 * 1000,
+    )

@@ -1,0 +1,107 @@
+"""How every job runs: log context, a time budget, and the failure policy.
+
+arq re-runs a job only when it raises `Retry`; any other exception fails it for good, and after
+too many tries arq drops it without running it. So each job body runs inside `run_job`, which
+turns failures into exactly one of:
+- transient (API 5xx/429/timeouts, connection errors, a busy customer lock): `Retry` with
+  exponential backoff and jitter, until `MAX_TRIES`, then a dead letter;
+- permanent (a 4xx from an API, a payload the mapping cannot handle, a bug): a dead letter at
+  once, with the job's arguments and the error, for `shopsync dead-letters replay`.
+arq's own try limit is set far above ours so it never drops a job behind our back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import structlog
+from arq import Retry
+from redis.exceptions import RedisError
+
+from worker.deadletters import DeadLetter, bury, record_failure
+
+MAX_TRIES = 8
+ARQ_MAX_TRIES = 1000
+log = structlog.get_logger("worker")
+
+
+class TransientError(Exception):
+    """Worth retrying later (e.g. the customer is locked by another worker)."""
+
+
+def backoff_s(job_try: int) -> float:
+    """5 s, 15 s, 45 s, ... capped at 30 min, with +-25% jitter: about 80 minutes over 8 tries."""
+    base = min(5 * 3 ** (job_try - 1), 1800)
+    return float(base * random.uniform(0.75, 1.25))
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, TransientError | TimeoutError | aiohttp.ClientError | RedisError | ConnectionError):
+        return True
+    # The API clients' errors say themselves whether they are worth retrying.
+    return bool(getattr(exc, "transient", False))
+
+
+JobBody = Callable[..., Awaitable[Any]]
+
+
+async def run_job(
+    ctx: dict[str, Any],
+    function: str,
+    body: JobBody,
+    args: tuple[Any, ...],
+    *,
+    queue: str,
+    timeout_s: float,
+    bind: dict[str, Any] | None = None,
+) -> Any:
+    app = ctx["app"]
+    job_id: str = ctx.get("job_id", "?")
+    job_try: int = ctx.get("job_try", 1)
+    started = time.monotonic()
+    with structlog.contextvars.bound_contextvars(
+        job_id=job_id, function=function, job_try=job_try, **(bind or {})
+    ):
+        try:
+            async with asyncio.timeout(timeout_s):
+                result = await body(app, *args)
+        except Retry:
+            raise
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            transient = is_transient(exc)
+            final = not transient or job_try >= MAX_TRIES
+            await record_failure(
+                app.redis, app.keys, job_id=job_id, function=function, error=error, tries=job_try, final=final
+            )
+            app.metrics.job_finished(
+                function, "dead_letter" if final else "retry", time.monotonic() - started
+            )
+            if not final:
+                delay = backoff_s(job_try)
+                log.warning("job_retry", error=error, retry_in_s=round(delay, 1))
+                raise Retry(defer=delay) from exc
+            await bury(
+                app.redis,
+                app.keys,
+                DeadLetter(
+                    job_id=job_id,
+                    function=function,
+                    args=list(args),
+                    kwargs={},
+                    queue=queue,
+                    tries=job_try,
+                    error_type=type(exc).__name__,
+                    error=error[:2000],
+                    failed_at=time.time(),
+                ),
+            )
+            log.error("job_dead_letter", error=error, transient=transient, exc_info=not transient)
+            return {"dead_letter": True, "error": error}
+        app.metrics.job_finished(function, "ok", time.monotonic() - started)
+        return result
