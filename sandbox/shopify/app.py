@@ -10,7 +10,6 @@ Shopify's JSON with cursor pagination. Requests are counted by route and status 
 from __future__ import annotations
 
 import hmac
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
@@ -131,7 +130,7 @@ async def _admin(request: web.Request, handler: Handler, store: Store) -> web.St
         cfg = store.rate_limit
         bucket = store.bucket
         bucket.size, bucket.rate = cfg.bucket_size, cfg.leak_rate
-        now = time.monotonic()
+        now = store.monotonic()
         injected = cfg.fault_429_rate > 0 and store.rng.random() < cfg.fault_429_rate
         if injected or not bucket.take(now):
             headers["X-Shopify-Shop-Api-Call-Limit"] = (

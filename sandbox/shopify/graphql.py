@@ -66,7 +66,7 @@ class BulkRegistry:
         op = BulkOperation(
             number=self._next,
             query=query,
-            created=time.monotonic(),
+            created=store.monotonic(),
             next_index=store.next_index,
             deleted=frozenset(store.deleted),
             overrides=dict(store.overrides),
@@ -147,7 +147,7 @@ async def handle(request: web.Request) -> web.Response:
             body=orjson.dumps({"errors": {"query": "Required parameter missing or invalid"}}),
             content_type="application/json",
         )
-    now = time.monotonic()
+    now = store.monotonic()
     bucket = store.graphql_bucket
     bucket.maximum = store.rate_limit.graphql_maximum
     bucket.restore_rate = store.rate_limit.graphql_restore_rate
@@ -234,7 +234,7 @@ async def download(request: web.Request) -> web.StreamResponse:
     """The JSONL result of a completed bulk operation, streamed and generated on the fly."""
     store = request.app[STORE]
     op = request.app[BULK].operations.get(int(request.match_info["number"]))
-    if op is None or op.status(time.monotonic()) != "COMPLETED":
+    if op is None or op.status(store.monotonic()) != "COMPLETED":
         return web.Response(status=404, text="NoSuchKey")
     response = web.StreamResponse(headers={"Content-Type": "application/jsonl"})
     await response.prepare(request)

@@ -81,6 +81,7 @@ class Store:
         rate_limit: RateLimitConfig | None = None,
         delivery: DeliveryConfig | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         name: str = "Demo Store",
     ) -> None:
         self.seed = seed
@@ -91,6 +92,7 @@ class Store:
         self.webhook_secret = webhook_secret
         self.scopes = set(scopes)
         self.clock = clock
+        self.monotonic = monotonic  # drives the throttles; tests may pass a fake clock
         # The generated history ends at the anchor: by default today, midnight UTC.
         anchor_ts = int(clock()) // 86400 * 86400 if anchor is None else int(anchor.timestamp())
         self.anchor = anchor_ts

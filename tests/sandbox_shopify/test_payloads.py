@@ -1,0 +1,140 @@
+"""Each API version's customer fields, the consent and tag topic payloads, and Shopify's JSON escaping."""
+
+from __future__ import annotations
+
+import aiohttp
+import orjson
+import pytest
+
+from sandbox.shopify import ShopifySandbox, Store, serialize_customer, shopify_json
+from sandbox.shopify.models import EMAIL_STATES, SMS_STATES
+from sandbox.shopify.serialize import delete_payload, email_consent_payload, sms_consent_payload, tags_payload
+
+BASE = {
+    "id", "email", "created_at", "updated_at", "first_name", "last_name", "orders_count", "state", "total_spent",
+    "last_order_id", "note", "verified_email", "multipass_identifier", "tax_exempt", "tags", "last_order_name",
+    "currency", "phone", "addresses", "tax_exemptions", "admin_graphql_api_id", "default_address",
+}  # fmt: skip
+LEGACY = {"accepts_marketing", "accepts_marketing_updated_at", "marketing_opt_in_level"}
+SMS = {"sms_marketing_consent"}
+EMAIL = {"email_marketing_consent"}
+
+EXPECTED = {
+    "2020-07": BASE | LEGACY,
+    "2021-07": BASE | LEGACY,
+    "2021-10": BASE | LEGACY | SMS,
+    "2022-04": BASE | LEGACY | SMS | EMAIL,
+    "2023-10": BASE | LEGACY | SMS | EMAIL,
+    "2024-01": BASE | SMS | EMAIL,
+    "2025-01": BASE | SMS | EMAIL,
+}
+WEBHOOK_2025 = BASE - {"tags"}
+
+
+@pytest.fixture(scope="module")
+def store() -> Store:
+    return Store(seed=3, size=400)
+
+
+@pytest.mark.parametrize(("version", "fields"), EXPECTED.items())
+def test_rest_fields_per_version(store: Store, version: str, fields: set[str]) -> None:
+    for customer in list(store.customers())[:50]:
+        assert set(serialize_customer(customer, version)) == fields
+        assert set(serialize_customer(customer, version, for_webhook=True)) == (
+            fields if version < "2025-01" else WEBHOOK_2025
+        )
+
+
+@pytest.mark.parametrize("version", ["2025-01", "2025-04", "2025-10"])
+def test_webhooks_from_2025_01_drop_tags_and_consent(store: Store, version: str) -> None:
+    customer = next(store.customers())
+    assert set(serialize_customer(customer, version, for_webhook=True)) == WEBHOOK_2025
+
+
+async def test_versions_over_http(session: aiohttp.ClientSession) -> None:
+    async with ShopifySandbox(Store(size=10)) as running:
+        for version, fields in EXPECTED.items():
+            async with session.get(f"{running.url}/admin/api/{version}/customers.json?limit=3") as resp:
+                assert all(set(c) == fields for c in (await resp.json())["customers"]), version
+
+
+def test_consent_shapes(store: Store) -> None:
+    customers = list(store.customers())
+    with_phone = next(c for c in customers if c.phone and c.email)
+    body = serialize_customer(with_phone, "2022-04")
+    assert set(body["email_marketing_consent"]) == {"state", "opt_in_level", "consent_updated_at"}
+    assert set(body["sms_marketing_consent"]) == {
+        "state",
+        "opt_in_level",
+        "consent_updated_at",
+        "consent_collected_from",
+    }
+    assert body["accepts_marketing"] == (body["email_marketing_consent"]["state"] == "subscribed")
+    no_phone = next(c for c in customers if c.phone is None)
+    assert serialize_customer(no_phone, "2024-01")["sms_marketing_consent"] is None
+    assert email_consent_payload(with_phone) == {
+        "customer_id": with_phone.id,
+        "email_address": with_phone.email,
+        "email_marketing_consent": body["email_marketing_consent"],
+    }
+    assert sms_consent_payload(with_phone) == {
+        "id": with_phone.id,
+        "phone": with_phone.phone,
+        "sms_marketing_consent": body["sms_marketing_consent"],
+    }
+    tags = tags_payload(with_phone.id, ["vip"], with_phone.updated_at)
+    assert tags["customerId"] == f"gid://shopify/Customer/{with_phone.id}" and tags["tags"] == ["vip"]
+    assert set(tags) == {"customerId", "tags", "occurredAt"}
+    assert delete_payload(with_phone.id, "2025-01")["id"] == with_phone.id
+
+
+def test_data_is_realistic(store: Store) -> None:
+    customers = list(store.customers())
+    emails = {c.email_consent.state for c in customers if c.email_consent}
+    sms = {c.sms_consent.state for c in customers if c.sms_consent}
+    assert emails == set(EMAIL_STATES)
+    assert sms == set(SMS_STATES)
+    assert all((c.sms_consent is None) == (c.phone is None) for c in customers)
+    assert all(c.phone is None or (c.phone.startswith("+") and c.phone[1:].isdigit()) for c in customers)
+    assert 0.1 < sum(c.phone is None for c in customers) / len(customers) < 0.45
+    assert any("vip" in c.tags for c in customers)
+    assert any(not c.first_name.isascii() or not c.last_name.isascii() for c in customers)
+    countries = [c.default_address.country_code for c in customers if c.default_address]
+    assert sum(code in ("SE", "NO", "DK", "FI") for code in countries) / len(countries) > 0.4
+    assert {c.state for c in customers} == {"enabled", "disabled", "invited", "declined"}
+    ids = [c.id for c in customers]
+    assert ids == sorted(ids) and ids[0] >= 7_000_000_000_000
+    for c in customers:
+        assert c.created_at <= c.updated_at
+        orders = [store.order(i) for i in store.orders_of(c.id)]
+        assert len(orders) == c.orders_count
+        assert c.last_order_id == (orders[-1].id if orders else None)  # type: ignore[union-attr]
+
+
+def test_same_seed_same_store() -> None:
+    def dump(seed: int) -> bytes:
+        store = Store(seed=seed, size=60, anchor=None)
+        return orjson.dumps([serialize_customer(c, "2024-10") for c in store.customers()])
+
+    assert dump(11) == dump(11)
+    assert dump(11) != dump(12)
+
+
+def test_shopify_json_escapes_like_shopify() -> None:
+    body = shopify_json({"name": "Åsa Öberg & Zoë", "url": "https://x/y", "html": "<p>", "emoji": "🎿"})
+    assert body.isascii()
+    text = body.decode()
+    assert (
+        "\\u00c5sa" in text
+        and "\\u0026" in text
+        and "https:\\/\\/x\\/y" in text
+        and "\\u003cp\\u003e" in text
+    )
+    assert "\\ud83c\\udfbf" in text
+    assert orjson.loads(body) == {
+        "name": "Åsa Öberg & Zoë",
+        "url": "https://x/y",
+        "html": "<p>",
+        "emoji": "🎿",
+    }
+    assert body != orjson.dumps(orjson.loads(body))  # re-serialising changes the bytes: hash the raw body
