@@ -3,7 +3,7 @@
 Decisions:
 - A key absent from the payload is `UNKNOWN`; a key present with `null` is known and empty.
   No per-version tables: 2025-01 customer webhooks simply lack `tags`, `email_marketing_consent`
-  and `sms_marketing_consent` (and the purchase totals), so those stay unknown.
+  and `sms_marketing_consent`, so those stay unknown; so does any other field a version drops.
 - Email consent: `email_marketing_consent` (2022-04+) wins over legacy `accepts_marketing`.
   `accepts_marketing: true` -> `subscribed`; `false` -> `not_subscribed` (level from
   `marketing_opt_in_level`, time from `accepts_marketing_updated_at`). A legacy `false` that

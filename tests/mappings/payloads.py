@@ -111,17 +111,9 @@ def rest_2024_10(**overrides: Any) -> dict[str, Any]:
 
 
 def rest_2025_01(**overrides: Any) -> dict[str, Any]:
-    """2025-01 customer webhooks: no tags, no consent objects, no purchase totals."""
+    """2025-01 customer webhooks: no tags, no consent objects."""
     base = rest_2024_10(updated_at="2025-02-01T10:00:00Z")
-    for key in (
-        "tags",
-        "email_marketing_consent",
-        "sms_marketing_consent",
-        "orders_count",
-        "total_spent",
-        "last_order_id",
-        "last_order_name",
-    ):
+    for key in ("tags", "email_marketing_consent", "sms_marketing_consent"):
         base.pop(key)
     return {**base, **overrides}
 
