@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import itertools
 import os
 import re
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 
@@ -88,14 +89,11 @@ def value_fits(kind: str, value: object) -> bool:
     return isinstance(value, str)
 
 
-@dataclass(slots=True)
-class Profile:
-    keyspace: str
-    key: str
-    created_at: float
-    updated_at: float
-    attributes: dict[str, dict[str, Any]] = field(default_factory=dict)  # section -> version id -> value
-    events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # section -> events in order
+# Profile state and the write log are kept in flat dictionaries of plain tuples and dicts of
+# atomic values, which the cyclic garbage collector stops tracking: with hundreds of thousands of
+# profiles, full collections over tracked objects would stall the event loop for 100 ms and more.
+# (Tuple subclasses such as NamedTuple stay tracked, hence plain tuples inside.)
+ProfileMeta = tuple[float, float, tuple[str, ...]]  # created at, updated at, sections with data
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +147,7 @@ class ConsentRecord:
 ConsentKey = tuple[str | None, str | None, str | None]  # (section, consent list, topic); None = above
 
 
-@dataclass(frozen=True, slots=True)
-class WriteRecord:
+class WriteRecord(NamedTuple):
     """One accepted write, in the order the account applied them."""
 
     seq: int
@@ -207,13 +204,17 @@ class Account:
         self.sections_body = b""
         # state
         self.tokens: dict[str, tuple[str, float]] = {}  # token -> (client id, expires at)
-        self.profiles: dict[tuple[str, str], Profile] = {}
+        self.profiles: dict[tuple[str, str], ProfileMeta] = {}  # (keyspace, key) -> meta
+        self.attributes: dict[tuple[str, str, str], dict[str, Any]] = {}  # (keyspace, key, section)
+        # (keyspace, key, section) -> events, each stored as JSON bytes (see ProfileMeta)
+        self.events: dict[tuple[str, str, str], tuple[bytes, ...]] = {}
         self.address_consents: dict[tuple[str, str], dict[ConsentKey, ConsentRecord]] = {}
         # what happened
         self.requests: Counter[tuple[str, str, int]] = Counter()  # (method, route template, status)
         self.rate_limited: Counter[str] = Counter()  # account | profile | token
         self.faults_injected: Counter[str] = Counter()  # "500", "latency", "outage", ...
-        self.writes: deque[WriteRecord] = deque(maxlen=max_write_log)
+        # (seq, kind, path parameter values, summary as JSON bytes, time): GC-untracked tuples
+        self._writes: deque[tuple[int, str, tuple[str, ...], bytes, float]] = deque(maxlen=max_write_log)
         self._write_seq = 0
         self.reindex()
 
@@ -342,23 +343,22 @@ class Account:
                 if value is not None and not value_fits(kind, value):
                     raise ApiError(400, f"attribute version {version_id} is of type {kind}, not {value!r}")
         now = self.clock()
-        profile = self._profile_for_write(keyspace, key, now)
-        attributes = profile.attributes.get(section)
+        self._profile_for_write(keyspace, key, section, now)
+        attributes = self.attributes.get((keyspace, key, section))
         if attributes is None:
-            attributes = profile.attributes[section] = {}
+            attributes = self.attributes[(keyspace, key, section)] = {}
         for version_id, value in body.items():
             if value is None:
                 attributes.pop(version_id, None)
             else:
                 attributes[version_id] = value
-        self._log("attributes", {"keyspace": keyspace, "profile_key": key, "section": section}, body, now)
+        self._log("attributes", (keyspace, key, section), body, now)
 
     def get_attributes(self, keyspace: str, key: str, section: str) -> dict[str, Any]:
         self._section_index(keyspace, section)
-        profile = self.profiles.get((keyspace, key))
-        if profile is None:
+        if (keyspace, key) not in self.profiles:
             raise ApiError(404, f"profile {key} does not exist in keyspace {keyspace}")
-        return dict(profile.attributes.get(section, {}))
+        return dict(self.attributes.get((keyspace, key, section), {}))
 
     def add_events(self, keyspace: str, key: str, section: str, body: Any) -> None:
         index = self._section_index(keyspace, section)
@@ -386,35 +386,36 @@ class Account:
             if not isinstance(item.get("data"), dict):
                 raise ApiError(400, f"items[{n}].data must be an object")
         now = self.clock()
-        profile = self._profile_for_write(keyspace, key, now)
-        stored = profile.events.setdefault(section, [])
-        for item in items:
-            stored.append(
-                {"version_id": item["version_id"], "event_time": item["event_time"], "data": item["data"]}
-            )
-        self._log(
-            "events",
-            {"keyspace": keyspace, "profile_key": key, "section": section},
-            {"count": len(items), "version_ids": [item["version_id"] for item in items]},
-            now,
+        self._profile_for_write(keyspace, key, section, now)
+        new = tuple(
+            orjson.dumps({"version_id": i["version_id"], "event_time": i["event_time"], "data": i["data"]})
+            for i in items
         )
+        self.events[(keyspace, key, section)] = self.events.get((keyspace, key, section), ()) + new
+        summary = {"count": len(items), "version_ids": [item["version_id"] for item in items]}
+        self._log("events", (keyspace, key, section), summary, now)
 
     def delete_profile(self, keyspace: str, key: str) -> bool:
         """Remove the profile with its attributes and events; consents belong to addresses and stay."""
         if keyspace not in self.keyspaces:
             raise ApiError(404, f"keyspace {keyspace} does not exist")
-        existed = self.profiles.pop((keyspace, key), None) is not None
-        if existed:
-            self._log("delete", {"keyspace": keyspace, "profile_key": key}, {}, self.clock())
+        meta = self.profiles.pop((keyspace, key), None)
+        existed = meta is not None
+        if meta is not None:
+            for section in meta[2]:
+                self.attributes.pop((keyspace, key, section), None)
+                self.events.pop((keyspace, key, section), None)
+            self._log("delete", (keyspace, key), {}, self.clock())
         return existed
 
-    def _profile_for_write(self, keyspace: str, key: str, now: float) -> Profile:
-        profile = self.profiles.get((keyspace, key))
-        if profile is None:
-            profile = self.profiles[(keyspace, key)] = Profile(keyspace, key, now, now)
+    def _profile_for_write(self, keyspace: str, key: str, section: str, now: float) -> None:
+        meta = self.profiles.get((keyspace, key))
+        if meta is None:
+            self.profiles[(keyspace, key)] = (now, now, (section,))
+        elif section in meta[2]:
+            self.profiles[(keyspace, key)] = (meta[0], now, meta[2])
         else:
-            profile.updated_at = now
-        return profile
+            self.profiles[(keyspace, key)] = (meta[0], now, (*meta[2], section))
 
     # ---- consents ------------------------------------------------------------------------
 
@@ -485,7 +486,7 @@ class Account:
         else:
             record.opt_out_at = now
         summary = {"type": kind, "section": section, "consent_list": consent_list, "topic": topic}
-        self._log("consent", {"channel": channel, "address": address}, summary, now)
+        self._log("consent", (channel, address), summary, now)
         return True
 
     def evaluations(
@@ -529,9 +530,9 @@ class Account:
 
     # ---- what happened -------------------------------------------------------------------
 
-    def _log(self, kind: str, params: dict[str, str], summary: dict[str, Any], now: float) -> None:
+    def _log(self, kind: str, params: tuple[str, ...], summary: dict[str, Any], now: float) -> None:
         self._write_seq += 1
-        self.writes.append(WriteRecord(self._write_seq, kind, params, summary, now))
+        self._writes.append((self._write_seq, kind, params, orjson.dumps(summary), now))
 
     def count_request(self, method: str, route: str, status: int) -> None:
         self.requests[(method, route, status)] += 1
@@ -540,16 +541,26 @@ class Account:
 
     def profile(self, keyspace: str, key: str) -> ProfileView | None:
         """A copy of the profile: attributes and events by section; None when there is none."""
-        p = self.profiles.get((keyspace, key))
-        if p is None:
+        meta = self.profiles.get((keyspace, key))
+        if meta is None:
             return None
+        attributes = {
+            s: dict(self.attributes[(keyspace, key, s)])
+            for s in meta[2]
+            if (keyspace, key, s) in self.attributes
+        }
+        events = {
+            s: [orjson.loads(e) for e in self.events[(keyspace, key, s)]]
+            for s in meta[2]
+            if (keyspace, key, s) in self.events
+        }
         return ProfileView(
-            keyspace=p.keyspace,
-            key=p.key,
-            attributes={s: dict(a) for s, a in p.attributes.items()},
-            events={s: [dict(e) for e in evs] for s, evs in p.events.items()},
-            created_at=p.created_at,
-            updated_at=p.updated_at,
+            keyspace=keyspace,
+            key=key,
+            attributes=attributes,
+            events=events,
+            created_at=meta[0],
+            updated_at=meta[1],
         )
 
     def profile_keys(self, keyspace: str | None = None) -> list[tuple[str, str]]:
@@ -580,18 +591,41 @@ class Account:
             and (status is None or s == status)
         )
 
+    @property
+    def writes(self) -> list[WriteRecord]:
+        """The write log, oldest first (the last `max_write_log` writes)."""
+        return [_record(w) for w in self._writes]
+
+    def writes_after(self, seq: int, limit: int | None = None) -> list[WriteRecord]:
+        """Writes with a sequence number above `seq` (for polling), oldest first, at most `limit`."""
+        log = self._writes
+        if not log:
+            return []
+        # Sequence numbers are consecutive, so the position of `seq + 1` is known.
+        start = max(0, seq + 1 - log[0][0])
+        stop = len(log) if limit is None else min(len(log), start + limit)
+        if start >= stop:
+            return []
+        if start > len(log) // 2:  # near the end: walk from there
+            tail = [log[-i] for i in range(1, len(log) - start + 1)]
+            tail.reverse()
+            return [_record(w) for w in tail[: stop - start]]
+        return [_record(w) for w in itertools.islice(log, start, stop)]
+
     def writes_of(self, kind: str | None = None) -> list[WriteRecord]:
-        return [w for w in self.writes if kind is None or w.kind == kind]
+        return [_record(w) for w in self._writes if kind is None or w[1] == kind]
 
     def reset_state(self) -> None:
         """Forget profiles, consents, tokens, counters and the write log; keep definitions and config."""
         self.tokens.clear()
         self.profiles.clear()
+        self.attributes.clear()
+        self.events.clear()
         self.address_consents.clear()
         self.requests.clear()
         self.rate_limited.clear()
         self.faults_injected.clear()
-        self.writes.clear()
+        self._writes.clear()
         self._write_seq = 0
         for limiter in (self.account_limiter, self.profile_limiter, self.token_limiter):
             limiter.reset()
@@ -606,6 +640,21 @@ class Account:
             "faults_injected": dict(self.faults_injected),
             "limits": self.limits_json(),
         }
+
+
+_PARAM_NAMES = {
+    "attributes": ("keyspace", "profile_key", "section"),
+    "events": ("keyspace", "profile_key", "section"),
+    "delete": ("keyspace", "profile_key"),
+    "consent": ("channel", "address"),
+}
+
+
+def _record(w: tuple[int, str, tuple[str, ...], bytes, float]) -> WriteRecord:
+    seq, kind, params, summary, at = w
+    return WriteRecord(
+        seq, kind, dict(zip(_PARAM_NAMES[kind], params, strict=True)), orjson.loads(summary), at
+    )
 
 
 def _b64(raw: bytes) -> str:

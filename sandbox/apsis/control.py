@@ -165,13 +165,7 @@ async def requests(request: web.Request) -> web.Response:
 async def writes(request: web.Request) -> web.Response:
     after = _int_query(request, "after", 0)
     limit = _int_query(request, "limit", 1000)
-    items = []
-    for w in _account(request).writes:
-        if w.seq > after:
-            items.append(w.to_json())
-            if len(items) >= limit:
-                break
-    return _json({"items": items})
+    return _json({"items": [w.to_json() for w in _account(request).writes_after(after, limit)]})
 
 
 async def get_faults(request: web.Request) -> web.Response:

@@ -119,14 +119,15 @@ async def test_strict_types_when_asked(api: Api) -> None:
         "1011": "1990-02-28",
     }
     assert (await api.patch_attributes("1", good))[0] == 204
-    for bad in [
+    bad_values: list[dict[str, object]] = [
         {"1008": "7"},
         {"1008": True},
         {"1009": "12.50"},
         {"1001": 5},
         {"1011": "1990-02-30"},
         {"1010": "soon"},
-    ]:
+    ]
+    for bad in bad_values:
         status, _, body = await api.patch_attributes("1", bad)
         assert status == 400, bad
         assert next(iter(bad)) in body["detail"]

@@ -107,3 +107,17 @@ async def test_sandbox_http_inspection(api: Api, clock: FakeClock) -> None:
     assert api.account.profile(KEYSPACE, "7") is None
     assert list(api.account.writes) == []
     assert (await api.call("GET", "/audience/sections"))[0] == 401  # tokens went too
+
+
+def test_write_log_polling_and_bound() -> None:
+    from sandbox.apsis import default_account
+
+    account = default_account(max_write_log=50)
+    for i in range(120):
+        account.patch_attributes(KEYSPACE, str(i), SECTION, {"1001": f"{i}@example.com"})
+    assert len(account.writes) == 50  # the oldest are dropped
+    assert [w.seq for w in account.writes_after(0, 3)] == [71, 72, 73]
+    assert [w.seq for w in account.writes_after(75, 2)] == [76, 77]
+    assert [w.seq for w in account.writes_after(110)] == list(range(111, 121))
+    assert account.writes_after(120) == []
+    assert account.summary()["writes"] == 120
