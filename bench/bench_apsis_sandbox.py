@@ -253,6 +253,7 @@ def run(quick: bool = False, driver: str | None = None) -> dict[str, object]:
     writes = writes_after - writes_before
     return {
         "benchmark": "apsis_sandbox",
+        "command": "python -m bench.bench_apsis_sandbox" + (" --quick" if quick else ""),
         "driver": driver,
         "server_pinned_to_core": sorted(server_core) if server_core else None,
         "load_cores": sorted(load_cores) if load_cores else None,
