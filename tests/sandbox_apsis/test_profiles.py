@@ -112,3 +112,44 @@ async def test_server_starts_and_stops_cleanly() -> None:
                 raise AssertionError(f"still answering: {resp.status}")
         except aiohttp.ClientConnectionError:
             pass
+
+
+async def test_custom_account_definitions() -> None:
+    import aiohttp
+
+    from sandbox.apsis import Attribute, ConsentList, Event, Section, Topic, Version
+    from sandbox.apsis.account import definitions_of
+
+    section = Section(
+        "com.apsis1.sections.custom",
+        attributes=[
+            Attribute(
+                "com.apsis1.attributes.x", "X", versions=[Version("1", "2020-01-01T00:00:00Z"), Version("2")]
+            )
+        ],
+        consent_lists=[ConsentList("cl", topics=[Topic("t")])],
+        events=[Event("e", "E", versions=[Version("10")])],
+    )
+    account = Account(definitions_of([section], keyspaces=["ks"]), client_id="me", client_secret="secret")
+    account.add_keyspace("ks2")
+    async with ApsisSandbox(account) as sandbox, aiohttp.ClientSession() as session:
+        api = Api(session, sandbox)
+        creds = {"grant_type": "client_credentials", "client_id": "me", "client_secret": "secret"}
+        status, _, token = await api.call("POST", "/oauth/token", json=creds, auth=False)
+        assert status == 200
+        api.token = token["access_token"]
+        keyspaces = (await api.call("GET", "/audience/keyspaces"))[2]["items"]
+        assert [k["discriminator"] for k in keyspaces] == ["ks", "ks2"]
+        assert (await api.patch_attributes("p", {"2": "v"}, section=section.discriminator, keyspace="ks2"))[
+            0
+        ] == 204
+        assert (await api.patch_attributes("p", {"1": "v"}, section=section.discriminator, keyspace="ks"))[
+            0
+        ] == 400
+        account.add_section(Section("com.apsis1.sections.late"))
+        sections = (await api.call("GET", "/audience/sections"))[2]["items"]
+        assert [s["discriminator"] for s in sections] == [
+            "com.apsis1.sections.custom",
+            "com.apsis1.sections.late",
+        ]
+    assert account.profile("ks2", "p") is not None
