@@ -1,0 +1,55 @@
+"""Serve the sandbox Shopify store alone:
+`python -m sandbox.shopify [--port 8081] [--customers N] [--seed S] [--activity PER_S] [--no-limits]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+
+from sandbox.shopify.server import ShopifySandbox
+from sandbox.shopify.store import Store
+
+
+async def serve(args: argparse.Namespace) -> None:
+    store = Store(seed=args.seed, size=args.customers)
+    if args.no_limits:
+        store.rate_limit.bucket_size = 10**9
+        store.rate_limit.graphql_maximum = 10.0**9
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    async with ShopifySandbox(store, host=args.host, port=args.port, activity_rate=args.activity) as sandbox:
+        if args.print_url:
+            print(sandbox.url, flush=True)  # benchmarks read this to learn the port
+        await stop.wait()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sandbox.shopify", description=__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8081, help="0 picks a free port")
+    p.add_argument("--customers", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--activity", type=float, default=0.0, help="changes per second (0: none)")
+    p.add_argument("--no-limits", action="store_true", help="disable the REST and GraphQL throttles")
+    p.add_argument("--print-url", action="store_true", help="print the base URL once listening")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        pass
+    asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    main()

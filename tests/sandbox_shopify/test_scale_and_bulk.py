@@ -1,0 +1,118 @@
+"""A million-customer store stays lazy; the GraphQL bulk export returns every customer once."""
+
+from __future__ import annotations
+
+import asyncio
+import tracemalloc
+from typing import Any
+
+import aiohttp
+import orjson
+
+from sandbox.shopify import ShopifySandbox, Store
+from sandbox.shopify.data import CUSTOMER_BASE
+from tests.sandbox_shopify.conftest import VERSION
+
+RUN = 'mutation { bulkOperationRunQuery(query: """{ customers { edges { node { id email tags } } } }""") { bulkOperation { id status } userErrors { field message } } }'
+POLL = "query { currentBulkOperation { id status errorCode objectCount url } }"
+
+
+async def test_million_customers_without_materialising(session: aiohttp.ClientSession) -> None:
+    tracemalloc.start()
+    try:
+        store = Store(seed=9, size=1_000_000)
+        async with ShopifySandbox(store) as running:
+            base = f"{running.url}/admin/api/{VERSION}"
+            async with session.get(f"{base}/customers.json", params={"limit": "250"}) as resp:
+                first = (await resp.json())["customers"]
+            since = CUSTOMER_BASE + 999_900
+            async with session.get(
+                f"{base}/customers.json", params={"limit": "250", "since_id": str(since)}
+            ) as resp:
+                last = (await resp.json())["customers"]
+                assert "Link" not in resp.headers
+            async with session.get(f"{base}/customers/count.json") as resp:
+                assert (await resp.json())["count"] == 1_000_000
+            async with session.get(f"{base}/customers/{CUSTOMER_BASE + 654_321}.json") as resp:
+                assert resp.status == 200
+            await store.update_customer(CUSTOMER_BASE + 500_000, first_name="Łukasz")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert [c["id"] for c in first] == list(range(CUSTOMER_BASE, CUSTOMER_BASE + 250))
+    assert [c["id"] for c in last] == list(range(since + 1, CUSTOMER_BASE + 1_000_000))
+    assert peak < 150 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
+async def graphql(session: aiohttp.ClientSession, url: str, query: str) -> dict[str, Any]:
+    async with session.post(url, json={"query": query}) as resp:
+        assert resp.status == 200
+        body: dict[str, Any] = await resp.json()
+        return body
+
+
+async def test_bulk_export_returns_every_customer_once(session: aiohttp.ClientSession) -> None:
+    store = Store(seed=4, size=2_345)
+    async with ShopifySandbox(store) as running:
+        await store.delete_customer(CUSTOMER_BASE + 10)
+        created = await store.create_customer(email="bulk@example.se", tags=["vip", "newsletter"])
+        url = f"{running.url}/admin/api/{VERSION}/graphql.json"
+        started = await graphql(session, url, RUN)
+        op = started["data"]["bulkOperationRunQuery"]
+        assert op["userErrors"] == [] and op["bulkOperation"]["status"] == "CREATED"
+        cost = started["extensions"]["cost"]
+        assert (
+            cost["throttleStatus"]["maximumAvailable"] == 1000 and cost["throttleStatus"]["restoreRate"] == 50
+        )
+        async with asyncio.timeout(30):
+            while True:
+                current = (await graphql(session, url, POLL))["data"]["currentBulkOperation"]
+                if current["status"] == "COMPLETED":
+                    break
+                assert current["status"] in ("CREATED", "RUNNING")
+                await asyncio.sleep(0.01)
+        assert current["objectCount"] == str(store.customer_count())
+        async with aiohttp.ClientSession() as anonymous, anonymous.get(current["url"]) as resp:
+            assert resp.status == 200
+            lines = (await resp.read()).splitlines()
+    nodes = [orjson.loads(line) for line in lines]
+    ids = [int(n["id"].rsplit("/", 1)[1]) for n in nodes]
+    assert ids == list(store.customer_ids())
+    assert len(ids) == len(set(ids)) == 2_345
+    mine = next(n for n in nodes if n["email"] == "bulk@example.se")
+    assert mine["tags"] == ["vip", "newsletter"] and mine["id"] == f"gid://shopify/Customer/{created.id}"
+    sample = nodes[0]
+    assert {
+        "firstName",
+        "lastName",
+        "phone",
+        "state",
+        "numberOfOrders",
+        "amountSpent",
+        "defaultAddress",
+    } <= set(sample)
+    assert {"emailMarketingConsent", "smsMarketingConsent", "createdAt", "updatedAt"} <= set(sample)
+    states = {n["emailMarketingConsent"]["marketingState"] for n in nodes if n["emailMarketingConsent"]}
+    assert "SUBSCRIBED" in states and "NOT_SUBSCRIBED" in states
+
+
+async def test_one_bulk_operation_at_a_time(session: aiohttp.ClientSession) -> None:
+    store = Store(size=50_000)
+    async with ShopifySandbox(store) as running:
+        url = f"{running.url}/admin/api/{VERSION}/graphql.json"
+        assert (await graphql(session, url, RUN))["data"]["bulkOperationRunQuery"]["userErrors"] == []
+        second = (await graphql(session, url, RUN))["data"]["bulkOperationRunQuery"]
+        assert second["bulkOperation"] is None
+        assert "already in progress" in second["userErrors"][0]["message"]
+
+
+async def test_graphql_throttles_on_cost(session: aiohttp.ClientSession) -> None:
+    store = Store(size=10)
+    store.rate_limit.graphql_maximum = 3
+    store.rate_limit.graphql_restore_rate = 0.0001
+    async with ShopifySandbox(store) as running:
+        url = f"{running.url}/admin/api/{VERSION}/graphql.json"
+        answers = [await graphql(session, url, POLL) for _ in range(5)]
+        throttled = [a for a in answers if "errors" in a]
+        assert len(throttled) == 2
+        assert throttled[0]["errors"][0]["extensions"]["code"] == "THROTTLED"
