@@ -163,3 +163,45 @@ async def test_orders_older_than_60_days_need_read_all_orders(
         if store.order(o["id"]) and store.order(o["id"]).created_at >= floor  # type: ignore[union-attr]
     }
     assert len(recent) < len(every)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_walk_forward_and_back_with_deletions(session: aiohttp.ClientSession, seed: int) -> None:
+    import random
+
+    from sandbox.shopify import Store
+
+    rng = random.Random(seed)
+    store = Store(seed=seed, size=rng.randrange(1, 90))
+    store.rate_limit.bucket_size = 100_000
+    async with ShopifySandbox(store) as running:
+        for customer_id in rng.sample(list(store.customer_ids()), k=len(list(store.customer_ids())) // 3):
+            await store.delete_customer(customer_id)
+        limit = rng.randrange(1, 12)
+        url = f"{running.url}/admin/api/{VERSION}/customers.json"
+        forward, _ = await walk(session, url, {"limit": str(limit)})
+        expected = list(store.customer_ids())
+        assert [c["id"] for c in forward] == expected
+        # Back from the last page through every rel="previous" link.
+        async with session.get(url, params={"limit": str(limit), "since_id": str(expected[-1] - 1)}) as resp:
+            page = [c["id"] for c in (await resp.json())["customers"]]
+        assert page == expected[-1:]
+        backward: list[int] = []
+        next_url: str | None = None
+        async with session.get(url, params={"limit": str(limit)}) as resp:
+            link = resp.headers.get("Link", "")
+        while 'rel="next"' in link:
+            next_url = next(p.split(";")[0].strip()[1:-1] for p in link.split(",") if 'rel="next"' in p)
+            async with session.get(next_url) as resp:
+                link = resp.headers.get("Link", "")
+        # next_url is now the last page; walk previous links down to the first page.
+        current = next_url
+        while current:
+            async with session.get(current) as resp:
+                backward = [c["id"] for c in (await resp.json())["customers"]] + backward
+                link = resp.headers.get("Link", "")
+            current = next(
+                (p.split(";")[0].strip()[1:-1] for p in link.split(",") if 'rel="previous"' in p), None
+            )
+        if next_url is not None:
+            assert backward == expected
