@@ -91,11 +91,20 @@ class TokenCache:
             stored = await self._read()
             if stored is not None and stored[1] > 0:
                 return stored[0]  # fresh: nothing to do
-            fetched = await self._try_refresh()
+            try:
+                # With a still valid token nobody needs to wait for a slot of the token endpoint.
+                fetched = await self._try_refresh(wait=stored is None)
+            except TransientApiError:
+                if stored is None:
+                    raise
+                fetched = None
             if fetched is not None:
                 return fetched
             if stored is not None:
-                return stored[0]  # due for refresh, someone else is at it, still valid
+                # Due for refresh but someone else is at it (or the endpoint's limit says not
+                # yet): keep using it, and look again in a second rather than on every call.
+                self._cached = _Cached(stored[0], time.monotonic() + 1.0)
+                return stored[0]
             if time.monotonic() > deadline:
                 raise TransientApiError(
                     "apsis", None, "token", "timed out waiting for another process to fetch the token"
@@ -124,7 +133,7 @@ class TokenCache:
             self._cached = _Cached(token, time.monotonic() + due_in)
         return token, due_in
 
-    async def _try_refresh(self) -> str | None:
+    async def _try_refresh(self, wait: bool) -> str | None:
         """Fetch and store a new token if this process wins the lock; None if another has it."""
         if self._local_lock.locked():
             return None  # this process is already fetching: same as another process holding it
@@ -139,13 +148,13 @@ class TokenCache:
                 stored = await self._read()  # someone may have finished just before we locked
                 if stored is not None and stored[1] > 0:
                     return stored[0]
-                return await self._fetch()
+                return await self._fetch(max_wait_s=self.lock_ttl_s / 2 if wait else 0.0)
             finally:
                 await self._release(keys=[self.lock_key], args=[lock_value])
 
-    async def _fetch(self) -> str:
+    async def _fetch(self, max_wait_s: float) -> str:
         try:
-            await self.limiter.acquire_bucket(self.bucket, max_wait_s=self.lock_ttl_s / 2)
+            await self.limiter.acquire_bucket(self.bucket, max_wait_s=max_wait_s)
         except WaitTooLongError as exc:
             raise TransientApiError(
                 "apsis", None, "token", "token endpoint limit reached", exc.wait_s, route=TOKEN_ROUTE

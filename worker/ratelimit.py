@@ -268,9 +268,6 @@ APSIS_TOKEN_REQUESTS_PER_MIN = 10
 
 
 def apsis_token_bucket(account: ApsisAccount, limits: Limits) -> Bucket:
-    return Bucket(
-        f"apsis-token:{account.client_id}",
-        APSIS_TOKEN_REQUESTS_PER_MIN / 60 * limits.safety,
-        1.0,
-        kind="apsis-token",
-    )
+    """10 token requests per minute: a burst of 2 (a revoked token is replaced at once even just
+    after a refresh) and 7 per minute after it, so no 60 s window ever sees more than 9."""
+    return Bucket(f"apsis-token:{account.client_id}", 7 / 60, 2.0, kind="apsis-token")

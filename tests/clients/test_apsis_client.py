@@ -396,3 +396,21 @@ async def test_definitions_and_live_versions(http: aioresponses, client: ApsisCl
     assert await client.consent_lists(SECTION) == [{"discriminator": "cl"}]
     assert await client.topics(SECTION, "cl") == [{"discriminator": "t"}]
     assert await client.events(SECTION) == []
+
+
+async def test_due_token_is_still_used_while_the_token_endpoint_limit_says_wait(
+    http: aioresponses, redis: Redis, keys: Keys, limiter: RateLimiter
+) -> None:
+    token_ok(http, "tok-1", expires_in=100)
+    token_ok(http, "tok-2", expires_in=100)
+    http.get(f"{BASE}/audience/keyspaces", payload={"items": []}, repeat=True)
+    slow = Bucket("apsis-token:slow", rate_per_s=1 / 600, burst=1)  # one token per 10 minutes
+    async with ApsisClient(
+        make_account(BASE), redis, limiter, keys, retry=NO_RETRY, token_bucket=slow
+    ) as client:
+        await client.keyspaces()
+        await redis.pexpire(keys.token("client-1"), 5_000)  # due for refresh, still valid
+        client.tokens._cached = None
+        await client.keyspaces()  # no error, no wait: the old token goes on
+    assert len(calls(http, "POST", TOKEN_URL)) == 1
+    assert auth_headers(http, "GET", f"{BASE}/audience/keyspaces") == ["Bearer tok-1", "Bearer tok-1"]

@@ -104,7 +104,7 @@ async def run_pool(duration: float) -> None:
     if SHOPIFY_MISSING is not None:
         print(f"Shopify half not run: {SHOPIFY_MISSING}")
         return
-    counts = _shopify_counts(shopify_ctx, results)
+    counts = _shopify_counts(shopify_ctx)
     s_total = sum(counts.values())
     s_limited = counts.get(429, 0)
     steady = (s_total - SHOPIFY_BUCKET) / duration
@@ -117,27 +117,13 @@ async def run_pool(duration: float) -> None:
     assert steady >= 0.9 * SHOPIFY_LEAK
 
 
-def _shopify_counts(sandbox: Any, results: list[dict[str, Any]]) -> Counter[int]:
-    """Requests by status as the Shopify sandbox counted them (or, failing that, the clients)."""
+def _shopify_counts(sandbox: Any) -> Counter[int]:
+    """Admin API requests by status, as the Shopify sandbox counted them."""
     counts = Counter[int]()
-    app = getattr(sandbox, "app", None)
-    try:
-        from sandbox.shopify.app import COUNTERS
-
-        assert app is not None
-        for (name, status), n in app[COUNTERS].items():
-            if name.startswith("GET /admin/api"):
-                counts[int(status)] += n
-        print("(Shopify figures as the sandbox counted them)")
-        return counts
-    except (ImportError, AssertionError, KeyError):
-        print("(Shopify figures as the clients counted them)")
-        for result in results:
-            for key, n in result["requests"].items():
-                api, _, status = key.split(":")[0], None, key.rsplit(":", 1)[1]
-                if api == "shopify" and status.isdigit():
-                    counts[int(status)] += n
-        return counts
+    for (name, status), n in sandbox.request_counts().items():
+        if name.startswith("GET /admin/api"):
+            counts[int(status)] += n
+    return counts
 
 
 async def _run_processes(
