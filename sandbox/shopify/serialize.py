@@ -204,7 +204,9 @@ def money_set(cents: int, currency: str) -> dict[str, Any]:
     return {"shop_money": amount, "presentment_money": dict(amount)}
 
 
-def serialize_order(order: Order, customer: Customer | None, api_version: str) -> dict[str, Any]:
+def serialize_order(
+    order: Order, customer: Customer | None, api_version: str, for_webhook: bool = False
+) -> dict[str, Any]:
     cur = order.currency
     out: dict[str, Any] = {
         "id": order.id,
@@ -286,7 +288,7 @@ def serialize_order(order: Order, customer: Customer | None, api_version: str) -
         "customer": None,
     }
     if customer is not None:
-        embedded = serialize_customer(customer, api_version)
+        embedded = serialize_customer(customer, api_version, for_webhook)
         embedded.pop("addresses", None)
         out["customer"] = embedded
     return out

@@ -518,10 +518,12 @@ class Store:
             last_order_name=order.name,
         )
         events: list[tuple[str, PayloadFn]] = [
-            ("orders/create", lambda version: serialize_order(order, customer, version))
+            ("orders/create", lambda version: serialize_order(order, customer, version, for_webhook=True))
         ]
         if paid:
-            events.append(("orders/paid", lambda version: serialize_order(order, customer, version)))
+            events.append(
+                ("orders/paid", lambda version: serialize_order(order, customer, version, for_webhook=True))
+            )
         events.append(self._customer_events(customer))
         await self.emit(events)
         return order
