@@ -23,8 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from sandbox.shopify.serialize import shopify_json
-
 if TYPE_CHECKING:
     from sandbox.shopify.models import Subscription
     from sandbox.shopify.store import Store
@@ -187,9 +185,9 @@ class Deliverer:
         await self.idle.wait()
 
     async def enqueue(
-        self, sub: Subscription, topic: str, payload: Any, event_id: str, triggered_at: str
+        self, sub: Subscription, topic: str, body: bytes, event_id: str, triggered_at: str
     ) -> DeliveryRecord:
-        body = shopify_json(payload)
+        """Queue one signed delivery of `body` (already encoded the Shopify way) to `sub`."""
         webhook_id = str(uuid.uuid4())
         headers = {
             "Content-Type": "application/json",

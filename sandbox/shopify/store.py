@@ -51,6 +51,7 @@ from sandbox.shopify.serialize import (
     serialize_customer,
     serialize_order,
     serialize_product,
+    shopify_json,
     sms_consent_payload,
     tags_payload,
 )
@@ -253,16 +254,20 @@ class Store:
         event_id = str(uuid.uuid4())
         triggered = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
         for topic, payload_fn in events:
-            bodies: dict[str, dict[str, Any]] = {}
+            payloads: dict[str, dict[str, Any]] = {}
+            bodies: dict[tuple[str, tuple[str, ...]], bytes] = {}  # encode once per version and field list
             for sub in list(self.subscriptions.values()):
                 if sub.topic != topic:
                     continue
-                if sub.api_version not in bodies:
-                    bodies[sub.api_version] = payload_fn(sub.api_version)
-                payload = bodies[sub.api_version]
-                if sub.fields:
-                    payload = {k: v for k, v in payload.items() if k in sub.fields}
-                await self.deliverer.enqueue(sub, topic, payload, event_id, triggered)
+                key = (sub.api_version, sub.fields)
+                if key not in bodies:
+                    if sub.api_version not in payloads:
+                        payloads[sub.api_version] = payload_fn(sub.api_version)
+                    payload = payloads[sub.api_version]
+                    if sub.fields:
+                        payload = {k: v for k, v in payload.items() if k in sub.fields}
+                    bodies[key] = shopify_json(payload)
+                await self.deliverer.enqueue(sub, topic, bodies[key], event_id, triggered)
         return event_id
 
     def _customer_events(self, customer: Customer, topic: str = "customers/update") -> tuple[str, PayloadFn]:
