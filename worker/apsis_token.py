@@ -176,7 +176,7 @@ class TokenCache:
             body=body,
         )
         if answer.status >= 400:
-            metrics.TOKEN_REQUESTS.labels("error").inc()
+            metrics.token_requested("error")
             error = error_from_response(
                 "apsis",
                 answer.status,
@@ -197,6 +197,6 @@ class TokenCache:
         entry = orjson.dumps({"access_token": token, "lifetime_ms": lifetime_ms, "margin_ms": margin_ms})
         await cast(Awaitable[Any], self.redis.set(self.key, entry, px=lifetime_ms - margin_ms))
         self._cached = _Cached(token, time.monotonic() + REFRESH_AT * lifetime_ms / 1000)
-        metrics.TOKEN_REQUESTS.labels("ok").inc()
+        metrics.token_requested("ok")
         log.info("apsis_token_fetched", client_id=self.account.client_id, expires_in_s=lifetime_ms / 1000)
         return token

@@ -67,13 +67,12 @@ async def send(
             payload = await response.read()
             answer = Answer(response.status, response.headers, payload)
     except TimeoutError as exc:
-        metrics.API_REQUESTS.labels(api, method, route, "error").inc()
+        metrics.request_done(api, method, route, "error", None)
         raise TransientApiError(api, None, "timeout", type(exc).__name__, method=method, route=route) from exc
     except aiohttp.ClientError as exc:
-        metrics.API_REQUESTS.labels(api, method, route, "error").inc()
+        metrics.request_done(api, method, route, "error", None)
         raise TransientApiError(
             api, None, "connection error", type(exc).__name__, method=method, route=route
         ) from exc
-    metrics.API_LATENCY.labels(api, route).observe(time.perf_counter() - started)
-    metrics.API_REQUESTS.labels(api, method, route, str(answer.status)).inc()
+    metrics.request_done(api, method, route, str(answer.status), time.perf_counter() - started)
     return answer

@@ -31,6 +31,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, cast
 
+import orjson
 from redis.asyncio import Redis
 
 from mappings.installation import ApsisAccount, Limits, Shop
@@ -39,7 +40,7 @@ from worker import metrics
 
 _US = 1_000_000
 
-# KEYS[1] bucket, KEYS[2] (optional) registry hash; ARGV interval_us, burst, cost, max_wait_us, name.
+# KEYS[1] bucket, KEYS[2] (optional) state hash; ARGV interval_us, burst, cost, max_wait_us, name.
 # Returns {admitted (1|0), wait_us}.
 _ACQUIRE = """
 local t = redis.call('TIME')
@@ -58,7 +59,10 @@ if max_wait >= 0 and wait > max_wait then
 end
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
 if #KEYS > 1 then
-  redis.call('HSET', KEYS[2], ARGV[5], ARGV[1] .. ' ' .. ARGV[2])
+  -- A snapshot at this acquire for `shopsync status` (limiter_state() computes live levels).
+  redis.call('HSET', KEYS[2], ARGV[5], cjson.encode({
+    interval_us = interval, rate_per_s = 1000000 / interval, burst = burst,
+    level = (new_tat - now) / interval, wait_s = wait / 1000000, at = now / 1000000}))
 end
 return {1, math.floor(wait)}
 """
@@ -124,8 +128,7 @@ class RateLimiter:
 
     @property
     def registry_key(self) -> str:
-        # Bucket names are "api:..." so this name cannot collide with a bucket.
-        return self.keys.limiter("_registry")
+        return state_key(self.keys)
 
     async def acquire(
         self,
@@ -161,7 +164,7 @@ class RateLimiter:
             # The jitter only ever delays: it spreads processes woken for adjacent slots.
             wait += random.uniform(0, self.jitter_s)
             await asyncio.sleep(wait)
-        metrics.LIMITER_WAIT.labels(bucket.kind or "other").observe(wait)
+        metrics.limiter_waited(bucket.kind or "other", wait)
         return wait
 
     async def raise_level(self, bucket: Bucket, level: float) -> bool:
@@ -191,21 +194,32 @@ class RateLimiter:
         return await limiter_state(self.redis, self.keys)
 
 
+def state_key(keys: Keys) -> str:
+    """Hash of listed bucket name -> JSON (config and a snapshot of the level at the last acquire).
+    Bucket names are "api:..." so "state" cannot collide with a bucket."""
+    return keys.limiter("state")
+
+
 async def limiter_state(redis: Redis, keys: Keys) -> list[BucketState]:
-    """Current level per listed bucket name, read in one round trip plus one per 500 buckets."""
-    registry = await cast("Awaitable[dict[Any, Any]]", redis.hgetall(keys.limiter("_registry")))
-    entries = sorted((_text(k), _text(v)) for k, v in registry.items())
+    """Live level per listed bucket, read in one round trip (plus one per 500 buckets)."""
+    registry = await cast("Awaitable[dict[Any, Any]]", redis.hgetall(state_key(keys)))
+    entries: list[tuple[str, int, float]] = []
+    for name, raw in registry.items():
+        try:
+            spec = orjson.loads(raw)
+            entries.append((_text(name), int(spec["interval_us"]), float(spec["burst"])))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue  # not ours (or an older format): skip rather than fail the status page
+    entries.sort()
     out: list[BucketState] = []
     for start in range(0, len(entries), 500):
         chunk = entries[start : start + 500]
         async with redis.pipeline(transaction=True) as pipe:
             pipe.time()
-            pipe.mget([keys.limiter(name) for name, _ in chunk])
+            pipe.mget([keys.limiter(name) for name, _, _ in chunk])
             (seconds, micros), tats = await pipe.execute()
         now = int(seconds) * _US + int(micros)
-        for (name, spec), tat_raw in zip(chunk, tats, strict=True):
-            interval_s, burst_s = spec.split()
-            interval, burst = int(interval_s), float(burst_s)
+        for (name, interval, burst), tat_raw in zip(chunk, tats, strict=True):
             tat = int(tat_raw) if tat_raw is not None else now
             level = max(0, tat - now) / interval
             wait = max(0, tat + interval - burst * interval - now) / _US

@@ -64,7 +64,7 @@ async def call_with_retries(
                 delay = exc.retry_after + random.uniform(0, min(0.25, policy.base_delay_s))
             if clock() - started + delay > policy.budget_s:
                 raise
-            metrics.API_RETRIES.labels(api or exc.api, _reason(exc)).inc()
+            metrics.retried(api or exc.api, _reason(exc))
             log.info(
                 "api_retry",
                 api=exc.api,

@@ -261,7 +261,7 @@ class ShopifyClient:
         if answer.status == 429:
             retry_after = DEFAULT_RETRY_AFTER_S if retry_after is None else retry_after
             await self.limiter.hold(self.bucket, retry_after)
-            metrics.LIMITER_FEEDBACK.labels("shopify", "429").inc()
+            metrics.fed_back("shopify", "429")
             log.warning(
                 "shopify_rate_limited", shop=self.store.domain, route=route, retry_after_s=retry_after
             )
@@ -277,4 +277,4 @@ class ShopifyClient:
         used, size = limit
         level = self.bucket.burst - (size - used)  # same room left as Shopify's bucket
         if level > 0 and await self.limiter.raise_level(self.bucket, level):
-            metrics.LIMITER_FEEDBACK.labels("shopify", "call-limit").inc()
+            metrics.fed_back("shopify", "call-limit")

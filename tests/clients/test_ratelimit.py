@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Awaitable, Mapping
+from typing import cast
 
+import orjson
 import pytest
 from redis.asyncio import Redis
 
 from mappings.installation import Limits
 from shopsync.keys import Keys
 from tests.clients.conftest import REDIS_URL, make_account, make_shop
+from worker import metrics
 from worker.ratelimit import (
     Bucket,
     RateLimiter,
@@ -150,3 +154,37 @@ def test_buckets_follow_limits_with_the_safety_margin() -> None:
     profile = apsis_profile_bucket(make_account(), Limits(), "ks", "42")
     assert profile.burst == 1 and profile.rate_per_s == pytest.approx(9.5)
     assert not profile.listed
+
+
+async def test_state_hash_holds_a_json_snapshot_for_status_readers(limiter: RateLimiter, keys: Keys) -> None:
+    await limiter.acquire_bucket(Bucket("test:snap", rate_per_s=4, burst=8))
+    raw = await cast("Awaitable[bytes | None]", limiter.redis.hget(keys.limiter("state"), "test:snap"))
+    assert raw is not None
+    snapshot = orjson.loads(raw)
+    assert snapshot["rate_per_s"] == 4 and snapshot["burst"] == 8
+    assert 0.9 < snapshot["level"] <= 1 and snapshot["wait_s"] == 0
+
+
+def test_metrics_reach_registered_sinks() -> None:
+    class Sink:
+        def __init__(self) -> None:
+            self.seen: list[tuple[str, dict[str, str], float]] = []
+
+        def inc(self, name: str, labels: Mapping[str, str] | None = None, value: float = 1.0) -> None:
+            self.seen.append((name, dict(labels or {}), value))
+
+    sink = Sink()
+    metrics.add_sink(sink)
+    try:
+        metrics.request_done("apsis", "GET", "/audience/sections", "200", 0.01)
+        metrics.limiter_waited("apsis", 0.5)
+    finally:
+        metrics.remove_sink(sink)
+    assert sink.seen == [
+        (
+            "shopsync_api_requests_total",
+            {"api": "apsis", "method": "GET", "route": "/audience/sections", "status": "200"},
+            1.0,
+        ),
+        ("shopsync_limiter_wait_seconds_total", {"bucket": "apsis"}, 0.5),
+    ]
