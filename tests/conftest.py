@@ -58,3 +58,11 @@ async def purge(client: aioredis.Redis, keys: Keys) -> None:
 @pytest.fixture(scope="session")
 def demo_installations() -> Installations:
     return load_installations(str(DEMO_TOML), env={})
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _plain_logs() -> None:
+    """Readable one-line logs in test output (no rich tracebacks of whole worker contexts)."""
+    from shopsync.logging import configure_logging
+
+    configure_logging("json", os.environ.get("LOG_LEVEL", "warning"))

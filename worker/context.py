@@ -18,10 +18,14 @@ from typing import Any
 import structlog
 from arq.connections import ArqRedis
 
-from mappings.installation import Installations
+from mappings.installation import Installations, Shop
 from shopsync.keys import Keys
 from shopsync.settings import Settings
 from shopsync.sharedmetrics import SharedMetrics
+from worker.apsis_client import ApsisClient
+from worker.customer_store import CustomerStore
+from worker.ratelimit import RateLimiter
+from worker.shopify_client import ShopifyClient
 
 HEARTBEAT_S = 15
 METRICS_FLUSH_S = 2
@@ -36,11 +40,32 @@ class WorkerContext:
     keys: Keys
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     metrics: SharedMetrics = field(init=False)
+    limiter: RateLimiter = field(init=False)
+    customers: CustomerStore = field(init=False)
     clients: dict[str, Any] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.metrics = SharedMetrics(self.redis, self.keys.metrics)
+        self.limiter = RateLimiter(self.redis, self.keys)
+        self.customers = CustomerStore(self.redis, self.keys)
+
+    def apsis(self, shop: Shop) -> ApsisClient:
+        """The APSIS client of the shop's account (one per account and process)."""
+        key = f"apsis:{shop.apsis.base_url}:{shop.apsis.client_id}"
+        client = self.clients.get(key)
+        if client is None:
+            client = self.clients[key] = ApsisClient(
+                shop.apsis, self.redis, self.limiter, self.keys, limits=shop.limits
+            )
+        return client
+
+    def shopify(self, shop: Shop) -> ShopifyClient:
+        key = f"shopify:{shop.domain}"
+        client = self.clients.get(key)
+        if client is None:
+            client = self.clients[key] = ShopifyClient(shop, self.redis, self.limiter, self.keys)
+        return client
 
     async def start(self) -> None:
         self._tasks = [

@@ -1,48 +1,151 @@
 """The arq job functions, one per topic family (see `shopsync.jobs.TOPIC_JOBS`), and the lists
-each queue's worker registers. Job bodies live in their own modules; this file only wires them
-through `worker.runtime.run_job` (failure policy) with their arguments decoded.
+each queue's worker registers. Bodies are small: decode the delivery, find the installation,
+hand over to `worker.sync` (customers) or the other modules; `worker.runtime.run_job` applies
+the failure policy around each.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
+import structlog
 from arq.cron import CronJob
 
-from mappings.installation import Installations
+from mappings.installation import Installations, Shop
+from mappings.normalize import customer_id as payload_customer_id
+from mappings.snapshot import PayloadError
 from shopsync.jobs import Delivery
 from shopsync.redis_conn import typed
 from worker.context import WorkerContext
 from worker.runtime import run_job
+from worker.sync import Update, submit
+from worker.sync import delete_customer as delete_profile
 
 REALTIME_TIMEOUT_S = 90
+log = structlog.get_logger("worker.jobs")
 
 
-def _delivery_bind(delivery: Delivery) -> dict[str, Any]:
-    return {"shop": delivery.shop, "topic": delivery.topic, "webhook_id": delivery.webhook_id}
+class UnknownShopError(Exception):
+    """A job for a shop that is not in the installations file (permanent)."""
 
 
-async def uninstall_shop(ctx: dict[str, Any], arg: dict[str, Any]) -> Any:
-    delivery = Delivery.from_arg(arg)
-    return await run_job(
-        ctx,
-        "uninstall_shop",
-        _uninstall_shop,
-        (delivery,),
-        queue=ctx["app"].keys.realtime_queue,
-        timeout_s=REALTIME_TIMEOUT_S,
-        bind=_delivery_bind(delivery),
+def _delivery_job(
+    name: str, body: Callable[[WorkerContext, Shop, Delivery], Awaitable[Any]]
+) -> Callable[[dict[str, Any], dict[str, Any]], Awaitable[Any]]:
+    """An arq function for webhook deliveries: decode, resolve the shop, skip uninstalled shops."""
+
+    async def job(ctx: dict[str, Any], arg: dict[str, Any]) -> Any:
+        delivery = Delivery.from_arg(arg)
+
+        async def run(app: WorkerContext, delivery: Delivery) -> Any:
+            shop = app.installations.get(delivery.shop)
+            if shop is None:
+                raise UnknownShopError(f"shop {delivery.shop!r} is not in {app.installations.source}")
+            uninstalled = await typed(app.redis.sismember(app.keys.uninstalled, shop.domain))
+            if delivery.topic != "app/uninstalled" and uninstalled:
+                log.info("skipped_uninstalled_shop")
+                return {"skipped": "shop uninstalled"}
+            return await body(app, shop, delivery)
+
+        return await run_job(
+            ctx,
+            name,
+            run,
+            (delivery,),
+            queue=ctx["app"].keys.realtime_queue,
+            timeout_s=REALTIME_TIMEOUT_S,
+            bind={"shop": delivery.shop, "topic": delivery.topic, "webhook_id": delivery.webhook_id},
+        )
+
+    job.__qualname__ = job.__name__ = name
+    return job
+
+
+async def _sync_topic(app: WorkerContext, shop: Shop, delivery: Delivery) -> dict[str, Any]:
+    """Customer, consent and tags topics: one update of the customer, applied in order."""
+    payload = delivery.payload()
+    if not isinstance(payload, dict):
+        raise PayloadError("(body)", "a customer payload must be a JSON object")
+    update = Update(
+        kind="topic",
+        topic=delivery.topic,
+        payload=payload,
+        received_at=delivery.received_at,
+        triggered_at=_epoch(delivery.triggered_at),
     )
+    outcome = await submit(app, shop, f"wh:{delivery.webhook_id}", update)
+    app.metrics.inc("shopsync_customers_total", {"source": "webhook", "outcome": outcome})
+    if outcome == "written":
+        app.metrics.observe("shopsync_webhook_to_write_seconds", time.time() - delivery.received_at)
+    return {"outcome": outcome}
 
 
-async def _uninstall_shop(app: WorkerContext, delivery: Delivery) -> dict[str, Any]:
-    """`app/uninstalled`: stop syncing the shop (its later webhooks and syncs are skipped)."""
-    await typed(app.redis.sadd(app.keys.uninstalled, delivery.shop))
-    return {"uninstalled": delivery.shop}
+def _epoch(iso: str | None) -> float | None:
+    if not iso:
+        return None
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+async def _delete(app: WorkerContext, shop: Shop, delivery: Delivery) -> dict[str, Any]:
+    cid = payload_customer_id(delivery.payload())
+    existed = await delete_profile(app, shop, cid, deleted_at=delivery.received_at)
+    app.metrics.inc("shopsync_customers_total", {"source": "webhook", "outcome": "deleted"})
+    return {"deleted": cid, "existed": existed}
+
+
+async def _privacy(app: WorkerContext, shop: Shop, delivery: Delivery) -> dict[str, Any]:
+    payload = delivery.payload()
+    if delivery.topic == "customers/redact":
+        cid = payload_customer_id(payload)
+        existed = await delete_profile(app, shop, cid, deleted_at=delivery.received_at)
+        log.info("customer_redacted", customer_id=cid, profile_existed=existed)
+        return {"redacted": cid}
+    if delivery.topic == "customers/data_request":
+        # APSIS holds the profile itself; what this service holds is the sync state.
+        cid = payload_customer_id(payload)
+        stored = await app.customers.load(shop.domain, cid)
+        state, deleted_at = stored.state, stored.deleted_at
+        held = {
+            "customer_id": cid,
+            "state_key": app.keys.customer_state(shop.domain, cid),
+            "fields_held": sorted(state.fields) if state else [],
+            "sections": list(state.sections) if state else [],
+            "deleted_at": deleted_at,
+        }
+        log.info("customer_data_request", **held)
+        return held
+    # shop/redact: forget the shop entirely.
+    return await _forget_shop(app, shop)
+
+
+async def _uninstall(app: WorkerContext, shop: Shop, delivery: Delivery) -> dict[str, Any]:
+    return await _forget_shop(app, shop)
+
+
+async def _forget_shop(app: WorkerContext, shop: Shop) -> dict[str, Any]:
+    """Stop syncing the shop and remove its state (APSIS profiles stay: they are the merchant's)."""
+    await typed(app.redis.sadd(app.keys.uninstalled, shop.domain))
+    removed = await app.customers.forget_shop(shop.domain)
+    log.info("shop_forgotten", customers_removed=removed)
+    return {"uninstalled": shop.domain, "customers_removed": removed}
+
+
+sync_customer = _delivery_job("sync_customer", _sync_topic)
+sync_consent = _delivery_job("sync_consent", _sync_topic)
+sync_tags = _delivery_job("sync_tags", _sync_topic)
+delete_customer = _delivery_job("delete_customer", _delete)
+privacy_request = _delivery_job("privacy_request", _privacy)
+uninstall_shop = _delivery_job("uninstall_shop", _uninstall)
 
 
 def realtime_functions() -> list[Any]:
-    return [uninstall_shop]
+    return [sync_customer, sync_consent, sync_tags, delete_customer, privacy_request, uninstall_shop]
 
 
 def fullsync_functions() -> list[Any]:

@@ -24,6 +24,8 @@ from arq import Retry
 from redis.exceptions import RedisError
 
 from worker.deadletters import DeadLetter, bury, record_failure
+from worker.errors import is_transient as api_error_is_transient
+from worker.ratelimit import WaitTooLongError
 
 MAX_TRIES = 8
 ARQ_MAX_TRIES = 1000
@@ -41,10 +43,12 @@ def backoff_s(job_try: int) -> float:
 
 
 def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, TransientError | TimeoutError | aiohttp.ClientError | RedisError | ConnectionError):
+    if isinstance(
+        exc,
+        TransientError | WaitTooLongError | TimeoutError | aiohttp.ClientError | RedisError | ConnectionError,
+    ):
         return True
-    # The API clients' errors say themselves whether they are worth retrying.
-    return bool(getattr(exc, "transient", False))
+    return api_error_is_transient(exc)  # the API clients' errors say whether to retry
 
 
 JobBody = Callable[..., Awaitable[Any]]

@@ -1,0 +1,236 @@
+"""The whole pipeline, all real, in one test process: sandbox store -> signed webhooks over HTTP ->
+receiver -> Redis -> arq workers -> APSIS sandbox over HTTP. Plus an oracle that computes, from the
+store, what APSIS must hold, and a comparison customer by customer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import tomllib
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from aiohttp import web
+from arq.connections import ArqRedis, create_pool
+from arq.worker import Worker
+
+from mappings.installation import CHANNELS, Installations, Shop, parse_installations
+from mappings.normalize import normalize_customer
+from mappings.plan import plan_sync
+from mappings.writes import OPT_IN
+from receiver.app import create_app
+from sandbox.apsis.account import Account, default_account
+from sandbox.apsis.server import ApsisSandbox
+from sandbox.shopify.delivery import DeliveryConfig
+from sandbox.shopify.serialize import serialize_customer
+from sandbox.shopify.server import ShopifySandbox
+from sandbox.shopify.store import Store
+from shopsync.devredis import free_port
+from shopsync.jobs import TOPIC_JOBS, deserialize, serialize
+from shopsync.keys import Keys
+from shopsync.redis_conn import arq_settings
+from shopsync.settings import Settings
+from worker.context import WorkerContext
+from worker.main import build_worker
+
+DEMO = Path(__file__).resolve().parents[2] / "mappings" / "demo.toml"
+DOMAIN = "demo-store.myshopify.com"
+ORACLE_VERSION = "2025-01"
+
+
+def installations_for(
+    shopify_url: str, apsis_url: str, api_version: str = "2024-10", **shop_overrides: Any
+) -> Installations:
+    """mappings/demo.toml pointed at the sandboxes' ports (and optionally changed)."""
+    document = tomllib.loads(DEMO.read_text())
+    shop = document["shop"][0]
+    shop["admin_url"] = shopify_url
+    shop["apsis"]["base_url"] = apsis_url
+    shop["api_version"] = api_version
+    shop.update(shop_overrides)
+    return parse_installations(document, env={}, source="test-installation")
+
+
+@dataclass
+class Pipeline:
+    keys: Keys
+    redis: aioredis.Redis
+    pool: ArqRedis
+    installations: Installations
+    shopify: ShopifySandbox
+    apsis: ApsisSandbox
+    receiver_url: str
+    app: WorkerContext
+    workers: list[Worker] = field(default_factory=list)
+    worker_tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def shop(self) -> Shop:
+        shop = self.installations.get(DOMAIN)
+        assert shop is not None
+        return shop
+
+    @property
+    def store(self) -> Store:
+        return self.shopify.store
+
+    @property
+    def account(self) -> Account:
+        return self.apsis.account
+
+    def subscribe(self, api_version: str, topics: Iterable[str] = TOPIC_JOBS) -> None:
+        for topic in topics:
+            self.store.add_subscription(topic, f"{self.receiver_url}/webhooks/shopify", api_version)
+
+    async def start_workers(self, kinds: Iterable[str] = ("realtime",)) -> None:
+        for kind in kinds:
+            worker = build_worker(kind, self.app)
+            self.workers.append(worker)
+            self.worker_tasks.append(asyncio.create_task(worker.async_run()))
+
+    async def stop_workers(self) -> None:
+        for task in self.worker_tasks:
+            task.cancel()
+        await asyncio.gather(*self.worker_tasks, return_exceptions=True)
+        for worker in self.workers:
+            with contextlib.suppress(Exception):
+                await worker.close()
+        self.workers.clear()
+        self.worker_tasks.clear()
+
+    async def settle(self, timeout: float = 60.0) -> None:
+        """Until every webhook is delivered and every job has run (twice quiet in a row)."""
+        async with asyncio.timeout(timeout):
+            quiet = 0
+            while quiet < 2:
+                await self.store.deliverer.settled()
+                busy = 0
+                for queue in self.keys.queues:
+                    busy += int(await self.redis.zcard(queue))
+                quiet = quiet + 1 if busy == 0 else 0
+                await asyncio.sleep(0.05)
+
+    async def dead_letters(self) -> list[dict[str, Any]]:
+        raw = await self.redis.hgetall(self.keys.dead_letters)  # type: ignore[misc]
+        return [orjson.loads(v) for v in raw.values()]
+
+    # --- the oracle ------------------------------------------------------------------------------
+
+    def expected(self, customer_id: int) -> Any:
+        """The sync state that a fresh sync of the customer as the store has it now produces.
+
+        The customer is read as the newest REST version shows it: whatever the installation's
+        version, the consent topics deliver SMS and email consent in that form."""
+        customer = self.store.customer(customer_id)
+        if customer is None:
+            return None
+        payload = serialize_customer(customer, ORACLE_VERSION)
+        return plan_sync(self.shop, None, normalize_customer(payload)).state
+
+    def mismatches(self, customer_ids: Iterable[int]) -> list[str]:
+        """Every difference between APSIS and what the store says it must hold."""
+        problems: list[str] = []
+        shop = self.shop
+        for cid in customer_ids:
+            state = self.expected(cid)
+            profile = self.account.profile(shop.apsis.keyspace, str(cid))
+            if state is None:
+                if profile is not None:
+                    problems.append(f"{cid}: deleted in the store but has a profile")
+                continue
+            for section in shop.sections:
+                got = dict(profile.attributes.get(section.discriminator, {})) if profile else {}
+                if section.discriminator in state.sections:
+                    want = {k: v for k, v in state.attributes.get(section.discriminator, {}).items() if v is not None}
+                    if got != want:
+                        problems.append(f"{cid}: section {section.discriminator} attributes {got} != {want}")
+                    for mapping in section.consents:
+                        address = state.email if mapping.channel == "email" else state.phone
+                        if not address:
+                            continue
+                        want_topics = sorted(
+                            k.topic
+                            for k, kind in state.consents.items()
+                            if kind == OPT_IN
+                            and k.address == address
+                            and k.section == section.discriminator
+                            and k.consent_list == mapping.consent_list
+                        )
+                        got_topics = sorted(
+                            self.account.opted_in_topics(
+                                CHANNELS[mapping.channel], address, section.discriminator, mapping.consent_list
+                            )
+                        )
+                        if got_topics != want_topics:
+                            problems.append(
+                                f"{cid}: {mapping.channel} topics on {mapping.consent_list} {got_topics} != {want_topics}"
+                            )
+                elif got:
+                    problems.append(f"{cid}: not in section {section.discriminator} but has attributes {got}")
+        return problems
+
+
+@asynccontextmanager
+async def pipeline(
+    redis_url: str,
+    keys: Keys,
+    *,
+    customers: int = 50,
+    seed: int = 7,
+    api_version: str = "2024-10",
+    subscribe_version: str | None = None,
+    account: Account | None = None,
+    delivery: DeliveryConfig | None = None,
+    workers: Iterable[str] = ("realtime",),
+    **shop_overrides: Any,
+) -> AsyncIterator[Pipeline]:
+    store = Store(
+        seed=seed, size=customers, delivery=delivery or DeliveryConfig(time_scale=0.0005, seed=seed)
+    )
+    redis = aioredis.Redis.from_url(redis_url)
+    pool = await create_pool(arq_settings(redis_url), job_serializer=serialize, job_deserializer=deserialize)
+    async with (
+        ApsisSandbox(account or default_account()) as apsis,
+        ShopifySandbox(store) as shopify,
+    ):
+        installations = installations_for(shopify.url, apsis.url, api_version, **shop_overrides)
+        receiver_app = create_app(installations, aioredis.Redis.from_url(redis_url), keys=keys)
+        runner = web.AppRunner(receiver_app, access_log=None)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        settings = Settings(redis_url=redis_url, key_prefix=keys.prefix)
+        app = WorkerContext(settings=settings, installations=installations, redis=pool, keys=keys)
+        await app.start()
+        p = Pipeline(
+            keys=keys,
+            redis=redis,
+            pool=pool,
+            installations=installations,
+            shopify=shopify,
+            apsis=apsis,
+            receiver_url=f"http://127.0.0.1:{port}",
+            app=app,
+        )
+        p.subscribe(subscribe_version or api_version)
+        await p.start_workers(workers)
+        try:
+            yield p
+        finally:
+            await p.stop_workers()
+            await app.close()
+            await runner.cleanup()
+            await pool.aclose()
+            await redis.aclose()
+
+
+def wait_until_time_moves() -> None:
+    """Shopify times have second resolution: make the next mutation's updated_at strictly later."""
+    time.sleep(1.01)

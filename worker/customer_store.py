@@ -1,0 +1,154 @@
+"""Per-customer state in Redis: the last synced state, the lock, and the pending updates.
+
+Keys (see `shopsync.keys.Keys`):
+- `state:{shop}:{id}`: the `SyncState` JSON, or a tombstone `{"deleted_at": ...}` for a while
+  after a delete, so a late update cannot bring a deleted profile back.
+- `lock:{shop}:{id}`: held by the one worker syncing this customer (token, expiry).
+- `pending:{shop}:{id}`: a hash, update id -> update JSON, of updates not yet applied.
+
+Why pending updates: every job first deposits its update here, then whoever holds the lock
+applies ALL pending updates in one go and removes them only after APSIS took the writes and the
+state was saved. A burst of updates for one customer thus becomes one or two APSIS writes, and a
+crash at any point leaves the updates in Redis for the next attempt: a job only finishes once its
+own update is gone from the hash.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from arq.connections import ArqRedis
+
+from mappings.state import SyncState
+from shopsync.keys import Keys
+from shopsync.redis_conn import typed
+
+STATE_TTL_S = 400 * 24 * 3600  # a customer untouched for over a year is re-learnt by a full sync
+TOMBSTONE_TTL_S = 7 * 24 * 3600  # longer than any delivery delay or retry window
+PENDING_TTL_S = 8 * 24 * 3600
+LOCK_TTL_MS = 60_000
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What Redis holds for a customer: the state, or the time of a recent delete (tombstone),
+    and per topic family the newest `X-Shopify-Triggered-At` applied (Shopify's `updated_at`
+    has one-second resolution; the trigger time orders updates within the same second)."""
+
+    state: SyncState | None
+    deleted_at: float | None
+    triggered: dict[str, float]
+
+
+class CustomerStore:
+    def __init__(self, redis: ArqRedis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self._release = redis.register_script(_RELEASE)
+
+    def _pending_key(self, shop: str, customer_id: int) -> str:
+        return f"{self.keys.prefix}:pending:{shop}:{customer_id}"
+
+    # --- state -------------------------------------------------------------------------------
+
+    async def load(self, shop: str, customer_id: int) -> Stored:
+        raw = await typed(self.redis.get(self.keys.customer_state(shop, customer_id)))
+        if raw is None:
+            return Stored(None, None, {})
+        data = orjson.loads(raw)
+        if "deleted_at" in data:
+            return Stored(None, float(data["deleted_at"]), {})
+        return Stored(SyncState.from_dict(data), None, dict(data.get("triggered", {})))
+
+    def _encode(self, state: SyncState, triggered: dict[str, float]) -> bytes:
+        return orjson.dumps({**state.to_dict(), "triggered": triggered})
+
+    async def bury(self, shop: str, customer_id: int, deleted_at: float) -> None:
+        """Replace the state with a tombstone (the profile was deleted at `deleted_at`)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(
+                self.keys.customer_state(shop, customer_id),
+                orjson.dumps({"deleted_at": deleted_at}),
+                ex=TOMBSTONE_TTL_S,
+            )
+            pipe.srem(self.keys.shop_customers(shop), str(customer_id))
+            await pipe.execute()
+
+    async def forget_shop(self, shop: str) -> int:
+        """Remove every customer's state of a shop (uninstall / shop redact), without KEYS."""
+        removed = 0
+        members_key = self.keys.shop_customers(shop)
+        async for member in self.redis.sscan_iter(members_key, count=1000):
+            cid = member.decode() if isinstance(member, bytes) else str(member)
+            await self.redis.delete(
+                self.keys.customer_state(shop, cid),
+                self._pending_key(shop, int(cid)),
+                self.keys.customer_lock(shop, cid),
+            )
+            removed += 1
+        await self.redis.delete(members_key)
+        return removed
+
+    # --- pending updates ---------------------------------------------------------------------
+
+    async def deposit(self, shop: str, customer_id: int, update_id: str, update: dict[str, Any]) -> None:
+        key = self._pending_key(shop, customer_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, update_id, orjson.dumps(update).decode())
+            pipe.expire(key, PENDING_TTL_S)
+            await pipe.execute()
+
+    async def is_pending(self, shop: str, customer_id: int, update_id: str) -> bool:
+        return bool(await typed(self.redis.hexists(self._pending_key(shop, customer_id), update_id)))
+
+    async def pending(self, shop: str, customer_id: int) -> dict[str, dict[str, Any]]:
+        raw = await typed(self.redis.hgetall(self._pending_key(shop, customer_id)))
+        return {k.decode(): orjson.loads(v) for k, v in raw.items()}
+
+    async def settle(
+        self,
+        shop: str,
+        customer_id: int,
+        update_ids: list[str],
+        state: SyncState | None,
+        triggered: dict[str, float] | None = None,
+    ) -> None:
+        """After APSIS took the writes: save the new state and drop the applied updates, together."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if state is not None:
+                pipe.set(
+                    self.keys.customer_state(shop, state.customer_id),
+                    self._encode(state, triggered or {}),
+                    ex=STATE_TTL_S,
+                )
+                pipe.sadd(self.keys.shop_customers(shop), str(state.customer_id))
+            if update_ids:
+                pipe.hdel(self._pending_key(shop, customer_id), *update_ids)
+            await pipe.execute()
+
+    async def drop_pending(self, shop: str, customer_id: int, update_ids: list[str]) -> None:
+        if update_ids:
+            await typed(self.redis.hdel(self._pending_key(shop, customer_id), *update_ids))
+
+    # --- lock --------------------------------------------------------------------------------
+
+    async def try_lock(self, shop: str, customer_id: int) -> str | None:
+        token = os.urandom(8).hex()
+        ok = await self.redis.set(self.keys.customer_lock(shop, customer_id), token, nx=True, px=LOCK_TTL_MS)
+        return token if ok else None
+
+    async def unlock(self, shop: str, customer_id: int, token: str) -> None:
+        await self._release(keys=[self.keys.customer_lock(shop, customer_id)], args=[token])
+
+
+def now() -> float:
+    return time.time()

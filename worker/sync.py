@@ -1,0 +1,335 @@
+"""Applying customer updates to APSIS: the imperative shell around `mappings.plan`.
+
+`submit` is what every job calls: it deposits one update for a customer (see
+`worker.customer_store`) and drives the customer's pending updates until its own is applied.
+`apply_pending` is the one place that talks to APSIS for customer data: under the customer's
+lock it folds every pending update, oldest first, through the pure planner, merges their writes
+(so a burst becomes one patch per section), sends them, then saves the new state and drops the
+applied updates in one transaction. Any failure leaves everything pending for the retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import structlog
+
+from mappings.installation import Shop
+from mappings.normalize import normalize_bulk_customer, normalize_customer, normalize_topic
+from mappings.plan import Plan, needs_old_address_topics, plan_sync
+from mappings.snapshot import CustomerSnapshot, PayloadError, TagsChange
+from mappings.state import SyncState
+from mappings.writes import OPT_IN, AddressList, AttributePatch, ConsentWrite, ProfileDelete, Write
+from shopsync.logging import mask_email, mask_phone
+from worker.context import WorkerContext
+from worker.errors import ApiError
+from worker.ratelimit import WaitTooLongError
+from worker.runtime import TransientError
+
+log = structlog.get_logger("worker.sync")
+
+Source = Literal["webhook", "fullsync", "resync", "reconcile", "order"]
+Outcome = Literal["written", "unchanged", "stale", "skipped", "deleted", "elsewhere"]
+DRIVE_BUDGET_S = 20.0
+# Paths whose absence makes a fetch of the whole customer worth its Shopify call: the ones that
+# decide membership and attribute values. Consent paths are not in it: 2025-01 payloads lack
+# them by design and the consent topics (and the hourly reconciliation) bring them.
+_FAMILIES = {
+    "customers_email_marketing_consent/update": "email_consent",
+    "customers_marketing_consent/update": "sms_consent",
+    "customer.tags_added": "tags",
+    "customer.tags_removed": "tags",
+}
+_CONSENT_PATHS = (
+    "email_marketing_consent",
+    "sms_marketing_consent",
+    "accepts_marketing",
+    "marketing_opt_in_level",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """One update for a customer as deposited in Redis (JSON-friendly)."""
+
+    kind: Literal["topic", "rest", "bulk"]
+    payload: dict[str, Any]
+    received_at: float
+    topic: str = ""
+    source: Source = "webhook"
+    force: bool = False
+    triggered_at: float | None = None  # X-Shopify-Triggered-At, when the delivery had one
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "topic": self.topic,
+            "payload": self.payload,
+            "received_at": self.received_at,
+            "source": self.source,
+            "force": self.force,
+            "triggered_at": self.triggered_at,
+        }
+
+    @property
+    def family(self) -> str:
+        """Updates of one family carry the same fields; trigger times are compared within one."""
+        if self.kind != "topic":
+            return "customer"
+        return _FAMILIES.get(self.topic, "customer")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Update:
+        return cls(
+            kind=data["kind"],
+            payload=data["payload"],
+            received_at=float(data["received_at"]),
+            topic=data.get("topic", ""),
+            source=data.get("source", "webhook"),
+            force=bool(data.get("force", False)),
+            triggered_at=data.get("triggered_at"),
+        )
+
+    def normalized(self) -> CustomerSnapshot | TagsChange:
+        """Raises PayloadError for a payload the mapping cannot handle."""
+        if self.kind == "topic":
+            return normalize_topic(self.topic, self.payload)
+        if self.kind == "bulk":
+            return normalize_bulk_customer(self.payload)
+        return normalize_customer(self.payload)
+
+
+def customer_of(update: CustomerSnapshot | TagsChange) -> int:
+    return update.customer_id if isinstance(update, TagsChange) else update.id
+
+
+@dataclass
+class Applied:
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    writes: int = 0
+
+
+async def submit(
+    app: WorkerContext, shop: Shop, update_id: str, update: Update, *, budget_s: float = DRIVE_BUDGET_S
+) -> Outcome:
+    """Deposit `update` and see it applied (by this worker or another). Transient on timeout."""
+    customer_id = customer_of(update.normalized())  # a poison payload fails here, before Redis
+    store = app.customers
+    await store.deposit(shop.domain, customer_id, update_id, update.to_dict())
+    deadline = time.monotonic() + budget_s
+    delay = 0.01
+    while True:
+        applied = await apply_pending(app, shop, customer_id)
+        if applied is not None and update_id in applied.outcomes:
+            return applied.outcomes[update_id]
+        if not await store.is_pending(shop.domain, customer_id, update_id):
+            return "elsewhere"  # another worker applied it together with its own
+        if time.monotonic() > deadline:
+            raise TransientError(f"customer {customer_id} busy for {budget_s:.0f} s")
+        await asyncio.sleep(delay + random.uniform(0, delay))
+        delay = min(delay * 2, 0.2)
+
+
+async def apply_pending(app: WorkerContext, shop: Shop, customer_id: int) -> Applied | None:
+    """Apply every pending update of the customer; None when another worker holds the lock."""
+    store = app.customers
+    token = await store.try_lock(shop.domain, customer_id)
+    if token is None:
+        return None
+    try:
+        entries = await store.pending(shop.domain, customer_id)
+        if not entries:
+            return Applied()
+        return await _apply(app, shop, customer_id, entries)
+    finally:
+        await store.unlock(shop.domain, customer_id, token)
+
+
+async def _apply(
+    app: WorkerContext, shop: Shop, customer_id: int, entries: dict[str, dict[str, Any]]
+) -> Applied:
+    store = app.customers
+    stored = await store.load(shop.domain, customer_id)
+    state, deleted_at, triggered = stored.state, stored.deleted_at, dict(stored.triggered)
+    ordered = sorted(
+        entries.items(), key=lambda kv: (kv[1].get("triggered_at") or kv[1].get("received_at", 0), kv[0])
+    )
+    result = Applied()
+    merged = _MergedWrites()
+    fetched = False
+    for update_id, raw in ordered:
+        update = Update.from_dict(raw)
+        try:
+            normalized = update.normalized()
+        except PayloadError as exc:
+            # Deposited payloads were validated by their job; a bad one here is dropped with a log
+            # line rather than blocking every later update of the customer.
+            log.error("pending_update_invalid", customer_id=customer_id, error=str(exc))
+            result.outcomes[update_id] = "skipped"
+            continue
+        if deleted_at is not None:
+            result.outcomes[update_id] = "deleted"  # Shopify never reuses a deleted customer's id
+            continue
+        last = triggered.get(update.family)
+        if update.triggered_at is not None and last is not None and update.triggered_at < last:
+            result.outcomes[update_id] = "stale"  # an older event of this family, delivered late
+            continue
+        plan = await _plan(app, shop, state, normalized, update.force)
+        if plan.unknown - _consent_only(plan.unknown) and not fetched and update.source == "webhook":
+            # A field that decides membership or an attribute was never known (a tags delta on
+            # unknown tags, a trimmed 2025-01 payload on a first sight): read the whole customer.
+            fetched = True
+            full = await _fetch(app, shop, customer_id)
+            if full is not None:
+                plan = await _plan(app, shop, state, full, update.force)
+        if plan.stale:
+            result.outcomes[update_id] = "stale"
+            continue
+        state = plan.state
+        if update.triggered_at is not None:
+            triggered[update.family] = max(update.triggered_at, triggered.get(update.family, 0.0))
+        merged.add(plan.writes)
+        in_sections = bool(state and state.sections)
+        result.outcomes[update_id] = "written" if plan.writes else ("unchanged" if in_sections else "skipped")
+    result.writes = await _send(app, shop, customer_id, merged.writes())
+    if result.writes == 0:
+        for update_id, outcome in result.outcomes.items():
+            if outcome == "written":
+                result.outcomes[update_id] = "unchanged"  # folded writes cancelled each other out
+    await store.settle(shop.domain, customer_id, list(entries), state, triggered)
+    return result
+
+
+def _consent_only(paths: frozenset[str]) -> frozenset[str]:
+    return frozenset(p for p in paths if p.startswith(_CONSENT_PATHS))
+
+
+async def _plan(
+    app: WorkerContext,
+    shop: Shop,
+    state: SyncState | None,
+    update: CustomerSnapshot | TagsChange,
+    force: bool,
+) -> Plan:
+    needed = needs_old_address_topics(shop, state, update)
+    old_topics: dict[AddressList, list[str]] = {}
+    if needed:
+        apsis = app.apsis(shop)
+        for entry in needed:
+            # Consent given outside Shopify (forms, other integrations) moves with the address
+            # too, so APSIS is asked; what we wrote ourselves counts as well, since folded
+            # updates may not have sent it yet.
+            remote = await apsis.opted_in_topics(
+                entry.channel, entry.address, entry.section, entry.consent_list
+            )
+            ours = _written_opt_ins(state, entry) if state is not None else []
+            old_topics[entry] = sorted(set(remote) | set(ours))
+    return plan_sync(shop, state, update, old_address_topics=old_topics, force=force)
+
+
+def _written_opt_ins(state: SyncState, entry: AddressList) -> list[str]:
+    return [
+        key.topic
+        for key, kind in state.consents.items()
+        if kind == OPT_IN and (key.channel, key.address, key.section, key.consent_list) == tuple(entry)
+    ]
+
+
+async def _fetch(app: WorkerContext, shop: Shop, customer_id: int) -> CustomerSnapshot | None:
+    try:
+        payload = await app.shopify(shop).get_customer(customer_id)
+    except (ApiError, WaitTooLongError) as exc:
+        log.warning("customer_fetch_failed", customer_id=customer_id, error=str(exc))
+        return None
+    return normalize_customer(payload) if payload is not None else None
+
+
+class _MergedWrites:
+    """Writes of several plans folded into the fewest requests with the same end result."""
+
+    def __init__(self) -> None:
+        self._order: list[tuple[Any, ...]] = []
+        self._patches: dict[tuple[str, str], dict[str, Any]] = {}
+        self._others: dict[tuple[Any, ...], Write] = {}
+
+    def add(self, writes: Sequence[Write]) -> None:
+        for write in writes:
+            if isinstance(write, AttributePatch):
+                key: tuple[Any, ...] = ("patch", write.section, write.profile_key)
+                self._patches.setdefault((write.section, write.profile_key), {}).update(write.body)
+            elif isinstance(write, ConsentWrite):
+                key = (
+                    "consent",
+                    write.channel,
+                    write.address,
+                    write.section,
+                    write.consent_list,
+                    write.topic,
+                )
+                self._others[key] = write
+            else:
+                key = ("delete", write.keyspace, write.profile_key)
+                self._others[key] = write
+            if key in self._order:
+                self._order.remove(key)  # the last write for a key is the one that counts
+            self._order.append(key)
+
+    def writes(self) -> list[Write]:
+        out: list[Write] = []
+        for key in self._order:
+            if key[0] == "patch":
+                out.append(AttributePatch(key[1], self._patches[(key[1], key[2])], key[2]))
+            else:
+                out.append(self._others[key])
+        return out
+
+
+async def _send(app: WorkerContext, shop: Shop, customer_id: int, writes: Sequence[Write]) -> int:
+    if not writes:
+        return 0
+    apsis = app.apsis(shop)
+    keyspace = shop.apsis.keyspace
+    for write in writes:
+        if isinstance(write, AttributePatch):
+            await apsis.patch_attributes(
+                keyspace, write.profile_key or str(customer_id), write.section, write.body
+            )
+            app.metrics.inc("shopsync_apsis_writes_total", {"kind": "attributes"})
+        elif isinstance(write, ConsentWrite):
+            await apsis.write_consent(
+                write.channel, write.address, write.section, write.consent_list, write.topic, write.type
+            )
+            app.metrics.inc("shopsync_apsis_writes_total", {"kind": "consent"})
+            log.info(
+                "consent_written",
+                customer_id=customer_id,
+                address=mask_email(write.address) if "@" in write.address else mask_phone(write.address),
+                consent_topic=write.topic,
+                consent=write.type,
+            )
+        elif isinstance(write, ProfileDelete):
+            await apsis.delete_profile(write.keyspace, write.profile_key)
+    return len(writes)
+
+
+async def delete_customer(app: WorkerContext, shop: Shop, customer_id: int, deleted_at: float) -> bool:
+    """Delete the profile in APSIS and leave a tombstone so late updates cannot recreate it."""
+    store = app.customers
+    deadline = time.monotonic() + DRIVE_BUDGET_S
+    while (token := await store.try_lock(shop.domain, customer_id)) is None:
+        if time.monotonic() > deadline:
+            raise TransientError(f"customer {customer_id} busy")
+        await asyncio.sleep(0.05)
+    try:
+        existed = await app.apsis(shop).delete_profile(shop.apsis.keyspace, str(customer_id))
+        pending = await store.pending(shop.domain, customer_id)
+        await store.bury(shop.domain, customer_id, deleted_at)
+        await store.drop_pending(shop.domain, customer_id, list(pending))
+        return existed
+    finally:
+        await store.unlock(shop.domain, customer_id, token)
