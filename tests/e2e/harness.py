@@ -105,9 +105,9 @@ class Pipeline:
         self.workers.clear()
         self.worker_tasks.clear()
 
-    async def settle(self, timeout: float = 60.0) -> None:
+    async def settle(self, limit_s: float = 60.0) -> None:
         """Until every webhook is delivered and every job has run (twice quiet in a row)."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(limit_s):
             quiet = 0
             while quiet < 2:
                 await self.store.deliverer.settled()
