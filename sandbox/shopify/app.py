@@ -140,7 +140,8 @@ async def _admin(request: web.Request, handler: Handler, store: Store) -> web.St
                 headers["Retry-After"] = "2.0"
             return json_response(
                 {
-                    "errors": "Exceeded 2 calls per second for api client. Reduce request rates to resume uninterrupted service."
+                    "errors": f"Exceeded {cfg.leak_rate:g} calls per second for api client. "
+                    "Reduce request rates to resume uninterrupted service."
                 },
                 429,
                 headers,

@@ -1,7 +1,7 @@
 """A minimal GraphQL Admin endpoint: customer bulk exports and their polling, with query costs.
 
 Queries are recognised by operation name, not parsed: `bulkOperationRunQuery` starts an export
-of every customer (one bulk operation at a time per shop), `currentBulkOperation` reports it
+of every customer (one bulk operation at a time per shop), `currentBulkOperation` (or `node(id:)` / `bulkOperation(id:)`) reports it
 (CREATED -> RUNNING -> COMPLETED over a time proportional to the store size). The export is a
 snapshot taken at start and is streamed as JSONL, generated lazily, from `/_sandbox/bulk/{n}.jsonl`.
 Every answer carries Shopify's `extensions.cost` with the cost bucket's throttle status.
@@ -9,6 +9,7 @@ Every answer carries Shopify's `extensions.cost` with the cost bucket's throttle
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from sandbox.shopify.store import Store
 
 RUN_COST = 10
 POLL_COST = 1
+_BY_ID = re.compile(r"\b(node|bulkOperation)\s*\(\s*id\s*:")
+_GID = re.compile(r"gid://shopify/BulkOperation/(\d+)")
 
 
 @dataclass
@@ -152,7 +155,8 @@ async def handle(request: web.Request) -> web.Response:
     bucket.maximum = store.rate_limit.graphql_maximum
     bucket.restore_rate = store.rate_limit.graphql_restore_rate
     running = "bulkOperationRunQuery" in query
-    polling = "currentBulkOperation" in query
+    by_id = _BY_ID.search(query)  # `node(id: ...)` / `bulkOperation(id: ...)`: poll one operation
+    polling = "currentBulkOperation" in query or by_id is not None
     if not running and not polling:
         return _json(
             {
@@ -181,9 +185,14 @@ async def handle(request: web.Request) -> web.Response:
             }
         )
     base_url = str(request.url.origin())
-    if polling:
-        op = registry.operations.get(registry.current) if registry.current is not None else None
-        data = {"currentBulkOperation": describe(op, base_url, now) if op else None}
+    if polling and not running:
+        if by_id is not None:
+            found = _GID.search(query + " " + orjson.dumps(body.get("variables") or {}).decode())
+            op = registry.operations.get(int(found.group(1))) if found else None
+            data = {by_id.group(1): describe(op, base_url, now) if op else None}
+        else:
+            op = registry.operations.get(registry.current) if registry.current is not None else None
+            data = {"currentBulkOperation": describe(op, base_url, now) if op else None}
         return _json({"data": data, "extensions": _cost(store, cost, cost, now)})
     if "read_customers" not in store.granted_scopes:
         return _json(

@@ -116,3 +116,20 @@ async def test_graphql_throttles_on_cost(session: aiohttp.ClientSession) -> None
         throttled = [a for a in answers if "errors" in a]
         assert len(throttled) == 2
         assert throttled[0]["errors"][0]["extensions"]["code"] == "THROTTLED"
+
+
+async def test_poll_by_node_id(session: aiohttp.ClientSession) -> None:
+    async with ShopifySandbox(Store(size=30)) as running:
+        url = f"{running.url}/admin/api/{VERSION}/graphql.json"
+        started = (await graphql(session, url, RUN))["data"]["bulkOperationRunQuery"]["bulkOperation"]
+        query = "query($id: ID!) { node(id: $id) { ... on BulkOperation { id status url } } }"
+        async with asyncio.timeout(30):
+            while True:
+                async with session.post(
+                    url, json={"query": query, "variables": {"id": started["id"]}}
+                ) as resp:
+                    node = (await resp.json())["data"]["node"]
+                if node["status"] == "COMPLETED":
+                    break
+                await asyncio.sleep(0.01)
+        assert node["id"] == started["id"] and node["url"].endswith(".jsonl")
