@@ -72,7 +72,7 @@ class DeliveryConfig:
     queue_size: int = 10_000
     concurrency: int = 16
     remove_failing_subscriptions: bool = True  # Shopify deletes API subscriptions after the last retry fails
-    record_limit: int = 100_000
+    record_limit: int = 20_000  # oldest records (with their bodies) are dropped past this
     seed: int | None = None
 
 
