@@ -264,3 +264,58 @@ def vars_of(letter: deadletters.DeadLetter) -> dict[str, Any]:
         "failed_at": letter.failed_at,
         "args": letter.args,
     }
+
+
+# --- resync ----------------------------------------------------------------------------------
+
+
+def resync(args: argparse.Namespace, settings: Settings) -> int:
+    """Fetch one customer from Shopify now and run the same sync a webhook would."""
+    from mappings.installation import InstallationError
+    from shopsync.config import load_installations
+
+    try:
+        installations = load_installations(settings.shops_file)
+    except InstallationError as exc:
+        return _fail(str(exc))
+    shop = installations.get(args.domain)
+    if shop is None:
+        return _fail(f"no shop {args.domain!r} in {settings.shops_file}")
+
+    async def go() -> int:
+        from arq.connections import create_pool
+
+        from shopsync.jobs import deserialize, serialize
+        from shopsync.redis_conn import arq_settings
+        from worker.context import WorkerContext
+        from worker.errors import ApiError
+        from worker.sync import Update, submit
+
+        pool = await create_pool(
+            arq_settings(settings.redis_url), job_serializer=serialize, job_deserializer=deserialize
+        )
+        app = WorkerContext(
+            settings=settings, installations=installations, redis=pool, keys=Keys(settings.key_prefix)
+        )
+        try:
+            try:
+                customer = await app.shopify(shop).get_customer(args.customer_id)
+            except ApiError as exc:
+                return _fail(f"Shopify: {exc}")
+            if customer is None:
+                return _fail(f"customer {args.customer_id} does not exist in {shop.domain}")
+            update = Update(kind="rest", payload=customer, received_at=time.time(), source="resync")
+            try:
+                outcome = await submit(app, shop, f"resync:{args.customer_id}:{time.time_ns()}", update)
+            except ApiError as exc:
+                return _fail(f"APSIS: {exc}")
+            print(f"customer {args.customer_id}: {outcome}")
+            return 0
+        finally:
+            await app.close()
+            await pool.aclose()
+
+    try:
+        return asyncio.run(go())
+    except (RedisError, OSError) as exc:
+        return _fail(f"Redis at {_redact(settings.redis_url)} is not answering: {exc}")
