@@ -204,8 +204,12 @@ def paginate(
     make_accept: Callable[[dict[str, str]], Accept],
     id_source: Callable[[dict[str, str]], IdSource],
     default_filters: dict[str, str] | None = None,
+    newest_first: bool = False,
 ) -> tuple[list[Any], str | None, str | None]:
-    """One page of records: (records, Link header, fields), Shopify's cursor rules applied."""
+    """One page of records: (records, Link header, fields), Shopify's cursor rules applied.
+
+    `newest_first` lists by descending id (customers and orders, as Shopify does) unless
+    `since_id` is given, which always lists ascending ids."""
     params = first_params(request)
     limit = parse_limit(params.get("limit"))
     fields = params.get("fields") or None
@@ -233,17 +237,27 @@ def paginate(
                     break
         return found
 
+    # Newest first, as Shopify lists; `since_id` switches to ascending ids.
+    desc = newest_first and since is None
+
+    def forward(boundary: int | None, want: int) -> list[Any]:
+        """Records after `boundary` in listing order."""
+        return scan(None, boundary, True, want) if desc else scan(boundary, None, False, want)
+
+    def backward(boundary: int, want: int) -> list[Any]:
+        """Records before `boundary` in listing order, nearest first."""
+        return scan(boundary, None, False, want) if desc else scan(None, boundary, True, want)
+
     if cursor is None or cursor.direction == "next":
-        after = cursor.boundary if cursor else None
-        items = scan(after, None, False, limit + 1)
+        items = forward(cursor.boundary if cursor else None, limit + 1)
         has_next = len(items) > limit
         items = items[:limit]
-        has_prev = cursor is not None and bool(items) and bool(scan(None, items[0].id, True, 1))
+        has_prev = cursor is not None and bool(items) and bool(backward(items[0].id, 1))
     else:
-        items = scan(None, cursor.boundary, True, limit + 1)
+        items = backward(cursor.boundary, limit + 1)
         has_prev = len(items) > limit
         items = list(reversed(items[:limit]))
-        has_next = bool(items) and bool(scan(items[-1].id, None, False, 1))
+        has_next = bool(items) and bool(forward(items[-1].id, 1))
     prev = Cursor("prev", items[0].id, filters) if has_prev and items else None
     nxt = Cursor("next", items[-1].id, filters) if has_next and items else None
     base = f"{request.url.origin()}{request.path}"
@@ -310,7 +324,7 @@ async def list_customers(request: web.Request) -> web.Response:
     store = request.app[STORE]
     version = request.match_info["version"]
     items, link, fields = paginate(
-        request, CUSTOMER_FILTERS, customer_accept(store), customer_ids_source(store)
+        request, CUSTOMER_FILTERS, customer_accept(store), customer_ids_source(store), newest_first=True
     )
     body = {"customers": [only_fields(serialize_customer(c, version), fields) for c in items]}
     return json_response(body, headers={"Link": link} if link else None)
@@ -409,7 +423,7 @@ async def list_orders(request: web.Request) -> web.Response:
     version = request.match_info["version"]
     defaults = {"customer_id": request.match_info["id"]} if "id" in request.match_info else None
     items, link, fields = paginate(
-        request, ORDER_FILTERS, order_accept(store), order_ids_source(store), defaults
+        request, ORDER_FILTERS, order_accept(store), order_ids_source(store), defaults, newest_first=True
     )
     body = {"orders": [only_fields(_order_body(store, o, version), fields) for o in items]}
     return json_response(body, headers={"Link": link} if link else None)

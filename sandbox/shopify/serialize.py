@@ -116,12 +116,17 @@ def sms_consent_dict(customer: Customer) -> dict[str, Any] | None:
 
 
 def serialize_customer(customer: Customer, api_version: str, for_webhook: bool = False) -> dict[str, Any]:
-    """The customer as `api_version` shows it (REST body or `customers/*` webhook payload)."""
+    """The customer as `api_version` shows it (REST body or `customers/*` webhook payload).
+
+    Key order follows Shopify's (`email` moved after `last_order_name` once `accepts_marketing`
+    went); `default_address` is absent, not null, for a customer without addresses."""
     version = version_number(api_version) or FIRST_VERSION
     legacy_marketing = version < 202401
+    slim_webhook = for_webhook and version >= 202501
     consent = customer.email_consent
-    out: dict[str, Any] = {"id": customer.id, "email": customer.email}
+    out: dict[str, Any] = {"id": customer.id}
     if legacy_marketing:
+        out["email"] = customer.email
         out["accepts_marketing"] = consent is not None and consent.state == "subscribed"
     out["created_at"] = fmt_time(customer.created_at)
     out["updated_at"] = fmt_time(customer.updated_at)
@@ -135,11 +140,15 @@ def serialize_customer(customer: Customer, api_version: str, for_webhook: bool =
     out["verified_email"] = customer.verified_email
     out["multipass_identifier"] = None
     out["tax_exempt"] = customer.tax_exempt
-    if not (for_webhook and version >= 202501):
+    if legacy_marketing:
+        out["phone"] = customer.phone
+    if not slim_webhook:
         out["tags"] = ", ".join(customer.tags)
     out["last_order_name"] = customer.last_order_name
+    if not legacy_marketing:
+        out["email"] = customer.email
+        out["phone"] = customer.phone
     out["currency"] = customer.currency
-    out["phone"] = customer.phone
     out["addresses"] = [serialize_address(a, customer.id) for a in customer.addresses]
     if legacy_marketing:
         out["accepts_marketing_updated_at"] = fmt_time(
@@ -149,14 +158,15 @@ def serialize_customer(customer: Customer, api_version: str, for_webhook: bool =
             consent.opt_in_level if consent and consent.state == "subscribed" else None
         )
     out["tax_exemptions"] = []
-    if not (for_webhook and version >= 202501):
+    if not slim_webhook:
         if version >= 202204:
             out["email_marketing_consent"] = email_consent_dict(customer)
         if version >= 202110:
             out["sms_marketing_consent"] = sms_consent_dict(customer)
     out["admin_graphql_api_id"] = gid("Customer", customer.id)
     default = customer.default_address
-    out["default_address"] = serialize_address(default, customer.id) if default else None
+    if default is not None:
+        out["default_address"] = serialize_address(default, customer.id)
     return out
 
 

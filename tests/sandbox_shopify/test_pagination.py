@@ -11,7 +11,8 @@ from tests.sandbox_shopify.conftest import VERSION, walk
 
 
 def all_ids(sandbox: ShopifySandbox) -> list[int]:
-    return list(sandbox.store.customer_ids())
+    """Every customer id in listing order: newest (highest id) first, as Shopify lists."""
+    return list(sandbox.store.customer_ids(descending=True))
 
 
 @pytest.mark.parametrize("limit", [1, 7, 250])
@@ -39,7 +40,7 @@ async def test_walk_with_updated_at_min_keeps_the_filter(
     store = sandbox.store
     times = sorted(store.updated_at(i) for i in store.customer_ids())
     cutoff = times[len(times) // 2]
-    expected = [i for i in store.customer_ids() if store.updated_at(i) >= cutoff]
+    expected = [i for i in store.customer_ids(descending=True) if store.updated_at(i) >= cutoff]
     records, _ = await walk(
         session,
         f"{sandbox.url}/admin/api/{VERSION}/customers.json",
@@ -50,7 +51,7 @@ async def test_walk_with_updated_at_min_keeps_the_filter(
 
 
 async def test_walk_with_since_id(sandbox: ShopifySandbox, session: aiohttp.ClientSession) -> None:
-    ids = all_ids(sandbox)
+    ids = list(sandbox.store.customer_ids())  # since_id lists ascending ids
     since = ids[40]
     records, _ = await walk(
         session, f"{sandbox.url}/admin/api/{VERSION}/customers.json", {"limit": "9", "since_id": str(since)}
@@ -83,7 +84,7 @@ async def test_deleted_and_created_customers_are_walked(
     created = await store.create_customer(email="ny.kund@example.se")
     records, _ = await walk(session, f"{sandbox.url}/admin/api/{VERSION}/customers.json", {"limit": "250"})
     ids = [r["id"] for r in records]
-    assert victim not in ids and ids[-1] == created.id and len(ids) == len(set(ids)) == store.customer_count()
+    assert victim not in ids and ids[0] == created.id and len(ids) == len(set(ids)) == store.customer_count()
 
 
 async def test_filter_with_page_info_is_400(sandbox: ShopifySandbox, session: aiohttp.ClientSession) -> None:
@@ -115,7 +116,7 @@ async def test_ids_fields_and_count(sandbox: ShopifySandbox, session: aiohttp.Cl
         f"{sandbox.url}/admin/api/{VERSION}/customers.json", params={"ids": wanted, "fields": "id,tags"}
     ) as resp:
         body = await resp.json()
-    assert [c["id"] for c in body["customers"]] == [ids[2], ids[5], ids[9]]
+    assert [c["id"] for c in body["customers"]] == [ids[2], ids[5], ids[9]]  # listing order
     assert all(set(c) == {"id", "tags"} for c in body["customers"])
     async with session.get(f"{sandbox.url}/admin/api/{VERSION}/customers/count.json") as resp:
         assert (await resp.json()) == {"count": 120}
@@ -124,7 +125,7 @@ async def test_ids_fields_and_count(sandbox: ShopifySandbox, session: aiohttp.Cl
 async def test_orders_walk_and_status(sandbox: ShopifySandbox, session: aiohttp.ClientSession) -> None:
     store = sandbox.store
     store.scopes.add("read_all_orders")
-    every = list(store.order_ids())
+    every = list(store.order_ids(descending=True))
     records, _ = await walk(
         session,
         f"{sandbox.url}/admin/api/{VERSION}/orders.json",
@@ -144,7 +145,7 @@ async def test_orders_walk_and_status(sandbox: ShopifySandbox, session: aiohttp.
         {"status": "any", "customer_id": str(customer_id)},
         key="orders",
     )
-    assert [o["id"] for o in mine] == store.orders_of(customer_id)
+    assert [o["id"] for o in mine] == sorted(store.orders_of(customer_id), reverse=True)
     assert all(o["customer"]["id"] == customer_id for o in mine)
 
 
@@ -180,12 +181,11 @@ async def test_walk_forward_and_back_with_deletions(session: aiohttp.ClientSessi
         limit = rng.randrange(1, 12)
         url = f"{running.url}/admin/api/{VERSION}/customers.json"
         forward, _ = await walk(session, url, {"limit": str(limit)})
-        expected = list(store.customer_ids())
+        expected = list(store.customer_ids(descending=True))
         assert [c["id"] for c in forward] == expected
-        # Back from the last page through every rel="previous" link.
-        async with session.get(url, params={"limit": str(limit), "since_id": str(expected[-1] - 1)}) as resp:
+        async with session.get(url, params={"limit": str(limit), "since_id": str(expected[0] - 1)}) as resp:
             page = [c["id"] for c in (await resp.json())["customers"]]
-        assert page == expected[-1:]
+        assert page == expected[:1]
         backward: list[int] = []
         next_url: str | None = None
         async with session.get(url, params={"limit": str(limit)}) as resp:
