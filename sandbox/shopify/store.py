@@ -307,6 +307,7 @@ class Store:
         country = COUNTRY_BY_CODE.get(country_code, COUNTRY_BY_CODE["SE"])
         if email is None:
             email = f"new.customer.{index}@{country.email_domain}"
+        self._check_email_free(email, None)
         _check_state(email_state, EMAIL_STATES)
         _check_state(sms_state, SMS_STATES)
         now = max(self.now(), self.anchor)
@@ -454,6 +455,7 @@ class Store:
         old = self._require(customer_id)
         if "@" not in email:
             raise SandboxError(f"not an email address: {email!r}")
+        self._check_email_free(email, customer_id)
         changes: dict[str, Any] = {"email": email}
         if old.email_consent is None:
             changes["email_consent"] = EmailConsent("not_subscribed", None, None)
@@ -577,6 +579,28 @@ class Store:
 
     async def uninstall(self) -> None:
         await self.emit([("app/uninstalled", lambda _v: self.shop_json())])
+
+    def customer_id_by_email(self, email: str) -> int | None:
+        """Who has this address: changed customers are scanned, generated ones found by the
+        index their addresses carry (`first.last.<index>@...`)."""
+        wanted = email.lower()
+        for customer in self.overrides.values():
+            if customer.email is not None and customer.email.lower() == wanted:
+                return customer.id
+        local = wanted.partition("@")[0].removesuffix("+shop")
+        tail = local.rsplit(".", 1)[-1]
+        if tail.isdigit() and int(tail) < self.size:
+            customer_id = CUSTOMER_BASE + int(tail)
+            if customer_id not in self.overrides and customer_id not in self.deleted:
+                generated = self.generator.customer(int(tail))[0]
+                if generated.email is not None and generated.email.lower() == wanted:
+                    return customer_id
+        return None
+
+    def _check_email_free(self, email: str, customer_id: int | None) -> None:
+        owner = self.customer_id_by_email(email)
+        if owner is not None and owner != customer_id:
+            raise SandboxError(f"email {email!r} has already been taken")
 
     def random_customer_id(self, rng: random.Random) -> int | None:
         for _ in range(20):

@@ -147,3 +147,20 @@ def test_shopify_json_escapes_like_shopify() -> None:
         "emoji": "🎿",
     }
     assert body != orjson.dumps(orjson.loads(body))  # re-serialising changes the bytes: hash the raw body
+
+
+async def test_emails_are_unique() -> None:
+    from sandbox.shopify import SandboxError
+
+    store = Store(seed=5, size=30)
+    taken = next(c for c in store.customers() if c.email)
+    other = next(c for c in store.customers() if c.email and c.id != taken.id)
+    assert store.customer_id_by_email(taken.email.upper()) == taken.id  # type: ignore[union-attr]
+    with pytest.raises(SandboxError, match="already been taken"):
+        await store.create_customer(email=taken.email)
+    with pytest.raises(SandboxError, match="already been taken"):
+        await store.change_email(other.id, taken.email)  # type: ignore[arg-type]
+    await store.change_email(taken.id, "moved@example.se")
+    created = await store.create_customer(email=taken.email)  # the old address is free again
+    assert store.customer_id_by_email("moved@example.se") == taken.id
+    assert store.customer_id_by_email(taken.email) == created.id  # type: ignore[arg-type]
