@@ -40,8 +40,8 @@ from worker import metrics
 
 _US = 1_000_000
 
-# KEYS[1] bucket, KEYS[2] (optional) state hash; ARGV interval_us, burst, cost, max_wait_us, name.
-# Returns {admitted (1|0), wait_us}.
+# KEYS[1] bucket, KEYS[2] its schedule shift, KEYS[3] (optional) state hash;
+# ARGV interval_us, burst, cost, max_wait_us, name. Returns {admitted (1|0), wait_us, shift_us}.
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -54,17 +54,42 @@ if tat < now then tat = now end
 local new_tat = tat + cost * interval
 local wait = new_tat - burst * interval - now
 if wait < 0 then wait = 0 end
+local shift = tonumber(redis.call('GET', KEYS[2]) or '0')
 if max_wait >= 0 and wait > max_wait then
-  return {0, math.floor(wait)}
+  return {0, math.floor(wait), shift}
 end
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
-if #KEYS > 1 then
+if #KEYS > 2 then
   -- A snapshot at this acquire for `shopsync status` (limiter_state() computes live levels).
-  redis.call('HSET', KEYS[2], ARGV[5], cjson.encode({
+  redis.call('HSET', KEYS[3], ARGV[5], cjson.encode({
     interval_us = interval, rate_per_s = 1000000 / interval, burst = burst,
     level = (new_tat - now) / interval, wait_s = wait / 1000000, at = now / 1000000}))
 end
-return {1, math.floor(wait)}
+return {1, math.floor(wait), shift}
+"""
+
+# Delay the whole schedule of a bucket: every reservation already handed out and every future
+# one moves `delay_us` later (waiters re-read the shift after their sleep). A guard makes the
+# many answers reporting the same congestion count once: none is applied until `until` passes.
+# An idle bucket is first filled (its burst spent), so the next new acquire waits `delay` too.
+# KEYS[1] bucket, KEYS[2] shift, KEYS[3] guard; ARGV delay_us, guard_us, (burst-1)*interval_us.
+# Returns 1 if applied.
+_DELAY = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local guard = tonumber(redis.call('GET', KEYS[3]) or '0')
+if now < guard then return 0 end
+local delay = tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local full = now + tonumber(ARGV[3])
+if tat < full then tat = full end
+local new_tat = tat + delay
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+redis.call('INCRBY', KEYS[2], math.floor(delay))
+redis.call('PEXPIRE', KEYS[2], 3600000)
+local until_ = now + delay + tonumber(ARGV[2])
+redis.call('SET', KEYS[3], string.format('%.0f', until_), 'PX', math.ceil((until_ - now) / 1000) + 1)
+return 1
 """
 
 # KEYS[1] bucket; ARGV offset_us: make TAT at least now + offset. Returns 1 if it moved.
@@ -88,6 +113,7 @@ class Bucket:
     burst: float
     kind: str = ""
     listed: bool = True
+    shiftable: bool = False  # waiters honour `delay()` of reservations already handed out
 
     @property
     def interval_us(self) -> int:
@@ -124,6 +150,7 @@ class RateLimiter:
         self.jitter_s = jitter_s
         self._acquire = redis.register_script(_ACQUIRE)
         self._raise = redis.register_script(_RAISE)
+        self._delay = redis.register_script(_DELAY)
         self._semaphores: dict[str, asyncio.Semaphore] = {}
 
     @property
@@ -150,10 +177,10 @@ class RateLimiter:
         self, bucket: Bucket, cost: float = 1, *, max_wait_s: float | None = None
     ) -> float:
         limit = self.max_wait_s if max_wait_s is None else max_wait_s
-        keys = [self.keys.limiter(bucket.name)]
+        keys = [self.keys.limiter(bucket.name), self._shift_key(bucket)]
         if bucket.listed:
             keys.append(self.registry_key)
-        admitted, wait_us = await self._acquire(
+        admitted, wait_us, shift_us = await self._acquire(
             keys=keys,
             args=[bucket.interval_us, _num(bucket.burst), _num(cost), round(limit * _US), bucket.name],
         )
@@ -164,8 +191,46 @@ class RateLimiter:
             # The jitter only ever delays: it spreads processes woken for adjacent slots.
             wait += random.uniform(0, self.jitter_s)
             await asyncio.sleep(wait)
+            if bucket.shiftable:
+                wait += await self._follow_shift(bucket, int(shift_us), limit)
         metrics.limiter_waited(bucket.kind or "other", wait)
         return wait
+
+    async def _follow_shift(self, bucket: Bucket, seen_us: int, limit_s: float) -> float:
+        """Sleep as far as the schedule was delayed while we slept (a bounded number of times)."""
+        extra = 0.0
+        for _ in range(8):
+            current = int(await self.redis.get(self._shift_key(bucket)) or 0)
+            if current <= seen_us or extra >= limit_s:
+                break
+            step = (current - seen_us) / _US
+            seen_us = current
+            extra += step
+            await asyncio.sleep(step)
+        return extra
+
+    async def delay(self, bucket: Bucket, seconds: float, guard_s: float = 0.0) -> bool:
+        """Nobody sends for `seconds`: the bucket's whole schedule moves that much later,
+        reservations already handed out too (for `shiftable` buckets). Ignored while an earlier delay and its guard are running, so
+        a burst of answers reporting the same congestion delays once. True when applied."""
+        if seconds <= 0:
+            return False
+        applied = await self._delay(
+            keys=[
+                self.keys.limiter(bucket.name),
+                self._shift_key(bucket),
+                self.keys.limiter(f"{bucket.name}:guard"),
+            ],
+            args=[
+                round(seconds * _US),
+                round(guard_s * _US),
+                round(max(0.0, bucket.burst - 1) * bucket.interval_us),
+            ],
+        )
+        return bool(applied)
+
+    def _shift_key(self, bucket: Bucket) -> str:
+        return self.keys.limiter(f"{bucket.name}:shift")
 
     async def raise_level(self, bucket: Bucket, level: float) -> bool:
         """Make the bucket at least `level` full (the API says it is fuller than we think)."""
@@ -252,6 +317,7 @@ def shopify_bucket(shop: Shop) -> Bucket:
         limits.shopify_leak_per_s * limits.safety,
         max(1.0, math.floor(limits.shopify_bucket_size * limits.safety)),
         kind="shopify",
+        shiftable=True,  # the call-limit header and 429s delay reservations already handed out
     )
 
 

@@ -260,7 +260,8 @@ class ShopifyClient:
         retry_after = parse_retry_after(answer.headers.get("Retry-After"))
         if answer.status == 429:
             retry_after = DEFAULT_RETRY_AFTER_S if retry_after is None else retry_after
-            await self.limiter.hold(self.bucket, retry_after)
+            # Everyone waits, reservations already handed out included.
+            await self.limiter.delay(self.bucket, retry_after, guard_s=retry_after / 2)
             metrics.fed_back("shopify", "429")
             log.warning(
                 "shopify_rate_limited", shop=self.store.domain, route=route, retry_after_s=retry_after
@@ -270,11 +271,21 @@ class ShopifyClient:
         )
 
     async def _feed_back(self, answer: Answer) -> None:
-        """Match our bucket to Shopify's when Shopify's has less room left than ours."""
+        """Slow down when Shopify's bucket has less room than ours expects (another client of
+        the same app and store draws from it, or our clock runs ahead of Shopify's leak)."""
         limit = parse_call_limit(answer.headers.get("X-Shopify-Shop-Api-Call-Limit"))
         if limit is None:
             return
         used, size = limit
-        level = self.bucket.burst - (size - used)  # same room left as Shopify's bucket
-        if level > 0 and await self.limiter.raise_level(self.bucket, level):
+        room = size - used
+        margin = max(1.0, size - self.bucket.burst)  # the room our smaller bucket always leaves
+        if room >= margin:
+            return
+        # Pause (waiters already holding reservations too) for the time Shopify needs to leak
+        # back to our margin. Answers to requests already in flight report the same
+        # congestion, so the pause is applied once per period.
+        leak = self.store.limits.shopify_leak_per_s
+        delay = (margin + 1 - room) / leak
+        if await self.limiter.delay(self.bucket, delay, guard_s=1 / leak):
             metrics.fed_back("shopify", "call-limit")
+            log.info("shopify_bucket_fuller_than_ours", shop=self.store.domain, used=used, size=size)

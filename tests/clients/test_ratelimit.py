@@ -188,3 +188,25 @@ def test_metrics_reach_registered_sinks() -> None:
         ),
         ("shopsync_limiter_wait_seconds_total", {"bucket": "apsis"}, 0.5),
     ]
+
+
+async def test_delay_moves_reservations_already_handed_out(limiter: RateLimiter) -> None:
+    bucket = Bucket("test:shift", rate_per_s=4, burst=1, shiftable=True)
+    await limiter.acquire_bucket(bucket)  # the burst
+    waiter = asyncio.create_task(limiter.acquire_bucket(bucket))  # reserved ~0.25 s ahead
+    await asyncio.sleep(0.05)
+    assert await limiter.delay(bucket, 1.0, guard_s=0.5)
+    assert not await limiter.delay(bucket, 1.0)  # the same congestion again: applied once
+    assert await waiter >= 1.0  # slept its reservation, then the delay
+    # New acquires come after the delayed schedule too.
+    with pytest.raises(WaitTooLongError) as refused:
+        await limiter.acquire_bucket(bucket, max_wait_s=0)
+    assert refused.value.wait_s > 0
+
+
+async def test_delay_on_an_idle_bucket_holds_new_acquires(limiter: RateLimiter) -> None:
+    bucket = Bucket("test:idle-delay", rate_per_s=10, burst=20, shiftable=True)
+    assert await limiter.delay(bucket, 2.0)
+    with pytest.raises(WaitTooLongError) as refused:
+        await limiter.acquire_bucket(bucket, max_wait_s=0)
+    assert 1.5 < refused.value.wait_s <= 2.0

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 from redis.asyncio import Redis
 
@@ -18,6 +21,7 @@ from worker.ratelimit import RateLimiter
 from worker.retry import RetryPolicy
 
 try:
+    from sandbox.shopify.ratelimit import RateLimitConfig
     from sandbox.shopify.server import ShopifySandbox
     from sandbox.shopify.store import Store
 except ImportError as exc:  # pragma: no cover - built in parallel
@@ -228,3 +232,49 @@ def _iso(ts: int) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+async def test_call_limit_feedback_makes_room_for_another_app(
+    redis: Redis, keys: Keys, limiter: RateLimiter
+) -> None:
+    """Another app draws 3/s from a 10/s store bucket that we would fill alone at 9.5/s: the
+    call-limit header slows our pool down before Shopify has to refuse anyone."""
+    store = Store(size=300, rate_limit=RateLimitConfig(bucket_size=10, leak_rate=10))
+    async with ShopifySandbox(store) as sandbox:
+        shop = Shop(
+            domain=store.domain,
+            admin_url=sandbox.url,
+            api_version="2024-10",
+            access_token=store.access_token,
+            webhook_secret=store.webhook_secret,
+            apsis=apsis_account("http://unused"),
+            sections=(),
+            limits=Limits(shopify_bucket_size=10, shopify_leak_per_s=10),
+        )
+        loop = asyncio.get_running_loop()
+        stop = loop.time() + 5
+        other = Counter[int]()
+
+        async def other_app() -> None:
+            async with aiohttp.ClientSession() as session:
+                while loop.time() < stop:
+                    url = f"{sandbox.url}/admin/api/2024-10/shop.json"
+                    async with session.get(url, headers={"X-Shopify-Access-Token": store.access_token}) as r:
+                        other[r.status] += 1
+                    await asyncio.sleep(1 / 3)
+
+        async def walker(client: ShopifyClient) -> None:
+            while loop.time() < stop:
+                async for _ in client.iter_customer_pages(limit=20, fields="id"):
+                    if loop.time() > stop:
+                        break
+
+        async with ShopifyClient(shop, redis, limiter, keys, retry=FAST) as client:
+            await asyncio.gather(other_app(), *(walker(client) for _ in range(3)))
+        ours = Counter[int]()
+        for (name, status), n in sandbox.request_counts().items():
+            if "customers" in name:
+                ours[status] += n
+    print(f"\nours {dict(ours)}, the other app's {dict(other)}")
+    assert ours[429] <= 1 and other[429] <= 1
+    assert ours[200] >= 0.6 * 5 * (10 - 3)  # most of what the other app leaves
