@@ -55,8 +55,8 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
     except SandboxError as exc:
         status = 404 if str(exc).startswith("no ") else 422
         return _json({"error": str(exc)}, status)
-    except TypeError as exc:  # unexpected keyword from a JSON body
-        return _json({"error": str(exc)}, 422)
+    except (TypeError, KeyError, ValueError) as exc:  # a missing, unexpected or malformed JSON field
+        return _json({"error": f"{type(exc).__name__}: {exc}"}, 422)
 
 
 def _customer(request: web.Request, customer: Any) -> web.Response:
