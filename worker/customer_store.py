@@ -41,12 +41,13 @@ return 0
 @dataclass(frozen=True, slots=True)
 class Stored:
     """What Redis holds for a customer: the state, or the time of a recent delete (tombstone),
-    and per topic family the newest `X-Shopify-Triggered-At` applied (Shopify's `updated_at`
-    has one-second resolution; the trigger time orders updates within the same second)."""
+    and `marks`, times the worker keeps beside the plan's state: per topic family the newest
+    `X-Shopify-Triggered-At` applied (Shopify's `updated_at` has one-second resolution; the
+    trigger time orders updates within the same second), and when attributes were last patched."""
 
     state: SyncState | None
     deleted_at: float | None
-    triggered: dict[str, float]
+    marks: dict[str, float]
 
 
 class CustomerStore:
@@ -67,10 +68,10 @@ class CustomerStore:
         data = orjson.loads(raw)
         if "deleted_at" in data:
             return Stored(None, float(data["deleted_at"]), {})
-        return Stored(SyncState.from_dict(data), None, dict(data.get("triggered", {})))
+        return Stored(SyncState.from_dict(data), None, dict(data.get("marks", {})))
 
-    def _encode(self, state: SyncState, triggered: dict[str, float]) -> bytes:
-        return orjson.dumps({**state.to_dict(), "triggered": triggered})
+    def _encode(self, state: SyncState, marks: dict[str, float]) -> bytes:
+        return orjson.dumps({**state.to_dict(), "marks": marks})
 
     async def bury(self, shop: str, customer_id: int, deleted_at: float) -> None:
         """Replace the state with a tombstone (the profile was deleted at `deleted_at`)."""
@@ -120,14 +121,14 @@ class CustomerStore:
         customer_id: int,
         update_ids: list[str],
         state: SyncState | None,
-        triggered: dict[str, float] | None = None,
+        marks: dict[str, float] | None = None,
     ) -> None:
         """After APSIS took the writes: save the new state and drop the applied updates, together."""
         async with self.redis.pipeline(transaction=True) as pipe:
             if state is not None:
                 pipe.set(
                     self.keys.customer_state(shop, state.customer_id),
-                    self._encode(state, triggered or {}),
+                    self._encode(state, marks or {}),
                     ex=STATE_TTL_S,
                 )
                 pipe.sadd(self.keys.shop_customers(shop), str(state.customer_id))

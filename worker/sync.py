@@ -36,6 +36,11 @@ log = structlog.get_logger("worker.sync")
 Source = Literal["webhook", "fullsync", "resync", "reconcile", "order"]
 Outcome = Literal["written", "unchanged", "stale", "skipped", "deleted", "elsewhere"]
 DRIVE_BUDGET_S = 20.0
+# Attribute patches of one customer are at most one per this many seconds after the first: a
+# burst of edits becomes one write now and one with everything else a moment later. Consent-only
+# changes are never held back.
+PATCH_INTERVAL_S = 1.0
+_PATCHED = "attributes_patched_at"
 # Paths whose absence makes a fetch of the whole customer worth its Shopify call: the ones that
 # decide membership and attribute values. Consent paths are not in it: 2025-01 payloads lack
 # them by design and the consent topics (and the hourly reconciliation) bring them.
@@ -112,6 +117,7 @@ def customer_of(update: CustomerSnapshot | TagsChange) -> int:
 class Applied:
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     writes: int = 0
+    hold_s: float = 0.0  # > 0: nothing was sent; patch again after this long
 
 
 async def submit(
@@ -142,10 +148,15 @@ async def apply_pending(app: WorkerContext, shop: Shop, customer_id: int) -> App
     if token is None:
         return None
     try:
-        entries = await store.pending(shop.domain, customer_id)
-        if not entries:
-            return Applied()
-        return await _apply(app, shop, customer_id, entries)
+        while True:
+            entries = await store.pending(shop.domain, customer_id)
+            if not entries:
+                return Applied()
+            applied = await _apply(app, shop, customer_id, entries)
+            if applied.hold_s <= 0:
+                return applied
+            # Within the patch interval: collect what else arrives meanwhile into the same write.
+            await asyncio.sleep(applied.hold_s)
     finally:
         await store.unlock(shop.domain, customer_id, token)
 
@@ -155,7 +166,7 @@ async def _apply(
 ) -> Applied:
     store = app.customers
     stored = await store.load(shop.domain, customer_id)
-    state, deleted_at, triggered = stored.state, stored.deleted_at, dict(stored.triggered)
+    state, deleted_at, marks = stored.state, stored.deleted_at, dict(stored.marks)
     ordered = sorted(
         entries.items(), key=lambda kv: (kv[1].get("triggered_at") or kv[1].get("received_at", 0), kv[0])
     )
@@ -175,7 +186,7 @@ async def _apply(
         if deleted_at is not None:
             result.outcomes[update_id] = "deleted"  # Shopify never reuses a deleted customer's id
             continue
-        last = triggered.get(update.family)
+        last = marks.get(update.family)
         if update.triggered_at is not None and last is not None and update.triggered_at < last:
             result.outcomes[update_id] = "stale"  # an older event of this family, delivered late
             continue
@@ -186,22 +197,36 @@ async def _apply(
             fetched = True
             full = await _fetch(app, shop, customer_id)
             if full is not None:
-                plan = await _plan(app, shop, state, full, update.force)
+                # The whole customer first (it fills what was never known), then the update
+                # itself on top, so what only the update carries (say, a consent topic's
+                # state that this API version's customer resource lacks) is not lost.
+                base = await _plan(app, shop, state, full, update.force)
+                if not base.stale:
+                    state = base.state
+                    merged.add(base.writes)
+                plan = await _plan(app, shop, state, normalized, update.force)
         if plan.stale:
             result.outcomes[update_id] = "stale"
             continue
         state = plan.state
         if update.triggered_at is not None:
-            triggered[update.family] = max(update.triggered_at, triggered.get(update.family, 0.0))
+            marks[update.family] = max(update.triggered_at, marks.get(update.family, 0.0))
         merged.add(plan.writes)
         in_sections = bool(state and state.sections)
         result.outcomes[update_id] = "written" if plan.writes else ("unchanged" if in_sections else "skipped")
-    result.writes = await _send(app, shop, customer_id, merged.writes())
+    writes = merged.writes()
+    if any(isinstance(w, AttributePatch) for w in writes):
+        hold = marks.get(_PATCHED, 0.0) + PATCH_INTERVAL_S - time.time()
+        if hold > 0:
+            result.hold_s = hold  # the caller waits, still holding the lock, then plans again
+            return result
+        marks[_PATCHED] = time.time()
+    result.writes = await _send(app, shop, customer_id, writes)
     if result.writes == 0:
         for update_id, outcome in result.outcomes.items():
             if outcome == "written":
                 result.outcomes[update_id] = "unchanged"  # folded writes cancelled each other out
-    await store.settle(shop.domain, customer_id, list(entries), state, triggered)
+    await store.settle(shop.domain, customer_id, list(entries), state, marks)
     return result
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import tomllib
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -21,13 +20,14 @@ from aiohttp import web
 from arq.connections import ArqRedis, create_pool
 from arq.worker import Worker
 
-from mappings.installation import CHANNELS, Installations, Shop, parse_installations
+from mappings.installation import CHANNELS, Installations, Shop
 from mappings.normalize import normalize_customer
 from mappings.plan import plan_sync
 from mappings.writes import OPT_IN
 from receiver.app import create_app
 from sandbox.apsis.account import Account, default_account
 from sandbox.apsis.server import ApsisSandbox
+from sandbox.installation import installation_document, installations_for, write_installation
 from sandbox.shopify.delivery import DeliveryConfig
 from sandbox.shopify.serialize import serialize_customer
 from sandbox.shopify.server import ShopifySandbox
@@ -40,22 +40,16 @@ from shopsync.settings import Settings
 from worker.context import WorkerContext
 from worker.main import build_worker
 
-DEMO = Path(__file__).resolve().parents[2] / "mappings" / "demo.toml"
 DOMAIN = "demo-store.myshopify.com"
+SECTION_MAIN = "com.apsis1.sections.sandbox"
+SECTION_VIP = "com.apsis1.sections.sandbox-vip"
 ORACLE_VERSION = "2025-01"
 
 
-def installations_for(
-    shopify_url: str, apsis_url: str, api_version: str = "2024-10", **shop_overrides: Any
-) -> Installations:
-    """mappings/demo.toml pointed at the sandboxes' ports (and optionally changed)."""
-    document = tomllib.loads(DEMO.read_text())
-    shop = document["shop"][0]
-    shop["admin_url"] = shopify_url
-    shop["apsis"]["base_url"] = apsis_url
-    shop["api_version"] = api_version
-    shop.update(shop_overrides)
-    return parse_installations(document, env={}, source="test-installation")
+def write_installation_file(directory: Path, p: Pipeline) -> Path:
+    """The pipeline's installation as a TOML file, for `shopsync` subprocesses (SHOPS_FILE)."""
+    document = installation_document(p.shopify.url, p.apsis.url, p.shop.api_version)
+    return write_installation(directory / "shops.toml", document)
 
 
 @dataclass
@@ -148,7 +142,11 @@ class Pipeline:
             for section in shop.sections:
                 got = dict(profile.attributes.get(section.discriminator, {})) if profile else {}
                 if section.discriminator in state.sections:
-                    want = {k: v for k, v in state.attributes.get(section.discriminator, {}).items() if v is not None}
+                    want = {
+                        k: v
+                        for k, v in state.attributes.get(section.discriminator, {}).items()
+                        if v is not None
+                    }
                     if got != want:
                         problems.append(f"{cid}: section {section.discriminator} attributes {got} != {want}")
                     for mapping in section.consents:
@@ -165,7 +163,10 @@ class Pipeline:
                         )
                         got_topics = sorted(
                             self.account.opted_in_topics(
-                                CHANNELS[mapping.channel], address, section.discriminator, mapping.consent_list
+                                CHANNELS[mapping.channel],
+                                address,
+                                section.discriminator,
+                                mapping.consent_list,
                             )
                         )
                         if got_topics != want_topics:

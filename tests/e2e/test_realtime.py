@@ -18,7 +18,9 @@ EMAIL = CHANNELS["email"]
 
 
 @pytest.mark.parametrize("version", ["2020-07", "2022-04", "2024-10", "2025-01"])
-async def test_created_updated_deleted_customers_reach_apsis(redis_url: str, keys: Keys, version: str) -> None:
+async def test_created_updated_deleted_customers_reach_apsis(
+    redis_url: str, keys: Keys, version: str
+) -> None:
     async with pipeline(redis_url, keys, customers=5, api_version=version) as p:
         a = await p.store.create_customer(email="ada@example.com", email_state="subscribed", tags=["vip"])
         b = await p.store.create_customer(
@@ -34,7 +36,10 @@ async def test_created_updated_deleted_customers_reach_apsis(redis_url: str, key
         assert p.account.profile(p.shop.apsis.keyspace, str(a.id)) is None
         profile = p.account.profile(p.shop.apsis.keyspace, str(b.id))
         assert profile is not None and profile.attributes[SECTION]["1002"] == "Björn"
-        assert sorted(p.account.opted_in_topics(EMAIL, "cy@example.com", SECTION, NEWSLETTER)) == [NEWS, OFFERS]
+        assert sorted(p.account.opted_in_topics(EMAIL, "cy@example.com", SECTION, NEWSLETTER)) == [
+            NEWS,
+            OFFERS,
+        ]
         assert await p.dead_letters() == []
 
 
@@ -66,7 +71,9 @@ async def test_email_change_moves_consent_including_topics_given_outside_shopify
 
 
 async def test_duplicates_and_reordering_change_nothing(redis_url: str, keys: Keys) -> None:
-    delivery = DeliveryConfig(time_scale=0.0005, duplicate_rate=0.5, reorder_rate=0.3, reorder_delay=0.2, seed=3)
+    delivery = DeliveryConfig(
+        time_scale=0.0005, duplicate_rate=0.5, reorder_rate=0.3, reorder_delay=0.2, seed=3
+    )
     async with pipeline(redis_url, keys, customers=3, delivery=delivery) as p:
         ids = []
         for i in range(6):
