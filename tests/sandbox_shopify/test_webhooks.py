@@ -283,3 +283,17 @@ async def test_activity_mode_makes_changes(
         verifies("sandbox-webhook-secret", g.body, g.headers["X-Shopify-Hmac-Sha256"])
         for g in receiver.received
     )
+
+
+async def test_control_api_rejects_malformed_bodies(
+    sandbox: ShopifySandbox, session: aiohttp.ClientSession
+) -> None:
+    async with session.post(f"{sandbox.url}/_sandbox/orders", json={}) as resp:
+        assert resp.status == 422
+    async with session.post(f"{sandbox.url}/_sandbox/customers", json={"colour": "blå"}) as resp:
+        assert resp.status == 422
+    customer_id = next(iter(sandbox.store.customer_ids()))
+    async with session.patch(
+        f"{sandbox.url}/_sandbox/customers/{customer_id}", json={"email": "x@y.se"}
+    ) as resp:
+        assert resp.status == 422  # emails change through /email
