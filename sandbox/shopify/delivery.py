@@ -69,6 +69,9 @@ class DeliveryConfig:
     reorder_delay: float = 0.2
     delay_rate: float = 0.0  # share delayed by a random time within `delay_range` (seconds)
     delay_range: tuple[float, float] = (0.5, 2.0)
+    triggered_at_omit_rate: float = (
+        0.0  # share sent without X-Shopify-Triggered-At (older deliveries lack it)
+    )
     queue_size: int = 10_000
     concurrency: int = 16
     remove_failing_subscriptions: bool = True  # Shopify deletes API subscriptions after the last retry fails
@@ -199,6 +202,8 @@ class Deliverer:
             "X-Shopify-Event-Id": event_id,
             "X-Shopify-Triggered-At": triggered_at,
         }
+        if self.config.triggered_at_omit_rate and self._rng.random() < self.config.triggered_at_omit_rate:
+            del headers["X-Shopify-Triggered-At"]
         record = DeliveryRecord(
             webhook_id, event_id, topic, sub.address, sub.id, sub.api_version, body, headers, time.time()
         )

@@ -297,3 +297,14 @@ async def test_control_api_rejects_malformed_bodies(
         f"{sandbox.url}/_sandbox/customers/{customer_id}", json={"email": "x@y.se"}
     ) as resp:
         assert resp.status == 422  # emails change through /email
+
+
+async def test_triggered_at_can_be_missing(
+    sandbox: ShopifySandbox, session: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    sandbox.store.deliverer.config.triggered_at_omit_rate = 1.0
+    await subscribe(session, sandbox, "customers/update", receiver.url)
+    await sandbox.store.update_customer(next(iter(sandbox.store.customer_ids())), note="old-style")
+    await settle(sandbox)
+    (got,) = receiver.received
+    assert "X-Shopify-Triggered-At" not in got.headers and got.headers["X-Shopify-Webhook-Id"]
