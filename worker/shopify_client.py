@@ -23,7 +23,7 @@ from yarl import URL
 from mappings.installation import Shop
 from shopsync.keys import Keys
 from shopsync.logging import get_logger
-from worker import metrics
+from worker import metrics, shopify_graphql
 from worker.errors import (
     LimiterTimeoutError,
     NotFoundError,
@@ -188,6 +188,31 @@ class ShopifyClient:
         data = await self._get(SHOP)
         assert data is not None
         return dict(data["shop"])
+
+    # --- GraphQL bulk export (see worker.shopify_graphql) ------------------------------------
+
+    async def graphql(
+        self, query: str, variables: Mapping[str, Any] | None = None, *, cost: int = 1
+    ) -> dict[str, Any]:
+        return await shopify_graphql.graphql(self, query, variables, cost=cost)
+
+    async def run_bulk_customer_export(self, query: str = shopify_graphql.BULK_CUSTOMERS_QUERY) -> str:
+        return await shopify_graphql.run_bulk_customer_export(self, query)
+
+    async def bulk_operation(self, operation_id: str) -> Json | None:
+        return await shopify_graphql.bulk_operation(self, operation_id)
+
+    async def wait_for_bulk_operation(self, operation_id: str, *, poll_s: float = 2.0) -> Json:
+        return await shopify_graphql.wait_for_bulk_operation(self, operation_id, poll_s=poll_s)
+
+    def stream_jsonl(self, url: str) -> AsyncIterator[Json]:
+        return shopify_graphql.stream_jsonl(self, url)
+
+    def iter_bulk_customers(
+        self, query: str = shopify_graphql.BULK_CUSTOMERS_QUERY, *, poll_s: float = 2.0
+    ) -> AsyncIterator[Json]:
+        """Every customer of the store from one bulk export, streamed a line at a time."""
+        return shopify_graphql.iter_bulk_customers(self, query, poll_s=poll_s)
 
     # --- plumbing ---------------------------------------------------------------------------
 

@@ -27,7 +27,9 @@ try:
 except ImportError as exc:  # pragma: no cover - built in parallel
     pytest.skip(f"Shopify sandbox not importable: {exc}", allow_module_level=True)
 
+from mappings.normalize import normalize_bulk_customer
 from worker.shopify_client import ShopifyClient
+from worker.shopify_graphql import BulkOperationBusyError
 
 NEWSLETTER = "com.apsis1.consent-lists.newsletter"
 FAST = RetryPolicy(max_attempts=3, base_delay_s=0.01, budget_s=10)
@@ -278,3 +280,27 @@ async def test_call_limit_feedback_makes_room_for_another_app(
     print(f"\nours {dict(ours)}, the other app's {dict(other)}")
     assert ours[429] <= 1 and other[429] <= 1
     assert ours[200] >= 0.6 * 5 * (10 - 3)  # most of what the other app leaves
+
+
+async def test_bulk_export_streams_every_customer(shopify: tuple[ShopifyClient, Store]) -> None:
+    client, _ = shopify
+    ids = set()
+    async for line in client.iter_bulk_customers(poll_s=0.05):
+        snapshot = normalize_bulk_customer(line)  # the mappings core reads every line
+        ids.add(snapshot.id)
+    assert len(ids) == 600 == await client.count_customers()
+
+
+async def test_bulk_export_busy_and_throttled(shopify: tuple[ShopifyClient, Store]) -> None:
+    client, store = shopify
+    store.rate_limit.graphql_maximum = 12  # one run (10) and two polls, then 5 points a second
+    store.rate_limit.graphql_restore_rate = 5
+    operation = await client.run_bulk_customer_export()
+    # A second run while the first is not polled to completion: either busy, or throttled and
+    # retried until the points came back (then busy or started).
+    try:
+        await client.run_bulk_customer_export()
+    except BulkOperationBusyError as exc:
+        assert exc.retry_after is not None
+    state = await client.wait_for_bulk_operation(operation, poll_s=0.05)
+    assert state["status"] == "COMPLETED"

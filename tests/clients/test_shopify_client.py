@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
+import orjson
 import pytest
 from aioresponses import aioresponses
 from redis.asyncio import Redis
@@ -17,6 +19,7 @@ from worker.errors import AuthError, PermanentApiError, RateLimitedError, Transi
 from worker.ratelimit import RateLimiter, WaitTooLongError
 from worker.retry import NO_RETRY, RetryPolicy
 from worker.shopify_client import ShopifyClient, next_page_info, parse_call_limit
+from worker.shopify_graphql import BulkOperationBusyError, stream_jsonl
 
 ADMIN = "http://shop.test"
 API = f"{ADMIN}/admin/api/2024-10"
@@ -192,3 +195,89 @@ async def test_configured_limits_shape_the_bucket(redis: Redis, keys: Keys, limi
     async with ShopifyClient(plus, redis, limiter, keys) as client:
         assert client.bucket.burst == 360
         assert client.bucket.rate_per_s == pytest.approx(18)
+
+
+# --- GraphQL bulk ------------------------------------------------------------------------------
+
+GQL = f"{API}/graphql.json"
+
+
+def gql_ok(data: dict[str, Any], available: int = 990) -> dict[str, Any]:
+    status = {"maximumAvailable": 1000, "currentlyAvailable": available, "restoreRate": 50}
+    return {"data": data, "extensions": {"cost": {"requestedQueryCost": 1, "throttleStatus": status}}}
+
+
+async def test_bulk_export_run_poll_and_stream(http: aioresponses, client: ShopifyClient) -> None:
+    op = "gid://shopify/BulkOperation/1"
+    http.post(
+        GQL,
+        payload=gql_ok(
+            {"bulkOperationRunQuery": {"bulkOperation": {"id": op, "status": "CREATED"}, "userErrors": []}}
+        ),
+    )
+    http.post(GQL, payload=gql_ok({"node": {"id": op, "status": "RUNNING", "objectCount": "10"}}))
+    http.post(
+        GQL,
+        payload=gql_ok(
+            {"node": {"id": op, "status": "COMPLETED", "url": "https://storage.test/export.jsonl"}}
+        ),
+    )
+    lines = [{"id": "gid://shopify/Customer/1", "note": "n" * 1000}, {"id": "gid://shopify/Customer/2"}]
+    http.get("https://storage.test/export.jsonl", body=b"\n".join(orjson.dumps(x) for x in lines) + b"\n")
+    got = [line async for line in client.iter_bulk_customers(poll_s=0.01)]
+    assert got == lines
+    [(_, download)] = calls(http, "GET", "https://storage.test/")
+    assert "X-Shopify-Access-Token" not in (download.get("headers") or {})  # no token to storage
+    run = orjson.loads(calls(http, "POST", GQL)[0][1]["data"])
+    assert "bulkOperationRunQuery" in run["query"] and "customers" in run["variables"]["query"]
+
+
+async def test_bulk_export_busy_is_transient(http: aioresponses, client: ShopifyClient) -> None:
+    busy = (
+        "A bulk query operation for this app and shop is already in progress: gid://shopify/BulkOperation/9."
+    )
+    http.post(
+        GQL,
+        payload=gql_ok(
+            {
+                "bulkOperationRunQuery": {
+                    "bulkOperation": None,
+                    "userErrors": [{"field": None, "message": busy}],
+                }
+            }
+        ),
+    )
+    with pytest.raises(BulkOperationBusyError) as raised:
+        await client.run_bulk_customer_export()
+    assert "already in progress" in raised.value.detail
+
+
+async def test_graphql_throttled_waits_for_the_points(http: aioresponses, client: ShopifyClient) -> None:
+    throttled = {
+        "errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}],
+        "extensions": {
+            "cost": {"throttleStatus": {"maximumAvailable": 1000, "currentlyAvailable": 2, "restoreRate": 50}}
+        },
+    }
+    http.post(GQL, payload=throttled)
+    with pytest.raises(RateLimitedError) as raised:
+        await client.run_bulk_customer_export()
+    assert raised.value.retry_after == 0.5  # (10 - 2) / 50 s, at least half a second
+
+
+async def test_graphql_failed_operation_is_permanent(http: aioresponses, client: ShopifyClient) -> None:
+    op = "gid://shopify/BulkOperation/1"
+    http.post(
+        GQL, payload=gql_ok({"node": {"id": op, "status": "FAILED", "errorCode": "INTERNAL_SERVER_ERROR"}})
+    )
+    with pytest.raises(PermanentApiError, match="INTERNAL_SERVER_ERROR"):
+        await client.wait_for_bulk_operation(op, poll_s=0.01)
+
+
+async def test_jsonl_lines_longer_than_a_chunk(http: aioresponses, client: ShopifyClient) -> None:
+    lines = [{"id": n, "note": "x" * (n * 37)} for n in range(1, 30)]
+    http.get(
+        "https://storage.test/e.jsonl", body=b"\n".join(orjson.dumps(x) for x in lines)
+    )  # no final newline
+    got = [line async for line in stream_jsonl(client, "https://storage.test/e.jsonl", chunk_size=16)]
+    assert got == lines
