@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     install = sub.add_parser("install", help="register the webhook subscriptions, then check")
     install.add_argument("domain")
     install.add_argument("--address", required=True, help="public URL of POST /webhooks/shopify")
+    install.add_argument("--json", action="store_true")
 
     sb = sub.add_parser("sandbox", help="run the Shopify and APSIS One simulators")
     sb.add_argument("--customers", type=int, default=2000)

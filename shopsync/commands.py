@@ -319,3 +319,82 @@ def resync(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(go())
     except (RedisError, OSError) as exc:
         return _fail(f"Redis at {_redact(settings.redis_url)} is not answering: {exc}")
+
+
+# --- check and install -----------------------------------------------------------------------
+
+
+def check(args: argparse.Namespace, settings: Settings) -> int:
+    """Validate an installation against Shopify and APSIS One; one line per problem, exit 1 if any."""
+    return _installation_command(settings, args.domain, args.address, install=False, as_json=args.json)
+
+
+def install(args: argparse.Namespace, settings: Settings) -> int:
+    """Register the webhook subscriptions at Shopify for --address, mark the shop installed, check."""
+    if not args.address.startswith(("https://", "http://")):
+        return _fail(f"--address must be an http(s) URL, not {args.address!r}", 2)
+    return _installation_command(
+        settings, args.domain, args.address, install=True, as_json=getattr(args, "json", False)
+    )
+
+
+def _installation_command(
+    settings: Settings, domain: str, address: str | None, *, install: bool, as_json: bool
+) -> int:
+    from mappings.installation import InstallationError
+    from shopsync import installcheck
+    from shopsync.config import load_installations
+
+    try:
+        installations = load_installations(settings.shops_file)
+    except InstallationError as exc:
+        return _fail(str(exc))
+    shop = installations.get(domain)
+    if shop is None:
+        known = ", ".join(sorted(installations.shops)) or "none"
+        return _fail(f"no shop {domain!r} in {settings.shops_file} (shops: {known})")
+
+    async def action(redis: aioredis.Redis, keys: Keys) -> int:
+        clients = installcheck.Clients.build(shop, redis, keys)
+        output: dict[str, Any] = {}
+        try:
+            if install:
+                assert address is not None
+                result = await installcheck.install_webhooks(shop, clients.shopify, address)
+                was_uninstalled = await installcheck.mark_installed(redis, keys, shop.domain)
+                output["install"] = {**result.to_json(), "was_uninstalled": was_uninstalled}
+                if not as_json:
+                    _print_install(shop.domain, address, result, was_uninstalled)
+            report = await installcheck.check(shop, clients, address)
+        finally:
+            await clients.close()
+        output.update(report.to_json())
+        problems = report.problems + output.get("install", {}).get("problems", [])
+        if as_json:
+            _print_json({**output, "ok": not problems})
+        else:
+            _print_report(report, problems)
+        return 1 if problems else 0
+
+    return _with_redis(settings, action)
+
+
+def _print_install(domain: str, address: str, result: Any, was_uninstalled: bool) -> None:
+    print(f"{domain}: webhook subscriptions at {address}")
+    print(
+        f"  kept {len(result.kept)}, created {len(result.created)}, replaced {len(result.replaced)}"
+        f" (stale address){', problems ' + str(len(result.problems)) if result.problems else ''}"
+    )
+    if was_uninstalled:
+        print("  the shop was marked uninstalled: it syncs again")
+
+
+def _print_report(report: Any, problems: list[str]) -> None:
+    for line in report.checked:
+        print(f"ok    {line}")
+    for line in problems:
+        print(f"FIX   {line}")
+    if problems:
+        print(f"{report.domain}: {len(problems)} problem(s) to fix")
+    else:
+        print(f"{report.domain}: installation OK")
