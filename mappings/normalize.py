@@ -123,6 +123,12 @@ def normalize_customer(payload: Any) -> CustomerSnapshot:
         values["addresses"] = _addresses(body["addresses"], "addresses")
     if "default_address" in body:
         values["default_address"] = _address(body["default_address"], "default_address")
+    elif "addresses" in body:
+        # Shopify leaves `default_address` out (rather than null) when there is no address: with
+        # the address list present, its absence is knowledge, not a trimmed payload.
+        values["default_address"] = next(
+            (a for a in values["addresses"] if isinstance(a, Mapping) and a.get("default")), None
+        )
     if "orders_count" in body:
         values["orders_count"] = _opt_int(body["orders_count"], "orders_count")
     if "total_spent" in body:

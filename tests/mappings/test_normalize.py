@@ -320,3 +320,14 @@ def test_customer_id_missing() -> None:
 )
 def test_legacy_accepts_marketing_path_on_every_version(payload: dict[str, Any], expected: Any) -> None:
     assert resolve(normalize_customer(payload), "accepts_marketing") == expected
+
+
+def test_absent_default_address_with_an_address_list_is_known_empty() -> None:
+    from mappings.normalize import normalize_customer
+
+    no_address = normalize_customer({"id": 1, "addresses": []})
+    assert no_address.default_address is None
+    with_default = normalize_customer({"id": 1, "addresses": [{"id": 5, "city": "Oslo", "default": True}]})
+    assert with_default.default_address is not None and with_default.default_address["city"] == "Oslo"
+    trimmed = normalize_customer({"id": 1})
+    assert trimmed.default_address is UNKNOWN
