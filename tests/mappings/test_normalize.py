@@ -328,6 +328,7 @@ def test_absent_default_address_with_an_address_list_is_known_empty() -> None:
     no_address = normalize_customer({"id": 1, "addresses": []})
     assert no_address.default_address is None
     with_default = normalize_customer({"id": 1, "addresses": [{"id": 5, "city": "Oslo", "default": True}]})
-    assert with_default.default_address is not None and with_default.default_address["city"] == "Oslo"
+    address = with_default.default_address
+    assert address is not None and address is not UNKNOWN and address["city"] == "Oslo"
     trimmed = normalize_customer({"id": 1})
     assert trimmed.default_address is UNKNOWN
