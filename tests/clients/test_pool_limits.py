@@ -3,9 +3,9 @@
 Each process runs the real clients: many coroutines PATCHing APSIS profiles (spread over
 thousands of keys, plus one hot key shared by all processes), and walkers paging through the
 sandbox store's customers. The sandboxes count what they received. Asserted, for each API:
-at most 1% of requests answered 429, and the achieved rate at least 90% of the configured limit
-(Shopify: not counting the initial bucket, which any client gets for free). And the token
-endpoint was called once per token refresh window, not once per process.
+at most 1% of requests answered 429, and at least 90% of what the configured limit admits in
+the run (APSIS: 100/s times the duration; Shopify: its bucket plus the leak times the duration).
+And the token endpoint was called once per token refresh window, not once per process.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ SHOPIFY_LEAK = 20.0  # a fast store (Plus-like leak), so the steady rate, not th
 TOKEN_LIFETIME = 10.0  # refreshed at 80%: every 8 s, under the endpoint's 10/min
 
 
-async def run_pool(duration: float) -> None:
+async def run_pool(duration: float) -> dict[str, Any]:
+    """Run the pool for `duration` seconds; the figures, as the sandboxes counted them."""
     prefix = f"test-{uuid4().hex}"
     account = default_account(
         token_lifetime=TOKEN_LIFETIME, account_rate=APSIS_LIMIT, profile_rate=PROFILE_LIMIT
@@ -73,48 +74,74 @@ async def run_pool(duration: float) -> None:
         await delete_prefix(redis, prefix)
         await redis.aclose()
 
-    # --- APSIS: the sandbox's own counts -----------------------------------------------------
     token_route = "/oauth/token"
     total = sum(n for (m, r, s), n in account.requests.items() if r != token_route)
     limited = sum(n for (m, r, s), n in account.requests.items() if r != token_route and s == 429)
-    unauthorized = sum(n for (m, r, s), n in account.requests.items() if s == 401)
-    token_calls = account.request_count(route=token_route)
-    rate = total / duration
     hot = sum(1 for w in account.writes_of("attributes") if w.params["profile_key"] == "hot-profile")
-    print(
-        f"\nAPSIS ({PROCESSES} processes, {duration:.0f} s): {total} requests, {rate:.1f}/s "
-        f"= {100 * rate / APSIS_LIMIT:.1f}% of {APSIS_LIMIT}/s; 429: {limited} "
-        f"({100 * limited / max(1, total):.2f}%) {dict(account.rate_limited)}; hot profile "
-        f"{hot / duration:.1f}/s of {PROFILE_LIMIT}/s; token requests {token_calls}; 401: {unauthorized}"
-    )
     client_errors = Counter[str]()
     for result in results:
         client_errors.update(result["errors"])
+    figures: dict[str, Any] = {
+        "processes": PROCESSES,
+        "duration_s": duration,
+        "apsis_requests": total,
+        "apsis_rate_per_s": round(total / duration, 2),
+        "apsis_limit_per_s": APSIS_LIMIT,
+        "apsis_rate_share": round(total / duration / APSIS_LIMIT, 4),
+        "apsis_429": limited,
+        "apsis_429_share": round(limited / max(1, total), 4),
+        "apsis_429_by_kind": dict(account.rate_limited),
+        "apsis_hot_profile_per_s": round(hot / duration, 2),
+        "apsis_401": account.request_count(status=401),
+        "apsis_token_requests": account.request_count(route=token_route),
+        "errors_surfaced": dict(client_errors),
+    }
+    print(
+        f"\nAPSIS ({PROCESSES} processes, {duration:.0f} s): {total} requests, {total / duration:.1f}/s "
+        f"= {100 * figures['apsis_rate_share']:.1f}% of {APSIS_LIMIT}/s; 429: {limited} "
+        f"({100 * figures['apsis_429_share']:.2f}%) {figures['apsis_429_by_kind']}; hot profile "
+        f"{hot / duration:.1f}/s of {PROFILE_LIMIT}/s; token requests {figures['apsis_token_requests']}; "
+        f"401: {figures['apsis_401']}"
+    )
     print(f"errors surfaced to the callers: {dict(client_errors) or 'none'}")
-    assert limited <= 0.01 * total
-    assert rate >= 0.9 * APSIS_LIMIT
-    # The hot key (16 coroutines in 4 processes) stayed under its limit (no 429 above) and was
-    # served: it waits in the profile queue, then in the saturated account's like everyone else.
-    assert hot / duration >= 0.5 * PROFILE_LIMIT
-    # Refreshed at 80% of the lifetime: one request per 8 s window, whatever the process count.
-    assert 1 <= token_calls <= math.ceil(duration / (0.8 * TOKEN_LIFETIME))
-    assert unauthorized == 0
-
-    # --- Shopify ----------------------------------------------------------------------------
-    if SHOPIFY_MISSING is not None:
+    if shopify_ctx is None:
         print(f"Shopify half not run: {SHOPIFY_MISSING}")
-        return
+        return figures
     counts = _shopify_counts(shopify_ctx)
     s_total = sum(counts.values())
-    s_limited = counts.get(429, 0)
     steady = (s_total - SHOPIFY_BUCKET) / duration
+    # What the store's leaky bucket admits at most in the run: the full bucket plus the leak.
+    admissible = SHOPIFY_BUCKET + SHOPIFY_LEAK * duration
+    figures |= {
+        "shopify_requests": s_total,
+        "shopify_admissible": admissible,
+        "shopify_steady_rate_per_s": round(steady, 2),
+        "shopify_leak_per_s": SHOPIFY_LEAK,
+        "shopify_rate_share": round(s_total / admissible, 4),
+        "shopify_429": counts.get(429, 0),
+        "shopify_429_share": round(counts.get(429, 0) / max(1, s_total), 4),
+    }
     print(
-        f"Shopify: {s_total} requests, steady {steady:.1f}/s = {100 * steady / SHOPIFY_LEAK:.1f}% of "
-        f"{SHOPIFY_LEAK:g}/s (bucket {SHOPIFY_BUCKET} not counted); 429: {s_limited} "
-        f"({100 * s_limited / max(1, s_total):.2f}%)"
+        f"Shopify: {s_total} requests = {100 * figures['shopify_rate_share']:.1f}% of the {admissible:g} "
+        f"the store admits in {duration:g} s (bucket {SHOPIFY_BUCKET} + {SHOPIFY_LEAK:g}/s); steady "
+        f"{steady:.1f}/s; 429: {figures['shopify_429']} ({100 * figures['shopify_429_share']:.2f}%)"
     )
-    assert s_limited <= 0.01 * s_total
-    assert steady >= 0.9 * SHOPIFY_LEAK
+    return figures
+
+
+def check(figures: dict[str, Any]) -> None:
+    duration = figures["duration_s"]
+    assert figures["apsis_429_share"] <= 0.01
+    assert figures["apsis_rate_share"] >= 0.9
+    # The hot key (16 coroutines in 4 processes) stayed under its limit (no 429 above) and was
+    # served: it waits in the profile queue, then in the saturated account's like everyone else.
+    assert figures["apsis_hot_profile_per_s"] >= 0.5 * PROFILE_LIMIT
+    # Refreshed at 80% of the lifetime: one request per 8 s window, whatever the process count.
+    assert 1 <= figures["apsis_token_requests"] <= math.ceil(duration / (0.8 * TOKEN_LIFETIME))
+    assert figures["apsis_401"] == 0
+    if "shopify_requests" in figures:
+        assert figures["shopify_429_share"] <= 0.01
+        assert figures["shopify_rate_share"] >= 0.9
 
 
 def _shopify_counts(sandbox: Any) -> Counter[int]:
@@ -194,9 +221,9 @@ async def _run_processes(
 
 
 async def test_four_processes_share_the_limits() -> None:
-    await run_pool(duration=5.0)
+    check(await run_pool(duration=5.0))
 
 
 @pytest.mark.slow
 async def test_four_processes_share_the_limits_for_20_seconds() -> None:
-    await run_pool(duration=20.0)
+    check(await run_pool(duration=20.0))
