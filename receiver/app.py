@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from mappings.installation import Installations
-from receiver import admin
+from receiver import admin, scrape
 from receiver.appkeys import ADMIN_TOKEN, ENQUEUER, INSTALLATIONS, KEYS, METRICS, REDIS
 from receiver.enqueue import BatchEnqueuer
 from receiver.metrics import ReceiverMetrics
@@ -68,4 +68,12 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     body = generate_latest(request.app[METRICS].registry)
+    redis, keys = request.app[REDIS], request.app[KEYS]
+    try:
+        async with asyncio.timeout(2.0):
+            # The workers' counters (through Redis) and gauges read now; see receiver.scrape.
+            body += (await scrape.shared(redis, keys)).encode()
+            body += (await scrape.gauges(redis, keys)).encode()
+    except (RedisError, OSError, TimeoutError):
+        request.app[METRICS].scrape_failures.inc()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

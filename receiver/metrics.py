@@ -38,6 +38,11 @@ class ReceiverMetrics:
             ["route", "status"],
             registry=self.registry,
         )
+        self.scrape_failures = Counter(
+            "shopsync_metrics_scrape_failures",
+            "Scrapes answered without the workers' metrics because Redis did not answer",
+            registry=self.registry,
+        )
 
         self._children: dict[tuple[str, str], Any] = {}
 

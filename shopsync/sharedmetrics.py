@@ -23,6 +23,12 @@ HELP: Mapping[str, tuple[str, str]] = {
     "shopsync_limiter_wait_seconds_total": ("counter", "Time spent waiting for rate-limit tokens, by bucket"),
     "shopsync_webhook_to_write_seconds": ("histogram", "From webhook receipt to the APSIS write"),
     "shopsync_customers_total": ("counter", "Customers processed, by source and outcome"),
+    "shopsync_api_retries_total": (
+        "counter",
+        "Outside API retries inside a call's budget, by api and reason",
+    ),
+    "shopsync_limiter_feedback_total": ("counter", "Times an API said a bucket was fuller than ours"),
+    "shopsync_apsis_token_requests_total": ("counter", "APSIS OAuth token requests, by outcome"),
 }
 
 

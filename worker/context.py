@@ -22,6 +22,7 @@ from mappings.installation import Installations, Shop
 from shopsync.keys import Keys
 from shopsync.settings import Settings
 from shopsync.sharedmetrics import SharedMetrics
+from worker import metrics as worker_metrics
 from worker.apsis_client import ApsisClient
 from worker.customer_store import CustomerStore
 from worker.ratelimit import RateLimiter
@@ -47,6 +48,7 @@ class WorkerContext:
 
     def __post_init__(self) -> None:
         self.metrics = SharedMetrics(self.redis, self.keys.metrics)
+        worker_metrics.add_sink(self.metrics)  # API-client metrics reach Redis too
         self.limiter = RateLimiter(self.redis, self.keys)
         self.customers = CustomerStore(self.redis, self.keys)
 
@@ -78,6 +80,7 @@ class WorkerContext:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        worker_metrics.remove_sink(self.metrics)
         with contextlib.suppress(Exception):
             await self.metrics.flush()
         with contextlib.suppress(Exception):

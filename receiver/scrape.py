@@ -1,0 +1,94 @@
+"""What `/metrics` adds to the receiver's own registry: the workers' shared metrics and gauges.
+
+Workers have no port to scrape; they flush counters and histograms into one Redis hash
+(`shopsync.sharedmetrics`), rendered here. Gauges are read from Redis at scrape time: queue
+depth per queue, workers alive, dead letters, progress of each running full sync. A Redis
+failure drops these parts of the answer, never the receiver's own metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from shopsync import sharedmetrics
+from shopsync.keys import Keys
+from shopsync.redis_conn import hgetall
+from shopsync.status import queue_report
+
+WORKER_ALIVE_S = 90  # three missed heartbeats
+FINISHED_STATES = frozenset({"done", "finished", "completed", "failed", "cancelled", "canceled"})
+
+
+def _label(value: Any) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _gauge(name: str, help_text: str, rows: list[tuple[dict[str, Any], float]]) -> list[str]:
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+    for labels, value in rows:
+        inner = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
+        series = f"{name}{{{inner}}}" if inner else name
+        lines.append(f"{series} {value:g}")
+    return lines
+
+
+async def gauges(redis: aioredis.Redis, keys: Keys) -> str:
+    now = time.time()
+    now_ms = int(now * 1000)
+    depth: list[tuple[dict[str, Any], float]] = []
+    oldest: list[tuple[dict[str, Any], float]] = []
+    for queue in keys.queues:
+        report = await queue_report(redis, queue, now_ms)
+        name = queue.rsplit(":", 1)[-1]
+        for state in ("queued", "deferred", "in_progress"):
+            depth.append(({"queue": name, "state": state}, float(report[state])))
+        oldest.append(({"queue": name}, float(report["oldest_age_s"])))
+    workers = int(await redis.zcount(keys.workers, now - WORKER_ALIVE_S, "+inf"))
+    dead = int(await redis.zcard(keys.dead_letter_index))
+    seen: list[tuple[dict[str, Any], float]] = []
+    total: list[tuple[dict[str, Any], float]] = []
+    for raw_id in await redis.zrevrange(keys.full_syncs, 0, 19):
+        sync_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+        record = {
+            k.decode(): _json(v) for k, v in (await hgetall(redis, keys.full_sync_record(sync_id))).items()
+        }
+        if not record or str(record.get("state", "")).lower() in FINISHED_STATES or record.get("finished_at"):
+            continue
+        labels = {"shop": record.get("shop", ""), "sync_id": sync_id}
+        seen.append((labels, _number(record.get("seen"))))
+        if record.get("total") is not None:
+            total.append((labels, _number(record.get("total"))))
+    lines = [
+        *_gauge("shopsync_queue_jobs", "Jobs in each queue, by state", depth),
+        *_gauge("shopsync_queue_oldest_job_seconds", "Age of the oldest due job in each queue", oldest),
+        *_gauge(
+            "shopsync_workers_alive", "Worker processes with a heartbeat in the last 90 s", [({}, workers)]
+        ),
+        *_gauge("shopsync_dead_letters", "Jobs that ran out of tries, kept for replay", [({}, dead)]),
+        *_gauge("shopsync_full_sync_seen_customers", "Customers a running full sync has handled", seen),
+        *_gauge("shopsync_full_sync_total_customers", "Customers a running full sync will handle", total),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+async def shared(redis: aioredis.Redis, keys: Keys) -> str:
+    stored = await hgetall(redis, keys.metrics)
+    return sharedmetrics.render(stored) if stored else ""
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw.decode()
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
