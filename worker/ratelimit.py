@@ -14,8 +14,12 @@ the caller must wait for that slot. The caller sleeps that long, then sends. So:
 A request whose wait would exceed `max_wait_s` reserves nothing and raises `WaitTooLongError`: the
 job should give its slot back to the queue rather than hold a worker for minutes.
 
-The APIs' own view is fed back with `raise_level` (Shopify's call-limit header says its bucket is
-fuller than ours: someone else shares it) and `hold` (a 429: nobody sends until Retry-After).
+The APIs' own view is fed back three ways. `raise_level` and `hold` move only the TAT, so they
+act on new acquires (APSIS 429s hold the profile or address bucket). `delay` moves the whole
+schedule: for `shiftable` buckets (Shopify's) waiters re-read a per-bucket shift after their
+sleep, so reservations already handed out wait too; Shopify's call-limit header (its bucket fuller
+than ours: another client of the same app and store) and its 429s use it, at most once per
+congestion period (a guard key), since every answer in flight reports the same congestion.
 
 Concurrency is limited too, per process (`concurrency()` gives one asyncio.Semaphore per name),
 so a slow API cannot pile up open requests; with N processes the pool holds at most N * size.
