@@ -27,7 +27,7 @@ def mask_email(email: str) -> str:
     """`jane.doe@example.com` -> `j***@e***.com#1a2b3c`: readable shape, stable short hash."""
     local, _, domain = email.partition("@")
     tld = domain.rsplit(".", 1)[-1] if "." in domain else ""
-    return f"{local[:1]}***@{domain[:1]}***.{tld}#{_short_hash(email.lower())}"
+    return f"{local[:1].lower()}***@{domain[:1].lower()}***.{tld.lower()}#{_short_hash(email.lower())}"
 
 
 def mask_phone(phone: str) -> str:

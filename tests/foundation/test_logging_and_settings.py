@@ -1,0 +1,71 @@
+"""Logs never carry secrets or raw personal data; settings and Redis URLs behave as documented."""
+
+from __future__ import annotations
+
+import io
+import json
+from contextlib import redirect_stderr
+
+import structlog
+
+from shopsync.logging import configure_logging, mask_email, mask_phone, scrub_text
+from shopsync.redis_conn import arq_settings, connect
+from shopsync.settings import Settings
+
+
+def _capture(fmt: str) -> str:
+    buffer = io.StringIO()
+    with redirect_stderr(buffer):
+        configure_logging(fmt, "info")
+        log = structlog.get_logger("t")
+        log.info(
+            "event",
+            email="jane.doe@example.com",
+            phone="+46701234567",
+            access_token="shpat_abc",
+            client_secret="s3cr3t",
+            note="mail jane.doe@example.com or call +46 70 123 45 67",
+            nested={"customer": {"email": "x@example.org"}, "webhook_secret": "w"},
+        )
+    configure_logging("json", "warning")
+    return buffer.getvalue()
+
+
+def test_json_logs_mask_personal_data_and_hide_secrets() -> None:
+    out = _capture("json")
+    line = json.loads(out.strip().splitlines()[-1])
+    for raw in ("jane.doe@example.com", "+46701234567", "shpat_abc", "s3cr3t", "x@example.org", "123 45 67"):
+        assert raw not in out
+    assert line["access_token"] == "***" and line["client_secret"] == "***"
+    assert line["email"].startswith("j***@e***.com#")
+    assert line["nested"]["webhook_secret"] == "***"
+
+
+def test_console_logs_are_scrubbed_too() -> None:
+    out = _capture("console")
+    assert "jane.doe@example.com" not in out and "shpat_abc" not in out
+
+
+def test_masks_are_stable_and_distinct() -> None:
+    assert mask_email("a@example.com") == mask_email("A@example.com")
+    assert mask_email("a@example.com") != mask_email("b@example.com")
+    assert mask_phone("+46701234567") == mask_phone("+46 70 123 45 67")
+    assert scrub_text("no personal data here 12345") == "no personal data here 12345"
+
+
+def test_settings_from_environment() -> None:
+    s = Settings.from_env({"PORT": "9000", "ADMIN_TOKEN": "t", "LOG_FORMAT": "console", "REDIS_URL": "redis://x:1/2"})
+    assert (s.port, s.admin_token, s.log_format, s.redis_url) == (9000, "t", "console", "redis://x:1/2")
+    assert "admin_token" not in repr(s)
+    default = Settings.from_env({})
+    assert default.port == 8080 and default.shops_file.endswith("mappings/demo.toml")
+
+
+def test_rediss_urls_accept_herokus_self_signed_certificates() -> None:
+    settings = arq_settings("rediss://:pw@redis.example.com:6380/0")
+    assert settings.ssl and settings.ssl_cert_reqs == "none"
+    client = connect("rediss://:pw@redis.example.com:6380/0")
+    kwargs = client.connection_pool.connection_kwargs
+    assert kwargs["ssl_cert_reqs"] == "none"
+    plain = arq_settings("redis://localhost:6379/0")
+    assert not plain.ssl
