@@ -19,6 +19,7 @@ from mappings.normalize import customer_id as payload_customer_id
 from mappings.snapshot import PayloadError
 from shopsync.jobs import Delivery
 from shopsync.redis_conn import typed
+from worker import fullsync
 from worker.context import WorkerContext
 from worker.runtime import run_job
 from worker.sync import Update, submit
@@ -149,8 +150,9 @@ def realtime_functions() -> list[Any]:
 
 
 def fullsync_functions() -> list[Any]:
-    return []
+    return [*fullsync.functions()]
 
 
 def realtime_cron_jobs(installations: Installations) -> list[CronJob]:
-    return []
+    # Full-sync supervision and reconciliation run on the real-time worker: small, periodic.
+    return [*fullsync.cron_jobs(installations)]

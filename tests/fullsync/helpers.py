@@ -1,0 +1,57 @@
+"""Shared pieces of the full-sync tests: fast sandbox limits and waiting for a sync to end."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from sandbox.apsis.account import Account
+from sandbox.shopify.store import Store
+from shopsync import fullsync_control as control
+from shopsync.keys import Keys
+
+# Installation limits far above the documented ones, for tests that must not wait on them.
+FAST_LIMITS: dict[str, Any] = {
+    "shopify_bucket_size": 400,
+    "shopify_leak_per_s": 400.0,
+    "apsis_requests_per_s": 5000.0,
+    "apsis_profile_requests_per_s": 1000.0,
+    "apsis_concurrency": 64,
+}
+
+
+def open_limits(store: Store, account: Account) -> None:
+    store.rate_limit.bucket_size = 400
+    store.rate_limit.leak_rate = 400.0
+    store.bucket.size = 400
+    store.bucket.rate = 400.0
+    account.set_rate_limits(account=None, profile=None)
+
+
+async def wait_finished(
+    redis: aioredis.Redis, keys: Keys, sync_id: str, limit_s: float = 120.0
+) -> dict[str, Any]:
+    async with asyncio.timeout(limit_s):
+        while True:
+            record = await control.read_sync(redis, keys, sync_id)
+            assert record is not None
+            if record["state"] in control.TERMINAL:
+                return record
+            await asyncio.sleep(0.1)
+
+
+def attribute_writes_per_profile(account: Account, after_seq: int = 0) -> Counter[tuple[str, str]]:
+    """(profile key, section) -> number of attribute patches in the write log after `after_seq`."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for write in account.writes_after(after_seq):
+        if write.kind == "attributes":
+            counts[(write.params["profile_key"], write.params["section"])] += 1
+    return counts
+
+
+def last_seq(account: Account) -> int:
+    writes = account.writes
+    return writes[-1].seq if writes else 0
