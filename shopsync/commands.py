@@ -266,6 +266,16 @@ def vars_of(letter: deadletters.DeadLetter) -> dict[str, Any]:
     }
 
 
+# --- full sync -------------------------------------------------------------------------------
+
+
+def full_sync(args: argparse.Namespace, settings: Settings) -> int:
+    """Start a full sync (or find the running one), print its id, optionally watch it."""
+    from shopsync.fullsync_cli import run
+
+    return run(args, settings)
+
+
 # --- resync ----------------------------------------------------------------------------------
 
 

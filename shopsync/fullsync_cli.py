@@ -1,0 +1,116 @@
+"""`shopsync full-sync DOMAIN [--wait] [--force] [--with-orders] [--bulk]` and its progress bar.
+
+`watch` is reusable (e.g. by `make run`): it follows a sync's record in Redis until it ends,
+showing customers done, rate, errors and time left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from mappings.installation import InstallationError
+from shopsync import fullsync_control as control
+from shopsync.config import load_installations
+from shopsync.keys import Keys
+from shopsync.redis_conn import connect
+from shopsync.settings import Settings
+
+POLL_S = 0.5
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        installations = load_installations(settings.shops_file)
+    except InstallationError as exc:
+        return _fail(str(exc))
+    shop = installations.get(args.domain)
+    if shop is None:
+        return _fail(f"no shop {args.domain!r} in {settings.shops_file}")
+    bulk = bool(args.bulk or shop.sync.bulk_export)
+
+    async def go() -> int:
+        redis = connect(settings.redis_url)
+        keys = Keys(settings.key_prefix)
+        try:
+            started = await control.start_full_sync(
+                redis, keys, shop.domain, force=args.force, with_orders=args.with_orders, bulk=bulk
+            )
+            if not started.started:
+                print(f"a full sync of {shop.domain} is already running: {started.sync_id}", file=sys.stderr)
+            print(started.sync_id)
+            if not args.wait:
+                return 0
+            record = await watch(redis, keys, started.sync_id)
+            print(summary(record))
+            return 0 if record.get("state") == control.FINISHED else 1
+        except (RedisError, OSError) as exc:
+            return _fail(f"Redis is not answering: {exc}")
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(go())
+
+
+async def watch(
+    redis: aioredis.Redis, keys: Keys, sync_id: str, console: Console | None = None
+) -> dict[str, Any]:
+    """Show a progress bar until the sync ends; its final record."""
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>6.1f}/s"),
+        TextColumn("errors {task.fields[errors]}"),
+        TextColumn("left {task.fields[left]}"),
+        TimeElapsedColumn(),
+        console=console or Console(stderr=True),
+        transient=False,
+    )
+    with progress:
+        task = progress.add_task(f"full sync {sync_id}", total=None, rate=0.0, errors=0, left="?")
+        while True:
+            record = await control.read_sync(redis, keys, sync_id)
+            if record is None:
+                raise RuntimeError(f"no full sync {sync_id!r} in Redis")
+            p = control.Progress.of(record)
+            progress.update(
+                task,
+                completed=p.done,
+                total=p.total,
+                rate=p.rate_per_s,
+                errors=p.failed,
+                left=_duration(p.eta_s),
+            )
+            if p.state in control.TERMINAL:
+                return record
+            await asyncio.sleep(POLL_S)
+
+
+def summary(record: dict[str, Any]) -> str:
+    counts = ", ".join(f"{name} {int(record.get(name) or 0)}" for name in control.COUNTERS)
+    duration = record.get("duration_s")
+    took = f" in {float(duration):.1f} s" if duration is not None else ""
+    error = f": {record['error']}" if record.get("error") else ""
+    return f"full sync {record.get('sync_id')} {record.get('state')}{took}{error} ({counts})"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _fail(message: str) -> int:
+    print(f"shopsync: {message}", file=sys.stderr)
+    return 1
