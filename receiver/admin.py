@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from receiver import admin_fullsync
 from receiver.appkeys import ADMIN_TOKEN, KEYS, REDIS
 from receiver.problems import json_response, problem
 from shopsync import status
@@ -30,6 +31,7 @@ def require_token(handler: Handler) -> Handler:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/admin/status", require_token(get_status))
+    app.router.add_post("/admin/shops/{domain}/full-sync", require_token(admin_fullsync.post_full_sync))
 
 
 async def get_status(request: web.Request) -> web.StreamResponse:
