@@ -5,12 +5,15 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable
 
+import redis.asyncio as aioredis
 from aiohttp import web
 
-from receiver import admin_fullsync
+from receiver import admin_fullsync, adminpage
 from receiver.appkeys import ADMIN_TOKEN, KEYS, REDIS
 from receiver.problems import json_response, problem
 from shopsync import status
+from shopsync.keys import Keys
+from shopsync.redis_conn import hgetall
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -32,8 +35,21 @@ def require_token(handler: Handler) -> Handler:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/admin/status", require_token(get_status))
     app.router.add_post("/admin/shops/{domain}/full-sync", require_token(admin_fullsync.post_full_sync))
+    adminpage.add_routes(app)  # GET /admin, the HTML status page, and its login form
 
 
 async def get_status(request: web.Request) -> web.StreamResponse:
     report = await status.collect(request.app[REDIS], request.app[KEYS])
+    # Jobs finished so far, by outcome (from the workers' shared metrics): the page's jobs/s.
+    report["jobs_total"] = await jobs_total(request.app[REDIS], request.app[KEYS])
     return json_response(report)
+
+
+async def jobs_total(redis: aioredis.Redis, keys: Keys) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for series, value in (await hgetall(redis, keys.metrics)).items():
+        name = series.decode()
+        if name.startswith("shopsync_jobs_total{"):
+            outcome = name.split('outcome="', 1)[1].split('"', 1)[0] if 'outcome="' in name else ""
+            totals[outcome] = totals.get(outcome, 0) + round(float(value))
+    return totals
