@@ -84,7 +84,7 @@ def run_wrk(
                 "-c",
                 str(connections),
                 "-d",
-                f"{seconds}s",
+                f"{int(seconds)}s",
                 "--timeout",
                 "5s",
                 "-s",
