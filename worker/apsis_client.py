@@ -13,7 +13,8 @@ done; events are not (APSIS keeps every POSTed event), so callers dedup them bef
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal
 
@@ -99,6 +100,7 @@ class ApsisClient:
         *,
         retry: RetryPolicy | None = None,
         max_wait_s: float | None = None,
+        pool_concurrency: int | None = None,
         token_bucket: Bucket | None = None,
     ) -> None:
         self.account = account
@@ -106,6 +108,7 @@ class ApsisClient:
         self.limiter = limiter
         self.retry = retry or RetryPolicy()
         self.max_wait_s = max_wait_s
+        self.pool_concurrency = pool_concurrency  # optional cap over all processes (Redis leases)
         self._own_session = session is None
         self.session = session or new_session()
         self.tokens = TokenCache(
@@ -267,7 +270,36 @@ class ApsisClient:
         data = answer.json() or {}
         return [str(item["topic_discriminator"]) for item in data.get("items") or ()]
 
-    # --- plumbing ---------------------------------------------------------------------------
+    # --- plumbing: permits ----------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _permit(self, method: str, route: str) -> AsyncIterator[None]:
+        """This process's semaphore, and a pool-wide lease when `pool_concurrency` is set."""
+        async with self._semaphore:
+            if self.pool_concurrency is None:
+                yield
+                return
+            try:
+                lease = self.limiter.lease(
+                    f"apsis:{self.account.client_id}", self.pool_concurrency, max_wait_s=self.max_wait_s
+                )
+                await lease.__aenter__()
+            except WaitTooLongError as exc:
+                raise LimiterTimeoutError(
+                    "apsis",
+                    None,
+                    "concurrency",
+                    "pool-wide permits busy",
+                    exc.wait_s,
+                    method=method,
+                    route=route,
+                ) from None
+            try:
+                yield
+            finally:
+                await lease.__aexit__(None, None, None)
+
+    # --- plumbing: requests ---------------------------------------------------------------
 
     async def _items(self, route: str, **params: str) -> list[Json]:
         answer = await self._request("GET", route, params=params)
@@ -316,7 +348,7 @@ class ApsisClient:
         content_type: str,
         buckets: list[Bucket],
     ) -> Answer:
-        async with self._semaphore:
+        async with self._permit(method, route):
             token = await self.tokens.get()
             answer = await self._send(method, url, route, body, content_type, token, buckets)
             if answer.status in (401, 403):

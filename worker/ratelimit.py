@@ -23,15 +23,18 @@ congestion period (a guard key), since every answer in flight reports the same c
 
 Concurrency is limited too, per process (`concurrency()` gives one asyncio.Semaphore per name),
 so a slow API cannot pile up open requests; with N processes the pool holds at most N * size.
+Optionally `lease()` caps the whole pool as well (a Redis sorted set of expiring leases).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
 import random
-from collections.abc import Awaitable
+import uuid
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -108,6 +111,20 @@ return 1
 """
 
 
+# A pool-wide concurrency lease: KEYS[1] sorted set of lease id -> expiry (us); ARGV limit,
+# ttl_us, lease id. Expired leases (a crashed process) are dropped first. Returns 1 if granted.
+_LEASE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+local ttl = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], math.ceil(ttl / 1000) + 1000)
+return 1
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Bucket:
     """One shared budget. `kind` labels metrics; `listed` buckets appear in `state()`."""
@@ -155,6 +172,7 @@ class RateLimiter:
         self._acquire = redis.register_script(_ACQUIRE)
         self._raise = redis.register_script(_RAISE)
         self._delay = redis.register_script(_DELAY)
+        self._lease = redis.register_script(_LEASE)
         self._semaphores: dict[str, asyncio.Semaphore] = {}
 
     @property
@@ -257,6 +275,30 @@ class RateLimiter:
         if semaphore is None:
             semaphore = self._semaphores[name] = asyncio.Semaphore(max(1, size))
         return semaphore
+
+    @contextlib.asynccontextmanager
+    async def lease(
+        self, name: str, size: int, *, ttl_s: float = 120.0, max_wait_s: float | None = None
+    ) -> AsyncIterator[None]:
+        """Hold one of `size` permits shared by the whole pool (optional, on top of the
+        per-process semaphore). Leases of a crashed process expire after `ttl_s`, which must
+        exceed the longest request. Waiting polls with a growing pause: not FIFO across
+        processes, so keep it a cap that is rarely reached, not a queue."""
+        key = self.keys.limiter(f"{name}:leases")
+        lease_id = uuid.uuid4().hex
+        limit = self.max_wait_s if max_wait_s is None else max_wait_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        pause = 0.005
+        while not await self._lease(keys=[key], args=[max(1, size), round(ttl_s * _US), lease_id]):
+            if loop.time() + pause > deadline:
+                raise WaitTooLongError(f"{name}:leases", pause)
+            await asyncio.sleep(pause * (1 + random.random()))
+            pause = min(0.2, pause * 2)
+        try:
+            yield
+        finally:
+            await self.redis.zrem(key, lease_id)
 
     async def state(self) -> list[BucketState]:
         """Every listed bucket's level right now (for `shopsync status` and `/admin/status`)."""

@@ -9,6 +9,7 @@ missing) and is retried within the retry policy's budget.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
@@ -92,6 +93,7 @@ class ShopifyClient:
         *,
         retry: RetryPolicy | None = None,
         max_wait_s: float | None = None,
+        pool_concurrency: int | None = None,
     ) -> None:
         self.store = shop
         self.redis = redis
@@ -99,6 +101,7 @@ class ShopifyClient:
         self.limiter = limiter
         self.retry = retry or RetryPolicy()
         self.max_wait_s = max_wait_s
+        self.pool_concurrency = pool_concurrency  # optional cap over all processes (Redis leases)
         self._own_session = session is None
         self.session = session or new_session()
         self.bucket = shopify_bucket(shop)
@@ -214,7 +217,36 @@ class ShopifyClient:
         """Every customer of the store from one bulk export, streamed a line at a time."""
         return shopify_graphql.iter_bulk_customers(self, query, poll_s=poll_s)
 
-    # --- plumbing ---------------------------------------------------------------------------
+    # --- plumbing: permits ----------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _permit(self, method: str, route: str) -> AsyncIterator[None]:
+        """This process's semaphore, and a pool-wide lease when `pool_concurrency` is set."""
+        async with self._semaphore:
+            if self.pool_concurrency is None:
+                yield
+                return
+            try:
+                lease = self.limiter.lease(
+                    f"shopify:{self.store.domain}", self.pool_concurrency, max_wait_s=self.max_wait_s
+                )
+                await lease.__aenter__()
+            except WaitTooLongError as exc:
+                raise LimiterTimeoutError(
+                    "shopify",
+                    None,
+                    "concurrency",
+                    "pool-wide permits busy",
+                    exc.wait_s,
+                    method=method,
+                    route=route,
+                ) from None
+            try:
+                yield
+            finally:
+                await lease.__aexit__(None, None, None)
+
+    # --- plumbing: requests ---------------------------------------------------------------
 
     async def _pages(
         self,
@@ -271,7 +303,7 @@ class ShopifyClient:
         headers = {"X-Shopify-Access-Token": self.store.access_token, "Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/json"
-        async with self._semaphore:
+        async with self._permit(method, route):
             try:
                 await self.limiter.acquire_bucket(self.bucket, max_wait_s=self.max_wait_s)
             except WaitTooLongError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from aioresponses import aioresponses
+from aioresponses import CallbackResult, aioresponses
 from redis.asyncio import Redis
 
 from mappings.installation import Limits
@@ -414,3 +415,25 @@ async def test_due_token_is_still_used_while_the_token_endpoint_limit_says_wait(
         await client.keyspaces()  # no error, no wait: the old token goes on
     assert len(calls(http, "POST", TOKEN_URL)) == 1
     assert auth_headers(http, "GET", f"{BASE}/audience/keyspaces") == ["Bearer tok-1", "Bearer tok-1"]
+
+
+async def test_pool_concurrency_caps_open_requests(
+    http: aioresponses, redis: Redis, keys: Keys, limiter: RateLimiter
+) -> None:
+    token_ok(http)
+    active = peak = 0
+
+    async def slow(url: Any, **kwargs: Any) -> CallbackResult:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        await asyncio.sleep(0.02)
+        active -= 1
+        return CallbackResult(status=204)
+
+    http.patch(re.compile(rf"^{re.escape(BASE)}/audience/keyspaces/.*"), callback=slow, repeat=True)
+    async with ApsisClient(
+        make_account(BASE), redis, limiter, keys, retry=NO_RETRY, pool_concurrency=2
+    ) as client:
+        await asyncio.gather(*(client.patch_attributes(KS, str(i), SECTION, {"1": i}) for i in range(12)))
+    assert peak == 2

@@ -210,3 +210,35 @@ async def test_delay_on_an_idle_bucket_holds_new_acquires(limiter: RateLimiter) 
     with pytest.raises(WaitTooLongError) as refused:
         await limiter.acquire_bucket(bucket, max_wait_s=0)
     assert 1.5 < refused.value.wait_s <= 2.0
+
+
+async def test_pool_wide_leases_cap_concurrency_across_limiters(keys: Keys, redis: Redis) -> None:
+    other = Redis.from_url(REDIS_URL)
+    limiters = [RateLimiter(redis, keys), RateLimiter(other, keys)]
+    active = peak = done = 0
+
+    async def work(limiter: RateLimiter) -> None:
+        nonlocal active, peak, done
+        async with limiter.lease("test:api", 3):
+            active += 1
+            peak = max(peak, active)
+            await asyncio.sleep(0.02)
+            active -= 1
+        done += 1
+
+    try:
+        await asyncio.gather(*(work(limiters[i % 2]) for i in range(20)))
+    finally:
+        await other.aclose()
+    assert done == 20 and peak == 3
+    assert await redis.zcard(keys.limiter("test:api:leases")) == 0  # every lease given back
+
+
+async def test_a_lost_lease_expires(limiter: RateLimiter, keys: Keys) -> None:
+    crashed = limiter.lease("test:lost", 1, ttl_s=0.2)
+    await crashed.__aenter__()  # a process that dies holding its lease never releases it
+    with pytest.raises(WaitTooLongError):
+        async with limiter.lease("test:lost", 1, max_wait_s=0.05):
+            pass
+    async with limiter.lease("test:lost", 1, max_wait_s=2):  # granted once the lease expired
+        pass
