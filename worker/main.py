@@ -65,7 +65,9 @@ async def _serve(settings: Settings, installations: Installations, kinds: list[s
     await app.start()
     log.info("worker_started", queues=[w.queue_name for w in workers], worker_id=app.worker_id)
     try:
-        await asyncio.gather(*(w.async_run() for w in workers))
+        # return_exceptions: an idle queue's worker stops (its main task cancelled) at once; that
+        # must not end the wait of the others, whose close() would cancel their running jobs.
+        await asyncio.gather(*(w.async_run() for w in workers), return_exceptions=True)
     except asyncio.CancelledError:
         pass
     finally:
