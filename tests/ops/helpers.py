@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 import tomllib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,3 +75,14 @@ async def run_cli(args: list[str], env: dict[str, str], timeout_s: float = 120) 
     out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
     assert proc.returncode is not None
     return Done(proc.returncode, out.decode(), err.decode())
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[object]], limit_s: float = 60.0, every_s: float = 0.05
+) -> None:
+    """Poll `check` until it is truthy; a generous limit (a wait, never a timing assertion)."""
+    async with asyncio.timeout(limit_s):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(every_s)

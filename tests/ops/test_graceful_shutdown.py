@@ -13,7 +13,7 @@ import orjson
 from shopsync.keys import Keys
 from shopsync.status import queue_report
 from tests.e2e.harness import pipeline
-from tests.ops.helpers import ROOT, cli_env, sandbox_document, write_shops_file
+from tests.ops.helpers import ROOT, cli_env, sandbox_document, wait_until, write_shops_file
 
 
 async def test_sigterm_lets_running_jobs_finish_and_loses_nothing(
@@ -28,20 +28,19 @@ async def test_sigterm_lets_running_jobs_finish_and_loses_nothing(
             cwd=ROOT, stdout=log, stderr=log,
         )  # fmt: skip
         try:
-            async with asyncio.timeout(60):
-                while not await p.redis.zcard(keys.workers):
-                    await asyncio.sleep(0.1)
+            await wait_until(lambda: p.redis.zcard(keys.workers))
             # Every APSIS request now takes a while, so jobs are mid-flight when SIGTERM arrives.
             p.account.faults.set_latency(0.3, 0.8)
             ids = [c.id for c in list(p.store.customers())[:20]]
             for n, cid in enumerate(ids):
                 await p.store.update_customer(cid, first_name=f"Term{n}")
             await p.store.deliverer.settled()
-            async with asyncio.timeout(60):
-                while (await queue_report(p.redis, keys.realtime_queue, int(time.time() * 1000)))[
-                    "in_progress"
-                ] == 0:
-                    await asyncio.sleep(0.05)
+
+            async def running() -> bool:
+                report = await queue_report(p.redis, keys.realtime_queue, int(time.time() * 1000))
+                return bool(report["in_progress"])
+
+            await wait_until(running)
             proc.send_signal(signal.SIGTERM)
             async with asyncio.timeout(60):  # SHUTDOWN_GRACE_S is 20; Heroku kills after 30
                 code = await proc.wait()
