@@ -351,6 +351,7 @@ class _Walker:
             await self._set(bulk_operation=orjson.dumps(operation))
         url = self.record.get("bulk_url")
         if not url:
+            poll_s = 0.25  # small exports finish in a moment; big ones are polled calmly
             while True:
                 state = await client.bulk_operation(str(operation))
                 if state is None:
@@ -365,7 +366,8 @@ class _Walker:
                 if time.monotonic() > deadline:
                     self.defer_s = BULK_POLL_S
                     return False
-                await asyncio.sleep(BULK_POLL_S)
+                await asyncio.sleep(poll_s)
+                poll_s = min(BULK_POLL_S, poll_s * 2)
             url = state.get("url")
             total = int(state.get("rootObjectCount") or state.get("objectCount") or 0)
             await self._set(bulk_url=orjson.dumps(url), total=orjson.dumps(total))

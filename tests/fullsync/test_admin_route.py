@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from mappings.installation import Installations
@@ -20,7 +21,7 @@ DOMAIN = "demo-store.myshopify.com"
 @pytest.fixture
 async def client(
     redis: aioredis.Redis, keys: Keys, demo_installations: Installations, redis_url: str
-) -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
+) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     app = create_app(demo_installations, aioredis.Redis.from_url(redis_url), keys=keys, admin_token=TOKEN)
     async with TestClient(TestServer(app)) as c:
         yield c
@@ -31,9 +32,9 @@ def auth() -> dict[str, str]:
 
 
 async def test_admin_starts_one_sync_per_shop(
-    client: TestClient,
+    client: TestClient[web.Request, web.Application],
     redis: aioredis.Redis,
-    keys: Keys,  # type: ignore[type-arg]
+    keys: Keys,
 ) -> None:
     assert (await client.post(f"/admin/shops/{DOMAIN}/full-sync")).status == 401
     missing = await client.post("/admin/shops/nope.myshopify.com/full-sync", headers=auth())
