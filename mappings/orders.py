@@ -6,8 +6,16 @@
 - Ids are strings (Shopify ids exceed what a JSON number holds exactly); money is a number.
 - Product details the order lacks (handle for the URL, image, type, vendor) come in as
   `ProductInfo` looked up by the caller; a missing product leaves those fields null.
-- Guest orders (no customer) have no profile: `order_customer_id` returns None.
-- Refunds and cancellations are not events here (an order is sent once, when it happens).
+- Guest orders (no customer) have no customer profile: `order_customer_id` returns None. When
+  the installation keys guests by email (`[shop.orders] guests = "email"`), `guest_profile_key`
+  gives their profile key: `guest:` + the trimmed, lower-cased address, in the same keyspace
+  (readable in APSIS, one profile per address across orders, never equal to a numeric customer
+  id); `guest_sections` are the sections without conditions (conditions read customer fields
+  a guest does not have).
+- Refunds and cancellations are not events here (an order is sent once, when it happens);
+  `is_settled_purchase` says whether a past order is worth sending at all in a backfill.
+- Each item has a stable key within its order (`order`, `line:<line item id>`), carried in
+  `EventPost.keys` beside the items, so the worker can remember item by item what was sent.
 - `batches` splits a profile's items so each request body stays under APSIS's 100 kB; one item
   bigger than that goes alone (APSIS will refuse it, the worker reports it).
 """
@@ -53,6 +61,7 @@ class EventPost:
     section: str
     profile_key: str
     items: tuple[EventItem, ...]
+    keys: tuple[str, ...] = ()  # one per item: `order` or `line:<id>` (see `keyed_order_events`)
 
 
 def order_customer_id(order: Mapping[str, Any]) -> int | None:
@@ -79,6 +88,14 @@ def order_events(
     section: Section, order: Mapping[str, Any], products: Mapping[int, ProductInfo], shop_url: str
 ) -> list[EventItem]:
     """The order event then the line events this section maps (none when it maps no versions)."""
+    return [item for _, item in keyed_order_events(section, order, products, shop_url)]
+
+
+def keyed_order_events(
+    section: Section, order: Mapping[str, Any], products: Mapping[int, ProductInfo], shop_url: str
+) -> list[tuple[str, EventItem]]:
+    """`order_events` with each item's key within the order: `order`, `line:<line item id>`
+    (`line#<index>` for a line without an id)."""
     if "id" not in order:
         raise PayloadError("id", "missing order id")
     order_id = str(parse_id(order["id"], "id"))
@@ -87,33 +104,120 @@ def order_events(
         raise PayloadError("created_at", "missing order time")
     event_time = iso_utc(when)
     lines = _lines(order)
-    items: list[EventItem] = []
+    items: list[tuple[str, EventItem]] = []
     if section.events.order:
-        items.append(EventItem(event_time, section.events.order, _order_data(order, order_id, lines)))
+        data = _order_data(order, order_id, lines)
+        items.append(("order", EventItem(event_time, section.events.order, data)))
     if section.events.order_line:
         for i, line in enumerate(lines):
             data = _line_data(line, i, order_id, products, shop_url.rstrip("/"))
-            items.append(EventItem(event_time, section.events.order_line, data))
+            items.append((_line_key(line, i), EventItem(event_time, section.events.order_line, data)))
     return items
+
+
+def _line_key(line: Mapping[str, Any], i: int) -> str:
+    if line.get("id") is None:
+        return f"line#{i}"
+    return f"line:{parse_id(line['id'], f'line_items[{i}].id')}"
 
 
 def plan_order(
     shop: Shop,
     sections: Iterable[str],
-    customer_id: int,
+    customer_id: int | str,
     order: Mapping[str, Any],
     products: Mapping[int, ProductInfo],
     shop_url: str,
 ) -> list[EventPost]:
-    """Event posts for the customer's sections (`SyncState.sections`), split under 100 kB."""
+    """Event posts for the customer's sections (`SyncState.sections`), split under 100 kB.
+
+    `customer_id` is the profile key: a customer id, or a guest's `guest_profile_key`."""
     wanted = set(sections)
     posts: list[EventPost] = []
     for section in shop.sections:
         if section.discriminator not in wanted:
             continue
-        for batch in batches(order_events(section, order, products, shop_url)):
-            posts.append(EventPost(section.discriminator, str(customer_id), batch))
+        keyed = keyed_order_events(section, order, products, shop_url)
+        start = 0
+        for batch in batches([item for _, item in keyed]):
+            keys = tuple(key for key, _ in keyed[start : start + len(batch)])
+            start += len(batch)
+            posts.append(EventPost(section.discriminator, str(customer_id), batch, keys))
     return posts
+
+
+def order_id_of(order: Mapping[str, Any]) -> int:
+    if "id" not in order:
+        raise PayloadError("id", "missing order id")
+    return parse_id(order["id"], "id")
+
+
+def guest_email(order: Mapping[str, Any]) -> str | None:
+    """The address a guest order was placed with (`email`, else `contact_email`), normalised."""
+    for key in ("email", "contact_email"):
+        value = order.get(key)
+        if isinstance(value, str) and "@" in value.strip():
+            return value.strip().lower()
+    return None
+
+
+def guest_profile_key(email: str) -> str:
+    return f"guest:{email.strip().lower()}"
+
+
+def guest_sections(shop: Shop) -> list[str]:
+    """Sections a guest can belong to: those without conditions ("every customer")."""
+    return [s.discriminator for s in shop.sections if not s.conditions]
+
+
+def guest_attributes(shop: Shop, email: str) -> dict[str, dict[str, JSON]]:
+    """Per guest section, the attribute patch that makes the guest profile findable: its email."""
+    out: dict[str, dict[str, JSON]] = {}
+    for section in shop.sections:
+        version = section.attributes.get("email")
+        if not section.conditions and version:
+            out[section.discriminator] = {version: email}
+    return out
+
+
+# Financial states of a paid order whose money is (at least partly) kept: what `orders/paid`
+# would have sent, minus what is known to be undone since.
+_SETTLED = frozenset({"paid", "partially_refunded"})
+
+
+def is_cancelled(order: Mapping[str, Any]) -> bool:
+    return bool(order.get("cancelled_at"))
+
+
+def is_settled_purchase(order: Mapping[str, Any], event_topic: str) -> bool:
+    """Whether a past order belongs in APSIS when history is sent: not cancelled, and for
+    installations that send on `orders/paid`, paid (fully refunded or voided ones are left out)."""
+    if is_cancelled(order):
+        return False
+    if event_topic == "orders/create":
+        return order.get("financial_status") not in ("refunded", "voided")
+    return order.get("financial_status") in _SETTLED
+
+
+def product_info(product: Mapping[str, Any]) -> ProductInfo:
+    """`ProductInfo` from a REST product (`products/{id}.json` or a `products/update` body)."""
+    if "id" not in product:
+        raise PayloadError("id", "missing product id")
+    image = product.get("image")
+    if not isinstance(image, Mapping):
+        images = product.get("images")
+        image = images[0] if isinstance(images, list) and images and isinstance(images[0], Mapping) else None
+    return ProductInfo(
+        id=parse_id(product["id"], "id"),
+        handle=_text(product.get("handle")),
+        image_url=_text(image.get("src")) if image else None,
+        product_type=_text(product.get("product_type")),
+        vendor=_text(product.get("vendor")),
+    )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def batches(items: Sequence[EventItem], limit: int = MAX_BODY_BYTES) -> list[tuple[EventItem, ...]]:

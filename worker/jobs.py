@@ -19,7 +19,7 @@ from mappings.normalize import customer_id as payload_customer_id
 from mappings.snapshot import PayloadError
 from shopsync.jobs import Delivery
 from shopsync.redis_conn import typed
-from worker import fullsync
+from worker import fullsync, orders
 from worker.context import WorkerContext
 from worker.runtime import run_job
 from worker.sync import Update, submit
@@ -143,10 +143,21 @@ sync_tags = _delivery_job("sync_tags", _sync_topic)
 delete_customer = _delivery_job("delete_customer", _delete)
 privacy_request = _delivery_job("privacy_request", _privacy)
 uninstall_shop = _delivery_job("uninstall_shop", _uninstall)
+record_order = _delivery_job("record_order", orders.record_order)
+refresh_product = _delivery_job("refresh_product", orders.refresh_product)
 
 
 def realtime_functions() -> list[Any]:
-    return [sync_customer, sync_consent, sync_tags, delete_customer, privacy_request, uninstall_shop]
+    return [
+        sync_customer,
+        sync_consent,
+        sync_tags,
+        delete_customer,
+        privacy_request,
+        uninstall_shop,
+        record_order,
+        refresh_product,
+    ]
 
 
 def fullsync_functions() -> list[Any]:
