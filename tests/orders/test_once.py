@@ -61,7 +61,7 @@ async def test_a_failure_after_apsis_stored_the_events_does_not_send_them_again(
         assert await metric(p, "shopsync_order_events_uncertain_total") == 3
         again = await send_order(p.app, p.shop, payload)
         assert (again.outcome, again.posts) == ("duplicate", 0)
-        marks = await redis.hgetall(keys.order_sent(p.shop.domain, order.id, "purchase"))
+        marks = await redis.hgetall(keys.order_sent(p.shop.domain, order.id, "purchase"))  # type: ignore[misc]
         assert marks == {SECTION_MAIN.encode(): b"sent unknown=3", SECTION_VIP.encode(): b"sent"}
 
 
