@@ -264,7 +264,7 @@ async def _send_order(
     if isinstance(target, str):
         return OrderResult(target, order_id)
     key = app.keys.order_sent(shop.domain, order_id, PURCHASE)
-    if await _all_done(app, key, target.sections):
+    if await _all_done(app, key, _event_sections(shop, target.sections)):
         return OrderResult("duplicate", order_id, target.profile_key)
     products = await products_of(app, shop).get_many(order_product_ids(order))
     posts = plan_order(shop, target.sections, target.profile_key, order, products, shop_url(shop))
@@ -342,7 +342,18 @@ async def _sync_customer_first(
     app.metrics.inc("shopsync_customers_total", {"source": "order", "outcome": outcome})
 
 
+def _event_sections(shop: Shop, sections: Collection[str]) -> list[str]:
+    """The sections among `sections` that map an event version (the others get no marks)."""
+    return [
+        s.discriminator
+        for s in shop.sections
+        if s.discriminator in sections and (s.events.order or s.events.order_line)
+    ]
+
+
 async def _all_done(app: WorkerContext, key: str, sections: Sequence[str]) -> bool:
+    if not sections:
+        return False  # nothing to send: `plan_order` says so
     marks = await typed(app.redis.hmget(key, list(sections)))
     if all(mark is not None for mark in marks):
         await app.redis.expire(key, SENT_TTL_S)  # seen again: keep remembering it
@@ -561,6 +572,9 @@ async def _history_page(
     result: HistoryResult,
 ) -> None:
     semaphore = asyncio.Semaphore(HISTORY_CONCURRENCY)
+    # The page's products in one or two requests rather than one per order.
+    product_ids = {pid for order in page for pid in _product_ids_or_none(order)}
+    await products_of(app, shop).get_many(sorted(product_ids))
 
     async def one(order: Mapping[str, Any]) -> None:
         try:
@@ -582,3 +596,10 @@ async def _history_page(
             )
 
     await asyncio.gather(*(one(order) for order in page))
+
+
+def _product_ids_or_none(order: Mapping[str, Any]) -> list[int]:
+    try:
+        return order_product_ids(order)
+    except PayloadError:
+        return []  # `send_order` reports the order itself
