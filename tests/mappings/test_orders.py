@@ -10,10 +10,16 @@ from mappings.orders import (
     EventItem,
     ProductInfo,
     batches,
+    guest_attributes,
+    guest_email,
+    guest_profile_key,
+    guest_sections,
+    is_settled_purchase,
     order_customer_id,
     order_events,
     order_product_ids,
     plan_order,
+    product_info,
 )
 from mappings.snapshot import PayloadError
 from tests.mappings import payloads as p
@@ -127,3 +133,69 @@ def test_plan_order_per_synced_section() -> None:
         ("com.apsis1.sections.sandbox-vip", str(p.CUSTOMER_ID), 3)
     ]
     assert plan_order(shop, [], p.CUSTOMER_ID, p.order(), PRODUCTS, URL) == []
+
+
+def test_plan_order_keys_each_item_within_its_order() -> None:
+    shop = p.demo_shop()
+    order = p.order(lines=300)
+    order["line_items"][5].pop("id")
+    posts = plan_order(shop, ["com.apsis1.sections.sandbox"], p.CUSTOMER_ID, order, PRODUCTS, URL)
+    assert len(posts) > 1
+    assert all(len(post.keys) == len(post.items) for post in posts)
+    keys = [k for post in posts for k in post.keys]
+    assert keys[:3] == ["order", "line:466157050", "line:466157051"]
+    assert "line#5" in keys and len(set(keys)) == 301
+    items = [i for post in posts for i in post.items]
+    assert items == order_events(shop.sections[0], order, PRODUCTS, URL)
+
+
+def test_guests_by_email() -> None:
+    shop = p.demo_shop()
+    assert guest_email(p.order(customer=None, email=" Bob@Example.COM ")) == "bob@example.com"
+    assert guest_email(p.order(customer=None, email=None, contact_email="c@example.com")) == "c@example.com"
+    assert guest_email(p.order(customer=None, email="", contact_email=None)) is None
+    assert guest_profile_key("Bob@Example.com") == "guest:bob@example.com"
+    assert guest_sections(shop) == ["com.apsis1.sections.sandbox"]  # the VIP section has conditions
+    assert guest_attributes(shop, "bob@example.com") == {
+        "com.apsis1.sections.sandbox": {"1001": "bob@example.com"}
+    }
+    posts = plan_order(shop, guest_sections(shop), "guest:bob@example.com", p.order(customer=None), {}, URL)
+    assert {post.profile_key for post in posts} == {"guest:bob@example.com"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "topic", "settled"),
+    [
+        ({}, "orders/paid", True),
+        ({"financial_status": "partially_refunded"}, "orders/paid", True),
+        ({"financial_status": "pending"}, "orders/paid", False),
+        ({"financial_status": "authorized"}, "orders/paid", False),
+        ({"financial_status": "refunded"}, "orders/paid", False),
+        ({"financial_status": "voided"}, "orders/paid", False),
+        ({"cancelled_at": "2024-11-06T00:00:00Z"}, "orders/paid", False),
+        ({"financial_status": "pending"}, "orders/create", True),
+        ({"financial_status": "refunded"}, "orders/create", False),
+        ({"cancelled_at": "2024-11-06T00:00:00Z"}, "orders/create", False),
+    ],
+)
+def test_which_past_orders_a_backfill_sends(changes: dict[str, Any], topic: str, settled: bool) -> None:
+    assert is_settled_purchase(p.order(**changes), topic) is settled
+
+
+def test_product_info_from_a_rest_product() -> None:
+    product = {
+        "id": 632910392,
+        "handle": "ipod-nano",
+        "product_type": "Music",
+        "vendor": "Apple",
+        "image": {"src": "https://cdn.example/main.png"},
+        "images": [{"src": "https://cdn.example/first.png"}],
+    }
+    assert product_info(product) == ProductInfo(
+        632910392, "ipod-nano", "https://cdn.example/main.png", "Music", "Apple"
+    )
+    del product["image"]
+    assert product_info(product).image_url == "https://cdn.example/first.png"
+    assert product_info({"id": "1", "product_type": "", "images": []}) == ProductInfo(1)
+    with pytest.raises(PayloadError, match="id"):
+        product_info({"handle": "x"})

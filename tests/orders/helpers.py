@@ -23,10 +23,12 @@ async def place_custom_order(
     *,
     paid: bool = True,
     email: str | None = None,
+    cancelled: bool = False,
 ) -> Order:
     """An order of `(product_id, quantity)` lines (first variant of each), as `place_order`
     makes it (`orders/create`, then `orders/paid` when paid), registered so the Orders API
-    lists it. A guest order when `customer_id` is None."""
+    lists it. A guest order when `customer_id` is None; `cancelled`: already cancelled when
+    its webhooks are delivered (a late delivery)."""
     customer = store.customer(customer_id) if customer_id is not None else None
     seq = len(store.new_order_ids)
     order_id = ORDER_BASE + store.size * ORDER_SLOTS + seq
@@ -59,8 +61,8 @@ async def place_custom_order(
         updated_at=now,
         processed_at=now,
         closed_at=None,
-        cancelled_at=None,
-        cancel_reason=None,
+        cancelled_at=now if cancelled else None,
+        cancel_reason="customer" if cancelled else None,
         financial_status="paid" if paid else "pending",
         fulfillment_status=None,
         currency="SEK",
