@@ -260,7 +260,7 @@ async def _send_order(
     order_id = order_id_of(order)
     if is_cancelled(order):
         return OrderResult("cancelled", order_id)
-    target = await _target(app, shop, order, order_id, received_at=received_at, source=source)
+    target = await _target(app, shop, order, order_id, received_at=received_at)
     if isinstance(target, str):
         return OrderResult(target, order_id)
     key = app.keys.order_sent(shop.domain, order_id, PURCHASE)
@@ -292,7 +292,6 @@ async def _target(
     order_id: int,
     *,
     received_at: float,
-    source: str,
 ) -> _Target | str:
     """The profile and sections the order's events go to, or the outcome why there are none."""
     customer_id = order_customer_id(order)
@@ -417,8 +416,9 @@ async def _post(
     """POST the claimed items (one body each under 100 kB), marking them sent after each."""
     bodies = [item.to_json() for _, item in claimed]
     fields = [f for f, _ in claimed]
+    # `plan_order` made each post one body already; this only guards against a different count.
     groups = batch_items(list(zip(fields, bodies, strict=True)), MAX_BODY_BYTES)
-    for group in groups:
+    for index, group in enumerate(groups):
         group_fields = [f for f, _ in group]
         items = [body for _, body in group]
         attempt = 0
@@ -427,11 +427,14 @@ async def _post(
                 await client.add_events(shop.apsis.keyspace, post.profile_key, post.section, items)
                 break
             except BaseException as exc:
+                # Groups not tried yet were surely not sent: free them for the retry.
+                unsent = [f for later in groups[index + 1 :] for f, _ in later]
                 if maybe_delivered(exc):
-                    raise  # the marks stay `sending`: a retry will not send these again
+                    await _release_marks(app, key, unsent)
+                    raise  # this group's marks stay `sending`: a retry will not send it again
                 attempt += 1
                 if attempt >= EVENT_ATTEMPTS or not (isinstance(exc, ApiError) and is_transient(exc)):
-                    await typed(app.redis.hdel(key, *group_fields))  # not taken: send on the retry
+                    await _release_marks(app, key, [*group_fields, *unsent])  # not taken
                     raise
                 delay = _EVENT_RETRY.backoff(attempt - 1)
                 if isinstance(exc, ApiError) and exc.retry_after is not None:
@@ -440,6 +443,14 @@ async def _post(
         await _mark_sent(app, key, group_fields)
         app.metrics.inc("shopsync_apsis_writes_total", {"kind": "events"})
     return len(groups)
+
+
+async def _release_marks(app: WorkerContext, key: str, fields: Sequence[str]) -> None:
+    if fields:
+        try:
+            await typed(app.redis.hdel(key, *fields))
+        except Exception as exc:  # they stay `sending`: reported as unknown by the retry
+            log.warning("order_marks_not_released", fields=len(fields), error=str(exc))
 
 
 async def _mark_sent(app: WorkerContext, key: str, fields: Sequence[str]) -> None:

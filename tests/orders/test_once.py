@@ -160,3 +160,32 @@ async def test_two_workers_sending_the_same_order_together_send_it_once(
             if r is not sent[0]
         )
         _both_sections_once(p, customer_id, order)
+
+
+async def test_a_failure_frees_the_parts_of_a_post_not_tried_yet(
+    redis_url: str, keys: Keys, redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with pipeline(redis_url, keys, customers=3) as p:
+        customer_id, order, payload = await _setup(p, lines=10)
+        monkeypatch.setattr(orders_module, "MAX_BODY_BYTES", 2_000)  # each post goes in parts
+        client = orders_module.events_client(p.app, p.shop)
+        real = client.add_events
+        calls: list[int] = []
+
+        async def second_part_killed(*args: Any, **kwargs: Any) -> int:
+            calls.append(len(args[3]))
+            if len(calls) == 2:
+                raise asyncio.CancelledError
+            return await real(*args, **kwargs)
+
+        monkeypatch.setattr(client, "add_events", second_part_killed)
+        with pytest.raises(asyncio.CancelledError):
+            await send_order(p.app, p.shop, payload)
+        monkeypatch.setattr(client, "add_events", real)
+        retry = await send_order(p.app, p.shop, payload)
+        lost = calls[1]
+        assert (retry.outcome, retry.uncertain) == ("sent", lost)
+        main = expected_events(p.store, order, "2001", "2002")
+        assert len(main) > calls[0] + lost  # there was a part after the lost one: it was sent
+        assert events_of(p, str(customer_id), SECTION_MAIN) == main[: calls[0]] + main[calls[0] + lost :]
+        assert events_of(p, str(customer_id), SECTION_VIP) == expected_events(p.store, order, "4001", "4002")
