@@ -85,7 +85,11 @@ def embedded_redis(
         "--loglevel",
         "warning",
     ]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Own session: Ctrl-C in the terminal must not stop Redis before the command it serves has
+    # stopped (make run's worker finishes its jobs first); the finally below stops it.
+    proc = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     url = f"redis://127.0.0.1:{port}/0"
     try:
         deadline = time.monotonic() + 10
