@@ -565,13 +565,29 @@ async def sync_past_orders(
 async def sync_customer_orders(
     app: WorkerContext, shop: Shop, customer_id: int, *, since: datetime | None = None
 ) -> int:
-    """Send one customer's past orders (as `sync_past_orders`); returns how many were sent."""
+    """Send one customer's past orders (as `sync_past_orders`); returns how many were sent.
+
+    Costs no Shopify request for a customer with no events to receive (in no section that maps
+    an event version) or, when the installation keeps `orders_count`, without orders. Any
+    order that fails is retried by calling again; the first error is raised after the others
+    were tried (a transient one: the caller retries later)."""
+    stored = await app.customers.load(shop.domain, customer_id)
+    if stored.deleted_at is not None:
+        return 0
+    if stored.state is not None and (
+        not _event_sections(shop, stored.state.sections)
+        or stored.state.fields.get("orders_count") in (0, "0")
+    ):
+        return 0
     result = HistoryResult(created_at_min=await history_floor(app, shop, since))
+    errors: list[Exception] = []
     pages = app.shopify(shop).iter_order_pages(
         status="any", created_at_min=result.created_at_min, customer_id=customer_id
     )
     async for page in pages:
-        await _history_page(app, shop, page, {customer_id}, result)
+        await _history_page(app, shop, page, {customer_id}, result, errors)
+    if errors:
+        raise errors[0]
     return result.sent
 
 
@@ -581,6 +597,7 @@ async def _history_page(
     page: Sequence[Mapping[str, Any]],
     wanted: set[int] | None,
     result: HistoryResult,
+    errors: list[Exception] | None = None,
 ) -> None:
     semaphore = asyncio.Semaphore(HISTORY_CONCURRENCY)
     # The page's products in one or two requests rather than one per order.
@@ -600,6 +617,8 @@ async def _history_page(
                 sent = await send_order(app, shop, order, source="history")
             result.outcomes[sent.outcome] += 1
         except Exception as exc:  # one bad order must not stop a backfill of thousands
+            if errors is not None:
+                errors.append(exc)
             result.failed += 1
             app.metrics.inc("shopsync_orders_total", {"source": "history", "outcome": "failed"})
             log.warning(

@@ -92,3 +92,13 @@ async def test_one_customers_history_and_a_live_order_meet_the_same_dedup(
         assert sorted(events_of(p, str(cid), SECTION_MAIN), key=repr) == sorted(want, key=repr)
         assert product_gets(p) <= 1 + len(history[cid])
         assert await p.dead_letters() == []
+
+
+async def test_a_customer_without_orders_costs_no_orders_request(
+    redis_url: str, keys: Keys, redis: aioredis.Redis
+) -> None:
+    async with pipeline(redis_url, keys, customers=3) as p:
+        c = await p.store.create_customer(email="new@example.com")
+        await p.settle()
+        assert await sync_customer_orders(p.app, p.shop, c.id) == 0
+        assert not any("/orders" in name for (name, _), _n in p.shopify.request_counts().items())
