@@ -7,8 +7,10 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from sandbox.shopify.models import Order
+from shopsync import fullsync_control as control
 from shopsync.keys import Keys
 from tests.e2e.harness import SECTION_MAIN, SECTION_VIP, Pipeline, pipeline
+from tests.fullsync.helpers import wait_finished
 from tests.orders.helpers import event_posts, events_of, expected_events, product_gets
 from worker.orders import sync_customer_orders, sync_past_orders
 
@@ -102,3 +104,20 @@ async def test_a_customer_without_orders_costs_no_orders_request(
         await p.settle()
         assert await sync_customer_orders(p.app, p.shop, c.id) == 0
         assert not any("/orders" in name for (name, _), _n in p.shopify.request_counts().items())
+
+
+async def test_full_sync_with_orders_sends_the_history_once(
+    redis_url: str, keys: Keys, redis: aioredis.Redis
+) -> None:
+    async with pipeline(redis_url, keys, customers=25, seed=11, workers=("realtime", "fullsync")) as p:
+        recent = _history(p, days=60)
+        started = await control.start_full_sync(p.redis, keys, p.shop.domain, with_orders=True)
+        record = await wait_finished(p.redis, keys, started.sync_id)
+        assert record["failed"] == 0
+        _check(p, recent)
+        posts = event_posts(p)
+        again = await control.start_full_sync(p.redis, keys, p.shop.domain, with_orders=True, force=True)
+        await wait_finished(p.redis, keys, again.sync_id)
+        assert event_posts(p) == posts
+        _check(p, recent)
+        assert await p.dead_letters() == []
