@@ -633,3 +633,14 @@ def _product_ids_or_none(order: Mapping[str, Any]) -> list[int]:
         return order_product_ids(order)
     except PayloadError:
         return []  # `send_order` reports the order itself
+
+
+async def forget_shop_orders(app: WorkerContext, domain: str) -> int:
+    """Remove a shop's order marks and cached products (for `shop/redact`). Not for
+    `app/uninstalled`: the APSIS profiles and their events stay, and a reinstall must not send
+    the same orders again."""
+    removed = 0
+    for pattern in (app.keys.order_sent(domain, "*", "*"), app.keys.product(domain, "*")):
+        async for key in app.redis.scan_iter(match=pattern, count=1000):
+            removed += int(await app.redis.delete(key))
+    return removed

@@ -12,7 +12,7 @@ from shopsync.keys import Keys
 from tests.e2e.harness import SECTION_MAIN, SECTION_VIP, Pipeline, pipeline
 from tests.fullsync.helpers import wait_finished
 from tests.orders.helpers import event_posts, events_of, expected_events, product_gets
-from worker.orders import sync_customer_orders, sync_past_orders
+from worker.orders import forget_shop_orders, sync_customer_orders, sync_past_orders
 
 DAY = 86400
 
@@ -121,3 +121,17 @@ async def test_full_sync_with_orders_sends_the_history_once(
         assert event_posts(p) == posts
         _check(p, recent)
         assert await p.dead_letters() == []
+
+
+async def test_forgetting_a_shop_removes_its_order_marks_and_products(
+    redis_url: str, keys: Keys, redis: aioredis.Redis
+) -> None:
+    async with pipeline(redis_url, keys, customers=3) as p:
+        c = await p.store.create_customer(email="gone@example.com")
+        await p.settle()
+        await p.store.place_order(c.id)
+        await p.settle()
+        assert await redis.keys(f"{keys.prefix}:order-sent:*") != []
+        assert await forget_shop_orders(p.app, p.shop.domain) >= 2
+        assert await redis.keys(f"{keys.prefix}:order-sent:*") == []
+        assert await redis.keys(f"{keys.prefix}:product:*") == []
