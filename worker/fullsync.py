@@ -48,7 +48,9 @@ from worker.sync import Outcome, Update, submit
 log = structlog.get_logger("worker.fullsync")
 
 PAGE_SIZE = 250
-MAX_AHEAD = 12  # batches enqueued and not done; the coordinator waits above it
+# Batches enqueued and not done; the coordinator waits above it (Redis holds at most this many
+# pages). Enough to keep every batch slot of a few worker processes busy.
+MAX_AHEAD = int(os.environ.get("SHOPSYNC_FULLSYNC_MAX_AHEAD", "12"))
 BATCH_CONCURRENCY = 16
 WALK_SLICE_S = 120.0
 BATCH_TIMEOUT_S = 600.0

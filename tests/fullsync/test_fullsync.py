@@ -6,6 +6,8 @@ import asyncio
 import random
 from typing import Any
 
+import pytest
+
 from mappings.installation import parse_installations
 from sandbox.installation import installation_document
 from sandbox.shopify.data import CUSTOMER_BASE
@@ -20,6 +22,7 @@ from tests.fullsync.helpers import (
     open_limits,
     wait_finished,
 )
+from worker import fullsync
 from worker.context import WorkerContext
 
 WORKERS = ("realtime", "fullsync")
@@ -178,3 +181,35 @@ async def test_a_customer_failing_for_good_is_counted_not_the_batch(redis_url: s
 def _in_vip(p: Any, cid: int) -> bool:
     state = p.expected(cid)
     return state is not None and "com.apsis1.sections.sandbox-vip" in state.sections
+
+
+async def test_stopped_workers_resume_the_sync_where_it_was(
+    redis_url: str, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers stopped mid-sync (a deploy), started again: the walk resumes from its checkpoint."""
+    monkeypatch.setattr(fullsync, "MAX_AHEAD", 2)  # the walk stays close to the batches
+    size = 1500
+    async with pipeline(redis_url, keys, customers=size, workers=WORKERS, limits=FAST_LIMITS) as p:
+        open_limits(p.store, p.account)
+        p.account.faults.set_latency(0.005, 0.02)
+        started = await control.start_full_sync(p.redis, keys, p.shop.domain)
+        while True:
+            record = await control.read_sync(p.redis, keys, started.sync_id)
+            assert record is not None
+            if record["seen"] >= size * 0.4:
+                break
+            await asyncio.sleep(0.02)
+        await p.stop_workers()
+        stopped = await control.read_sync(p.redis, keys, started.sync_id)
+        assert stopped is not None and stopped["state"] == "running" and not stopped["walk_done"]
+        await p.start_workers(WORKERS)
+        record = await wait_finished(p.redis, keys, started.sync_id)
+        assert record["seen"] == size and record["failed"] == 0
+        assert record["walked"] == size  # no page read into two batches
+        assert p.mismatches(store_ids(size)) == []
+        main = {
+            k: n
+            for (k, section), n in attribute_writes_per_profile(p.account).items()
+            if section == SECTION_MAIN
+        }
+        assert len(main) == size and sum(1 for n in main.values() if n > 1) <= 250

@@ -1,0 +1,137 @@
+"""Full sync of a sandbox store at the documented limits, everything in separate OS processes.
+
+The Shopify sandbox (REST bucket 40, leaking 2/s; 250 customers a page, so at most 500
+customers/s from Shopify's side) and the APSIS sandbox (100 requests/s per account) run as
+processes, with two `shopsync worker` processes sharing the Redis limiter. The bench starts a full
+sync, samples every process's RSS (psutil) until it ends, then reads both sandboxes' request
+counts. It reports customers/s against the binding limit, min(500, 100 / APSIS requests per
+customer), the 429s, and the peak RSS per process; the full run does 10k and 100k customers so
+the two peaks can be compared (memory must not grow with the store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import redis.asyncio as aioredis
+
+from bench.fullsync_procs import Procs, processes
+from shopsync import fullsync_control as control
+from shopsync.devredis import embedded_redis, redis_answers
+from shopsync.keys import Keys
+
+WORKERS = 2
+SHOP = "demo-store.myshopify.com"
+SHOPIFY_CUSTOMERS_PER_S = 500.0  # 2 requests/s x 250 customers
+APSIS_REQUESTS_PER_S = 100.0
+
+
+async def _get(url: str) -> Any:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return await response.json()
+
+
+async def _counts(p: Procs) -> dict[str, Any]:
+    apsis = (await _get(f"{p.apsis_url}/_sandbox/requests"))["items"]  # {method, route, status, count}
+    shopify = await _get(f"{p.shopify_url}/_sandbox/requests")  # [{route: "GET /admin/...", status, count}]
+    api = [r for r in apsis if r["route"] != "/oauth/token"]
+    return {
+        "apsis_requests": sum(r["count"] for r in api),
+        "apsis_writes": sum(r["count"] for r in api if r["method"] != "GET" and r["status"] < 400),
+        "apsis_429": sum(r["count"] for r in api if r["status"] == 429),
+        "shopify_requests": sum(r["count"] for r in shopify if "/admin/" in r["route"]),
+        "shopify_429": sum(r["count"] for r in shopify if r["status"] == 429),
+    }
+
+
+async def _one(redis_url: str, customers: int) -> dict[str, Any]:
+    prefix = f"bench-fs-{uuid.uuid4().hex[:8]}"
+    keys = Keys(prefix)
+    redis = aioredis.Redis.from_url(redis_url)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-fs-"))
+    peak_redis = 0
+    try:
+        with processes(redis_url, prefix, workdir, customers=customers) as p:
+            for _ in range(WORKERS):
+                p.start_worker()
+            await asyncio.sleep(2.0)  # workers up (they import, connect, heartbeat)
+            started = await control.start_full_sync(redis, keys, SHOP)
+            t0 = time.monotonic()
+            while True:
+                p.sample_rss()
+                info = await redis.info("memory")
+                peak_redis = max(peak_redis, int(info["used_memory"]))
+                record = await control.read_sync(redis, keys, started.sync_id)
+                assert record is not None
+                if record["state"] in control.TERMINAL:
+                    break
+                if any(w.poll() is not None for w in p.workers):
+                    raise RuntimeError("a worker process died")
+                await asyncio.sleep(0.5)
+            wall = time.monotonic() - t0
+            counts = await _counts(p)
+            peaks = dict(p.peak_rss)
+    finally:
+        async for key in redis.scan_iter(match=f"{prefix}:*", count=1000):
+            await redis.delete(key)
+        await redis.aclose()
+    seen = int(record["seen"])
+    duration = float(record.get("duration_s") or wall)
+    rate = seen / duration
+    per_customer = counts["apsis_writes"] / max(seen, 1)
+    binding = min(SHOPIFY_CUSTOMERS_PER_S, APSIS_REQUESTS_PER_S / max(per_customer, 1e-9))
+    mb = 1024 * 1024
+    return {
+        "customers": customers,
+        "state": record["state"],
+        "seen": seen,
+        "synced": record["synced"],
+        "skipped": record["skipped"],
+        "failed": record["failed"],
+        "duration_s": round(duration, 1),
+        "customers_per_s": round(rate, 1),
+        "apsis_requests_per_customer": round(per_customer, 3),
+        "binding_limit_customers_per_s": round(binding, 1),
+        "share_of_binding_limit": round(rate / binding, 3),
+        **counts,
+        "apsis_429_share": round(counts["apsis_429"] / max(counts["apsis_requests"], 1), 5),
+        "shopify_429_share": round(counts["shopify_429"] / max(counts["shopify_requests"], 1), 5),
+        "peak_rss_mb": {name: round(v / mb, 1) for name, v in sorted(peaks.items())},
+        "peak_worker_rss_mb": round(max(v for n, v in peaks.items() if n.startswith("worker")) / mb, 1),
+        "peak_redis_used_memory_mb": round(peak_redis / mb, 1),
+    }
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    sizes = [10_000] if quick else [10_000, 100_000]
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+    def go(redis_url: str) -> dict[str, Any]:
+        runs = [asyncio.run(_one(redis_url, n)) for n in sizes]
+        out: dict[str, Any] = {"name": "fullsync", "workers": WORKERS, "runs": runs}
+        last = runs[-1]
+        for key in (
+            "customers",
+            "customers_per_s",
+            "binding_limit_customers_per_s",
+            "share_of_binding_limit",
+            "apsis_429_share",
+            "shopify_429_share",
+            "peak_worker_rss_mb",
+        ):
+            out[key] = last[key]
+        for r in runs:
+            out[f"peak_worker_rss_mb_{r['customers'] // 1000}k"] = r["peak_worker_rss_mb"]
+        return out
+
+    if redis_answers(url):
+        return go(url)
+    with embedded_redis() as embedded:
+        return go(embedded)
