@@ -159,3 +159,16 @@ async def test_install_refuses_a_bad_address_and_unknown_shop(sb: Sandboxes) -> 
     unknown = await run_cli(["check", "other.myshopify.com"], env)
     assert unknown.code == 1
     assert unknown.stderr.strip().startswith("shopsync: no shop 'other.myshopify.com' in ")
+
+
+async def test_check_names_the_live_version_of_a_deprecated_attribute(sb: Sandboxes) -> None:
+    document = sandbox_document(sb.shopify.url, sb.apsis.url)
+    document["shop"][0]["section"][0]["attributes"]["email"] = "901"
+    env = cli_env(sb.redis_url, sb.keys, write_shops_file(sb.tmp / "shops.toml", document))
+    done = await run_cli(["check", DOMAIN, "--json"], env)
+    assert done.code == 1
+    problems = orjson.loads(done.stdout)["problems"]
+    assert (
+        "APSIS: attribute version 901 (section[0].attributes.email) is deprecated since 2024-03-01T00:00:00Z:"
+        " use version 1001 of com.apsis1.attributes.email"
+    ) in problems
