@@ -43,15 +43,19 @@ async def test_paid_order_gives_one_order_event_and_one_event_per_line_in_each_s
         assert await p.dead_letters() == []
 
 
-async def test_unpaid_orders_wait_for_payment_unless_the_installation_sends_on_create(
-    redis_url: str, keys: Keys, redis: aioredis.Redis
-) -> None:
+async def test_unpaid_orders_wait_for_payment(redis_url: str, keys: Keys, redis: aioredis.Redis) -> None:
     async with pipeline(redis_url, keys, customers=3) as p:
         c = await p.store.create_customer(email="a@example.com")
         await p.settle()
         await p.store.place_order(c.id, paid=False)
         await p.settle()
         assert events_of(p, str(c.id), SECTION_MAIN) == []
+        assert await p.dead_letters() == []
+
+
+async def test_stores_without_payments_send_on_create(
+    redis_url: str, keys: Keys, redis: aioredis.Redis
+) -> None:
     async with pipeline(redis_url, keys, customers=3, orders={"event_topic": "orders/create"}) as p:
         c = await p.store.create_customer(email="b@example.com")
         await p.settle()
