@@ -15,7 +15,8 @@ What happens to an order (`send_order`, used by the `record_order` job and by hi
   mapped `email` attribute is set on it so the marketer can find and segment it. The same
   address over many guest orders is one profile. If the guest later opens an account, the
   customer profile (keyed by id) is a separate profile; the guest's past events stay on the
-  `guest:` profile (APSIS can merge the two; this service does not).
+  `guest:` profile (this service does not merge the two). `customers/redact` does not reach
+  `guest:` profiles yet.
 - Refunds and cancellations: APSIS events cannot be retracted, so a purchase is sent once, as
   it happened, and later refunds or cancellations send nothing (no negative revenue; the order
   event carries `financial_status` as of sending). An order that is already cancelled when
@@ -38,9 +39,10 @@ What happens to an order (`send_order`, used by the `record_order` job and by hi
   `shopsync_order_events_uncertain_total`. So the worst case of a crash at the worst moment is
   that one POST's items (at most 100 kB, part of one section's events for one order) are
   missing in APSIS, never that revenue is counted twice.
-- Batches: each section's items go in POSTs under 100 kB (`mappings.orders.batches`); the
-  APSIS events client here does no retries of its own, so a POST is never repeated behind
-  the marks' back.
+- Batches: each section's items go in POSTs under 100 kB (`mappings.orders.batches`). The
+  APSIS client used for events does no retries of its own (`events_client`); `_post` repeats
+  a POST only after an answer that proves it was not taken (429, 503, ...), so a POST is never
+  repeated behind the marks' back.
 - Product details (handle, image, type, vendor) come from `worker.products` (Redis cache,
   refreshed by `products/update`, `refresh_product`). The product URL is
   `https://<shop domain>/products/<handle>` (Shopify redirects the myshopify domain to the
