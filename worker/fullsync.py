@@ -54,6 +54,7 @@ MAX_AHEAD = int(os.environ.get("SHOPSYNC_FULLSYNC_MAX_AHEAD", "12"))
 BATCH_CONCURRENCY = 16
 WALK_SLICE_S = 120.0
 BATCH_TIMEOUT_S = 600.0
+IN_BATCH_RETRY_S = 90.0  # longer than a dead worker's customer locks live (60 s)
 JOB_TIMEOUT_S = 900  # arq's limit for our functions (the full-sync worker's own default)
 LEASE_TTL_MS = 10_000
 LEASE_RENEW_S = 3.0
@@ -486,7 +487,20 @@ class _BatchRunner:
         self.hook = orders_hook() if record.get("with_orders") else None
 
     async def run(self, customers: list[dict[str, Any]]) -> list[tuple[str, str]]:
-        """Apply every customer not yet recorded; the transient failures, to retry."""
+        """Apply every customer not yet recorded; the transient failures left after retrying them
+        here for a while (a customer locked by a worker that died stays busy until its lock
+        expires: waiting for it in the batch is cheaper than the job's retry backoff)."""
+        deadline = time.monotonic() + IN_BATCH_RETRY_S
+        todo = customers
+        while True:
+            transient = await self._pass(todo)
+            if not transient or time.monotonic() > deadline:
+                return transient
+            await asyncio.sleep(1.0)
+            failed = {cid for cid, _ in transient}
+            todo = [c for c in customers if str(c.get("id", "?")) in failed]
+
+    async def _pass(self, customers: list[dict[str, Any]]) -> list[tuple[str, str]]:
         semaphore = asyncio.Semaphore(BATCH_CONCURRENCY)
         transient: list[tuple[str, str]] = []
 
@@ -608,6 +622,7 @@ async def supervise(app: WorkerContext, sync_id: str, *, grace_s: float = 2.0) -
                 _enqueue(pipe, app, new_id, control.BATCH_FUNCTION, (sync_id, int(name)))
                 await pipe.execute()
         revived += 1
+        await typed(app.redis.hincrby(sk.record, "revived", 1))
         log.warning("full_sync_job_revived", sync_id=sync_id, part=name, dead_job=job_id)
     if record.get("walk_done") and not pending:
         await maybe_finish(app, sync_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 from typing import Any
 
 import pytest
@@ -199,9 +200,14 @@ async def test_stopped_workers_resume_the_sync_where_it_was(
             if record["seen"] >= size * 0.4:
                 break
             await asyncio.sleep(0.02)
+        # What `shopsync worker` does on SIGTERM: running jobs get the grace period, then are
+        # cancelled (arq puts them back in the queue).
+        for worker in p.workers:
+            worker.handle_sig_wait_for_completion(signal.SIGTERM)
+        await asyncio.gather(*p.worker_tasks, return_exceptions=True)
         await p.stop_workers()
         stopped = await control.read_sync(p.redis, keys, started.sync_id)
-        assert stopped is not None and stopped["state"] == "running" and not stopped["walk_done"]
+        assert stopped is not None and stopped["state"] == "running" and stopped["seen"] < size
         await p.start_workers(WORKERS)
         record = await wait_finished(p.redis, keys, started.sync_id)
         assert record["seen"] == size and record["failed"] == 0
@@ -213,3 +219,21 @@ async def test_stopped_workers_resume_the_sync_where_it_was(
             if section == SECTION_MAIN
         }
         assert len(main) == size and sum(1 for n in main.values() if n > 1) <= 250
+
+
+async def test_with_orders_sends_each_customers_past_orders(redis_url: str, keys: Keys) -> None:
+    size = 120
+    async with pipeline(redis_url, keys, customers=size, workers=WORKERS, limits=FAST_LIMITS) as p:
+        open_limits(p.store, p.account)
+        assert fullsync.orders_hook() is not None
+        started = await control.start_full_sync(p.redis, keys, p.shop.domain, with_orders=True)
+        record = await wait_finished(p.redis, keys, started.sync_id)
+        assert record["with_orders"] is True and record["failed"] == 0 and record["seen"] == size
+        events = p.account.writes_of("events")
+        assert events, "no purchase events sent"
+        assert p.mismatches(store_ids(size)) == []
+        # Again: every order was sent already, nothing new.
+        before = last_seq(p.account)
+        again = await control.start_full_sync(p.redis, keys, p.shop.domain, with_orders=True)
+        await wait_finished(p.redis, keys, again.sync_id)
+        assert p.account.writes_after(before) == []
