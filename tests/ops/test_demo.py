@@ -6,7 +6,7 @@ import asyncio
 import signal
 import sys
 
-import psutil
+import psutil  # type: ignore[import-untyped]
 
 from shopsync.devredis import free_port
 from shopsync.keys import Keys
