@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 
@@ -27,7 +28,8 @@ from worker.context import WorkerContext
 from worker.jobs import fullsync_functions, realtime_cron_jobs, realtime_functions
 from worker.runtime import ARQ_MAX_TRIES
 
-SHUTDOWN_GRACE_S = 20
+# Heroku kills 30 s after SIGTERM; elsewhere (or in tests) SHOPSYNC_SHUTDOWN_GRACE_S changes it.
+SHUTDOWN_GRACE_S = int(os.environ.get("SHOPSYNC_SHUTDOWN_GRACE_S") or 20)
 HEALTH_CHECK_S = 30
 log = structlog.get_logger("worker")
 

@@ -67,3 +67,46 @@ async def test_sigterm_lets_running_jobs_finish_and_loses_nothing(
         await p.settle()
         assert p.mismatches(ids) == []
         assert await p.dead_letters() == []
+
+
+async def test_jobs_still_running_after_the_grace_period_are_requeued_not_lost(
+    redis_url: str, keys: Keys, tmp_path: Path
+) -> None:
+    async with pipeline(redis_url, keys, customers=30, workers=()) as p:
+        shops = write_shops_file(tmp_path / "shops.toml", sandbox_document(p.shopify.url, p.apsis.url))
+        log = (tmp_path / "worker.log").open("wb")
+        env = cli_env(redis_url, keys, shops, LOG_LEVEL="info", SHOPSYNC_SHUTDOWN_GRACE_S="1")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "shopsync.cli", "worker", env=env, cwd=ROOT, stdout=log, stderr=log
+        )
+        try:
+            await wait_until(lambda: p.redis.zcard(keys.workers))
+            p.account.faults.set_latency(2.0, 3.0)  # longer than the grace period
+            ids = [c.id for c in list(p.store.customers())[:10]]
+            for n, cid in enumerate(ids):
+                await p.store.update_customer(cid, first_name=f"Cut{n}")
+            await p.store.deliverer.settled()
+
+            async def running() -> bool:
+                report = await queue_report(p.redis, keys.realtime_queue, int(time.time() * 1000))
+                return bool(report["in_progress"])
+
+            await wait_until(running)
+            proc.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(60):
+                code = await proc.wait()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            log.close()
+        lines = (tmp_path / "worker.log").read_bytes().splitlines()
+        assert code == 0
+        assert any(b"cancelled, will be run again" in line for line in lines)
+        assert await p.redis.zcard(keys.realtime_queue) > 0  # the cancelled jobs are back in the queue
+
+        p.account.faults.clear()
+        await p.start_workers(["realtime"])
+        await p.settle()
+        assert p.mismatches(ids) == []
+        assert await p.dead_letters() == []
