@@ -44,7 +44,7 @@ DEMO_TOML = ROOT / "mappings" / "demo.toml"
 DOMAIN = "demo-store.myshopify.com"
 ADMIN_TOKEN = "demo"
 DEFAULT_PREFIX = "shopsync-demo"
-STOP_GRACE_S = 25.0  # the worker lets running jobs finish for 20 s
+STOP_GRACE_S = 25.0  # the worker lets running jobs finish for SHOPSYNC_SHUTDOWN_GRACE_S
 LIVE_EVERY_S = 2.0
 
 
@@ -286,6 +286,8 @@ async def run_demo(args: argparse.Namespace, children: Children, workdir: Path) 
             "LOG_FORMAT": "json",
             "LOG_LEVEL": os.environ.get("LOG_LEVEL", "info"),
             "PYTHONUNBUFFERED": "1",
+            # Ctrl-C should not wait 20 s for full-sync batches: they are re-queued, and idempotent.
+            "SHOPSYNC_SHUTDOWN_GRACE_S": "5",
         }
         say(f"shopsync demo  (logs in {children.logs})")
         say(f"  sandbox: a Shopify store with {args.customers} customers, {args.activity:g} changes/s,")
