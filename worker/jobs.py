@@ -121,8 +121,10 @@ async def _privacy(app: WorkerContext, shop: Shop, delivery: Delivery) -> dict[s
         }
         log.info("customer_data_request", **held)
         return held
-    # shop/redact: forget the shop entirely.
-    return await _forget_shop(app, shop)
+    # shop/redact: forget the shop entirely, its order marks and cached products too.
+    forgotten = await _forget_shop(app, shop)
+    forgotten["order_keys_removed"] = await orders.forget_shop_orders(app, shop.domain)
+    return forgotten
 
 
 async def _uninstall(app: WorkerContext, shop: Shop, delivery: Delivery) -> dict[str, Any]:
