@@ -89,19 +89,27 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
-    # Libraries (aiohttp access log, arq) log through the standard library; route them to stderr
-    # at the same level, through the same scrubbing, as plain lines.
+    # Libraries (aiohttp, arq) log through the standard library: render their records with the
+    # same renderer (JSON lines in production), through the same scrubbing.
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_ScrubbingFormatter("%(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                scrub_processor,
+                renderer,
+            ],
+        )
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level_no)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-
-
-class _ScrubbingFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return scrub_text(super().format(record))
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -54,7 +54,9 @@ def test_masks_are_stable_and_distinct() -> None:
 
 
 def test_settings_from_environment() -> None:
-    s = Settings.from_env({"PORT": "9000", "ADMIN_TOKEN": "t", "LOG_FORMAT": "console", "REDIS_URL": "redis://x:1/2"})
+    s = Settings.from_env(
+        {"PORT": "9000", "ADMIN_TOKEN": "t", "LOG_FORMAT": "console", "REDIS_URL": "redis://x:1/2"}
+    )
     assert (s.port, s.admin_token, s.log_format, s.redis_url) == (9000, "t", "console", "redis://x:1/2")
     assert "admin_token" not in repr(s)
     default = Settings.from_env({})
@@ -69,3 +71,16 @@ def test_rediss_urls_accept_herokus_self_signed_certificates() -> None:
     assert kwargs["ssl_cert_reqs"] == "none"
     plain = arq_settings("redis://localhost:6379/0")
     assert not plain.ssl
+
+
+def test_library_log_records_are_json_and_scrubbed() -> None:
+    import logging
+
+    buffer = io.StringIO()
+    with redirect_stderr(buffer):
+        configure_logging("json", "info")
+        logging.getLogger("arq.worker").info("job for %s done", "someone@example.com")
+    configure_logging("json", "warning")
+    line = json.loads(buffer.getvalue().strip().splitlines()[-1])
+    assert line["logger"] == "arq.worker" and line["level"] == "info"
+    assert "someone@example.com" not in line["event"] and "done" in line["event"]
