@@ -1,0 +1,83 @@
+"""The pieces of full sync that need no sandbox: fields asked for, progress, the watchdog."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import redis.asyncio as aioredis
+from arq.connections import create_pool
+
+from mappings.installation import Installations
+from shopsync import fullsync_control as control
+from shopsync.jobs import deserialize, serialize
+from shopsync.keys import Keys
+from shopsync.redis_conn import arq_settings
+from shopsync.settings import Settings
+from worker.context import WorkerContext
+from worker.fullsync import supervise
+from worker.fullsync_source import compact, customer_fields
+
+DOMAIN = "demo-store.myshopify.com"
+
+
+def test_customer_fields_are_the_roots_of_what_the_installation_reads(
+    demo_installations: Installations,
+) -> None:
+    shop = demo_installations.get(DOMAIN)
+    assert shop is not None
+    fields = customer_fields(shop)
+    for needed in ("id", "updated_at", "email", "phone", "tags", "default_address", "orders_count"):
+        assert needed in fields
+    assert "email_marketing_consent" in fields and "accepts_marketing" in fields
+    assert "addresses" not in fields and "note" not in fields
+    assert compact({"id": 1, "note": "x", "default_address": {"city": "Oslo"}}, fields) == {
+        "id": 1,
+        "default_address": {"city": "Oslo"},
+    }
+
+
+def test_progress_rate_and_time_left() -> None:
+    now = 1000.0
+    p = control.Progress.of(
+        {"state": "running", "seen": 300, "total": 1000, "failed": 2, "started_at": 900.0}, now
+    )
+    assert (p.done, p.total, p.failed) == (300, 1000, 2)
+    assert p.rate_per_s == 3.0 and p.eta_s == 700 / 3.0
+    unknown = control.Progress.of({"state": "running", "seen": 0, "total": None, "started_at": now}, now)
+    assert unknown.total is None and unknown.eta_s is None
+
+
+async def test_watchdog_reenqueues_a_lost_batch_and_a_lost_walk(
+    redis: aioredis.Redis, keys: Keys, redis_url: str, demo_installations: Installations
+) -> None:
+    started = await control.start_full_sync(redis, keys, DOMAIN)
+    sk = control.SyncKeys(keys, started.sync_id)
+    walk0 = control.walk_job_id(started.sync_id, 0)
+    # The walk's job vanished (say, failed by an arq timeout); batch 3 is pending, its job gone too.
+    await redis.zrem(keys.fullsync_queue, walk0)
+    await redis.hset(sk.pending, "3", control.batch_job_id(started.sync_id, 3))  # type: ignore[misc]
+    # Batch 4 is pending and its job waits in the queue: alive.
+    await redis.hset(sk.pending, "4", "waiting-job")  # type: ignore[misc]
+    await redis.zadd(keys.fullsync_queue, {"waiting-job": time.time() * 1000})
+    pool = await create_pool(arq_settings(redis_url), job_serializer=serialize, job_deserializer=deserialize)
+    app = WorkerContext(
+        settings=Settings(redis_url=redis_url, key_prefix=keys.prefix),
+        installations=demo_installations,
+        redis=pool,
+        keys=keys,
+    )
+    try:
+        assert await supervise(app, started.sync_id, grace_s=0.01) == 2
+        record = await control.read_sync(redis, keys, started.sync_id)
+        assert record is not None and record["walk_gen"] == 1 and record["revived"] == 2
+        assert await redis.zscore(keys.fullsync_queue, control.walk_job_id(started.sync_id, 1)) is not None
+        new_job = (await redis.hget(sk.pending, "3")).decode()  # type: ignore[misc]
+        assert new_job.startswith(control.batch_job_id(started.sync_id, 3) + ":r")
+        assert orjson.loads(await redis.get(f"arq:job:{new_job}"))["a"] == [started.sync_id, 3]
+        assert (await redis.hget(sk.pending, "4")) == b"waiting-job"  # type: ignore[misc]
+        # Nothing more to do on a second pass.
+        assert await supervise(app, started.sync_id, grace_s=0.01) == 0
+    finally:
+        await app.close()
+        await pool.aclose()  # the queues' jobs are removed by the `redis` fixture
