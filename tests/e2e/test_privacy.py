@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shopsync.keys import Keys
+from shopsync.redis_conn import typed
 from tests.e2e.harness import pipeline
 
 
@@ -28,10 +29,10 @@ async def test_shop_redact_stops_syncing_and_forgets_the_shop(redis_url: str, ke
     async with pipeline(redis_url, keys, customers=3) as p:
         customer = await p.store.create_customer(email="kept@example.com")
         await p.settle()
-        assert await p.redis.scard(keys.shop_customers(p.shop.domain)) == 1
+        assert await typed(p.redis.scard(keys.shop_customers(p.shop.domain))) == 1
         await p.store.redact_shop()
         await p.settle()
-        assert await p.redis.sismember(keys.uninstalled, p.shop.domain)
+        assert await typed(p.redis.sismember(keys.uninstalled, p.shop.domain))
         assert await p.redis.exists(keys.customer_state(p.shop.domain, customer.id)) == 0
         writes = len(p.account.writes)
         await p.store.update_customer(customer.id, first_name="Ignored")
