@@ -61,6 +61,7 @@ LEASE_RENEW_S = 3.0
 WATCHDOG_SECONDS = frozenset(range(0, 60, 5))
 RECONCILE_MARGIN_S = 120  # updated_at has second resolution and clocks differ: walk a bit earlier
 BULK_POLL_S = 2.0
+HISTORY = 500  # finished sync records kept for status
 
 _COUNTER = {
     "written": "synced",
@@ -197,6 +198,7 @@ async def maybe_finish(app: WorkerContext, sync_id: str) -> bool:
         )
         pipe.delete(sk.done)
         await pipe.execute()
+    await _trim_history(app)
     counts = {name: int(record.get(name) or 0) for name in control.COUNTERS}
     app.metrics.inc("shopsync_full_syncs_total", {"kind": str(record.get("kind")), "state": "finished"})
     log.info(
@@ -211,6 +213,19 @@ async def maybe_finish(app: WorkerContext, sync_id: str) -> bool:
         **counts,
     )
     return True
+
+
+async def _trim_history(app: WorkerContext) -> None:
+    """Keep the records of the newest `HISTORY` syncs (reconciliation adds one an hour)."""
+    old = await app.redis.zrange(app.keys.full_syncs, 0, -(HISTORY + 1))
+    for raw in old:
+        sync_id = raw.decode()
+        if await typed(app.redis.sismember(control.active_set(app.keys), sync_id)):
+            continue
+        async with app.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(app.keys.full_sync_record(sync_id))
+            pipe.zrem(app.keys.full_syncs, sync_id)
+            await pipe.execute()
 
 
 # --- the coordinator -----------------------------------------------------------------------
@@ -241,6 +256,9 @@ async def _walk(app: WorkerContext, sync_id: str, gen: int) -> dict[str, Any]:
     if shop is None:
         await fail_sync(app, sync_id, str(record["shop"]), "shop not in the installations file")
         return {"failed": "unknown shop"}
+    if await typed(app.redis.sismember(app.keys.uninstalled, shop.domain)):
+        await fail_sync(app, sync_id, shop.domain, "the shop uninstalled the app")
+        return {"failed": "shop uninstalled"}
     lease = Lease(app, SyncKeys(app.keys, sync_id).lease("walk"))
     if not await lease.acquire():
         return {"skipped": "walk lease held"}

@@ -5,15 +5,18 @@ from __future__ import annotations
 import time
 
 import orjson
+import pytest
 import redis.asyncio as aioredis
 from arq.connections import create_pool
 
 from mappings.installation import Installations
 from shopsync import fullsync_control as control
+from shopsync.cli import main as cli_main
 from shopsync.jobs import deserialize, serialize
 from shopsync.keys import Keys
 from shopsync.redis_conn import arq_settings
 from shopsync.settings import Settings
+from worker import fullsync
 from worker.context import WorkerContext
 from worker.fullsync import supervise
 from worker.fullsync_source import compact, customer_fields
@@ -81,3 +84,35 @@ async def test_watchdog_reenqueues_a_lost_batch_and_a_lost_walk(
     finally:
         await app.close()
         await pool.aclose()  # the queues' jobs are removed by the `redis` fixture
+
+
+def test_cli_refuses_an_unknown_shop(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["full-sync", "nope.myshopify.com"]) == 1
+    assert "no shop 'nope.myshopify.com'" in capsys.readouterr().err
+
+
+async def test_history_keeps_the_newest_records(
+    redis: aioredis.Redis,
+    keys: Keys,
+    redis_url: str,
+    demo_installations: Installations,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(fullsync, "HISTORY", 2)
+    for n in range(4):
+        await redis.zadd(keys.full_syncs, {f"old-{n}": n})
+        await redis.hset(keys.full_sync_record(f"old-{n}"), "state", '"finished"')  # type: ignore[misc]
+    pool = await create_pool(arq_settings(redis_url), job_serializer=serialize, job_deserializer=deserialize)
+    app = WorkerContext(
+        settings=Settings(redis_url=redis_url, key_prefix=keys.prefix),
+        installations=demo_installations,
+        redis=pool,
+        keys=keys,
+    )
+    try:
+        await fullsync._trim_history(app)
+    finally:
+        await app.close()
+        await pool.aclose()
+    assert await redis.zrange(keys.full_syncs, 0, -1) == [b"old-2", b"old-3"]
+    assert not await redis.exists(keys.full_sync_record("old-0"))
