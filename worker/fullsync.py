@@ -269,6 +269,13 @@ async def _walk(app: WorkerContext, sync_id: str, gen: int) -> dict[str, Any]:
             done = await walker.bulk(deadline)
         else:
             done = await walker.rest(deadline)
+    except Exception as exc:
+        if is_transient(exc):
+            raise  # retried with backoff (and revived by the watchdog after the last try)
+        # Retrying cannot help (credentials revoked, a scope missing): say so on the record
+        # instead of leaving a sync that never ends.
+        await fail_sync(app, sync_id, shop.domain, f"{type(exc).__name__}: {exc}")
+        return {"failed": str(exc)}
     finally:
         await lease.release()  # before handing over: the next slice takes the lease at once
     if done:

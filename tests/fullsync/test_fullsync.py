@@ -14,6 +14,7 @@ from sandbox.installation import installation_document
 from sandbox.shopify.data import CUSTOMER_BASE
 from sandbox.shopify.store import SandboxError
 from shopsync import fullsync_control as control
+from shopsync.fullsync_cli import summary
 from shopsync.keys import Keys
 from tests.e2e.harness import SECTION_MAIN, pipeline
 from tests.fullsync.helpers import (
@@ -237,3 +238,15 @@ async def test_with_orders_sends_each_customers_past_orders(redis_url: str, keys
         again = await control.start_full_sync(p.redis, keys, p.shop.domain, with_orders=True)
         await wait_finished(p.redis, keys, again.sync_id)
         assert p.account.writes_after(before) == []
+
+
+async def test_a_walk_that_cannot_succeed_fails_the_sync(redis_url: str, keys: Keys) -> None:
+    async with pipeline(redis_url, keys, customers=50, workers=WORKERS, limits=FAST_LIMITS) as p:
+        open_limits(p.store, p.account)
+        p.store.scopes = {"read_orders"}  # read_customers revoked
+        started = await control.start_full_sync(p.redis, keys, p.shop.domain)
+        record = await wait_finished(p.redis, keys, started.sync_id)
+        assert record["state"] == "failed" and "403" in record["error"]
+        assert "failed" in summary(record)
+        # The shop is free again for the next sync.
+        assert await control.running_sync(p.redis, keys, p.shop.domain) is None
