@@ -54,8 +54,8 @@ async def test_sigterm_lets_running_jobs_finish_and_loses_nothing(
         assert code == 0, events
         assert "worker_stopping" in events and events[-1] == "worker_stopped"
         # The jobs running at SIGTERM were let finish within the grace period, none cancelled.
-        waited = [line for line in lines if b"shutdown on SIGTERM, wait complete" in line]
-        assert waited and all(line.endswith(b"0 ongoing to cancel") for line in waited), waited
+        waited = [e for e in events if isinstance(e, str) and "shutdown on SIGTERM, wait complete" in e]
+        assert waited and all(e.endswith("0 ongoing to cancel") for e in waited), waited
         # No job is left marked in progress by the stopped worker: each one finished or went back.
         left = await p.redis.zrange(keys.realtime_queue, 0, -1)
         for job_id in left:
