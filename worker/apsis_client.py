@@ -14,7 +14,7 @@ done; events are not (APSIS keeps every POSTed event), so callers dedup them bef
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal
 
@@ -43,6 +43,7 @@ from worker.ratelimit import (
     apsis_account_bucket,
     apsis_address_bucket,
     apsis_profile_bucket,
+    permit,
 )
 from worker.retry import RetryPolicy, call_with_retries
 
@@ -272,32 +273,17 @@ class ApsisClient:
 
     # --- plumbing: permits ----------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _permit(self, method: str, route: str) -> AsyncIterator[None]:
-        """This process's semaphore, and a pool-wide lease when `pool_concurrency` is set."""
-        async with self._semaphore:
-            if self.pool_concurrency is None:
-                yield
-                return
-            try:
-                lease = self.limiter.lease(
-                    f"apsis:{self.account.client_id}", self.pool_concurrency, max_wait_s=self.max_wait_s
-                )
-                await lease.__aenter__()
-            except WaitTooLongError as exc:
-                raise LimiterTimeoutError(
-                    "apsis",
-                    None,
-                    "concurrency",
-                    "pool-wide permits busy",
-                    exc.wait_s,
-                    method=method,
-                    route=route,
-                ) from None
-            try:
-                yield
-            finally:
-                await lease.__aexit__(None, None, None)
+    def _permit(self, method: str, route: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return permit(
+            self.limiter,
+            self._semaphore,
+            api="apsis",
+            name=f"apsis:{self.account.client_id}",
+            pool_size=self.pool_concurrency,
+            max_wait_s=self.max_wait_s,
+            method=method,
+            route=route,
+        )
 
     # --- plumbing: requests ---------------------------------------------------------------
 

@@ -36,7 +36,7 @@ import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import orjson
 from redis.asyncio import Redis
@@ -44,6 +44,7 @@ from redis.asyncio import Redis
 from mappings.installation import ApsisAccount, Limits, Shop
 from shopsync.keys import Keys
 from worker import metrics
+from worker.errors import LimiterTimeoutError
 
 _US = 1_000_000
 
@@ -397,3 +398,34 @@ def apsis_token_bucket(account: ApsisAccount, limits: Limits) -> Bucket:
     """10 token requests per minute: a burst of 2 (a revoked token is replaced at once even just
     after a refresh) and 7 per minute after it, so no 60 s window ever sees more than 9."""
     return Bucket(f"apsis-token:{account.client_id}", 7 / 60, 2.0, kind="apsis-token")
+
+
+@contextlib.asynccontextmanager
+async def permit(
+    limiter: RateLimiter,
+    semaphore: asyncio.Semaphore,
+    *,
+    api: Literal["apsis", "shopify"],
+    name: str,
+    pool_size: int | None,
+    max_wait_s: float | None,
+    method: str,
+    route: str,
+) -> AsyncIterator[None]:
+    """A client's right to send one request: this process's semaphore and, when `pool_size`
+    is set, a pool-wide lease (a busy pool raises `LimiterTimeoutError`)."""
+    async with semaphore:
+        if pool_size is None:
+            yield
+            return
+        try:
+            lease = limiter.lease(name, pool_size, max_wait_s=max_wait_s)
+            await lease.__aenter__()
+        except WaitTooLongError as exc:
+            raise LimiterTimeoutError(
+                api, None, "concurrency", "pool-wide permits busy", exc.wait_s, method=method, route=route
+            ) from None
+        try:
+            yield
+        finally:
+            await lease.__aexit__(None, None, None)

@@ -32,7 +32,7 @@ from worker.errors import (
     parse_retry_after,
 )
 from worker.http import Answer, build_url, new_session, send
-from worker.ratelimit import RateLimiter, WaitTooLongError, shopify_bucket
+from worker.ratelimit import RateLimiter, WaitTooLongError, permit, shopify_bucket
 from worker.retry import RetryPolicy, call_with_retries
 
 log = get_logger(__name__)
@@ -231,32 +231,17 @@ class ShopifyClient:
 
     # --- plumbing: permits ----------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _permit(self, method: str, route: str) -> AsyncIterator[None]:
-        """This process's semaphore, and a pool-wide lease when `pool_concurrency` is set."""
-        async with self._semaphore:
-            if self.pool_concurrency is None:
-                yield
-                return
-            try:
-                lease = self.limiter.lease(
-                    f"shopify:{self.store.domain}", self.pool_concurrency, max_wait_s=self.max_wait_s
-                )
-                await lease.__aenter__()
-            except WaitTooLongError as exc:
-                raise LimiterTimeoutError(
-                    "shopify",
-                    None,
-                    "concurrency",
-                    "pool-wide permits busy",
-                    exc.wait_s,
-                    method=method,
-                    route=route,
-                ) from None
-            try:
-                yield
-            finally:
-                await lease.__aexit__(None, None, None)
+    def _permit(self, method: str, route: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return permit(
+            self.limiter,
+            self._semaphore,
+            api="shopify",
+            name=f"shopify:{self.store.domain}",
+            pool_size=self.pool_concurrency,
+            max_wait_s=self.max_wait_s,
+            method=method,
+            route=route,
+        )
 
     # --- plumbing: requests ---------------------------------------------------------------
 
