@@ -15,6 +15,7 @@ import time
 import orjson
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from receiver.appkeys import ENQUEUER, INSTALLATIONS, METRICS
 from receiver.enqueue import EnqueueError
@@ -48,6 +49,11 @@ async def _handle(request: web.Request, topic: str | None, metrics: ReceiverMetr
     except web.HTTPRequestEntityTooLarge:
         metrics.count(topic, "too_large")
         return problem(413, f"body over {MAX_BODY_BYTES} bytes")
+    except RequestPayloadError:
+        # A Content-Encoding the body does not decode with (aiohttp decodes gzip/deflate
+        # itself): the client's fault, not ours, so a 400 rather than an unhandled 500.
+        metrics.count(topic, "bad_request")
+        return problem(400, "body could not be decoded (Content-Encoding)")
 
     domain = (request.headers.get("X-Shopify-Shop-Domain") or "").strip().lower()
     shop = request.app[INSTALLATIONS].get(domain) if domain else None
