@@ -20,16 +20,13 @@ from aiohttp import web
 from arq.connections import ArqRedis, create_pool
 from arq.worker import Worker
 
-from mappings.installation import CHANNELS, Installations, Shop
-from mappings.normalize import normalize_customer
-from mappings.plan import plan_sync
-from mappings.writes import OPT_IN
+from mappings.installation import Installations, Shop
 from receiver.app import create_app
+from reliability import oracle
 from sandbox.apsis.account import Account, default_account
 from sandbox.apsis.server import ApsisSandbox
 from sandbox.installation import installation_document, installations_for, write_installation
 from sandbox.shopify.delivery import DeliveryConfig
-from sandbox.shopify.serialize import serialize_customer
 from sandbox.shopify.server import ShopifySandbox
 from sandbox.shopify.store import Store
 from shopsync.devredis import free_port
@@ -43,7 +40,7 @@ from worker.main import build_worker
 DOMAIN = "demo-store.myshopify.com"
 SECTION_MAIN = "com.apsis1.sections.sandbox"
 SECTION_VIP = "com.apsis1.sections.sandbox-vip"
-ORACLE_VERSION = "2025-01"
+ORACLE_VERSION = oracle.ORACLE_VERSION
 
 
 def write_installation_file(directory: Path, p: Pipeline) -> Path:
@@ -118,64 +115,12 @@ class Pipeline:
     # --- the oracle ------------------------------------------------------------------------------
 
     def expected(self, customer_id: int) -> Any:
-        """The sync state that a fresh sync of the customer as the store has it now produces.
-
-        The customer is read as the newest REST version shows it: whatever the installation's
-        version, the consent topics deliver SMS and email consent in that form."""
-        customer = self.store.customer(customer_id)
-        if customer is None:
-            return None
-        payload = serialize_customer(customer, ORACLE_VERSION)
-        return plan_sync(self.shop, None, normalize_customer(payload)).state
+        """The sync state that a fresh sync of the customer as the store has it now produces."""
+        return oracle.expected_state(self.shop, self.store, customer_id)
 
     def mismatches(self, customer_ids: Iterable[int]) -> list[str]:
         """Every difference between APSIS and what the store says it must hold."""
-        problems: list[str] = []
-        shop = self.shop
-        for cid in customer_ids:
-            state = self.expected(cid)
-            profile = self.account.profile(shop.apsis.keyspace, str(cid))
-            if state is None:
-                if profile is not None:
-                    problems.append(f"{cid}: deleted in the store but has a profile")
-                continue
-            for section in shop.sections:
-                got = dict(profile.attributes.get(section.discriminator, {})) if profile else {}
-                if section.discriminator in state.sections:
-                    want = {
-                        k: v
-                        for k, v in state.attributes.get(section.discriminator, {}).items()
-                        if v is not None
-                    }
-                    if got != want:
-                        problems.append(f"{cid}: section {section.discriminator} attributes {got} != {want}")
-                    for mapping in section.consents:
-                        address = state.email if mapping.channel == "email" else state.phone
-                        if not address:
-                            continue
-                        want_topics = sorted(
-                            k.topic
-                            for k, kind in state.consents.items()
-                            if kind == OPT_IN
-                            and k.address == address
-                            and k.section == section.discriminator
-                            and k.consent_list == mapping.consent_list
-                        )
-                        got_topics = sorted(
-                            self.account.opted_in_topics(
-                                CHANNELS[mapping.channel],
-                                address,
-                                section.discriminator,
-                                mapping.consent_list,
-                            )
-                        )
-                        if got_topics != want_topics:
-                            problems.append(
-                                f"{cid}: {mapping.channel} topics on {mapping.consent_list} {got_topics} != {want_topics}"
-                            )
-                elif got:
-                    problems.append(f"{cid}: not in section {section.discriminator} but has attributes {got}")
-        return problems
+        return oracle.mismatches(self.shop, self.store, self.account, customer_ids)
 
 
 @asynccontextmanager

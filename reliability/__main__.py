@@ -1,0 +1,66 @@
+"""`python -m reliability [SCENARIO ...] [--short]` (`make reliability`): run the scenarios, print
+the table, write `bench/results/reliability-<time>.json`. Exit 1 when any scenario fails."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from reliability.report import Result, table, write
+from reliability.scenarios import registry
+from reliability.stack import RunContext
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m reliability", description=__doc__)
+    parser.add_argument("scenarios", nargs="*", help=f"default: all of {', '.join(registry.NAMES)}")
+    parser.add_argument("--short", action="store_true", help="the short versions (as make test runs)")
+    parser.add_argument("--logs", type=Path, help="keep every process's log here")
+    args = parser.parse_args(argv)
+    names = args.scenarios or list(registry.NAMES)
+    unknown = [n for n in names if n not in registry.NAMES]
+    if unknown:
+        print(f"unknown scenario(s) {', '.join(unknown)}; available: {', '.join(registry.NAMES)}")
+        return 2
+    log_dir = args.logs or Path(tempfile.mkdtemp(prefix="reliability-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    run = RunContext(log_dir=log_dir, short=args.short)
+    command = (
+        "python -m reliability"
+        + (" --short" if args.short else "")
+        + "".join(f" {n}" for n in args.scenarios)
+    )
+    results = asyncio.run(run_all(run, names))
+    print(table(results))
+    path = write(results, command, args.short)
+    print(f"logs: {log_dir}\nresult: {path}")
+    return 0 if all(r.passed for r in results) else 1
+
+
+async def run_all(run: RunContext, names: list[str]) -> list[Result]:
+    results = []
+    for name in names:
+        print(f"== {name} ...", flush=True)
+        started = time.monotonic()
+        try:
+            result = await registry.SCENARIOS[name](run)
+        except Exception as exc:  # a crash of a scenario is a failed scenario, not the end of the run
+            result = Result(name)
+            result.fail(f"scenario crashed: {type(exc).__name__}: {exc}")
+        result.seconds = round(time.monotonic() - started, 1)
+        status = "pass" if result.passed else "FAIL"
+        print(f"   {status} in {result.seconds:.0f} s {result.figures}", flush=True)
+        for line in result.problems[:10]:
+            print(f"   ! {line}", flush=True)
+        for line in result.notes:
+            print(f"   - {line}", flush=True)
+        results.append(result)
+    return results
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,78 @@
+"""A scenario's result, the table `python -m reliability` prints, and its JSON file."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
+COLUMNS = ("scenario", "load held", "faults injected", "inputs", "checked", "lost", "dup", "result")
+
+
+@dataclass
+class Result:
+    scenario: str
+    load: str = "-"
+    faults: str = "-"
+    inputs: int = 0  # webhooks, requests or changes tried
+    checked: int = 0  # customers (and orders) compared with the store
+    lost: int = 0
+    duplicated: int = 0
+    problems: list[str] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems and self.lost == 0 and self.duplicated == 0
+
+    def fail(self, problem: str) -> None:
+        self.problems.append(problem)
+
+    def expect(self, ok: bool, problem: str) -> None:
+        if not ok:
+            self.problems.append(problem)
+
+    def row(self) -> tuple[str, ...]:
+        return (
+            self.scenario,
+            self.load,
+            self.faults,
+            str(self.inputs),
+            str(self.checked),
+            str(self.lost),
+            str(self.duplicated),
+            "pass" if self.passed else "FAIL",
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "passed": self.passed}
+
+
+def table(results: list[Result]) -> str:
+    rows = [COLUMNS, *(r.row() for r in results)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines = []
+    for n, row in enumerate(rows):
+        lines.append("| " + " | ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) + " |")
+        if n == 0:
+            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def write(results: list[Result], command: str, short: bool) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"reliability-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    document = {
+        "command": command,
+        "short": short,
+        "passed": all(r.passed for r in results),
+        "results": [r.to_json() for r in results],
+    }
+    path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+    return path

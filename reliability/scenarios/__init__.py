@@ -1,0 +1,1 @@
+"""The scenarios, by name: each `async def (run: RunContext) -> Result`."""

@@ -1,0 +1,31 @@
+"""Scenario names in the order `python -m reliability` runs them (the log scan comes last: it
+reads every log the run produced)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from reliability.report import Result
+from reliability.scenarios import faults, fuzz, load, security
+from reliability.stack import RunContext
+
+Scenario = Callable[[RunContext], Awaitable[Result]]
+
+SCENARIOS: dict[str, Scenario] = {
+    "receiver-load": load.receiver_load,
+    "pipeline-burst": load.pipeline_burst,
+    "scale-out": load.scale_out,
+    "worker-kill": faults.worker_kill,
+    "receiver-kill": faults.receiver_kill,
+    "redis-restart": faults.redis_restart,
+    "redis-down": faults.redis_down,
+    "apsis-errors": faults.apsis_errors,
+    "apsis-outage": faults.apsis_outage,
+    "token-expiry": faults.token_expiry,
+    "shopify-429": faults.shopify_429,
+    "poison": faults.poison,
+    "receiver-fuzz": fuzz.receiver_fuzz,
+    "admin-and-hmac": security.admin_and_hmac,
+    "log-scan": security.log_scan,
+}
+NAMES = tuple(SCENARIOS)
