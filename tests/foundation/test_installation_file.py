@@ -58,7 +58,13 @@ def _mutate(path: list[str | int], value: Any = None, delete: bool = False) -> d
 
 
 CASES: list[tuple[str, dict[str, Any], dict[str, str], str, str]] = [
-    ("missing key", _mutate(["shop", 0, "access_token"], delete=True), {}, "shop[0].access_token", "missing required key"),
+    (
+        "missing key",
+        _mutate(["shop", 0, "access_token"], delete=True),
+        {},
+        "shop[0].access_token",
+        "missing required key",
+    ),
     ("unknown key", _mutate(["shop", 0, "acces_token"], "x"), {}, "shop[0].acces_token", "unknown key"),
     ("wrong type", _mutate(["shop", 0, "api_version"], 2024), {}, "shop[0].api_version", "must be a string"),
     (
@@ -84,11 +90,29 @@ CASES: list[tuple[str, dict[str, Any], dict[str, str], str, str]] = [
         "shop[0].section[0].consents.email.topics",
         "non-empty list",
     ),
-    ("in needs a list", _mutate(["shop", 0, "section", 1, "conditions", 1, "value"], "SE"), {}, "value", "list"),
+    (
+        "in needs a list",
+        _mutate(["shop", 0, "section", 1, "conditions", 1, "value"], "SE"),
+        {},
+        "value",
+        "list",
+    ),
     ("no sections", _mutate(["shop", 0, "section"], []), {}, "shop[0].section", "at least one"),
     ("no apsis table", _mutate(["shop", 0, "apsis"], delete=True), {}, "shop[0].apsis", "missing"),
-    ("limits type", _mutate(["shop", 0, "limits"], {"apsis_requests_per_s": "fast"}), {}, "apsis_requests_per_s", "number"),
-    ("orders topic", _mutate(["shop", 0, "orders"], {"event_topic": "orders/fulfilled"}), {}, "event_topic", "one of"),
+    (
+        "limits type",
+        _mutate(["shop", 0, "limits"], {"apsis_requests_per_s": "fast"}),
+        {},
+        "apsis_requests_per_s",
+        "number",
+    ),
+    (
+        "orders topic",
+        _mutate(["shop", 0, "orders"], {"event_topic": "orders/fulfilled"}),
+        {},
+        "event_topic",
+        "one of",
+    ),
 ]
 
 

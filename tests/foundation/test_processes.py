@@ -20,13 +20,25 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _env(redis_url: str, keys: Keys, **extra: str) -> dict[str, str]:
-    return {**os.environ, "REDIS_URL": redis_url, "SHOPSYNC_KEY_PREFIX": keys.prefix, "LOG_FORMAT": "json", **extra}
+    return {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "SHOPSYNC_KEY_PREFIX": keys.prefix,
+        "LOG_FORMAT": "json",
+        **extra,
+    }
 
 
 async def _spawn(*args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shopsync.cli", *args, env=env, cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "shopsync.cli",
+        *args,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -74,7 +86,9 @@ async def test_receiver_finishes_in_flight_requests_on_sigterm(
             async def post(i: int) -> int:
                 body = body_of({"id": i})
                 async with http.post(
-                    f"http://127.0.0.1:{port}/webhooks/shopify", data=body, headers=headers(body, webhook_id=f"g{i}")
+                    f"http://127.0.0.1:{port}/webhooks/shopify",
+                    data=body,
+                    headers=headers(body, webhook_id=f"g{i}"),
                 ) as r:
                     return r.status
 
