@@ -38,6 +38,10 @@ run: $(STAMP)
 bench: $(STAMP)
 	$(WITH_REDIS) $(BIN)/python -m bench.run $(BENCH_ARGS)
 
+## make reliability: load, faults, bad input and security (up to 15 min); table + bench/results/reliability-*.json
+reliability: $(STAMP)
+	$(WITH_REDIS) $(BIN)/python -m reliability $(RELIABILITY_ARGS)
+
 sandbox: $(STAMP)
 	$(BIN)/shopsync sandbox
 

@@ -88,6 +88,7 @@ class OrderCheck:
 
     checked: int = 0
     lost: int = 0
+    lost_orders: list[tuple[int, str]] = field(default_factory=list)  # (order id, section)
     duplicated: int = 0
     problems: list[str] = field(default_factory=list)
 
@@ -118,6 +119,7 @@ def order_events(shop: Shop, store: Store, account: Account, order_ids: Iterable
                 continue  # an unpaid order may or may not be sent; at most once
             if heads == 0:
                 result.lost += 1
+                result.lost_orders.append((order_id, section.discriminator))
                 result.problems.append(f"order {order_id}: no order event in {section.discriminator}")
             elif heads > 1 or lines > want_lines:
                 result.duplicated += 1
@@ -126,5 +128,6 @@ def order_events(shop: Shop, store: Store, account: Account, order_ids: Iterable
                 )
             elif lines < want_lines:
                 result.lost += 1
+                result.lost_orders.append((order_id, section.discriminator))
                 result.problems.append(f"order {order_id}: {lines} line events, want {want_lines}")
     return result

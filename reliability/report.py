@@ -38,6 +38,10 @@ class Result:
         if not ok:
             self.problems.append(problem)
 
+    def expect_timing(self, ok: bool, problem: str, asserted: bool) -> None:
+        if not ok:
+            (self.problems if asserted else self.notes).append(problem)
+
     def row(self) -> tuple[str, ...]:
         return (
             self.scenario,

@@ -26,11 +26,17 @@ async def _scenario(
     config: StackConfig | None = None,
     rate: float = 10.0,
     settle_s: float = 400.0,
+    queues: tuple[str, ...] = (),
+    prepare: Callable[[Stack], None] | None = None,
 ) -> Result:
     result = Result(name)
     started = time.monotonic()
-    config = config or StackConfig(customers=500 if run.short else 3000)
+    config = config or StackConfig(customers=500 if run.short else 1500)
     async with stack(run, name, config) as s:
+        for queue in queues:
+            await s.add_worker(queue).ready()
+        if prepare is not None:
+            prepare(s)
         s.subscribe()
         sync_id = await s.start_full_sync()
         if sync_id is None:
@@ -48,14 +54,24 @@ async def _scenario(
 
 
 async def worker_kill(run: RunContext) -> Result:
+    """Full: SIGKILL a worker of both queues. Its real-time jobs wait for arq's in-progress key to
+    expire (the real-time job timeout + 10 s = 130 s) before another worker re-runs them; its
+    full-sync batches are handed over by the watchdog within seconds. Short: kill the full-sync
+    worker only, so the short version does not wait out those 130 s."""
+
     async def inject(s: Stack, result: Result, fault_s: float) -> None:
-        victim = s.workers[0]
+        victim = s.workers[-1]
         victim.kill(signal.SIGKILL)
         await asyncio.sleep(fault_s)
         victim.start()
         await victim.ready()
-        result.faults = f"SIGKILL worker, restart after {fault_s:g} s"
+        which = "full-sync worker" if run.short else "worker"
+        result.faults = f"SIGKILL {which}, restart after {fault_s:g} s"
 
+    if run.short:
+        config = StackConfig(customers=500, workers=0)
+        queues = ("realtime", "fullsync")
+        return await _scenario(run, "worker-kill", inject, fault_s=2.0, config=config, queues=queues)
     return await _scenario(run, "worker-kill", inject, fault_s=2.0)
 
 
@@ -136,8 +152,10 @@ async def shopify_429(run: RunContext) -> Result:
     """A third of Shopify Admin API requests answered 429: during the full-sync walk, and on the
     customer fetches that 2025-01 webhooks (no tags, no consent) make."""
 
+    def prepare(s: Stack) -> None:
+        s.store.rate_limit.fault_429_rate = 1 / 3  # from before the full sync starts its walk
+
     async def inject(s: Stack, result: Result, fault_s: float) -> None:
-        s.store.rate_limit.fault_429_rate = 1 / 3
         await asyncio.sleep(fault_s)
         s.store.rate_limit.fault_429_rate = 0.0
         result.figures["shopify_requests"] = sum(s.shopify.request_counts().values())
@@ -146,8 +164,9 @@ async def shopify_429(run: RunContext) -> Result:
         )
         result.faults = f"Shopify 429 on 1/3 for {fault_s:g} s"
 
-    config = StackConfig(customers=500 if run.short else 3000, api_version="2025-01")
-    return await _scenario(run, "shopify-429", inject, fault_s=15.0 if run.short else 60.0, config=config)
+    config = StackConfig(customers=500 if run.short else 1500, api_version="2025-01")
+    fault_s = 15.0 if run.short else 60.0
+    return await _scenario(run, "shopify-429", inject, fault_s=fault_s, config=config, prepare=prepare)
 
 
 POISON = (
