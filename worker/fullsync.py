@@ -34,6 +34,7 @@ import orjson
 import structlog
 from arq.cron import CronJob, cron
 from arq.worker import func
+from redis.exceptions import WatchError
 
 from mappings.installation import Installations, Shop
 from shopsync import fullsync_control as control
@@ -81,6 +82,15 @@ if redis.call('HLEN', KEYS[2]) > 0 then return 0 end
 redis.call('HSET', KEYS[1], 'state', '"finished"', 'finished_at', ARGV[1])
 if redis.call('GET', KEYS[3]) == ARGV[2] then redis.call('DEL', KEYS[3]) end
 redis.call('SREM', KEYS[4], ARGV[2])
+return 1
+"""
+# An outcome counts once, even if two jobs ended up on one batch (a stalled one lost its lease).
+# KEYS: outcomes, record. ARGV: customer id, outcome, counter, ttl.
+_RECORD = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+redis.call('HINCRBY', KEYS[2], 'seen', 1)
 return 1
 """
 _RENEW = """
@@ -262,7 +272,7 @@ async def _walk(app: WorkerContext, sync_id: str, gen: int) -> dict[str, Any]:
     lease = Lease(app, SyncKeys(app.keys, sync_id).lease("walk"))
     if not await lease.acquire():
         return {"skipped": "walk lease held"}
-    walker = _Walker(app, shop, sync_id, record)
+    walker = _Walker(app, shop, sync_id, record, lease)
     try:
         deadline = time.monotonic() + WALK_SLICE_S
         if record.get("source") == "bulk":
@@ -297,8 +307,10 @@ async def _hand_over(app: WorkerContext, sync_id: str, gen: int, *, defer_s: flo
 
 
 class _Walker:
-    def __init__(self, app: WorkerContext, shop: Shop, sync_id: str, record: dict[str, Any]) -> None:
-        self.app, self.shop, self.sync_id, self.record = app, shop, sync_id, record
+    def __init__(
+        self, app: WorkerContext, shop: Shop, sync_id: str, record: dict[str, Any], lease: Lease
+    ) -> None:
+        self.app, self.shop, self.sync_id, self.record, self.lease = app, shop, sync_id, record, lease
         self.keys = SyncKeys(app.keys, sync_id)
         self.batch = int(record.get("batches") or 0)
         self.pages = 0
@@ -326,7 +338,27 @@ class _Walker:
         fields["batches"] = orjson.dumps(n + 1 if customers else n)
         if done:
             fields["walk_done"] = b"true"
+        while True:
+            try:
+                await self._emit_once(n, job_id, customers, fields, done)
+                break
+            except WatchError:
+                continue  # our own renewal touched the lease: check it again
+        if customers:
+            self.batch += 1
+            self.walked += len(customers)
+        self.pages += 1
+
+    async def _emit_once(
+        self, n: int, job_id: str, customers: list[dict[str, Any]], fields: dict[str, bytes], done: bool
+    ) -> None:
         async with self.app.redis.pipeline(transaction=True) as pipe:
+            # Only the walk's lease holder writes: should this job have stalled past its lease
+            # and the watchdog given the walk to another, it must not emit the same batch.
+            await pipe.watch(self.lease.key)
+            if await pipe.get(self.lease.key) != self.lease.token.encode():
+                raise TransientError("the walk's lease was lost; the walk continues in another job")
+            pipe.multi()  # type: ignore[no-untyped-call]
             if customers:
                 pipe.set(self.keys.page(n), orjson.dumps(customers), ex=control.DATA_TTL_S)
                 pipe.hset(self.keys.pending, str(n), job_id)
@@ -338,10 +370,6 @@ class _Walker:
                 walked = int(self.record.get("walked") or 0) + self.walked + len(customers)
                 pipe.hset(self.keys.record, mapping={"total": orjson.dumps(walked)})
             await pipe.execute()
-        if customers:
-            self.batch += 1
-            self.walked += len(customers)
-        self.pages += 1
 
     async def rest(self, deadline: float) -> bool:
         client = self.app.shopify(self.shop)
@@ -566,12 +594,17 @@ class _BatchRunner:
 
     async def record(self, cid: str, outcome: str, error: str | None = None) -> None:
         """The outcome and the record's counters together: a redone batch counts nobody twice."""
-        async with self.app.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.keys.outcomes(self.batch), cid, outcome)
-            pipe.expire(self.keys.outcomes(self.batch), control.DATA_TTL_S)
-            pipe.hincrby(self.keys.record, _COUNTER.get(outcome, "synced"), 1)
-            pipe.hincrby(self.keys.record, "seen", 1)
-            await pipe.execute()
+        await command(self.app.redis)(
+            "EVAL",
+            _RECORD,
+            2,
+            self.keys.outcomes(self.batch),
+            self.keys.record,
+            cid,
+            outcome,
+            _COUNTER.get(outcome, "synced"),
+            control.DATA_TTL_S,
+        )
         self.recorded[cid] = outcome
         self.app.metrics.inc("shopsync_customers_total", {"source": self.source, "outcome": outcome})
         if outcome == "failed":
