@@ -17,6 +17,7 @@ import sys
 import structlog
 from arq.connections import create_pool
 from arq.worker import Worker
+from redis.exceptions import RedisError
 
 from mappings.installation import InstallationError, Installations
 from shopsync.config import load_installations
@@ -31,6 +32,7 @@ from worker.runtime import ARQ_MAX_TRIES
 # Heroku kills 30 s after SIGTERM; elsewhere (or in tests) SHOPSYNC_SHUTDOWN_GRACE_S changes it.
 SHUTDOWN_GRACE_S = int(os.environ.get("SHOPSYNC_SHUTDOWN_GRACE_S") or 20)
 HEALTH_CHECK_S = 30
+RESTART_PAUSE_S = 1.0
 log = structlog.get_logger("worker")
 
 
@@ -69,7 +71,7 @@ async def _serve(settings: Settings, installations: Installations, kinds: list[s
     try:
         # return_exceptions: an idle queue's worker stops (its main task cancelled) at once; that
         # must not end the wait of the others, whose close() would cancel their running jobs.
-        await asyncio.gather(*(w.async_run() for w in workers), return_exceptions=True)
+        await asyncio.gather(*(keep_running(w) for w in workers), return_exceptions=True)
     except asyncio.CancelledError:
         pass
     finally:
@@ -80,6 +82,44 @@ async def _serve(settings: Settings, installations: Installations, kinds: list[s
         await pool.aclose()
     log.info("worker_stopped")
     return 0
+
+
+async def keep_running(worker: Worker, pause_s: float = RESTART_PAUSE_S) -> None:
+    """Run the worker's poll loop, and run it again when a Redis error ends it.
+
+    arq ends its loop on the first Redis error of its own bookkeeping (finishing a job, reading
+    the queue): a Redis restart or a network blip would leave this process alive with a queue
+    nobody reads (or, both loops ended, exit it). Jobs themselves already turn Redis errors into
+    retries; here the loop itself comes back, after a pause, until the process is told to stop
+    (a cancellation, which passes through).
+    """
+    while True:
+        try:
+            await worker.async_run()
+            return
+        except (RedisError, OSError) as exc:
+            log.warning(
+                "worker_loop_restarting",
+                queue=worker.queue_name,
+                error=f"{type(exc).__name__}: {exc}",
+                pause_s=pause_s,
+            )
+            _forget_finished_jobs(worker)
+            await asyncio.sleep(pause_s)
+
+
+def _forget_finished_jobs(worker: Worker) -> None:
+    """Drop finished job tasks (their errors were the loop's end) and recount the running ones,
+    so a failed start of a job cannot leave a job slot taken for good."""
+    for job_id, task in list(worker.tasks.items()):
+        if task.done():
+            del worker.tasks[job_id]
+            if not task.cancelled():
+                task.exception()  # retrieved: no "exception never retrieved" at exit
+    running = len(worker.tasks)
+    worker.job_counter = running
+    worker.sem = asyncio.BoundedSemaphore(worker.max_jobs + 1)
+    worker.sem._value -= running  # each running job releases its slot when it finishes
 
 
 def build_worker(kind: str, app: WorkerContext, *, burst: bool = False) -> Worker:
