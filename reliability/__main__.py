@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 import tempfile
 import time
@@ -34,6 +35,8 @@ def main(argv: list[str]) -> int:
         + (" --short" if args.short else "")
         + "".join(f" {n}" for n in args.scenarios)
     )
+    # SIGTERM ends the run like Ctrl-C: the scenarios' context managers stop their processes.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     results = asyncio.run(run_all(run, names))
     print(table(results))
     path = write(results, command, args.short)
