@@ -16,6 +16,7 @@ import sys
 
 import structlog
 from arq.connections import create_pool
+from arq.constants import in_progress_key_prefix
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
@@ -93,8 +94,11 @@ async def keep_running(worker: Worker, pause_s: float = RESTART_PAUSE_S) -> None
     retries; here the loop itself comes back, after a pause, until the process is told to stop
     (a cancellation, which passes through).
     """
+    abandoned: set[str] = set()
     while True:
         try:
+            if abandoned:
+                await _release(worker, abandoned)
             await worker.async_run()
             return
         except (RedisError, OSError) as exc:
@@ -104,22 +108,34 @@ async def keep_running(worker: Worker, pause_s: float = RESTART_PAUSE_S) -> None
                 error=f"{type(exc).__name__}: {exc}",
                 pause_s=pause_s,
             )
-            _forget_finished_jobs(worker)
+            abandoned |= _forget_finished_jobs(worker)
             await asyncio.sleep(pause_s)
 
 
-def _forget_finished_jobs(worker: Worker) -> None:
+async def _release(worker: Worker, job_ids: set[str]) -> None:
+    """Clear the in-progress marks of jobs this process gave up on (their task failed on Redis
+    while finishing), so they run again now rather than when the marks expire (job timeout +
+    10 s). Jobs are idempotent; nothing else runs them while the marks stand."""
+    await worker.pool.delete(*(in_progress_key_prefix + job_id for job_id in job_ids))
+    log.info("worker_jobs_released", queue=worker.queue_name, jobs=len(job_ids))
+    job_ids.clear()
+
+
+def _forget_finished_jobs(worker: Worker) -> set[str]:
     """Drop finished job tasks (their errors were the loop's end) and recount the running ones,
-    so a failed start of a job cannot leave a job slot taken for good."""
+    so a failed start of a job cannot leave a job slot taken for good. Returns the ids of the
+    jobs whose task failed: arq's own bookkeeping (finishing the job) did not happen."""
+    failed: set[str] = set()
     for job_id, task in list(worker.tasks.items()):
         if task.done():
             del worker.tasks[job_id]
-            if not task.cancelled():
-                task.exception()  # retrieved: no "exception never retrieved" at exit
+            if not task.cancelled() and task.exception() is not None:
+                failed.add(job_id)
     running = len(worker.tasks)
     worker.job_counter = running
     worker.sem = asyncio.BoundedSemaphore(worker.max_jobs + 1)
     worker.sem._value -= running  # each running job releases its slot when it finishes
+    return failed
 
 
 def build_worker(kind: str, app: WorkerContext, *, burst: bool = False) -> Worker:

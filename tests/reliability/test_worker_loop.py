@@ -13,6 +13,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from worker.main import keep_running
 
 
+class FakePool:
+    def __init__(self) -> None:
+        self.deleted: list[str] = []
+
+    async def delete(self, *keys: str) -> int:
+        self.deleted += keys
+        return len(keys)
+
+
 class FakeWorker:
     """What keep_running touches of an arq Worker."""
 
@@ -20,6 +29,7 @@ class FakeWorker:
     max_jobs = 3
 
     def __init__(self, failures: int) -> None:
+        self.pool = FakePool()
         self.failures = failures
         self.runs = 0
         self.tasks: dict[str, asyncio.Task[Any]] = {}
@@ -31,7 +41,7 @@ class FakeWorker:
         if self.runs <= self.failures:
             failed: asyncio.Task[None] = asyncio.create_task(self._fail())
             await asyncio.sleep(0)
-            self.tasks["finished-with-error"] = failed
+            self.tasks[f"job{self.runs}"] = failed
             raise RedisConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
     async def _fail(self) -> None:
@@ -45,6 +55,8 @@ async def test_the_loop_runs_again_after_redis_errors_and_recounts_job_slots() -
     assert worker.tasks == {}
     assert worker.job_counter == 0
     assert worker.sem._value == 4
+    # The jobs whose bookkeeping failed are runnable again at once, not after their marks expire.
+    assert sorted(worker.pool.deleted) == ["arq:in-progress:job1", "arq:in-progress:job2"]
 
 
 async def test_a_cancellation_still_stops_it() -> None:
