@@ -8,7 +8,6 @@ import asyncio
 import signal
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from reliability.report import Result, table, write
@@ -48,13 +47,7 @@ async def run_all(run: RunContext, names: list[str]) -> list[Result]:
     results = []
     for name in names:
         print(f"== {name} ...", flush=True)
-        started = time.monotonic()
-        try:
-            result = await registry.SCENARIOS[name](run)
-        except Exception as exc:  # a crash of a scenario is a failed scenario, not the end of the run
-            result = Result(name)
-            result.fail(f"scenario crashed: {type(exc).__name__}: {exc}")
-        result.seconds = round(time.monotonic() - started, 1)
+        result = await registry.run_one(name, run)
         status = "pass" if result.passed else "FAIL"
         print(f"   {status} in {result.seconds:.0f} s {result.figures}", flush=True)
         for line in result.problems[:10]:

@@ -66,7 +66,7 @@ class Service:
         assert self.proc is not None
         return self.proc.pid
 
-    async def ready(self, timeout_s: float = 30.0) -> None:
+    async def ready(self, timeout_s: float = 120.0) -> None:
         """Until the port accepts connections (receivers) or the log says it started (workers)."""
         deadline = time.monotonic() + timeout_s
         marker = b"worker_started"

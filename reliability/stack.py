@@ -139,15 +139,16 @@ class Stack:
         return shop
 
     def env(self, **extra: str) -> dict[str, str]:
-        return service_env(
-            REDIS_URL=self.redis_server.url,
-            SHOPS_FILE=str(self.shops_file),
-            SHOPSYNC_KEY_PREFIX=KEY_PREFIX,
-            LOG_FORMAT="json",
-            LOG_LEVEL=self.config.log_level,
-            **({"ADMIN_TOKEN": self.config.admin_token} if self.config.admin_token else {}),
-            **extra,
-        )
+        values = {
+            "REDIS_URL": self.redis_server.url,
+            "SHOPS_FILE": str(self.shops_file),
+            "SHOPSYNC_KEY_PREFIX": KEY_PREFIX,
+            "LOG_FORMAT": "json",
+            "LOG_LEVEL": self.config.log_level,
+        }
+        if self.config.admin_token:
+            values["ADMIN_TOKEN"] = self.config.admin_token
+        return service_env(**{**values, **extra})
 
     def receiver_url(self, i: int = 0) -> str:
         return f"http://127.0.0.1:{self.receivers[i].port}"
@@ -173,7 +174,7 @@ class Stack:
         service = Service(
             f"worker{i}",
             ["worker", "--queue", queue or self.config.worker_queue],
-            self.env(),
+            self.env(LOG_LEVEL="info"),  # readiness is its `worker_started` line
             self.run.log_dir / f"{self.name}-worker{i}.log",
         )
         self.workers.append(service)

@@ -31,7 +31,7 @@ async def _scenario(
 ) -> Result:
     result = Result(name)
     started = time.monotonic()
-    config = config or StackConfig(customers=500 if run.short else 1500)
+    config = config or StackConfig(customers=500 if run.short else 1000)
     async with stack(run, name, config) as s:
         for queue in queues:
             await s.add_worker(queue).ready()
@@ -164,7 +164,7 @@ async def shopify_429(run: RunContext) -> Result:
         )
         result.faults = f"Shopify 429 on 1/3 for {fault_s:g} s"
 
-    config = StackConfig(customers=500 if run.short else 1500, api_version="2025-01")
+    config = StackConfig(customers=500 if run.short else 1000, api_version="2025-01")
     fault_s = 15.0 if run.short else 60.0
     return await _scenario(run, "shopify-429", inject, fault_s=fault_s, config=config, prepare=prepare)
 

@@ -158,9 +158,16 @@ def fuzz(port: int, examples: int, tally: Tally) -> None:
         try:
             status, text = _send(conn, req)
         except (http.client.HTTPException, OSError):
+            # The server may close a connection after a malformed request (aiohttp answers
+            # 400 and closes): send once more on a new one; closed again counts as status 0.
             conn.close()
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            status, text = _send(conn, req)
+            try:
+                status, text = _send(conn, req)
+            except (http.client.HTTPException, OSError):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                status, text = 0, ""
         tally.sent += 1
         tally.statuses[status] += 1
         if status >= 500 and status != 503:

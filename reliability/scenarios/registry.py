@@ -3,6 +3,7 @@ reads every log the run produced)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 
 from reliability.report import Result
@@ -29,3 +30,15 @@ SCENARIOS: dict[str, Scenario] = {
     "log-scan": security.log_scan,
 }
 NAMES = tuple(SCENARIOS)
+
+
+async def run_one(name: str, run: RunContext) -> Result:
+    """A scenario's result; a scenario that crashes is a failed result, not the end of a run."""
+    started = time.monotonic()
+    try:
+        result = await SCENARIOS[name](run)
+    except Exception as exc:
+        result = Result(name)
+        result.fail(f"scenario crashed: {type(exc).__name__}: {exc}"[:2000])
+    result.seconds = round(time.monotonic() - started, 1)
+    return result
