@@ -57,6 +57,7 @@ async def _one(redis_url: str, customers: int) -> dict[str, Any]:
     redis = aioredis.Redis.from_url(redis_url)
     workdir = Path(tempfile.mkdtemp(prefix="bench-fs-"))
     peak_redis = 0
+    peak_pages = 0
     try:
         with processes(redis_url, prefix, workdir, customers=customers) as p:
             for _ in range(WORKERS):
@@ -68,6 +69,13 @@ async def _one(redis_url: str, customers: int) -> dict[str, Any]:
                 p.sample_rss()
                 info = await redis.info("memory")
                 peak_redis = max(peak_redis, int(info["used_memory"]))
+                # What the full sync itself holds in Redis: the batches waiting (bounded by the
+                # coordinator's backpressure), apart from the per-customer state every sync keeps.
+                sk = control.SyncKeys(keys, started.sync_id)
+                waiting = 0
+                for batch in await redis.hkeys(sk.pending):
+                    waiting += int(await redis.memory_usage(sk.page(int(batch))) or 0)
+                peak_pages = max(peak_pages, waiting)
                 record = await control.read_sync(redis, keys, started.sync_id)
                 assert record is not None
                 if record["state"] in control.TERMINAL:
@@ -105,7 +113,10 @@ async def _one(redis_url: str, customers: int) -> dict[str, Any]:
         "shopify_429_share": round(counts["shopify_429"] / max(counts["shopify_requests"], 1), 5),
         "peak_rss_mb": {name: round(v / mb, 1) for name, v in sorted(peaks.items())},
         "peak_worker_rss_mb": round(max(v for n, v in peaks.items() if n.startswith("worker")) / mb, 1),
+        # The whole Redis (shared with anything else using it): grows with the store because
+        # of the per-customer sync state (what was last written), by design.
         "peak_redis_used_memory_mb": round(peak_redis / mb, 1),
+        "peak_waiting_batches_mb": round(peak_pages / mb, 2),
     }
 
 
