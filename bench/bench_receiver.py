@@ -137,7 +137,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     rounds = 2 if quick else 3
     seconds = 5 if quick else 10
-    connections = 64
+    connections = 128
     body = _payload()
     headers = {
         "Content-Type": "application/json",
