@@ -86,12 +86,12 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level_no),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=_StderrLogger,
         cache_logger_on_first_use=True,
     )
     # Libraries (aiohttp, arq) log through the standard library: render their records with the
     # same renderer (JSON lines in production), through the same scrubbing.
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[
@@ -110,6 +110,32 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level_no)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class _StderrLogger(structlog.PrintLogger):
+    """Writes to whatever `sys.stderr` is at the time of the write, not at configuration:
+    loggers are cached on first use, and a stream bound then may be gone later (test capture,
+    a redirected stderr)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(sys.stderr)
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warn = warning = err = error = critical = exception = fatal = failure = msg
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler on the current `sys.stderr` (see `_StderrLogger`)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
