@@ -27,6 +27,7 @@ from shopsync.devredis import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "sandbox-webhook-secret"  # mappings/demo.toml
+SERVER_CPU, LOAD_CPU = 1, 0  # the server under test on one core, wrk (and Redis's share) on the other
 
 
 def _payload() -> bytes:
@@ -80,9 +81,23 @@ def _payload() -> bytes:
     return orjson.dumps(customer)
 
 
+def _pin(cpu: int) -> None:
+    """Keep a process on one core (when the machine has two or more), so the server under test
+    and the load generator do not take turns on the same core."""
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {cpu})
+
+
 @contextmanager
 def _process(args: list[str], port: int, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        args,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: _pin(SERVER_CPU),
+    )
     try:
         _wait_http(port, proc)
         yield proc
@@ -205,6 +220,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     return {
         "name": "receiver",
         "command": "make bench BENCH_ARGS='receiver'",
+        "pinning": "server on cpu 1, wrk on cpu 0" if (os.cpu_count() or 1) > 1 else "none",
         "rounds": rounds,
         "seconds_per_round": seconds,
         "connections": connections,

@@ -64,6 +64,7 @@ def run_wrk(
     connections: int,
     threads: int = 1,
     pause_ms: int = 0,
+    cpu: int | None = 0,
 ) -> dict[str, Any]:
     lua_headers = "{" + ", ".join(f'["{k}"] = "{v}"' for k, v in headers.items()) + "}"
     script = (
@@ -76,8 +77,14 @@ def run_wrk(
         f.write(script)
         path = f.name
     try:
+        pin = (
+            ["taskset", "-c", str(cpu)]
+            if cpu is not None and shutil.which("taskset") and (os.cpu_count() or 1) > 1
+            else []
+        )
         out = subprocess.run(
             [
+                *pin,
                 ensure_wrk(),
                 "-t",
                 str(threads),
