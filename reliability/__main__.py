@@ -8,9 +8,10 @@ import asyncio
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-from reliability.report import Result, table, write
+from reliability.report import Result, results_path, table, write
 from reliability.scenarios import registry
 from reliability.stack import RunContext
 
@@ -36,15 +37,19 @@ def main(argv: list[str]) -> int:
     )
     # SIGTERM ends the run like Ctrl-C: the scenarios' context managers stop their processes.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    results = asyncio.run(run_all(run, names))
+    path = results_path()
+    results = asyncio.run(run_all(run, names, lambda done: write(done, command, args.short, path)))
     print(table(results))
-    path = write(results, command, args.short)
     print(f"logs: {log_dir}\nresult: {path}")
     return 0 if all(r.passed for r in results) else 1
 
 
-async def run_all(run: RunContext, names: list[str]) -> list[Result]:
-    results = []
+async def run_all(
+    run: RunContext, names: list[str], save: Callable[[list[Result]], object] = lambda _: None
+) -> list[Result]:
+    """Each scenario in turn; `save` gets the results so far after each (an interrupted run
+    keeps what it measured)."""
+    results: list[Result] = []
     for name in names:
         print(f"== {name} ...", flush=True)
         result = await registry.run_one(name, run)
@@ -55,6 +60,7 @@ async def run_all(run: RunContext, names: list[str]) -> list[Result]:
         for line in result.notes:
             print(f"   - {line}", flush=True)
         results.append(result)
+        save(results)
     return results
 
 

@@ -69,9 +69,13 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def write(results: list[Result], command: str, short: bool) -> Path:
+def results_path() -> Path:
+    return RESULTS / f"reliability-{time.strftime('%Y%m%d-%H%M%S')}.json"
+
+
+def write(results: list[Result], command: str, short: bool, path: Path | None = None) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"reliability-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path = path or results_path()
     document = {
         "command": command,
         "short": short,
