@@ -27,7 +27,7 @@ class EnqueueError(Exception):
     """Redis could not take the job; the delivery must not be acknowledged."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Pending:
     dedup_suffix: str
     job_id: str

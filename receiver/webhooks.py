@@ -36,7 +36,7 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
     try:
         response = await _handle(request, topic, metrics)
     finally:
-        metrics.latency.observe(time.perf_counter() - started)
+        metrics.observe_latency(time.perf_counter() - started)
     return response
 
 

@@ -42,7 +42,7 @@ JOB_TTL_MS = 7 * 24 * 3600 * 1000
 DEDUP_TTL_S = 72 * 3600
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: the receiver builds one per webhook, and frozen init is slower
 class Delivery:
     """One webhook delivery as the receiver accepted it."""
 
