@@ -169,7 +169,9 @@ async def pipeline_burst(run: RunContext) -> Result:
     result.expect_timing(
         rate >= 0.9 * APSIS_BUDGET_PER_S, f"drained at {rate:.1f} requests/s (< 90% of 100/s)", timed
     )
-    result.expect(share_429 < 0.01, f"429s were {share_429:.2%} of APSIS requests (goal < 1%)")
+    # The limiter paces by the clock: a CPU-starved process sends late, in bursts, and the
+    # account's sliding window refuses some. A timing goal, like the rates.
+    result.expect_timing(share_429 < 0.01, f"429s were {share_429:.2%} of APSIS requests (goal < 1%)", timed)
     result.expect_timing(
         p50 <= 100 and p99 <= 500, f"latency p50 {p50:.0f} ms, p99 {p99:.0f} ms after the backlog", timed
     )
@@ -204,7 +206,7 @@ async def scale_out(run: RunContext) -> Result:
         shopify_requests=sum(shopify.values()),
         shopify_429=shopify_429,
     )
-    result.expect(share < 0.01, f"APSIS 429s {share:.2%} of requests (limits not shared)")
+    result.expect_timing(share < 0.01, f"APSIS 429s {share:.2%} of requests (goal < 1%)", run.assert_timing)
     result.expect(limited.get("token", 0) == 0, "token endpoint limit exceeded")
     result.expect(shopify_429 == 0, f"{shopify_429} Shopify 429s")
     return result
