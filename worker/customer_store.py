@@ -36,6 +36,27 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+# Save the state (or a tombstone) and drop the applied updates, but only while the lock is still
+# ours: a worker whose lock expired under it must not overwrite what the next holder saved.
+# KEYS: lock, state, shop's customer set, pending. ARGV: token, encoded state ('' keeps it),
+# state ttl, customer id, 'add'|'remove' (the customer set), then the applied update ids.
+_SETTLE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] ~= '' then
+  redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+  if ARGV[5] == 'add' then redis.call('SADD', KEYS[3], ARGV[4]) else redis.call('SREM', KEYS[3], ARGV[4]) end
+end
+for i = 6, #ARGV do redis.call('HDEL', KEYS[4], ARGV[i]) end
+return 1
+"""
+
+
+class LockLostError(Exception):
+    """The customer's lock expired while this worker held it; another worker may have moved on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +76,8 @@ class CustomerStore:
         self.redis = redis
         self.keys = keys
         self._release = redis.register_script(_RELEASE)
+        self._renew = redis.register_script(_RENEW)
+        self._settle = redis.register_script(_SETTLE)
 
     def _pending_key(self, shop: str, customer_id: int) -> str:
         return f"{self.keys.prefix}:pending:{shop}:{customer_id}"
@@ -73,16 +96,19 @@ class CustomerStore:
     def _encode(self, state: SyncState, marks: dict[str, float]) -> bytes:
         return orjson.dumps({**state.to_dict(), "marks": marks})
 
-    async def bury(self, shop: str, customer_id: int, deleted_at: float) -> None:
+    async def bury(
+        self, shop: str, customer_id: int, deleted_at: float, token: str, update_ids: list[str]
+    ) -> None:
         """Replace the state with a tombstone (the profile was deleted at `deleted_at`)."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(
-                self.keys.customer_state(shop, customer_id),
-                orjson.dumps({"deleted_at": deleted_at}),
-                ex=TOMBSTONE_TTL_S,
-            )
-            pipe.srem(self.keys.shop_customers(shop), str(customer_id))
-            await pipe.execute()
+        await self._settle_raw(
+            shop,
+            customer_id,
+            token,
+            orjson.dumps({"deleted_at": deleted_at}),
+            TOMBSTONE_TTL_S,
+            "remove",
+            update_ids,
+        )
 
     async def forget_shop(self, shop: str) -> int:
         """Remove every customer's state of a shop (uninstall / shop redact), without KEYS."""
@@ -119,26 +145,37 @@ class CustomerStore:
         self,
         shop: str,
         customer_id: int,
+        token: str,
         update_ids: list[str],
         state: SyncState | None,
         marks: dict[str, float] | None = None,
     ) -> None:
-        """After APSIS took the writes: save the new state and drop the applied updates, together."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            if state is not None:
-                pipe.set(
-                    self.keys.customer_state(shop, state.customer_id),
-                    self._encode(state, marks or {}),
-                    ex=STATE_TTL_S,
-                )
-                pipe.sadd(self.keys.shop_customers(shop), str(state.customer_id))
-            if update_ids:
-                pipe.hdel(self._pending_key(shop, customer_id), *update_ids)
-            await pipe.execute()
+        """After APSIS took the writes: save the new state and drop the applied updates, together,
+        if the lock is still ours (else `LockLostError`: the updates stay pending)."""
+        encoded = self._encode(state, marks or {}) if state is not None else b""
+        await self._settle_raw(shop, customer_id, token, encoded, STATE_TTL_S, "add", update_ids)
 
-    async def drop_pending(self, shop: str, customer_id: int, update_ids: list[str]) -> None:
-        if update_ids:
-            await typed(self.redis.hdel(self._pending_key(shop, customer_id), *update_ids))
+    async def _settle_raw(
+        self,
+        shop: str,
+        customer_id: int,
+        token: str,
+        encoded: bytes,
+        ttl: int,
+        membership: str,
+        update_ids: list[str],
+    ) -> None:
+        keys = [
+            self.keys.customer_lock(shop, customer_id),
+            self.keys.customer_state(shop, customer_id),
+            self.keys.shop_customers(shop),
+            self._pending_key(shop, customer_id),
+        ]
+        done = await self._settle(
+            keys=keys, args=[token, encoded, ttl, str(customer_id), membership, *update_ids]
+        )
+        if not done:
+            raise LockLostError(f"customer {customer_id}: lock lost before saving")
 
     # --- lock --------------------------------------------------------------------------------
 
@@ -146,6 +183,11 @@ class CustomerStore:
         token = os.urandom(8).hex()
         ok = await self.redis.set(self.keys.customer_lock(shop, customer_id), token, nx=True, px=LOCK_TTL_MS)
         return token if ok else None
+
+    async def renew(self, shop: str, customer_id: int, token: str) -> bool:
+        return bool(
+            await self._renew(keys=[self.keys.customer_lock(shop, customer_id)], args=[token, LOCK_TTL_MS])
+        )
 
     async def unlock(self, shop: str, customer_id: int, token: str) -> None:
         await self._release(keys=[self.keys.customer_lock(shop, customer_id)], args=[token])

@@ -27,6 +27,7 @@ from mappings.state import SyncState
 from mappings.writes import OPT_IN, AddressList, AttributePatch, ConsentWrite, ProfileDelete, Write
 from shopsync.logging import mask_email, mask_phone
 from worker.context import WorkerContext
+from worker.customer_store import LOCK_TTL_MS, LockLostError
 from worker.errors import ApiError
 from worker.ratelimit import WaitTooLongError
 from worker.runtime import TransientError
@@ -141,28 +142,60 @@ async def submit(
         delay = min(delay * 2, 0.2)
 
 
+class _Held:
+    """A customer's lock while this worker holds it, renewed in the background so a slow apply
+    (APSIS retrying, a rate-limit wait) never outlives it; `check()` says whether it was lost."""
+
+    def __init__(self, app: WorkerContext, shop: Shop, customer_id: int, token: str) -> None:
+        self.store, self.shop, self.customer_id, self.token = app.customers, shop.domain, customer_id, token
+        self.lost = False
+        self._task = asyncio.create_task(self._renew())
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(LOCK_TTL_MS / 3000)
+            try:
+                if not await self.store.renew(self.shop, self.customer_id, self.token):
+                    self.lost = True
+                    return
+            except Exception as exc:  # Redis unreachable: the next check or the save will tell
+                log.warning("customer_lock_renewal_failed", customer_id=self.customer_id, error=str(exc))
+
+    def check(self) -> None:
+        if self.lost:
+            raise TransientError(f"customer {self.customer_id}: lock lost; the update stays pending")
+
+    async def release(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        await self.store.unlock(self.shop, self.customer_id, self.token)
+
+
 async def apply_pending(app: WorkerContext, shop: Shop, customer_id: int) -> Applied | None:
     """Apply every pending update of the customer; None when another worker holds the lock."""
     store = app.customers
     token = await store.try_lock(shop.domain, customer_id)
     if token is None:
         return None
+    held = _Held(app, shop, customer_id, token)
     try:
         while True:
             entries = await store.pending(shop.domain, customer_id)
             if not entries:
                 return Applied()
-            applied = await _apply(app, shop, customer_id, entries)
+            applied = await _apply(app, shop, customer_id, entries, held)
             if applied.hold_s <= 0:
                 return applied
             # Within the patch interval: collect what else arrives meanwhile into the same write.
             await asyncio.sleep(applied.hold_s)
+    except LockLostError as exc:
+        raise TransientError(str(exc)) from None
     finally:
-        await store.unlock(shop.domain, customer_id, token)
+        await held.release()
 
 
 async def _apply(
-    app: WorkerContext, shop: Shop, customer_id: int, entries: dict[str, dict[str, Any]]
+    app: WorkerContext, shop: Shop, customer_id: int, entries: dict[str, dict[str, Any]], held: _Held
 ) -> Applied:
     store = app.customers
     stored = await store.load(shop.domain, customer_id)
@@ -221,12 +254,13 @@ async def _apply(
             result.hold_s = hold  # the caller waits, still holding the lock, then plans again
             return result
         marks[_PATCHED] = time.time()
+    held.check()  # never send on a lock another worker may hold by now
     result.writes = await _send(app, shop, customer_id, writes)
     if result.writes == 0:
         for update_id, outcome in result.outcomes.items():
             if outcome == "written":
                 result.outcomes[update_id] = "unchanged"  # folded writes cancelled each other out
-    await store.settle(shop.domain, customer_id, list(entries), state, marks)
+    await store.settle(shop.domain, customer_id, held.token, list(entries), state, marks)
     return result
 
 
@@ -350,11 +384,13 @@ async def delete_customer(app: WorkerContext, shop: Shop, customer_id: int, dele
         if time.monotonic() > deadline:
             raise TransientError(f"customer {customer_id} busy")
         await asyncio.sleep(0.05)
+    held = _Held(app, shop, customer_id, token)
     try:
         existed = await app.apsis(shop).delete_profile(shop.apsis.keyspace, str(customer_id))
         pending = await store.pending(shop.domain, customer_id)
-        await store.bury(shop.domain, customer_id, deleted_at)
-        await store.drop_pending(shop.domain, customer_id, list(pending))
+        await store.bury(shop.domain, customer_id, deleted_at, token, list(pending))
         return existed
+    except LockLostError as exc:
+        raise TransientError(str(exc)) from None
     finally:
-        await store.unlock(shop.domain, customer_id, token)
+        await held.release()
