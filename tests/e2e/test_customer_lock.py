@@ -11,7 +11,9 @@ from worker import customer_store, sync
 from worker.customer_store import LockLostError
 
 
-async def test_a_worker_that_lost_the_lock_cannot_save_over_the_next_holder(redis_url: str, keys: Keys) -> None:
+async def test_a_worker_that_lost_the_lock_cannot_save_over_the_next_holder(
+    redis_url: str, keys: Keys
+) -> None:
     async with pipeline(redis_url, keys, customers=2) as p:
         store = p.app.customers
         shop, cid = p.shop.domain, 7000000099999
@@ -31,7 +33,9 @@ async def test_a_worker_that_lost_the_lock_cannot_save_over_the_next_holder(redi
         assert await store.is_pending(shop, cid, "u1")  # still there for whoever applies next
 
 
-async def test_a_slow_apply_keeps_its_lock(redis_url: str, keys: Keys, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_slow_apply_keeps_its_lock(
+    redis_url: str, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(customer_store, "LOCK_TTL_MS", 400)
     monkeypatch.setattr(sync, "LOCK_TTL_MS", 400)
     async with pipeline(redis_url, keys, customers=2) as p:
