@@ -16,7 +16,6 @@ own update is gone from the hash.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -191,7 +190,3 @@ class CustomerStore:
 
     async def unlock(self, shop: str, customer_id: int, token: str) -> None:
         await self._release(keys=[self.keys.customer_lock(shop, customer_id)], args=[token])
-
-
-def now() -> float:
-    return time.time()
