@@ -5,24 +5,36 @@ Keys (see `shopsync.keys.Keys`):
   after a delete, so a late update cannot bring a deleted profile back.
 - `lock:{shop}:{id}`: held by the one worker syncing this customer (token, expiry).
 - `pending:{shop}:{id}`: a hash, update id -> update JSON, of updates not yet applied.
+- `staged:{shop}:{id}`: while an apply sends, the writes it sends and the state they lead to.
 
 Why pending updates: every job first deposits its update here, then whoever holds the lock
 applies ALL pending updates in one go and removes them only after APSIS took the writes and the
 state was saved. A burst of updates for one customer thus becomes one or two APSIS writes, and a
 crash at any point leaves the updates in Redis for the next attempt: a job only finishes once its
 own update is gone from the hash.
+
+Why staged writes: an apply that dies between APSIS's answer and the save (Redis down, the
+worker killed) leaves APSIS ahead of the saved state, and the retry cannot simply plan again
+from that state: its updates may now be judged stale behind newer ones, or a fetch may read a
+newer customer, so the retry never passes through what APSIS was sent. A consent opt-in sent
+that way stays forever when the next consent state is a quiet one (`pending` opts out only
+after a known `subscribed`). So the writes and their state are staged first; the next apply
+finds them (the save removes them), sends them again (APSIS writes are idempotent) and plans
+on from their state.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import orjson
 from arq.connections import ArqRedis
 
 from mappings.state import SyncState
+from mappings.writes import AttributePatch, ConsentWrite, ProfileDelete, Write
 from shopsync.keys import Keys
 from shopsync.redis_conn import typed
 
@@ -41,10 +53,12 @@ return 0
 """
 # Save the state (or a tombstone) and drop the applied updates, but only while the lock is still
 # ours: a worker whose lock expired under it must not overwrite what the next holder saved.
-# KEYS: lock, state, shop's customer set, pending. ARGV: token, encoded state ('' keeps it),
-# state ttl, customer id, 'add'|'remove' (the customer set), then the applied update ids.
+# KEYS: lock, state, shop's customer set, pending, staged writes. ARGV: token, encoded state
+# ('' keeps it), state ttl, customer id, 'add'|'remove' (the customer set), then the applied
+# update ids. The staged writes were sent: they go too.
 _SETTLE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[5])
 if ARGV[2] ~= '' then
   redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
   if ARGV[5] == 'add' then redis.call('SADD', KEYS[3], ARGV[4]) else redis.call('SREM', KEYS[3], ARGV[4]) end
@@ -52,6 +66,17 @@ end
 for i = 6, #ARGV do redis.call('HDEL', KEYS[4], ARGV[i]) end
 return 1
 """
+# KEYS: lock, staged writes. ARGV: token, encoded writes and state, ttl.
+_STAGE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
+_WRITE_KINDS: dict[str, type[Write]] = {
+    "patch": AttributePatch,
+    "consent": ConsentWrite,
+    "delete": ProfileDelete,
+}
 
 
 class LockLostError(Exception):
@@ -68,6 +93,16 @@ class Stored:
     state: SyncState | None
     deleted_at: float | None
     marks: dict[str, float]
+    staged: Staged | None = None  # writes an apply sent without saving: APSIS may hold them
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """Writes an apply was sending, with the state and marks they lead to."""
+
+    writes: tuple[Write, ...]
+    state: SyncState
+    marks: dict[str, float]
 
 
 class CustomerStore:
@@ -77,20 +112,49 @@ class CustomerStore:
         self._release = redis.register_script(_RELEASE)
         self._renew = redis.register_script(_RENEW)
         self._settle = redis.register_script(_SETTLE)
+        self._stage = redis.register_script(_STAGE)
 
     def _pending_key(self, shop: str, customer_id: int) -> str:
         return f"{self.keys.prefix}:pending:{shop}:{customer_id}"
 
+    def _staged_key(self, shop: str, customer_id: int) -> str:
+        return f"{self.keys.prefix}:staged:{shop}:{customer_id}"
+
     # --- state -------------------------------------------------------------------------------
 
     async def load(self, shop: str, customer_id: int) -> Stored:
-        raw = await typed(self.redis.get(self.keys.customer_state(shop, customer_id)))
+        raw, raw_staged = await typed(
+            self.redis.mget(self.keys.customer_state(shop, customer_id), self._staged_key(shop, customer_id))
+        )
+        staged = _decode_staged(raw_staged) if raw_staged is not None else None
         if raw is None:
-            return Stored(None, None, {})
+            return Stored(None, None, {}, staged)
         data = orjson.loads(raw)
         if "deleted_at" in data:
             return Stored(None, float(data["deleted_at"]), {})
-        return Stored(SyncState.from_dict(data), None, dict(data.get("marks", {})))
+        return Stored(SyncState.from_dict(data), None, dict(data.get("marks", {})), staged)
+
+    async def stage(
+        self,
+        shop: str,
+        customer_id: int,
+        token: str,
+        writes: Sequence[Write],
+        state: SyncState,
+        marks: dict[str, float],
+    ) -> None:
+        """Before sending `writes`: keep them and the state they lead to until the save, if the
+        lock is still ours (else `LockLostError`)."""
+        encoded = orjson.dumps(
+            {
+                "writes": [[_kind(w), asdict(w)] for w in writes],
+                "state": state.to_dict(),
+                "marks": marks,
+            }
+        )
+        keys = [self.keys.customer_lock(shop, customer_id), self._staged_key(shop, customer_id)]
+        if not await self._stage(keys=keys, args=[token, encoded, PENDING_TTL_S]):
+            raise LockLostError(f"customer {customer_id}: lock lost before sending")
 
     def _encode(self, state: SyncState, marks: dict[str, float]) -> bytes:
         return orjson.dumps({**state.to_dict(), "marks": marks})
@@ -119,6 +183,7 @@ class CustomerStore:
                 self.keys.customer_state(shop, cid),
                 self._pending_key(shop, int(cid)),
                 self.keys.customer_lock(shop, cid),
+                self._staged_key(shop, int(cid)),
             )
             removed += 1
         await self.redis.delete(members_key)
@@ -169,6 +234,7 @@ class CustomerStore:
             self.keys.customer_state(shop, customer_id),
             self.keys.shop_customers(shop),
             self._pending_key(shop, customer_id),
+            self._staged_key(shop, customer_id),
         ]
         done = await self._settle(
             keys=keys, args=[token, encoded, ttl, str(customer_id), membership, *update_ids]
@@ -190,3 +256,13 @@ class CustomerStore:
 
     async def unlock(self, shop: str, customer_id: int, token: str) -> None:
         await self._release(keys=[self.keys.customer_lock(shop, customer_id)], args=[token])
+
+
+def _kind(write: Write) -> str:
+    return next(name for name, cls in _WRITE_KINDS.items() if isinstance(write, cls))
+
+
+def _decode_staged(raw: bytes) -> Staged:
+    data = orjson.loads(raw)
+    writes = tuple(_WRITE_KINDS[kind](**fields) for kind, fields in data["writes"])
+    return Staged(writes, SyncState.from_dict(data["state"]), dict(data["marks"]))

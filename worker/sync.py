@@ -205,6 +205,12 @@ async def _apply(
     )
     result = Applied()
     merged = _MergedWrites()
+    if stored.staged is not None and deleted_at is None:
+        # An earlier apply sent (some of) these writes and never saved (it died, or Redis went
+        # away, in between): APSIS may hold any of them. Send them again with ours, and judge
+        # the pending updates against the state they lead to, not the saved one.
+        state, marks = stored.staged.state, dict(stored.staged.marks)
+        merged.add(stored.staged.writes)
     fetched = False
     for update_id, raw in ordered:
         update = Update.from_dict(raw)
@@ -255,6 +261,8 @@ async def _apply(
             return result
         marks[_PATCHED] = time.time()
     held.check()  # never send on a lock another worker may hold by now
+    if writes and state is not None:
+        await store.stage(shop.domain, customer_id, held.token, writes, state, marks)
     result.writes = await _send(app, shop, customer_id, writes)
     if result.writes == 0:
         for update_id, outcome in result.outcomes.items():
