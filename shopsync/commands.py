@@ -171,7 +171,7 @@ def jobs(args: argparse.Namespace, settings: Settings) -> int:
                     r["job_id"],
                     r["function"],
                     str(r["shop"] or "-"),
-                    str(r["topic"] or "-"),
+                    str(r["topic"] or (f"customer {r['customer_id']}" if r.get("customer_id") else "-")),
                     r["status"],
                     str(r["tries"]),
                     _ago(r["enqueued_at"]),

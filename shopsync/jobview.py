@@ -31,6 +31,7 @@ def _summary(job_id: str, data: dict[str, Any]) -> dict[str, Any]:
         "function": data.get("f"),
         "shop": first.get("shop"),
         "topic": first.get("topic"),
+        "customer_id": first.get("customer_id"),  # apply-customer jobs (worker/coalesce.py)
         "enqueued_at": (data.get("et") or 0) / 1000,
     }
 

@@ -55,6 +55,10 @@ class Keys:
     def customer_lock(self, shop: str, customer_id: str | int) -> str:
         return f"{self.prefix}:lock:{shop}:{customer_id}"
 
+    def customer_apply(self, shop: str, customer_id: str | int) -> str:
+        """The id of the customer's one scheduled "apply customer" job (worker/coalesce.py)."""
+        return f"{self.prefix}:apply:{shop}:{customer_id}"
+
     def shop_customers(self, shop: str) -> str:
         """Set of customer ids with state, so a shop's state can be removed without KEYS."""
         return f"{self.prefix}:customers:{shop}"

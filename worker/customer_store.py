@@ -120,6 +120,10 @@ class CustomerStore:
     def _staged_key(self, shop: str, customer_id: int) -> str:
         return f"{self.keys.prefix}:staged:{shop}:{customer_id}"
 
+    def pending_key(self, shop: str, customer_id: int) -> str:
+        """The pending hash (worker/coalesce.py's scripts deposit into it too)."""
+        return self._pending_key(shop, customer_id)
+
     # --- state -------------------------------------------------------------------------------
 
     async def load(self, shop: str, customer_id: int) -> Stored:
@@ -184,6 +188,7 @@ class CustomerStore:
                 self._pending_key(shop, int(cid)),
                 self.keys.customer_lock(shop, cid),
                 self._staged_key(shop, int(cid)),
+                self.keys.customer_apply(shop, cid),
             )
             removed += 1
         await self.redis.delete(members_key)

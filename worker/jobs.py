@@ -19,10 +19,10 @@ from mappings.normalize import customer_id as payload_customer_id
 from mappings.snapshot import PayloadError
 from shopsync.jobs import Delivery
 from shopsync.redis_conn import typed
-from worker import fullsync, orders
+from worker import coalesce, fullsync, orders
 from worker.context import WorkerContext
 from worker.runtime import run_job
-from worker.sync import Update, submit
+from worker.sync import Update, customer_of, submit
 from worker.sync import delete_customer as delete_profile
 
 REALTIME_TIMEOUT_S = 90
@@ -77,11 +77,43 @@ async def _sync_topic(app: WorkerContext, shop: Shop, delivery: Delivery) -> dic
         received_at=delivery.received_at,
         triggered_at=_epoch(delivery.triggered_at),
     )
-    outcome = await submit(app, shop, f"wh:{delivery.webhook_id}", update)
+    update_id = f"wh:{delivery.webhook_id}"
+    customer_id = customer_of(update.normalized())  # a poison payload fails here, before Redis
+    # Behind, or an apply already scheduled for the customer: deposit only (worker/coalesce.py).
+    lag_s = time.time() - delivery.received_at
+    scheduled = await coalesce.deposit(app, shop.domain, customer_id, update_id, update.to_dict(), lag_s)
+    if scheduled is not None:
+        app.metrics.inc("shopsync_customers_total", {"source": "webhook", "outcome": "deferred"})
+        return {"outcome": "deferred", "apply_job": scheduled.job_id}
+    outcome = await submit(app, shop, update_id, update, deposited=True)
     app.metrics.inc("shopsync_customers_total", {"source": "webhook", "outcome": outcome})
     if outcome == "written":
         app.metrics.observe("shopsync_webhook_to_write_seconds", time.time() - delivery.received_at)
     return {"outcome": outcome}
+
+
+async def apply_customer(ctx: dict[str, Any], arg: dict[str, Any]) -> Any:
+    """The one deferred job that applies a customer's queued updates together (worker/coalesce.py)."""
+    job_id = str(ctx.get("job_id", ""))
+
+    async def run(app: WorkerContext, arg: dict[str, Any]) -> Any:
+        shop = app.installations.get(arg["shop"])
+        if shop is None:
+            raise UnknownShopError(f"shop {arg['shop']!r} is not in {app.installations.source}")
+        if await typed(app.redis.sismember(app.keys.uninstalled, shop.domain)):
+            log.info("skipped_uninstalled_shop")
+            return {"skipped": "shop uninstalled"}
+        return await coalesce.apply_customer(app, shop, int(arg["customer_id"]), job_id)
+
+    return await run_job(
+        ctx,
+        coalesce.APPLY_JOB,
+        run,
+        (arg,),
+        queue=ctx["app"].keys.realtime_queue,
+        timeout_s=REALTIME_TIMEOUT_S,
+        bind={"shop": arg.get("shop"), "customer_id": arg.get("customer_id")},
+    )
 
 
 def _epoch(iso: str | None) -> float | None:
@@ -159,6 +191,7 @@ def realtime_functions() -> list[Any]:
         uninstall_shop,
         record_order,
         refresh_product,
+        apply_customer,
     ]
 
 

@@ -119,15 +119,24 @@ class Applied:
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     writes: int = 0
     hold_s: float = 0.0  # > 0: nothing was sent; patch again after this long
+    received_at: dict[str, float] = field(default_factory=dict)  # update id -> its received_at
 
 
 async def submit(
-    app: WorkerContext, shop: Shop, update_id: str, update: Update, *, budget_s: float = DRIVE_BUDGET_S
+    app: WorkerContext,
+    shop: Shop,
+    update_id: str,
+    update: Update,
+    *,
+    budget_s: float = DRIVE_BUDGET_S,
+    deposited: bool = False,
 ) -> Outcome:
-    """Deposit `update` and see it applied (by this worker or another). Transient on timeout."""
+    """Deposit `update` (unless the caller already did: worker/coalesce.py) and see it applied
+    (by this worker or another). Transient on timeout."""
     customer_id = customer_of(update.normalized())  # a poison payload fails here, before Redis
     store = app.customers
-    await store.deposit(shop.domain, customer_id, update_id, update.to_dict())
+    if not deposited:
+        await store.deposit(shop.domain, customer_id, update_id, update.to_dict())
     deadline = time.monotonic() + budget_s
     delay = 0.01
     while True:
@@ -214,6 +223,7 @@ async def _apply(
     fetched = False
     for update_id, raw in ordered:
         update = Update.from_dict(raw)
+        result.received_at[update_id] = update.received_at
         try:
             normalized = update.normalized()
         except PayloadError as exc:

@@ -1,0 +1,207 @@
+"""A backlog of queued real-time updates merged per customer (worker/coalesce.py): the last
+state of each customer reaches APSIS in about one write, and no deposit is ever stranded."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+
+from sandbox.shopify.serialize import serialize_customer
+from shopsync.jobs import Delivery
+from shopsync.keys import Keys
+from tests.e2e.harness import DOMAIN, SECTION_MAIN, Pipeline, pipeline
+from worker import coalesce, jobs, runtime
+from worker.sync import Applied, apply_pending
+
+FIRST_NAME = "1002"  # demo.toml: first_name's attribute version in the main section
+
+
+async def metric(p: Pipeline, series: str) -> float:
+    await p.app.metrics.flush()
+    raw = await p.redis.hget(p.keys.metrics, series)  # type: ignore[misc]
+    return float(raw or 0)
+
+
+async def apply_jobs(p: Pipeline) -> list[str]:
+    ids = [j.decode() for j in await p.redis.zrange(p.keys.realtime_queue, 0, -1)]
+    return [j for j in ids if j.startswith(coalesce.JOB_ID_PREFIX)]
+
+
+async def failed(p: Pipeline, job_id: str) -> bool:
+    """The job has failed (and been retried) at least once."""
+    return any(orjson.loads(f)["job_id"] == job_id for f in await p.redis.zrange(p.keys.failures, 0, -1))
+
+
+def ctx(p: Pipeline, job_id: str = "test-job") -> dict[str, Any]:
+    return {"app": p.app, "job_id": job_id, "job_try": 1}
+
+
+def delivery(p: Pipeline, cid: int, webhook_id: str, *, waited_s: float) -> dict[str, Any]:
+    """A customers/update delivery of the customer as the store has it now, received `waited_s` ago."""
+    customer = p.store.customer(cid)
+    assert customer is not None
+    payload = serialize_customer(customer, p.shop.api_version, for_webhook=True)
+    now = time.time()
+    return Delivery(
+        topic="customers/update",
+        shop=DOMAIN,
+        webhook_id=webhook_id,
+        event_id=None,
+        triggered_at=datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z"),
+        api_version=p.shop.api_version,
+        received_at=now - waited_s,
+        body=orjson.dumps(payload).decode(),
+    ).to_arg()
+
+
+async def test_a_queued_backlog_becomes_about_one_apply_per_customer(redis_url: str, keys: Keys) -> None:
+    async with pipeline(redis_url, keys, customers=3, workers=()) as p:
+        ids = [
+            (await p.store.create_customer(email=f"b{i}@example.com", email_state="subscribed")).id
+            for i in range(4)
+        ]
+        for round_no in range(6):  # names, consent both ways, tags, a new address: all queued
+            for cid in ids:
+                await p.store.update_customer(cid, first_name=f"Name{round_no}")
+                if round_no in (1, 4):
+                    await p.store.set_email_consent(cid, "unsubscribed" if round_no == 1 else "subscribed")
+                if round_no == 2:
+                    await p.store.add_tags(cid, ["vip"])
+                if round_no == 3:
+                    await p.store.change_email(cid, f"b{cid}-new@example.com")
+        await p.store.deliverer.settled()
+        queued = int(await p.redis.zcard(keys.realtime_queue))
+        assert queued >= 6 * len(ids)
+        await asyncio.sleep(coalesce.BEHIND_S + 0.2)  # every delivery has now waited: the worker is behind
+        await p.start_workers(("realtime",))
+        await p.settle()
+        assert p.mismatches(ids) == []
+        patches = Counter(
+            (w.params["profile_key"], w.params["section"]) for w in p.account.writes_of("attributes")
+        )
+        for cid in ids:
+            per_section = {s: n for (key, s), n in patches.items() if key == str(cid)}
+            assert per_section and all(n <= 2 for n in per_section.values()), (cid, per_section)
+        assert await metric(p, 'shopsync_customers_total{outcome="deferred",source="webhook"}') == queued
+        assert await metric(p, 'shopsync_apply_jobs_total{end="done"}') <= 2 * len(ids)
+        assert await metric(p, "shopsync_coalesced_applies_total") >= len(ids)
+        for cid in ids:
+            assert not await p.redis.exists(keys.customer_apply(DOMAIN, cid))
+            assert await p.app.customers.pending(DOMAIN, cid) == {}
+        assert await p.dead_letters() == []
+
+
+async def test_a_retried_deposit_schedules_one_apply_and_is_applied(redis_url: str, keys: Keys) -> None:
+    async with pipeline(redis_url, keys, customers=3, workers=()) as p:
+        p.store.subscriptions.clear()  # the test delivers by hand
+        cid = next(iter(p.store.customer_ids()))
+        await p.store.update_customer(cid, first_name="Retried")
+        arg = delivery(p, cid, "w-1", waited_s=5.0)
+        # The job deposits, then its worker dies before arq records the end: arq runs it again.
+        first = await jobs.sync_customer(ctx(p), arg)
+        again = await jobs.sync_customer(ctx(p), arg)
+        assert first["outcome"] == again["outcome"] == "deferred"
+        assert first["apply_job"] == again["apply_job"]
+        assert await apply_jobs(p) == [first["apply_job"]]
+        await p.start_workers(("realtime",))
+        await p.settle()
+        assert p.mismatches([cid]) == []
+        assert not await p.redis.exists(keys.customer_apply(DOMAIN, cid))
+
+
+async def test_a_marker_whose_job_is_gone_strands_nothing(redis_url: str, keys: Keys) -> None:
+    async with pipeline(redis_url, keys, customers=3, workers=()) as p:
+        p.store.subscriptions.clear()
+        cid = next(iter(p.store.customer_ids()))
+        await p.store.update_customer(cid, first_name="Orphan")
+        first = await jobs.sync_customer(ctx(p), delivery(p, cid, "w-1", waited_s=5.0))
+        # The apply job ends without clearing the marker (a dead letter, an expired job).
+        lost = first["apply_job"]
+        await p.redis.delete(f"arq:job:{lost}")
+        await p.redis.zrem(keys.realtime_queue, lost)
+        await p.store.update_customer(cid, first_name="Orphan2")
+        second = await jobs.sync_customer(ctx(p), delivery(p, cid, "w-2", waited_s=5.0))
+        assert second["outcome"] == "deferred" and second["apply_job"] != lost
+        assert await apply_jobs(p) == [second["apply_job"]]
+        await p.start_workers(("realtime",))
+        await p.settle()
+        assert p.mismatches([cid]) == []
+        assert await p.app.customers.pending(DOMAIN, cid) == {}
+
+
+async def test_a_deposit_while_the_apply_job_runs_is_applied(
+    redis_url: str, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with pipeline(redis_url, keys, customers=3, workers=()) as p:
+        p.store.subscriptions.clear()
+        cid = next(iter(p.store.customer_ids()))
+        await p.store.update_customer(cid, first_name="First")
+        first = await jobs.sync_customer(ctx(p), delivery(p, cid, "w-1", waited_s=5.0))
+        late: list[dict[str, Any]] = []
+        real = apply_pending
+
+        async def apply_then_deposit(*args: Any) -> Applied | None:
+            applied = await real(*args)
+            if not late:
+                # Between the apply and the marker's clearing: a real-time update, not behind.
+                await p.store.update_customer(cid, first_name="Late")
+                late.append(await jobs.sync_customer(ctx(p, "late"), delivery(p, cid, "w-2", waited_s=0.0)))
+            return applied
+
+        monkeypatch.setattr("worker.coalesce.apply_pending", apply_then_deposit)
+        await p.start_workers(("realtime",))
+        await p.settle()
+        assert late == [{"outcome": "deferred", "apply_job": first["apply_job"]}]
+        profile = p.account.profile(p.shop.apsis.keyspace, str(cid))
+        assert profile is not None and profile.attributes[SECTION_MAIN][FIRST_NAME] == "Late"
+        assert p.mismatches([cid]) == []
+        assert not await p.redis.exists(keys.customer_apply(DOMAIN, cid))
+        assert await p.app.customers.pending(DOMAIN, cid) == {}
+
+
+async def test_an_apply_job_that_fails_mid_apply_is_retried_with_its_updates(
+    redis_url: str, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtime, "backoff_s", lambda _try: 0.2)
+    async with pipeline(redis_url, keys, customers=3, workers=()) as p:
+        p.store.subscriptions.clear()
+        cid = next(iter(p.store.customer_ids()))
+        await p.store.update_customer(cid, first_name="Outage")
+        first = await jobs.sync_customer(ctx(p), delivery(p, cid, "w-1", waited_s=5.0))
+        p.account.faults.start_outage(time.time())  # until the apply job has failed once
+        await p.start_workers(("realtime",))
+        async with asyncio.timeout(60):
+            while True:
+                if await failed(p, first["apply_job"]):
+                    break
+                await asyncio.sleep(0.1)
+        assert await p.redis.exists(keys.customer_apply(DOMAIN, cid))  # still scheduled: the retry
+        p.account.faults.end_outage()
+        await p.settle()
+        assert p.mismatches([cid]) == []
+        assert await p.dead_letters() == []
+        assert not await p.redis.exists(keys.customer_apply(DOMAIN, cid))
+
+
+async def test_real_time_updates_that_are_not_behind_apply_at_once(redis_url: str, keys: Keys) -> None:
+    async with pipeline(redis_url, keys, customers=3, workers=()) as p:
+        p.store.subscriptions.clear()
+        cid = next(iter(p.store.customer_ids()))
+        await p.store.update_customer(cid, first_name="Now")
+        result = await jobs.sync_customer(ctx(p), delivery(p, cid, "w-1", waited_s=0.0))
+        assert result == {"outcome": "written"}
+        assert await apply_jobs(p) == []
+        assert p.mismatches([cid]) == []
+
+
+def test_defer_follows_the_lag_up_to_a_cap() -> None:
+    assert coalesce.defer_for(0.05) is None
+    assert coalesce.defer_for(coalesce.BEHIND_S) is None
+    assert coalesce.defer_for(5.0) == 5.0
+    assert coalesce.defer_for(3600.0) == coalesce.DEFER_CAP_S

@@ -1,0 +1,214 @@
+"""Merging a backlog of real-time updates per customer into one apply.
+
+A webhook job normally deposits its update and applies the customer's pending updates at once
+(`worker.sync.submit`). When the real-time queue is behind, that spends one APSIS write per
+queued update, most of them states that later updates, still in the queue, already overtake.
+So a webhook job that finds itself behind (its delivery waited longer than `BEHIND_S`), or finds
+an apply already scheduled for its customer, only deposits its update and makes sure the
+customer has ONE "apply customer" job, deferred so that the customer's later updates reach the
+pending hash before it runs; that job then folds them all into one apply (`apply_pending`).
+
+Why there is always exactly one job to apply what was deposited, and never a stranded update:
+- The marker (`Keys.customer_apply`) holds the id of the customer's apply job. The deposit, the
+  marker and the job itself (arq's job key and queue entry, as `enqueue_job` writes them) are
+  written by ONE Lua script: no moment exists at which an update is deposited and relies on a
+  job that is not there yet, so no crash can orphan it. A retried webhook job runs the script
+  again: its update is deposited again (same id, same value) and the live marker is reused.
+- A marker counts only while its job's key exists. arq keeps that key while the job waits, runs,
+  or waits for a retry (a worker killed mid-apply included: arq runs the job again, same id,
+  once its in-progress mark expires) and deletes it when the job ends for good (a dead letter,
+  say). A marker whose job is gone is replaced, so no deposit waits on a job that will not run.
+- The apply job clears the marker only in a script that also finds the pending hash empty: a
+  deposit lands either before (the job sees it and applies again) or after (it finds no marker
+  and schedules a job or applies by itself). Every scheduling takes a fresh job id, so a
+  finished job's key, kept result or retry count never blocks or confuses the next one.
+- An apply job that has run for `APPLY_BUDGET_S` (a customer edited without pause, or a lock
+  held elsewhere) hands the marker over to a new job in the same way instead of timing out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+from arq.constants import job_key_prefix
+
+from mappings.installation import Shop
+from shopsync.jobs import JOB_TTL_MS, job_bytes, now_ms
+from worker.context import WorkerContext
+from worker.customer_store import PENDING_TTL_S
+from worker.sync import Applied, apply_pending
+
+APPLY_JOB = "apply_customer"
+JOB_ID_PREFIX = "apply-"  # tells apply jobs apart in the queue (`shopsync jobs`, the load scenario)
+# A delivery that waited longer than this in the queue means the worker is behind: real-time
+# jobs otherwise start within tens of milliseconds (the latency goal is p99 <= 500 ms).
+BEHIND_S = 1.0
+# How long an apply waits at most. The customer's later updates already queued reach the worker
+# within about the time this one waited (the queue is first in, first out), and a burst that
+# made the worker fall behind tends to go on for as long: so the apply waits as long as the
+# update did, but no more than this, which bounds what merging adds to an update's latency.
+DEFER_CAP_S = 30.0
+# One apply job's time before it hands over to a fresh one (well inside the job timeout).
+APPLY_BUDGET_S = 20.0
+HANDOVER_DEFER_S = 1.0
+
+End = Literal["done", "more", "other", "handed"]
+
+# Deposit an update; decide whether the caller applies it now or the customer's apply job will.
+# KEYS: pending hash, marker, real-time queue. ARGV: update id, update JSON, pending ttl (s),
+# defer (ms, '' = not behind), new job id, new job bytes, now (ms), job ttl (ms), arq job key
+# prefix. Returns {} (apply now) or {job id, 1 if this call scheduled it else 0}.
+_DEPOSIT = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+local current = redis.call('GET', KEYS[2])
+if current and redis.call('EXISTS', ARGV[9] .. current) == 1 then return {current, 0} end
+if ARGV[4] == '' then
+  if current then redis.call('DEL', KEYS[2]) end
+  return {}
+end
+local ttl = tonumber(ARGV[8]) + tonumber(ARGV[4])
+redis.call('SET', KEYS[2], ARGV[5], 'PX', ttl)
+redis.call('PSETEX', ARGV[9] .. ARGV[5], ttl, ARGV[6])
+redis.call('ZADD', KEYS[3], tonumber(ARGV[7]) + tonumber(ARGV[4]), ARGV[5])
+return {ARGV[5], 1}
+"""
+# The end of an apply round. KEYS: marker, pending hash, queue. ARGV: this job's id, hand over
+# ('1' or ''), then as above: new job id, job bytes, now (ms), defer (ms), job ttl (ms), prefix.
+_FINISH = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'other' end
+if redis.call('HLEN', KEYS[2]) == 0 then
+  redis.call('DEL', KEYS[1])
+  return 'done'
+end
+if ARGV[2] == '' then return 'more' end
+local ttl = tonumber(ARGV[7]) + tonumber(ARGV[6])
+redis.call('SET', KEYS[1], ARGV[3], 'PX', ttl)
+redis.call('PSETEX', ARGV[8] .. ARGV[3], ttl, ARGV[4])
+redis.call('ZADD', KEYS[3], tonumber(ARGV[5]) + tonumber(ARGV[6]), ARGV[3])
+return 'handed'
+"""
+
+
+def defer_for(lag_s: float) -> float | None:
+    """None when an update that waited `lag_s` in the queue is applied at once; else how long
+    the customer's apply job waits (see `DEFER_CAP_S`)."""
+    if lag_s <= BEHIND_S:
+        return None
+    return min(lag_s, DEFER_CAP_S)
+
+
+def apply_arg(shop: str, customer_id: int) -> dict[str, Any]:
+    """The apply job's one argument (what `shopsync jobs` and dead-letter replay see)."""
+    return {"shop": shop, "customer_id": customer_id}
+
+
+def _new_job(shop: str, customer_id: int) -> tuple[str, bytes]:
+    return JOB_ID_PREFIX + os.urandom(12).hex(), job_bytes(APPLY_JOB, (apply_arg(shop, customer_id),))
+
+
+@dataclass(frozen=True, slots=True)
+class Scheduled:
+    job_id: str
+    created: bool  # this deposit scheduled the job (else it joined one already waiting)
+
+
+async def deposit(
+    app: WorkerContext, shop: str, customer_id: int, update_id: str, update: dict[str, Any], lag_s: float
+) -> Scheduled | None:
+    """Deposit a webhook update. None: nothing is scheduled and the worker is not behind, the
+    caller applies now (`submit(..., deposited=True)`). Else the apply job that will."""
+    defer = defer_for(lag_s)
+    job_id, job = _new_job(shop, customer_id)
+    script = app.redis.register_script(_DEPOSIT)
+    reply = await script(
+        keys=[
+            app.customers.pending_key(shop, customer_id),
+            app.keys.customer_apply(shop, customer_id),
+            app.keys.realtime_queue,
+        ],
+        args=[
+            update_id,
+            orjson.dumps(update),
+            PENDING_TTL_S,
+            "" if defer is None else int(defer * 1000),
+            job_id,
+            job,
+            now_ms(),
+            JOB_TTL_MS,
+            job_key_prefix,
+        ],
+    )
+    if not reply:
+        return None
+    scheduled, created = reply
+    return Scheduled(
+        scheduled.decode() if isinstance(scheduled, bytes) else str(scheduled), bool(int(created))
+    )
+
+
+async def finish(app: WorkerContext, shop: str, customer_id: int, job_id: str, *, hand_over: bool) -> End:
+    """done: nothing pending, marker cleared. more: deposits arrived, apply again. other: the
+    marker is not this job's (a replayed dead letter, or handed over). handed: a new job goes on."""
+    new_id, job = _new_job(shop, customer_id)
+    script = app.redis.register_script(_FINISH)
+    reply = await script(
+        keys=[
+            app.keys.customer_apply(shop, customer_id),
+            app.customers.pending_key(shop, customer_id),
+            app.keys.realtime_queue,
+        ],
+        args=[
+            job_id,
+            "1" if hand_over else "",
+            new_id,
+            job,
+            now_ms(),
+            int(HANDOVER_DEFER_S * 1000),
+            JOB_TTL_MS,
+            job_key_prefix,
+        ],
+    )
+    end = reply.decode() if isinstance(reply, bytes) else str(reply)
+    assert end in ("done", "more", "other", "handed"), end
+    return end  # type: ignore[return-value]
+
+
+async def apply_customer(app: WorkerContext, shop: Shop, customer_id: int, job_id: str) -> dict[str, Any]:
+    """The apply job's body: apply everything pending until nothing is, then clear the marker."""
+    started = time.monotonic()
+    rounds = updates = writes = 0
+    delay = 0.01
+    while True:
+        applied = await apply_pending(app, shop, customer_id)
+        if applied is None:
+            # Another worker holds the lock and applies what is pending: wait for it.
+            await asyncio.sleep(delay + random.uniform(0, delay))
+            delay = min(delay * 2, 0.2)
+        elif applied.outcomes:
+            rounds += 1
+            updates += len(applied.outcomes)
+            writes += applied.writes
+            _count(app, applied)
+        hand_over = time.monotonic() - started > APPLY_BUDGET_S
+        end = await finish(app, shop.domain, customer_id, job_id, hand_over=hand_over)
+        if end != "more":
+            break
+    app.metrics.inc("shopsync_apply_jobs_total", {"end": end})
+    return {"customer_id": customer_id, "applies": rounds, "updates": updates, "writes": writes, "end": end}
+
+
+def _count(app: WorkerContext, applied: Applied) -> None:
+    app.metrics.inc("shopsync_coalesced_applies_total")
+    now = time.time()
+    for update_id, outcome in applied.outcomes.items():
+        app.metrics.inc("shopsync_coalesced_updates_total", {"outcome": outcome})
+        received = applied.received_at.get(update_id)
+        if outcome == "written" and update_id.startswith("wh:") and received is not None:
+            app.metrics.observe("shopsync_webhook_to_write_seconds", now - received)
