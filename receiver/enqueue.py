@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import os
 from dataclasses import dataclass
 
@@ -48,16 +49,25 @@ class BatchEnqueuer:
         self._scheduled = False
         self._in_flight: set[asyncio.Task[None]] = set()
         self._sha = hashlib.sha1(ENQUEUE_BATCH_LUA.encode()).hexdigest()
+        # Job ids: a random per-process prefix and a counter, unique across processes and
+        # restarts without a getrandom() call per webhook.
+        self._id_prefix = os.urandom(8).hex()
+        self._ids = itertools.count()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.batches = 0
         self.batched_items = 0
 
     async def enqueue(self, delivery: Delivery, function: str) -> bool:
         """Store the job unless this delivery was seen; True when stored, False for a duplicate."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        loop = self._loop
+        if loop is None:
+            # Looked up once: on Python 3.11 every get_running_loop() costs a getpid() syscall.
+            loop = self._loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
         self._pending.append(
             _Pending(
                 dedup_suffix=f"{delivery.shop}:{delivery.webhook_id}",
-                job_id=os.urandom(16).hex(),
+                job_id=f"{self._id_prefix}{next(self._ids):016x}",
                 job=job_bytes(function, (delivery.to_arg(),)),
                 future=future,
             )
@@ -65,7 +75,7 @@ class BatchEnqueuer:
         if not self._scheduled:
             # Run after every request of this tick has been parsed and appended.
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._dispatch)
+            loop.call_soon(self._dispatch)
         return await future
 
     def _dispatch(self) -> None:
@@ -73,15 +83,15 @@ class BatchEnqueuer:
         while self._pending and len(self._in_flight) < self._max_in_flight:
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
-            task = asyncio.create_task(self._flush(batch))
+            task = (self._loop or asyncio.get_running_loop()).create_task(self._flush(batch))
             self._in_flight.add(task)
             task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
-        if self._pending and not self._scheduled:
+        if self._pending and not self._scheduled and self._loop is not None:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._dispatch)
+            self._loop.call_soon(self._dispatch)
 
     async def _flush(self, batch: list[_Pending]) -> None:
         try:

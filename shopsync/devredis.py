@@ -56,11 +56,12 @@ def _redis_server_binary() -> str | None:
 
 @contextlib.contextmanager
 def embedded_redis(
-    appendonly: bool = False, port: int | None = None, workdir: Path | None = None
+    appendonly: bool = False, port: int | None = None, workdir: Path | None = None, cpu: int | None = None
 ) -> Iterator[str]:
     """Start a private Redis server on a free port; yield its URL; stop it afterwards.
 
     Passing the same `port` and `workdir` again restarts "the same" Redis (with AOF, its data).
+    `cpu` pins the server to one core (benchmarks keep it off the core under test).
     """
     binary = _redis_server_binary()
     if binary is None:
@@ -87,8 +88,13 @@ def embedded_redis(
     ]
     # Own session: Ctrl-C in the terminal must not stop Redis before the command it serves has
     # stopped (make run's worker finishes its jobs first); the finally below stops it.
+    pin = cpu is not None and hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1
     proc = subprocess.Popen(
-        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        args,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if pin and cpu is not None else None,
     )
     url = f"redis://127.0.0.1:{port}/0"
     try:
