@@ -17,6 +17,8 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from mappings.installation import CHANNELS
+from mappings.state import SyncState
+from mappings.writes import AttributePatch
 from sandbox.shopify.models import Customer
 from sandbox.shopify.serialize import email_consent_payload, serialize_customer, tags_payload
 from shopsync.keys import Keys
@@ -116,3 +118,19 @@ async def test_an_opt_in_from_a_fetch_never_saved_is_undone_by_a_later_pending(
 
         assert not await store.pending(shop.domain, customer.id)
         assert p.mismatches([customer.id]) == []
+
+
+async def test_a_delete_drops_the_staged_writes(redis_url: str, keys: Keys) -> None:
+    """Staged writes re-sent after a delete would bring the profile back."""
+    async with pipeline(redis_url, keys, customers=2, workers=()) as p:
+        store, shop, cid = p.app.customers, p.shop.domain, 7000000099998
+        token = await store.try_lock(shop, cid)
+        assert token is not None
+        patch = AttributePatch(SECTION_MAIN, {"1002": "Staged"}, str(cid))
+        await store.stage(shop, cid, token, [patch], SyncState(customer_id=cid), {"customer": 1.0})
+        staged = (await store.load(shop, cid)).staged
+        assert staged is not None and staged.writes == (patch,) and staged.marks == {"customer": 1.0}
+        await store.bury(shop, cid, time.time(), token, [])
+        await store.unlock(shop, cid, token)
+        assert (await store.load(shop, cid)).deleted_at is not None
+        assert not await p.redis.exists(f"{keys.prefix}:staged:{shop}:{cid}")
