@@ -11,8 +11,9 @@ the caller must wait for that slot. The caller sleeps that long, then sends. So:
 - a bucket admits `burst` requests at once, then `rate_per_s` steadily; at any moment its level
   (requests in flight or reserved that have not leaked yet) is `(TAT - now) * rate`.
 
-A request whose wait would exceed `max_wait_s` reserves nothing and raises `WaitTooLongError`: the
-job should give its slot back to the queue rather than hold a worker for minutes.
+A request whose wait would exceed `max_wait_s`, or what is left of its job's budget
+(`worker.budget`), reserves nothing and raises `WaitTooLongError`: the job should give its slot
+back to the queue rather than hold a worker for minutes, or be cut off by its timeout.
 
 The APIs' own view is fed back three ways. `raise_level` and `hold` move only the TAT, so they
 act on new acquires (APSIS 429s hold the profile or address bucket). `delay` moves the whole
@@ -43,7 +44,7 @@ from redis.asyncio import Redis
 
 from mappings.installation import ApsisAccount, Limits, Shop
 from shopsync.keys import Keys
-from worker import metrics
+from worker import budget, metrics
 from worker.errors import LimiterTimeoutError
 
 _US = 1_000_000
@@ -199,7 +200,7 @@ class RateLimiter:
     async def acquire_bucket(
         self, bucket: Bucket, cost: float = 1, *, max_wait_s: float | None = None
     ) -> float:
-        limit = self.max_wait_s if max_wait_s is None else max_wait_s
+        limit = budget.cap_wait(self.max_wait_s if max_wait_s is None else max_wait_s)
         keys = [self.keys.limiter(bucket.name), self._shift_key(bucket)]
         if bucket.listed:
             keys.append(self.registry_key)
@@ -287,7 +288,7 @@ class RateLimiter:
         processes, so keep it a cap that is rarely reached, not a queue."""
         key = self.keys.limiter(f"{name}:leases")
         lease_id = uuid.uuid4().hex
-        limit = self.max_wait_s if max_wait_s is None else max_wait_s
+        limit = budget.cap_wait(self.max_wait_s if max_wait_s is None else max_wait_s)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
         pause = 0.005

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from shopsync.logging import get_logger
-from worker import metrics
+from worker import budget, metrics
 from worker.errors import ApiError, is_transient
 
 T = TypeVar("T")
@@ -62,8 +62,8 @@ async def call_with_retries(
             if exc.retry_after is not None:
                 # Honour the server's wait; a little jitter keeps processes from returning together.
                 delay = exc.retry_after + random.uniform(0, min(0.25, policy.base_delay_s))
-            if clock() - started + delay > policy.budget_s:
-                raise
+            if clock() - started + delay > policy.budget_s or budget.cap_wait(delay) < delay:
+                raise  # the policy's budget, or the job's (worker/budget.py), is spent
             metrics.retried(api or exc.api, _reason(exc))
             log.info(
                 "api_retry",

@@ -23,6 +23,7 @@ import structlog
 from arq import Retry
 from redis.exceptions import RedisError
 
+from worker import budget
 from worker.deadletters import DeadLetter, bury, record_failure
 from worker.errors import is_transient as api_error_is_transient
 from worker.ratelimit import WaitTooLongError
@@ -72,8 +73,11 @@ async def run_job(
         job_id=job_id, function=function, job_try=job_try, **(bind or {})
     ):
         try:
-            async with asyncio.timeout(timeout_s):
-                result = await body(app, *args)
+            # The waits inside see the budget and end with a transient error before it is spent
+            # (worker/budget.py); the timeout only cuts what no wait accounts for.
+            with budget.deadline(timeout_s):
+                async with asyncio.timeout(timeout_s):
+                    result = await body(app, *args)
         except Retry:
             raise
         except Exception as exc:
