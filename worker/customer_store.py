@@ -41,7 +41,9 @@ from shopsync.redis_conn import typed
 STATE_TTL_S = 400 * 24 * 3600  # a customer untouched for over a year is re-learnt by a full sync
 TOMBSTONE_TTL_S = 7 * 24 * 3600  # longer than any delivery delay or retry window
 PENDING_TTL_S = 8 * 24 * 3600
-LOCK_TTL_MS = 60_000
+# Renewed while its holder applies (worker/sync.py): short, so a killed worker's customers are
+# free again within seconds, not a minute.
+LOCK_TTL_MS = 20_000
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end

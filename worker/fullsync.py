@@ -54,9 +54,19 @@ PAGE_SIZE = 250
 MAX_AHEAD = int(os.environ.get("SHOPSYNC_FULLSYNC_MAX_AHEAD", "12"))
 BATCH_CONCURRENCY = 16
 WALK_SLICE_S = 120.0
-BATCH_TIMEOUT_S = 600.0
-IN_BATCH_RETRY_S = 90.0  # longer than a dead worker's customer locks live (60 s)
-JOB_TIMEOUT_S = 900  # arq's limit for our functions (the full-sync worker's own default)
+# Time budgets (run_job's timeout: past it, a Retry). A batch applies 250 customers, 16 at a time,
+# each within the sync's own budgets; a minute or two when the APSIS limit is shared with other
+# batches, plus its in-batch retries. Past the budget the batch is retried and skips what it did.
+BATCH_TIMEOUT_S = 300.0
+WALK_TIMEOUT_S = WALK_SLICE_S + 120  # the slice, then finishing the page or export poll under way
+IN_BATCH_RETRY_S = 90.0  # longer than a dead worker's customer locks live (customer_store.LOCK_TTL_MS)
+# arq's limit for our functions: above every budget (arq's own timeout fails a job without a
+# Retry). A killed worker's jobs do not wait for it: their leases lapse and the watchdog hands
+# the work to new jobs; the limit (+ 10 s) only keeps the superseded job's in-progress mark.
+JOB_TIMEOUT_S = int(BATCH_TIMEOUT_S) + 30
+# The watchdog and reconciliation crons run on the real-time worker, whose killed jobs come back
+# after its longest function timeout + 10 s: they must stay under its job timeout (worker/main.py).
+CRON_TIMEOUT_S = 20
 LEASE_TTL_MS = 10_000
 LEASE_RENEW_S = 3.0
 WATCHDOG_SECONDS = frozenset(range(0, 60, 5))
@@ -248,7 +258,7 @@ async def full_sync_walk(ctx: dict[str, Any], sync_id: str, gen: int) -> Any:
         _walk,
         (sync_id, gen),
         queue=ctx["app"].keys.fullsync_queue,
-        timeout_s=WALK_SLICE_S + 300,
+        timeout_s=WALK_TIMEOUT_S,
         bind={"sync_id": sync_id, "walk_gen": gen},
     )
 
@@ -744,7 +754,7 @@ def cron_jobs(installations: Installations) -> list[CronJob]:
                 name="full_sync_watchdog",
                 second=set(WATCHDOG_SECONDS),
                 run_at_startup=True,
-                timeout=60,
+                timeout=CRON_TIMEOUT_S,
                 keep_result=0,
                 max_tries=1,
             ),
@@ -752,7 +762,7 @@ def cron_jobs(installations: Installations) -> list[CronJob]:
                 full_sync_reconcile,
                 name="full_sync_reconcile",
                 second=0,
-                timeout=60,
+                timeout=CRON_TIMEOUT_S,
                 keep_result=0,
                 max_tries=1,
             ),

@@ -25,7 +25,13 @@ from worker.runtime import run_job
 from worker.sync import Update, customer_of, submit
 from worker.sync import delete_customer as delete_profile
 
-REALTIME_TIMEOUT_S = 90
+# A real-time job's budget (run_job's timeout; past it, a Retry and its updates stay pending):
+# up to worker.sync.DRIVE_BUDGET_S (20 s) waiting for a customer another worker is applying, then
+# its own apply (under a second normally, a few seconds under APSIS errors). Waits for a rate-limit
+# slot or a Retry-After are cut to what the budget has left (worker/budget.py): a backlog ends the
+# job in a Retry, not in a request cut off halfway. It also bounds how long a SIGKILLed worker's
+# jobs wait before other workers re-run them (worker/main.py).
+REALTIME_TIMEOUT_S = 30
 log = structlog.get_logger("worker.jobs")
 
 

@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import sys
+from typing import Any
 
 import structlog
 from arq.connections import create_pool
@@ -26,14 +27,26 @@ from shopsync.jobs import deserialize, serialize
 from shopsync.keys import Keys
 from shopsync.redis_conn import arq_settings
 from shopsync.settings import Settings
+from worker import fullsync
 from worker.context import WorkerContext
-from worker.jobs import fullsync_functions, realtime_cron_jobs, realtime_functions
+from worker.jobs import REALTIME_TIMEOUT_S, fullsync_functions, realtime_cron_jobs, realtime_functions
 from worker.runtime import ARQ_MAX_TRIES
 
 # Heroku kills 30 s after SIGTERM; elsewhere (or in tests) SHOPSYNC_SHUTDOWN_GRACE_S changes it.
 SHUTDOWN_GRACE_S = int(os.environ.get("SHOPSYNC_SHUTDOWN_GRACE_S") or 20)
 HEALTH_CHECK_S = 30
 RESTART_PAUSE_S = 1.0
+# arq's own job timeout fails a job for good (no Retry, no dead letter: the webhook is lost), so it
+# must never be what ends one: each job's budget is `run_job`'s timeout, which ends in a Retry,
+# and arq's limit is that plus time for run_job's bookkeeping after it (a few Redis calls).
+# arq's limit also sets how long a SIGKILLed worker's jobs wait before another worker re-runs
+# them: their in-progress marks live the worker's longest function timeout + 10 s. Real-time:
+# 30 s of work (worker/jobs.py) + 5 s = 35 s, so a killed worker's webhooks run again within
+# 45 s. Full sync: a killed worker's walk or batch is handed to a new job by the watchdog once
+# its lease lapses (seconds, worker/fullsync.py); the mark only holds back the superseded job.
+BOOKKEEPING_S = 5
+REALTIME_JOB_TIMEOUT_S = REALTIME_TIMEOUT_S + BOOKKEEPING_S
+FULLSYNC_JOB_TIMEOUT_S = fullsync.JOB_TIMEOUT_S
 log = structlog.get_logger("worker")
 
 
@@ -95,6 +108,8 @@ async def keep_running(worker: Worker, pause_s: float = RESTART_PAUSE_S) -> None
     (a cancellation, which passes through).
     """
     abandoned: set[str] = set()
+    tasks = _Tasks(worker.tasks)
+    worker.tasks = tasks
     while True:
         try:
             if abandoned:
@@ -108,8 +123,26 @@ async def keep_running(worker: Worker, pause_s: float = RESTART_PAUSE_S) -> None
                 error=f"{type(exc).__name__}: {exc}",
                 pause_s=pause_s,
             )
-            abandoned |= _forget_finished_jobs(worker)
+            abandoned |= _forget_finished_jobs(worker) | tasks.failed
+            tasks.failed.clear()
             await asyncio.sleep(pause_s)
+
+
+class _Tasks(dict[str, asyncio.Task[Any]]):
+    """arq's `Worker.tasks` (job id -> the task running it), remembering the jobs whose task
+    failed. arq drops a finished task from it and then re-raises the task's error, which ends
+    its loop: without this, the very job whose bookkeeping failed would be forgotten, and would
+    wait for its in-progress mark to expire (found by the redis-restart scenario)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.failed: set[str] = set()
+
+    def __delitem__(self, job_id: str) -> None:
+        task = self[job_id]
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            self.failed.add(job_id)
+        super().__delitem__(job_id)
 
 
 async def _release(worker: Worker, job_ids: set[str]) -> None:
@@ -154,7 +187,7 @@ def build_worker(kind: str, app: WorkerContext, *, burst: bool = False) -> Worke
         # real-time recovery behind a long in-progress timeout.
         max_jobs=50 if realtime else 8,
         poll_delay=0.02 if realtime else 0.2,
-        job_timeout=120 if realtime else 900,
+        job_timeout=REALTIME_JOB_TIMEOUT_S if realtime else FULLSYNC_JOB_TIMEOUT_S,
         max_tries=ARQ_MAX_TRIES,
         keep_result=60,
         health_check_interval=HEALTH_CHECK_S,

@@ -66,3 +66,24 @@ async def test_a_cancellation_still_stops_it() -> None:
 
     with pytest.raises(asyncio.CancelledError):
         await keep_running(Cancelled(failures=0), pause_s=0.0)  # type: ignore[arg-type]
+
+
+async def test_the_job_whose_error_ended_the_loop_is_released_too() -> None:
+    # arq's poll loop drops a finished task from `tasks`, then re-raises its error: that job's
+    # id is gone from `tasks` when the loop ends (found by redis-restart: it waited 130 s).
+    class ArqLike(FakeWorker):
+        async def async_run(self) -> None:
+            self.runs += 1
+            if self.runs == 1:
+                failed: asyncio.Task[None] = asyncio.create_task(self._fail())
+                self.tasks["job1"] = failed
+                await asyncio.sleep(0)
+                for job_id, task in list(self.tasks.items()):
+                    if task.done():
+                        del self.tasks[job_id]
+                        task.result()
+
+    worker = ArqLike(failures=0)
+    await keep_running(worker, pause_s=0.0)  # type: ignore[arg-type]
+    assert worker.runs == 2
+    assert worker.pool.deleted == ["arq:in-progress:job1"]
