@@ -82,6 +82,17 @@ def tracked_paths(shop: Shop) -> frozenset[str]:
     return frozenset(paths)
 
 
+def unknown_paths(shop: Shop, state: SyncState | None) -> frozenset[str]:
+    """The paths the installation reads that `state` has never known (every one without a state).
+
+    Only a read of the whole customer can fill them once the state is dated: a snapshot older
+    than the state is stale as a whole, since it cannot tell whether a field changed in between
+    (a 2025-01 `customers/update` without tags is what Shopify sends when tags change).
+    """
+    known = state.fields if state is not None else {}
+    return frozenset(p for p in tracked_paths(shop) if known.get(p, UNKNOWN) is UNKNOWN)
+
+
 def group_of(path: str) -> str:
     head = path.partition(".")[0]
     if head == "tags":
