@@ -19,8 +19,13 @@ class Keys:
         return f"{self.prefix}:queue:fullsync"
 
     @property
-    def queues(self) -> tuple[str, str]:
-        return (self.realtime_queue, self.fullsync_queue)
+    def apply_queue(self) -> str:
+        """Deferred apply-customer jobs (worker/coalesce.py): APSIS-bound, so their own job slots."""
+        return f"{self.prefix}:queue:apply"
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        return (self.realtime_queue, self.apply_queue, self.fullsync_queue)
 
     def dedup(self, shop: str, webhook_id: str) -> str:
         return f"{self.dedup_prefix}{shop}:{webhook_id}"

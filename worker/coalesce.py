@@ -24,6 +24,11 @@ Why there is always exactly one job to apply what was deposited, and never a str
   finished job's key, kept result or retry count never blocks or confuses the next one.
 - An apply job that has run for `APPLY_BUDGET_S` (a customer edited without pause, or a lock
   held elsewhere) hands the marker over to a new job in the same way instead of timing out.
+
+Apply jobs have their own queue (`Keys.apply_queue`) and job slots (`APPLY_MAX_JOBS` per
+process). They are the APSIS-bound work: each waits its turn at the APSIS rate limit while it
+runs. On the real-time queue, a backlog of them held every job slot, and the cheap deposits
+behind them (which make the merging possible) ran only as fast as APSIS freed slots.
 """
 
 from __future__ import annotations
@@ -55,8 +60,11 @@ BEHIND_S = 1.0
 # update did, but no more than this, which bounds what merging adds to an update's latency.
 DEFER_CAP_S = 30.0
 # One apply job's time before it hands over to a fresh one (well inside the job timeout).
-APPLY_BUDGET_S = 20.0
+APPLY_BUDGET_S = 15.0
 HANDOVER_DEFER_S = 1.0
+# Apply jobs one worker process runs at once: enough to keep APSIS's 100 requests/s busy (each
+# apply is one to a few requests, paced by the shared limiter) without a long wait at the limiter.
+APPLY_MAX_JOBS = 32
 
 End = Literal["done", "more", "other", "handed"]
 
@@ -81,8 +89,16 @@ return {ARGV[5], 1}
 """
 # The end of an apply round. KEYS: marker, pending hash, queue. ARGV: this job's id, hand over
 # ('1' or ''), then as above: new job id, job bytes, now (ms), defer (ms), job ttl (ms), prefix.
+# A job the marker does not name (a replayed dead letter) leaves a live marker alone and removes
+# a stale one once nothing is pending.
 _FINISH = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'other' end
+local current = redis.call('GET', KEYS[1])
+if current ~= ARGV[1] then
+  if current and redis.call('EXISTS', ARGV[8] .. current) == 0 and redis.call('HLEN', KEYS[2]) == 0 then
+    redis.call('DEL', KEYS[1])
+  end
+  return 'other'
+end
 if redis.call('HLEN', KEYS[2]) == 0 then
   redis.call('DEL', KEYS[1])
   return 'done'
@@ -131,7 +147,7 @@ async def deposit(
         keys=[
             app.customers.pending_key(shop, customer_id),
             app.keys.customer_apply(shop, customer_id),
-            app.keys.realtime_queue,
+            app.keys.apply_queue,
         ],
         args=[
             update_id,
@@ -162,7 +178,7 @@ async def finish(app: WorkerContext, shop: str, customer_id: int, job_id: str, *
         keys=[
             app.keys.customer_apply(shop, customer_id),
             app.customers.pending_key(shop, customer_id),
-            app.keys.realtime_queue,
+            app.keys.apply_queue,
         ],
         args=[
             job_id,

@@ -116,7 +116,7 @@ async def apply_customer(ctx: dict[str, Any], arg: dict[str, Any]) -> Any:
         coalesce.APPLY_JOB,
         run,
         (arg,),
-        queue=ctx["app"].keys.realtime_queue,
+        queue=ctx["app"].keys.apply_queue,
         timeout_s=REALTIME_TIMEOUT_S,
         bind={"shop": arg.get("shop"), "customer_id": arg.get("customer_id")},
     )
@@ -197,8 +197,12 @@ def realtime_functions() -> list[Any]:
         uninstall_shop,
         record_order,
         refresh_product,
-        apply_customer,
     ]
+
+
+def apply_functions() -> list[Any]:
+    """The apply queue's (worker/coalesce.py), run by every real-time worker process."""
+    return [apply_customer]
 
 
 def fullsync_functions() -> list[Any]:

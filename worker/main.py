@@ -28,8 +28,15 @@ from shopsync.keys import Keys
 from shopsync.redis_conn import arq_settings
 from shopsync.settings import Settings
 from worker import fullsync
+from worker.coalesce import APPLY_MAX_JOBS
 from worker.context import WorkerContext
-from worker.jobs import REALTIME_TIMEOUT_S, fullsync_functions, realtime_cron_jobs, realtime_functions
+from worker.jobs import (
+    REALTIME_TIMEOUT_S,
+    apply_functions,
+    fullsync_functions,
+    realtime_cron_jobs,
+    realtime_functions,
+)
 from worker.runtime import ARQ_MAX_TRIES
 
 # Heroku kills 30 s after SIGTERM; elsewhere (or in tests) SHOPSYNC_SHUTDOWN_GRACE_S changes it.
@@ -70,7 +77,7 @@ async def _serve(settings: Settings, installations: Installations, kinds: list[s
         arq_settings(settings.redis_url), job_serializer=serialize, job_deserializer=deserialize
     )
     app = WorkerContext(settings=settings, installations=installations, redis=pool, keys=keys)
-    workers = [build_worker(kind, app, burst=burst) for kind in kinds]
+    workers = [build_worker(kind, app, burst=burst) for kind in with_apply(kinds)]
     loop = asyncio.get_running_loop()
 
     def stop(signum: int) -> None:
@@ -171,12 +178,19 @@ def _forget_finished_jobs(worker: Worker) -> set[str]:
     return failed
 
 
+def with_apply(kinds: list[str]) -> list[str]:
+    """A real-time worker also runs the apply queue's (worker/coalesce.py): its deposits rely on it."""
+    return [k for kind in kinds for k in ((kind, "apply") if kind == "realtime" else (kind,))]
+
+
 def build_worker(kind: str, app: WorkerContext, *, burst: bool = False) -> Worker:
-    realtime = kind == "realtime"
+    realtime = kind in ("realtime", "apply")
+    functions = {"realtime": realtime_functions, "apply": apply_functions}.get(kind, fullsync_functions)
+    queues = {"realtime": app.keys.realtime_queue, "apply": app.keys.apply_queue}
     return Worker(
-        functions=realtime_functions() if realtime else fullsync_functions(),
-        cron_jobs=realtime_cron_jobs(app.installations) if realtime else None,
-        queue_name=app.keys.realtime_queue if realtime else app.keys.fullsync_queue,
+        functions=functions(),
+        cron_jobs=realtime_cron_jobs(app.installations) if kind == "realtime" else None,
+        queue_name=queues.get(kind, app.keys.fullsync_queue),
         redis_pool=app.redis,
         ctx={"app": app},
         burst=burst,
@@ -185,8 +199,10 @@ def build_worker(kind: str, app: WorkerContext, *, burst: bool = False) -> Worke
         # Real-time: many small jobs, picked up fast (the latency goal needs a short poll).
         # Full sync: fewer, longer batch jobs; their own queue so crashes there never hold
         # real-time recovery behind a long in-progress timeout.
-        max_jobs=50 if realtime else 8,
-        poll_delay=0.02 if realtime else 0.2,
+        # Apply jobs (worker/coalesce.py): APSIS-bound, so their own slots; they are deferred
+        # anyway, so a slower poll costs nothing.
+        max_jobs=APPLY_MAX_JOBS if kind == "apply" else 50 if realtime else 8,
+        poll_delay=0.1 if kind == "apply" else 0.02 if realtime else 0.2,
         job_timeout=REALTIME_JOB_TIMEOUT_S if realtime else FULLSYNC_JOB_TIMEOUT_S,
         max_tries=ARQ_MAX_TRIES,
         keep_result=60,

@@ -35,7 +35,7 @@ from shopsync.keys import Keys
 from shopsync.redis_conn import arq_settings
 from shopsync.settings import Settings
 from worker.context import WorkerContext
-from worker.main import build_worker
+from worker.main import build_worker, with_apply
 
 DOMAIN = "demo-store.myshopify.com"
 SECTION_MAIN = "com.apsis1.sections.sandbox"
@@ -81,7 +81,7 @@ class Pipeline:
             self.store.add_subscription(topic, f"{self.receiver_url}/webhooks/shopify", api_version)
 
     async def start_workers(self, kinds: Iterable[str] = ("realtime",)) -> None:
-        for kind in kinds:
+        for kind in with_apply(list(kinds)):  # real-time brings the apply queue along
             worker = build_worker(kind, self.app)
             self.workers.append(worker)
             self.worker_tasks.append(asyncio.create_task(worker.async_run()))

@@ -13,10 +13,12 @@ import orjson
 import pytest
 
 from sandbox.shopify.serialize import serialize_customer
+from shopsync import jobview
 from shopsync.jobs import Delivery
 from shopsync.keys import Keys
 from tests.e2e.harness import DOMAIN, SECTION_MAIN, Pipeline, pipeline
-from worker import coalesce, jobs, runtime
+from tests.e2e.test_realtime_failures import _undeprecate
+from worker import coalesce, deadletters, jobs, runtime
 from worker.sync import Applied, apply_pending
 
 FIRST_NAME = "1002"  # demo.toml: first_name's attribute version in the main section
@@ -29,8 +31,7 @@ async def metric(p: Pipeline, series: str) -> float:
 
 
 async def apply_jobs(p: Pipeline) -> list[str]:
-    ids = [j.decode() for j in await p.redis.zrange(p.keys.realtime_queue, 0, -1)]
-    return [j for j in ids if j.startswith(coalesce.JOB_ID_PREFIX)]
+    return [j.decode() for j in await p.redis.zrange(p.keys.apply_queue, 0, -1)]
 
 
 async def failed(p: Pipeline, job_id: str) -> bool:
@@ -124,7 +125,7 @@ async def test_a_marker_whose_job_is_gone_strands_nothing(redis_url: str, keys: 
         # The apply job ends without clearing the marker (a dead letter, an expired job).
         lost = first["apply_job"]
         await p.redis.delete(f"arq:job:{lost}")
-        await p.redis.zrem(keys.realtime_queue, lost)
+        await p.redis.zrem(keys.apply_queue, lost)
         await p.store.update_customer(cid, first_name="Orphan2")
         second = await jobs.sync_customer(ctx(p), delivery(p, cid, "w-2", waited_s=5.0))
         assert second["outcome"] == "deferred" and second["apply_job"] != lost
@@ -187,6 +188,32 @@ async def test_an_apply_job_that_fails_mid_apply_is_retried_with_its_updates(
         assert p.mismatches([cid]) == []
         assert await p.dead_letters() == []
         assert not await p.redis.exists(keys.customer_apply(DOMAIN, cid))
+
+
+async def test_an_apply_job_is_listed_kept_as_a_dead_letter_and_replayed(redis_url: str, keys: Keys) -> None:
+    async with pipeline(redis_url, keys, customers=3, workers=()) as p:
+        p.store.subscriptions.clear()
+        cid = next(iter(p.store.customer_ids()))
+        await p.store.update_customer(cid, first_name="Listed")
+        first = await jobs.sync_customer(ctx(p), delivery(p, cid, "w-1", waited_s=2.0))
+        listed = await jobview.queued_jobs(p.redis, keys)
+        assert [(j["job_id"], j["function"], j["shop"], j["customer_id"]) for j in listed] == [
+            (first["apply_job"], "apply_customer", DOMAIN, cid)
+        ]
+        p.account.deprecate_version(SECTION_MAIN, FIRST_NAME)  # APSIS now answers 400: permanent
+        await p.start_workers(("realtime",))
+        await p.settle()
+        letters = await deadletters.list_letters(p.redis, keys)
+        assert [(letter.function, letter.args) for letter in letters] == [
+            ("apply_customer", [{"shop": DOMAIN, "customer_id": cid}])
+        ]
+        assert await p.app.customers.pending(DOMAIN, cid) != {}  # kept for the replay
+        _undeprecate(p.account, SECTION_MAIN, FIRST_NAME)
+        assert await deadletters.replay(p.redis, keys, letters[0].job_id)
+        await p.settle()
+        assert p.mismatches([cid]) == []
+        assert await p.app.customers.pending(DOMAIN, cid) == {}
+        assert not await p.redis.exists(keys.customer_apply(DOMAIN, cid))  # the stale marker too
 
 
 async def test_real_time_updates_that_are_not_behind_apply_at_once(redis_url: str, keys: Keys) -> None:

@@ -108,7 +108,7 @@ async def test_status_page_in_headless_chromium(
             f"document.querySelector('#token').value = {TOKEN!r}; document.querySelector('#login-form').submit(); 1"
         )
         # Signed in: the page polls /admin/status and draws the queue table and the progress bar.
-        await browser.wait_for("document.querySelectorAll('#queues tbody tr').length === 2")
+        await browser.wait_for(f"document.querySelectorAll('#queues tbody tr').length === {len(keys.queues)}")
         queue = await browser.evaluate(
             "[...document.querySelectorAll('#queues tbody tr[data-queue=realtime] td')].map(td => td.textContent)"
         )
