@@ -16,7 +16,7 @@ from receiver.appkeys import ADMIN_TOKEN, ENQUEUER, INSTALLATIONS, KEYS, METRICS
 from receiver.enqueue import BatchEnqueuer
 from receiver.metrics import ReceiverMetrics
 from receiver.problems import json_response, problem
-from receiver.webhooks import MAX_BODY_BYTES, handle_webhook
+from receiver.webhooks import MAX_BODY_BYTES, webhook_handler
 from shopsync.keys import Keys
 
 
@@ -37,7 +37,7 @@ def create_app(
     app[METRICS] = ReceiverMetrics()
     app[ENQUEUER] = BatchEnqueuer(redis, app[KEYS], app[KEYS].realtime_queue)
     app[ADMIN_TOKEN] = admin_token or ""
-    app.router.add_post("/webhooks/shopify", handle_webhook)
+    app.router.add_post("/webhooks/shopify", webhook_handler(installations, app[ENQUEUER], app[METRICS]))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

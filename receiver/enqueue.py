@@ -6,6 +6,10 @@ goes to Redis as ONE call of a Lua script (`shopsync.jobs.ENQUEUE_BATCH_LUA`): o
 one command to encode for many deliveries. A few batches may be in flight at once so the loop
 keeps parsing requests while Redis works; beyond that, deliveries wait and the next batch grows.
 Each request is answered only once its own batch is stored.
+
+Batches are capped at 32 with up to 8 in flight: a smaller script call comes back sooner, so the
+loop is rarely left with every open request waiting on Redis and nothing to parse (measured
+against 256 x 4 with 128 connections: the receiver's core went from ~85 % to ~95 % busy).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ class _Pending:
 
 class BatchEnqueuer:
     def __init__(
-        self, redis: aioredis.Redis, keys: Keys, queue: str, max_batch: int = 256, max_in_flight: int = 4
+        self, redis: aioredis.Redis, keys: Keys, queue: str, max_batch: int = 32, max_in_flight: int = 8
     ) -> None:
         self._redis = redis
         self._keys = keys

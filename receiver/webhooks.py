@@ -11,14 +11,15 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections.abc import Awaitable, Callable
 
 import orjson
 import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
-from receiver.appkeys import ENQUEUER, INSTALLATIONS, METRICS
-from receiver.enqueue import EnqueueError
+from mappings.installation import Installations
+from receiver.enqueue import BatchEnqueuer, EnqueueError
 from receiver.metrics import ReceiverMetrics
 from receiver.problems import problem
 from receiver.signature import verify
@@ -29,18 +30,32 @@ _HEADER_VALUE = re.compile(r"^[\x21-\x7e]{1,256}$")  # printable ASCII, no space
 log = structlog.get_logger("receiver")
 
 
-async def handle_webhook(request: web.Request) -> web.StreamResponse:
-    started = time.perf_counter()
-    metrics = request.app[METRICS]
-    topic = request.headers.get("X-Shopify-Topic")
-    try:
-        response = await _handle(request, topic, metrics)
-    finally:
-        metrics.observe_latency(time.perf_counter() - started)
-    return response
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-async def _handle(request: web.Request, topic: str | None, metrics: ReceiverMetrics) -> web.StreamResponse:
+def webhook_handler(
+    installations: Installations, enqueuer: BatchEnqueuer, metrics: ReceiverMetrics
+) -> Handler:
+    """The route's handler with its collaborators bound once (not looked up per request)."""
+
+    async def handle_webhook(request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        topic = request.headers.get("X-Shopify-Topic")
+        try:
+            return await _handle(request, topic, installations, enqueuer, metrics)
+        finally:
+            metrics.observe_latency(time.perf_counter() - started)
+
+    return handle_webhook
+
+
+async def _handle(
+    request: web.Request,
+    topic: str | None,
+    installations: Installations,
+    enqueuer: BatchEnqueuer,
+    metrics: ReceiverMetrics,
+) -> web.StreamResponse:
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         metrics.count(topic, "too_large")
         return problem(413, f"body over {MAX_BODY_BYTES} bytes")
@@ -56,7 +71,7 @@ async def _handle(request: web.Request, topic: str | None, metrics: ReceiverMetr
         return problem(400, "body could not be decoded (Content-Encoding)")
 
     domain = (request.headers.get("X-Shopify-Shop-Domain") or "").strip().lower()
-    shop = request.app[INSTALLATIONS].get(domain) if domain else None
+    shop = installations.get(domain) if domain else None
     if shop is None:
         metrics.count(topic, "unknown_shop")
         log.warning("webhook_rejected", reason="unknown shop domain", shop=domain[:100])
@@ -101,7 +116,7 @@ async def _handle(request: web.Request, topic: str | None, metrics: ReceiverMetr
         body=body.decode("utf-8"),  # orjson accepted it, so it is valid UTF-8
     )
     try:
-        stored = await request.app[ENQUEUER].enqueue(delivery, function)
+        stored = await enqueuer.enqueue(delivery, function)
     except EnqueueError as exc:
         metrics.count(topic, "unavailable")
         metrics.enqueue_failures.inc()
