@@ -6,6 +6,9 @@
 lock it folds every pending update, oldest first, through the pure planner, merges their writes
 (so a burst becomes one patch per section), sends them, then saves the new state and drops the
 applied updates in one transaction. Any failure leaves everything pending for the retry.
+
+One failure is handled apart: the read of the whole customer that an update with fields never
+known calls for (see `FETCH_OWED`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import structlog
 
 from mappings.installation import Shop
 from mappings.normalize import normalize_bulk_customer, normalize_customer, normalize_topic
-from mappings.plan import Plan, needs_old_address_topics, plan_sync
+from mappings.plan import Plan, needs_old_address_topics, plan_sync, unknown_paths
 from mappings.snapshot import CustomerSnapshot, PayloadError, TagsChange
 from mappings.state import SyncState
 from mappings.writes import OPT_IN, AddressList, AttributePatch, ConsentWrite, ProfileDelete, Write
@@ -42,6 +45,23 @@ DRIVE_BUDGET_S = 20.0
 # changes are never held back.
 PATCH_INTERVAL_S = 1.0
 _PATCHED = "attributes_patched_at"
+# A read of the whole customer that an apply needed (fields deciding membership or attributes
+# never known) and could not do (Shopify answering 429, unreachable): the mark, kept with the
+# state, holds the time of the first failure. Why not fail the apply and keep every update
+# pending: the customer's other updates (an opt-out, say) would wait for Shopify too. Why not let
+# a later snapshot fill the fields: the full sync's snapshot of the customer is usually older
+# than the update (read before it), so stale as a whole, and a field it has may have changed
+# since (a tags change is itself a trimmed `customers/update`). So what is known is applied and
+# saved, and the read is owed: every later apply of the customer whose updates leave the fields
+# unknown, whatever their source (the full sync's stale snapshot, or nothing pending at all),
+# reads the customer. The mark goes once a read succeeds or nothing is left unknown.
+# For `FETCH_RETRY_S` after the first failure the apply also ends in a TransientError once
+# saved, so its job retries with backoff even if nothing else touches the customer. Past that,
+# the customer's later updates no longer wait behind those retries (an apply job's retry holds
+# the deposits that join it): the next touch, or the hourly reconciliation (its page of a
+# customer updated since the last walk is current, so it fills the fields), brings them.
+FETCH_OWED = "fetch_owed"
+FETCH_RETRY_S = 300.0
 # Paths whose absence makes a fetch of the whole customer worth its Shopify call: the ones that
 # decide membership and attribute values. Consent paths are not in it: 2025-01 payloads lack
 # them by design and the consent topics (and the hourly reconciliation) bring them.
@@ -120,6 +140,7 @@ class Applied:
     writes: int = 0
     hold_s: float = 0.0  # > 0: nothing was sent; patch again after this long
     received_at: dict[str, float] = field(default_factory=dict)  # update id -> its received_at
+    fetch_failed: str | None = None  # saved without a read of the customer it needed: retry
 
 
 async def submit(
@@ -190,13 +211,18 @@ async def apply_pending(app: WorkerContext, shop: Shop, customer_id: int) -> App
     try:
         while True:
             entries = await store.pending(shop.domain, customer_id)
-            if not entries:
-                return Applied()
             applied = await _apply(app, shop, customer_id, entries, held)
-            if applied.hold_s <= 0:
-                return applied
-            # Within the patch interval: collect what else arrives meanwhile into the same write.
-            await asyncio.sleep(applied.hold_s)
+            if applied.hold_s > 0:
+                # Within the patch interval: collect what else arrives meanwhile into the same write.
+                await asyncio.sleep(applied.hold_s)
+                continue
+            if applied.fetch_failed is not None:
+                # Saved with what was known; the job retries the read (see FETCH_OWED).
+                raise TransientError(
+                    f"customer {customer_id}: the read from Shopify of fields never known failed "
+                    f"({applied.fetch_failed}); the rest was applied and the read is retried"
+                )
+            return applied
     except LockLostError as exc:
         raise TransientError(str(exc)) from None
     finally:
@@ -209,6 +235,8 @@ async def _apply(
     store = app.customers
     stored = await store.load(shop.domain, customer_id)
     state, deleted_at, marks = stored.state, stored.deleted_at, dict(stored.marks)
+    if not entries and FETCH_OWED not in marks:
+        return Applied()
     ordered = sorted(
         entries.items(), key=lambda kv: (kv[1].get("triggered_at") or kv[1].get("received_at", 0), kv[0])
     )
@@ -220,7 +248,7 @@ async def _apply(
         # the pending updates against the state they lead to, not the saved one.
         state, marks = stored.staged.state, dict(stored.staged.marks)
         merged.add(stored.staged.writes)
-    fetched = False
+    fetched, fetch_error = False, None
     for update_id, raw in ordered:
         update = Update.from_dict(raw)
         result.received_at[update_id] = update.received_at
@@ -244,15 +272,12 @@ async def _apply(
             # A field that decides membership or an attribute was never known (a tags delta on
             # unknown tags, a trimmed 2025-01 payload on a first sight): read the whole customer.
             fetched = True
-            full = await _fetch(app, shop, customer_id)
-            if full is not None:
-                # The whole customer first (it fills what was never known), then the update
-                # itself on top, so what only the update carries (say, a consent topic's
-                # state that this API version's customer resource lacks) is not lost.
-                base = await _plan(app, shop, state, full, update.force)
-                if not base.stale:
-                    state = base.state
-                    merged.add(base.writes)
+            # The whole customer first (it fills what was never known), then the update itself
+            # on top, so what only the update carries (say, a consent topic's state that this
+            # API version's customer resource lacks) is not lost.
+            before = state
+            state, fetch_error = await _fill_from_shopify(app, shop, customer_id, state, update.force, merged)
+            if state is not before:
                 plan = await _plan(app, shop, state, normalized, update.force)
         if plan.stale:
             result.outcomes[update_id] = "stale"
@@ -263,6 +288,20 @@ async def _apply(
         merged.add(plan.writes)
         in_sections = bool(state and state.sections)
         result.outcomes[update_id] = "written" if plan.writes else ("unchanged" if in_sections else "skipped")
+    if FETCH_OWED in marks and not fetched and _owed_paths(shop, state):
+        # An earlier apply could not read the customer and no update since filled the fields
+        # (a stale snapshot, nothing pending): read it now. It is newer than every update
+        # folded above, so its writes come last.
+        fetched = True
+        state, fetch_error = await _fill_from_shopify(app, shop, customer_id, state, False, merged)
+    if fetch_error is not None and _owed_paths(shop, state):
+        marks.setdefault(FETCH_OWED, time.time())
+        if time.time() - marks[FETCH_OWED] < FETCH_RETRY_S:
+            result.fetch_failed = fetch_error
+    elif FETCH_OWED in marks:
+        # Read at last, or a later snapshot filled every field: owed no more.
+        log.info("customer_fetch_owed_cleared", customer_id=customer_id, read=fetched)
+        del marks[FETCH_OWED]
     writes = merged.writes()
     if any(isinstance(w, AttributePatch) for w in writes):
         hold = marks.get(_PATCHED, 0.0) + PATCH_INTERVAL_S - time.time()
@@ -284,6 +323,35 @@ async def _apply(
 
 def _consent_only(paths: frozenset[str]) -> frozenset[str]:
     return frozenset(p for p in paths if p.startswith(_CONSENT_PATHS))
+
+
+def _owed_paths(shop: Shop, state: SyncState | None) -> frozenset[str]:
+    """Paths never known that a read of the customer would fill (consent is not worth one)."""
+    unknown = unknown_paths(shop, state)
+    return unknown - _consent_only(unknown)
+
+
+async def _fill_from_shopify(
+    app: WorkerContext,
+    shop: Shop,
+    customer_id: int,
+    state: SyncState | None,
+    force: bool,
+    merged: _MergedWrites,
+) -> tuple[SyncState | None, str | None]:
+    """Read the whole customer and plan it over `state` (it fills what was never known): the
+    state after it (`state` itself when nothing changed) and the error when the read failed."""
+    try:
+        full = await _fetch(app, shop, customer_id)
+    except _FetchError as exc:
+        return state, str(exc)
+    if full is None:
+        return state, None  # deleted in Shopify: its delete webhook follows
+    base = await _plan(app, shop, state, full, force)
+    if base.stale:
+        return state, None
+    merged.add(base.writes)
+    return base.state, None
 
 
 async def _plan(
@@ -317,12 +385,17 @@ def _written_opt_ins(state: SyncState, entry: AddressList) -> list[str]:
     ]
 
 
+class _FetchError(Exception):
+    """The read of the whole customer failed."""
+
+
 async def _fetch(app: WorkerContext, shop: Shop, customer_id: int) -> CustomerSnapshot | None:
+    """The customer as Shopify has it now; None when Shopify has no such customer."""
     try:
         payload = await app.shopify(shop).get_customer(customer_id)
     except (ApiError, WaitTooLongError) as exc:
         log.warning("customer_fetch_failed", customer_id=customer_id, error=str(exc))
-        return None
+        raise _FetchError(str(exc)) from None
     return normalize_customer(payload) if payload is not None else None
 
 
