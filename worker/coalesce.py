@@ -3,10 +3,12 @@
 A webhook job normally deposits its update and applies the customer's pending updates at once
 (`worker.sync.submit`). When the real-time queue is behind, that spends one APSIS write per
 queued update, most of them states that later updates, still in the queue, already overtake.
-So a webhook job that finds itself behind (its delivery waited longer than `BEHIND_S`), or finds
-an apply already scheduled for its customer, only deposits its update and makes sure the
-customer has ONE "apply customer" job, deferred so that the customer's later updates reach the
-pending hash before it runs; that job then folds them all into one apply (`apply_pending`).
+So a webhook job that finds the worker behind (its delivery, or the oldest due apply job, waited
+longer than `BEHIND_S`), or finds an apply already scheduled for its customer, only deposits its
+update and makes sure the customer has ONE "apply customer" job, deferred so that the customer's
+later updates reach the pending hash before it runs; that job then folds them all into one apply
+(`apply_pending`). Applies waiting for APSIS merge further: a customer's updates keep joining
+its apply job for as long as it waits in the queue.
 
 Why there is always exactly one job to apply what was deposited, and never a stranded update:
 - The marker (`Keys.customer_apply`) holds the id of the customer's apply job. The deposit, the
@@ -69,22 +71,28 @@ APPLY_MAX_JOBS = 32
 End = Literal["done", "more", "other", "handed"]
 
 # Deposit an update; decide whether the caller applies it now or the customer's apply job will.
-# KEYS: pending hash, marker, real-time queue. ARGV: update id, update JSON, pending ttl (s),
-# defer (ms, '' = not behind), new job id, new job bytes, now (ms), job ttl (ms), arq job key
-# prefix. Returns {} (apply now) or {job id, 1 if this call scheduled it else 0}.
+# KEYS: pending hash, marker, apply queue. ARGV: update id, update JSON, pending ttl (s), lag (ms),
+# new job id, new job bytes, now (ms), job ttl (ms), arq job key prefix, BEHIND_S and DEFER_CAP_S
+# (ms). Behind means this update waited over BEHIND_S, or the oldest due apply job did (APSIS is
+# behind: an update applied now would only wait at the rate limit, holding a real-time job slot).
+# Returns {} (apply now) or {job id, 1 if this call scheduled it else 0}.
 _DEPOSIT = """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 local current = redis.call('GET', KEYS[2])
 if current and redis.call('EXISTS', ARGV[9] .. current) == 1 then return {current, 0} end
-if ARGV[4] == '' then
+local now, lag = tonumber(ARGV[7]), tonumber(ARGV[4])
+local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+if oldest[2] and now - tonumber(oldest[2]) > lag then lag = now - tonumber(oldest[2]) end
+if lag <= tonumber(ARGV[10]) then
   if current then redis.call('DEL', KEYS[2]) end
   return {}
 end
-local ttl = tonumber(ARGV[8]) + tonumber(ARGV[4])
+local defer = math.floor(math.min(lag, tonumber(ARGV[11])))
+local ttl = tonumber(ARGV[8]) + defer
 redis.call('SET', KEYS[2], ARGV[5], 'PX', ttl)
 redis.call('PSETEX', ARGV[9] .. ARGV[5], ttl, ARGV[6])
-redis.call('ZADD', KEYS[3], tonumber(ARGV[7]) + tonumber(ARGV[4]), ARGV[5])
+redis.call('ZADD', KEYS[3], now + defer, ARGV[5])
 return {ARGV[5], 1}
 """
 # The end of an apply round. KEYS: marker, pending hash, queue. ARGV: this job's id, hand over
@@ -112,14 +120,6 @@ return 'handed'
 """
 
 
-def defer_for(lag_s: float) -> float | None:
-    """None when an update that waited `lag_s` in the queue is applied at once; else how long
-    the customer's apply job waits (see `DEFER_CAP_S`)."""
-    if lag_s <= BEHIND_S:
-        return None
-    return min(lag_s, DEFER_CAP_S)
-
-
 def apply_arg(shop: str, customer_id: int) -> dict[str, Any]:
     """The apply job's one argument (what `shopsync jobs` and dead-letter replay see)."""
     return {"shop": shop, "customer_id": customer_id}
@@ -138,9 +138,10 @@ class Scheduled:
 async def deposit(
     app: WorkerContext, shop: str, customer_id: int, update_id: str, update: dict[str, Any], lag_s: float
 ) -> Scheduled | None:
-    """Deposit a webhook update. None: nothing is scheduled and the worker is not behind, the
-    caller applies now (`submit(..., deposited=True)`). Else the apply job that will."""
-    defer = defer_for(lag_s)
+    """Deposit a webhook update that waited `lag_s` in the queue. None: nothing is scheduled and
+    the worker is not behind, the caller applies now (`submit(..., deposited=True)`). Else the
+    apply job that will: scheduled now when none is, deferred by how far behind the worker is
+    (this update's wait, or the oldest due apply job's), at most `DEFER_CAP_S`."""
     job_id, job = _new_job(shop, customer_id)
     script = app.redis.register_script(_DEPOSIT)
     reply = await script(
@@ -153,12 +154,14 @@ async def deposit(
             update_id,
             orjson.dumps(update),
             PENDING_TTL_S,
-            "" if defer is None else int(defer * 1000),
+            max(0, int(lag_s * 1000)),
             job_id,
             job,
             now_ms(),
             JOB_TTL_MS,
             job_key_prefix,
+            int(BEHIND_S * 1000),
+            int(DEFER_CAP_S * 1000),
         ],
     )
     if not reply:

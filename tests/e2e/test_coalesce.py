@@ -227,8 +227,34 @@ async def test_real_time_updates_that_are_not_behind_apply_at_once(redis_url: st
         assert p.mismatches([cid]) == []
 
 
-def test_defer_follows_the_lag_up_to_a_cap() -> None:
-    assert coalesce.defer_for(0.05) is None
-    assert coalesce.defer_for(coalesce.BEHIND_S) is None
-    assert coalesce.defer_for(5.0) == 5.0
-    assert coalesce.defer_for(3600.0) == coalesce.DEFER_CAP_S
+async def test_the_apply_waits_as_long_as_the_worker_is_behind_up_to_a_cap(
+    redis_url: str, keys: Keys
+) -> None:
+    async with pipeline(redis_url, keys, customers=4, workers=()) as p:
+        a, b, c, d = list(p.store.customer_ids())[:4]
+
+        async def deposit(cid: int, lag_s: float) -> tuple[coalesce.Scheduled | None, float, float]:
+            before = time.time() * 1000 - 1  # the script gets whole milliseconds
+            update = {"kind": "rest", "payload": {"id": cid}, "received_at": time.time() - lag_s}
+            scheduled = await coalesce.deposit(p.app, DOMAIN, cid, f"u-{cid}", update, lag_s)
+            return scheduled, before, time.time() * 1000
+
+        async def defer_ms(
+            scheduled: coalesce.Scheduled | None, before: float, after: float
+        ) -> tuple[float, float]:
+            assert scheduled is not None
+            score = await p.redis.zscore(keys.apply_queue, scheduled.job_id)
+            assert score is not None
+            return score - after, score - before
+
+        assert (await deposit(a, 0.05))[0] is None  # not behind: applied by the caller, now
+        low, high = await defer_ms(*await deposit(b, 5.0))
+        assert low <= 5000 <= high
+        low, high = await defer_ms(*await deposit(c, 3600.0))
+        assert low <= coalesce.DEFER_CAP_S * 1000 <= high
+        # Not behind itself, but the apply queue is: a job due 8 s ago still waits.
+        since = int(time.time() * 1000)
+        await p.redis.zadd(keys.apply_queue, {"apply-old": since - 8000})
+        scheduled, before, after = await deposit(d, 0.0)
+        low, high = await defer_ms(scheduled, before, after)
+        assert low <= 8000 + (after - since) and high >= 8000  # deferred by that job's wait
