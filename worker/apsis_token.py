@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from mappings.installation import ApsisAccount, Limits
 from shopsync.keys import Keys
 from shopsync.logging import get_logger
-from worker import metrics
+from worker import budget, metrics
 from worker.errors import AuthError, TransientApiError, error_from_response, parse_retry_after
 from worker.http import build_url, send
 from worker.ratelimit import Bucket, RateLimiter, WaitTooLongError, apsis_token_bucket
@@ -86,7 +86,7 @@ class TokenCache:
         cached = self._cached
         if cached is not None and time.monotonic() < cached.refresh_at:
             return cached.token
-        deadline = time.monotonic() + self.lock_ttl_s + 10
+        deadline = time.monotonic() + budget.cap_wait(self.lock_ttl_s + 10)  # and the job's budget
         while True:
             stored = await self._read()
             if stored is not None and stored[1] > 0:

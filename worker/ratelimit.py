@@ -414,8 +414,17 @@ async def permit(
     route: str,
 ) -> AsyncIterator[None]:
     """A client's right to send one request: this process's semaphore and, when `pool_size`
-    is set, a pool-wide lease (a busy pool raises `LimiterTimeoutError`)."""
-    async with semaphore:
+    is set, a pool-wide lease (a busy pool raises `LimiterTimeoutError`). Inside a job, the wait
+    for the semaphore ends with the job's budget too (requests queued behind a slow API)."""
+    limit = budget.cap_wait(math.inf)
+    try:
+        async with asyncio.timeout(None if math.isinf(limit) else limit):
+            await semaphore.acquire()
+    except TimeoutError:
+        raise LimiterTimeoutError(
+            api, None, "concurrency", "process permits busy", limit, method=method, route=route
+        ) from None
+    try:
         if pool_size is None:
             yield
             return
@@ -430,3 +439,5 @@ async def permit(
             yield
         finally:
             await lease.__aexit__(None, None, None)
+    finally:
+        semaphore.release()

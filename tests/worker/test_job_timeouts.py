@@ -28,10 +28,10 @@ from shopsync.settings import Settings
 from tests.conftest import purge
 from worker import budget, coalesce, customer_store, fullsync, sync
 from worker.context import WorkerContext
-from worker.errors import TransientApiError
+from worker.errors import LimiterTimeoutError, TransientApiError
 from worker.jobs import REALTIME_TIMEOUT_S
 from worker.main import BOOKKEEPING_S, REALTIME_JOB_TIMEOUT_S, build_worker
-from worker.ratelimit import Bucket, RateLimiter, WaitTooLongError
+from worker.ratelimit import Bucket, RateLimiter, WaitTooLongError, permit
 from worker.retry import RetryPolicy, call_with_retries
 from worker.runtime import run_job
 
@@ -157,3 +157,34 @@ async def test_a_retry_after_past_the_job_budget_is_not_slept() -> None:
     with pytest.raises(TransientApiError):  # outside a job, the policy's own budget decides
         await call_with_retries(call, policy, sleep=sleep)
     assert slept and slept[0] >= 15.0
+
+
+async def test_a_request_queued_behind_busy_permits_gives_up_with_the_job_budget(app: WorkerContext) -> None:
+    semaphore = asyncio.Semaphore(1)
+    await semaphore.acquire()  # another request holds the process's only permit
+    request = permit(
+        app.limiter,
+        semaphore,
+        api="shopify",
+        name="s",
+        pool_size=None,
+        max_wait_s=None,
+        method="GET",
+        route="/",
+    )
+    with budget.deadline(budget.RESERVE_S + 0.05), pytest.raises(LimiterTimeoutError):
+        async with request:
+            pass
+    semaphore.release()
+    async with permit(
+        app.limiter,
+        semaphore,
+        api="shopify",
+        name="s",
+        pool_size=None,
+        max_wait_s=None,
+        method="GET",
+        route="/",
+    ):
+        assert semaphore.locked()
+    assert not semaphore.locked()  # no permit leaked
