@@ -10,6 +10,9 @@ import base64
 import gzip
 import http.client
 import json
+import math
+import queue
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -41,6 +44,15 @@ class Tally:
     enqueued_invalid: list[str] = field(default_factory=list)
     server_errors: list[str] = field(default_factory=list)
     sent: int = 0
+    crash: str | None = None  # the sender's own failure, if any
+
+    def add(self, other: Tally) -> None:
+        self.statuses.update(other.statuses)
+        self.enqueued_valid += other.enqueued_valid
+        self.enqueued_invalid += other.enqueued_invalid
+        self.server_errors += other.server_errors
+        self.sent += other.sent
+        self.crash = self.crash or other.crash
 
 
 json_values = st.recursive(
@@ -52,67 +64,87 @@ json_values = st.recursive(
 )
 
 
+# Strategies built once: building them inside the composite costs as much as drawing from them.
+KINDS = st.sampled_from(["json", "customer", "bytes", "text", "gzip", "empty"])
+CUSTOMER_IDS = st.integers() | st.text(max_size=12)
+SHORT_TEXT = st.text(max_size=20)
+BYTES = st.binary(max_size=300)
+ENCODINGS = st.sampled_from(["utf-8", "utf-16", "latin-1", "utf-32"])
+TEXT = st.text(max_size=80)
+CONTENT_TYPES = st.sampled_from(["application/json", "text/plain", ""])
+CONTENT_ENCODINGS = st.sampled_from(["gzip", "deflate", "br", "identity"])
+TOPIC_VALUES = st.sampled_from([*TOPICS, "", "unknown/topic", None]) | st.text(max_size=20)
+DOMAINS = st.sampled_from([DOMAIN, DOMAIN.upper(), "other.myshopify.com", "", None])
+SIGNINGS = st.sampled_from(["right", "right", "secret", "other_body", "truncated", "garbage", "none"])
+OTHER_SECRETS = st.text(min_size=1, max_size=30)
+GARBAGE = st.binary(min_size=0, max_size=40)
+ID_KINDS = st.sampled_from(["fresh", "fresh", "replay", "malformed", "none"])
+REPLAY_BACK = st.integers(min_value=1, max_value=50)
+MALFORMED_IDS = st.sampled_from(["", "has space", "x" * 300, "åäö", "tab\tinside"])
+HEADER_TEXT = st.text(max_size=40).filter(lambda t: "\n" not in t and "\r" not in t)
+
+
 @st.composite
 def requests(draw: st.DrawFn, seen_ids: list[str]) -> Request:
     # The body: JSON (sometimes customer-shaped), random bytes, text in odd encodings.
-    kind = draw(st.sampled_from(["json", "customer", "bytes", "text", "gzip", "empty"]))
+    kind = draw(KINDS)
     if kind == "json":
         body = json.dumps(draw(json_values)).encode()
     elif kind == "customer":
-        customer = {"id": draw(st.integers() | st.text(max_size=12)), "email": draw(st.text(max_size=20))}
+        customer = {"id": draw(CUSTOMER_IDS), "email": draw(SHORT_TEXT)}
         body = json.dumps(customer).encode()
     elif kind == "bytes":
-        body = draw(st.binary(max_size=300))
+        body = draw(BYTES)
     elif kind == "text":
-        encoding = draw(st.sampled_from(["utf-8", "utf-16", "latin-1", "utf-32"]))
-        body = draw(st.text(max_size=80)).encode(encoding, errors="replace")
+        encoding = draw(ENCODINGS)
+        body = draw(TEXT).encode(encoding, errors="replace")
     elif kind == "gzip":
         body = gzip.compress(json.dumps(draw(json_values)).encode())
     else:
         body = b""
-    headers: dict[str, str] = {"Content-Type": draw(st.sampled_from(["application/json", "text/plain", ""]))}
+    headers: dict[str, str] = {"Content-Type": draw(CONTENT_TYPES)}
     if kind == "gzip" or (draw(st.booleans()) and draw(st.booleans())):
-        headers["Content-Encoding"] = draw(st.sampled_from(["gzip", "deflate", "br", "identity"]))
-    topic = draw(st.sampled_from([*TOPICS, "", "unknown/topic", None]) | st.text(max_size=20))
+        headers["Content-Encoding"] = draw(CONTENT_ENCODINGS)
+    topic = draw(TOPIC_VALUES)
     if topic is not None:
         headers["X-Shopify-Topic"] = topic
-    domain = draw(st.sampled_from([DOMAIN, DOMAIN.upper(), "other.myshopify.com", "", None]))
+    domain = draw(DOMAINS)
     if domain is not None:
         headers["X-Shopify-Shop-Domain"] = domain
     # The signature: right, from another secret, of another body, of a truncated body, garbage.
-    signing = draw(
-        st.sampled_from(["right", "right", "secret", "other_body", "truncated", "garbage", "none"])
-    )
+    signing = draw(SIGNINGS)
     signed = False
     if signing == "right":
         headers["X-Shopify-Hmac-Sha256"] = sign(SECRET, body)
         signed = True
     elif signing == "secret":
-        headers["X-Shopify-Hmac-Sha256"] = sign(draw(st.text(min_size=1, max_size=30)), body)
+        headers["X-Shopify-Hmac-Sha256"] = sign(draw(OTHER_SECRETS), body)
     elif signing == "other_body":
         headers["X-Shopify-Hmac-Sha256"] = sign(SECRET, body + b" ")
     elif signing == "truncated":
         headers["X-Shopify-Hmac-Sha256"] = sign(SECRET, body)
         body = body[: len(body) // 2] if body else b"{"
     elif signing == "garbage":
-        raw = draw(st.binary(min_size=0, max_size=40))
-        headers["X-Shopify-Hmac-Sha256"] = draw(st.sampled_from([base64.b64encode(raw).decode(), raw.hex()]))
+        raw = draw(GARBAGE)
+        headers["X-Shopify-Hmac-Sha256"] = (
+            base64.b64encode(raw).decode() if draw(st.booleans()) else raw.hex()
+        )
     # Webhook id: fresh, replayed, malformed, missing.
-    id_kind = draw(st.sampled_from(["fresh", "fresh", "replay", "malformed", "none"]))
+    id_kind = draw(ID_KINDS)
     webhook_id: str | None = None
     if id_kind == "fresh":
         webhook_id = f"fuzz-{draw(st.uuids()).hex}"
     elif id_kind == "replay":
         # An index, not a draw from the list: the strategy must not depend on outside state.
-        back = draw(st.integers(min_value=1, max_value=50))
+        back = draw(REPLAY_BACK)
         webhook_id = seen_ids[-min(back, len(seen_ids))] if seen_ids else None
     elif id_kind == "malformed":
-        webhook_id = draw(st.sampled_from(["", "has space", "x" * 300, "åäö", "tab\tinside"]))
+        webhook_id = draw(MALFORMED_IDS)
     if webhook_id is not None:
         headers["X-Shopify-Webhook-Id"] = webhook_id
     for name in ("X-Shopify-API-Version", "X-Shopify-Triggered-At", "X-Shopify-Event-Id"):
         if draw(st.booleans()):
-            headers[name] = draw(st.text(max_size=40).filter(lambda t: "\n" not in t and "\r" not in t))
+            headers[name] = draw(HEADER_TEXT)
     try:
         json.loads(body)
         is_json = True
@@ -141,46 +173,85 @@ def _send(conn: http.client.HTTPConnection, req: Request) -> tuple[int, str]:
     return response.status, response.read().decode(errors="replace")
 
 
-def fuzz(port: int, examples: int, tally: Tally) -> None:
+BATCH = 25  # requests per hypothesis example: its own overhead per example is paid once a batch
+SENDERS = 3  # connections sending at once: the receiver, not the round trip, sets the pace
+
+
+def fuzz(port: int, wanted: int, tally: Tally) -> None:
+    """Generate `wanted` requests, a batch per hypothesis example, and send them. Generation
+    and sending overlap: sender threads wait on the receiver while the next batch is drawn."""
     seen_ids: list[str] = []
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    batches: queue.Queue[list[Request] | None] = queue.Queue(maxsize=2 * SENDERS)
+    tallies = [Tally() for _ in range(SENDERS)]
+    senders = [
+        threading.Thread(target=_send_all, args=(port, batches, t, seen_ids), daemon=True) for t in tallies
+    ]
+    for sender in senders:
+        sender.start()
 
     @settings(
-        max_examples=examples,
+        max_examples=math.ceil(wanted / BATCH),
         deadline=None,
         database=None,
         phases=[Phase.generate],
         suppress_health_check=list(HealthCheck),
     )
-    @given(requests(seen_ids))
-    def one(req: Request) -> None:
-        nonlocal conn
-        try:
-            status, text = _send(conn, req)
-        except (http.client.HTTPException, OSError):
-            # The server may close a connection after a malformed request (aiohttp answers
-            # 400 and closes): send once more on a new one; closed again counts as status 0.
-            conn.close()
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    @given(st.lists(requests(seen_ids), min_size=BATCH, max_size=BATCH))
+    def one(batch: list[Request]) -> None:
+        batches.put(batch)
+
+    try:
+        one()
+    finally:
+        for _ in senders:
+            batches.put(None)
+        for sender in senders:
+            sender.join()
+        for t in tallies:
+            tally.add(t)
+
+
+def _send_all(
+    port: int, batches: queue.Queue[list[Request] | None], tally: Tally, seen_ids: list[str]
+) -> None:
+    try:
+        _send_batches(port, batches, tally, seen_ids)
+    except Exception as exc:
+        tally.crash = f"{type(exc).__name__}: {exc}"
+        while batches.get() is not None:  # keep the generator from blocking on a full queue
+            pass
+
+
+def _send_batches(
+    port: int, batches: queue.Queue[list[Request] | None], tally: Tally, seen_ids: list[str]
+) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    while (batch := batches.get()) is not None:
+        for req in batch:
             try:
                 status, text = _send(conn, req)
             except (http.client.HTTPException, OSError):
+                # The server may close a connection after a malformed request (aiohttp answers
+                # 400 and closes): send once more on a new one; closed again counts as status 0.
                 conn.close()
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-                status, text = 0, ""
-        tally.sent += 1
-        tally.statuses[status] += 1
-        if status >= 500 and status != 503:
-            tally.server_errors.append(f"{status} for {req.headers} {req.body[:80]!r}")
-        if status == 200 and text == "ok":
-            if req.valid:
-                tally.enqueued_valid += 1
-            else:
-                tally.enqueued_invalid.append(f"{req.headers} {req.body[:80]!r}")
-        if req.valid and req.webhook_id and not req.webhook_id.startswith("sha256"):
-            seen_ids.append(req.webhook_id)
-
-    one()
+                try:
+                    status, text = _send(conn, req)
+                except (http.client.HTTPException, OSError):
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                    status, text = 0, ""
+            tally.sent += 1
+            tally.statuses[status] += 1
+            if status >= 500 and status != 503:
+                tally.server_errors.append(f"{status} for {req.headers} {req.body[:80]!r}")
+            if status == 200 and text == "ok":
+                if req.valid:
+                    tally.enqueued_valid += 1
+                else:
+                    tally.enqueued_invalid.append(f"{req.headers} {req.body[:80]!r}")
+            if req.valid and req.webhook_id and not req.webhook_id.startswith("sha256"):
+                seen_ids.append(req.webhook_id)
     conn.close()
 
 
@@ -234,6 +305,8 @@ async def receiver_fuzz(run: RunContext) -> Result:
         rss_after_mb=round(rss_after / 2**20, 1),
     )
     result.expect(tally.sent >= examples * 0.95, f"only {tally.sent} requests sent")
+    for t in (warm, tally):
+        result.expect(t.crash is None, f"the fuzz sender failed: {t.crash}")
     for line in tally.server_errors[:5]:
         result.fail(f"5xx answer: {line[:300]}")
     for line in tally.enqueued_invalid[:5]:
