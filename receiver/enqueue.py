@@ -61,8 +61,10 @@ class BatchEnqueuer:
         self.batches = 0
         self.batched_items = 0
 
-    async def enqueue(self, delivery: Delivery, function: str) -> bool:
-        """Store the job unless this delivery was seen; True when stored, False for a duplicate."""
+    def enqueue(self, delivery: Delivery, function: str) -> asyncio.Future[bool]:
+        """Store the job unless this delivery was seen; the future says True when stored, False
+        for a duplicate. A plain function handing back the batch's future: no coroutine of its
+        own to create and resume for every webhook."""
         loop = self._loop
         if loop is None:
             # Looked up once: on Python 3.11 every get_running_loop() costs a getpid() syscall.
@@ -80,7 +82,7 @@ class BatchEnqueuer:
             # Run after every request of this tick has been parsed and appended.
             self._scheduled = True
             loop.call_soon(self._dispatch)
-        return await future
+        return future
 
     def _dispatch(self) -> None:
         self._scheduled = False
