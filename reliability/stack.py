@@ -193,7 +193,7 @@ class Stack:
         """Jobs waiting or deferred (retries), not counting arq's cron jobs (always scheduled),
         nor full-sync jobs left "in progress" by a killed worker once no full sync runs: the
         watchdog handed their work to new jobs, and arq only drops them when their in-progress
-        key expires (the full-sync job timeout + 10 s, a quarter of an hour)."""
+        key expires (the full-sync job timeout + 10 s, several minutes)."""
         total = 0
         syncing = await self.running_full_syncs() > 0
         for queue in self.keys.queues:
