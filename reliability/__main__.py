@@ -8,6 +8,7 @@ import asyncio
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,8 +39,13 @@ def main(argv: list[str]) -> int:
     # SIGTERM ends the run like Ctrl-C: the scenarios' context managers stop their processes.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     path = results_path()
-    results = asyncio.run(run_all(run, names, lambda done: write(done, command, args.short, path)))
-    print(table(results))
+    started = time.monotonic()
+
+    def save(done: list[Result]) -> None:
+        write(done, command, args.short, path, wall_s=time.monotonic() - started)
+
+    results = asyncio.run(run_all(run, names, save))
+    print(table(results, wall_s=time.monotonic() - started))
     print(f"logs: {log_dir}\nresult: {path}")
     return 0 if all(r.passed for r in results) else 1
 
@@ -47,21 +53,41 @@ def main(argv: list[str]) -> int:
 async def run_all(
     run: RunContext, names: list[str], save: Callable[[list[Result]], object] = lambda _: None
 ) -> list[Result]:
-    """Each scenario in turn; `save` gets the results so far after each (an interrupted run
-    keeps what it measured)."""
-    results: list[Result] = []
+    """The scenarios in order; consecutive side-by-side ones (`registry.SIDE_BY_SIDE`) run
+    `registry.LANES` at a time. `save` gets the results so far after each one ends (an
+    interrupted run keeps what it measured); the results come back in the order of `names`."""
+    done: dict[str, Result] = {}
+    lanes = asyncio.Semaphore(registry.LANES)
+
+    async def one(name: str) -> None:
+        async with lanes:
+            print(f"== {name} ...", flush=True)
+            result = await registry.run_one(name, run)
+        report(result)
+        done[name] = result
+        save([done[n] for n in names if n in done])
+
+    group: list[str] = []
     for name in names:
-        print(f"== {name} ...", flush=True)
-        result = await registry.run_one(name, run)
-        status = "pass" if result.passed else "FAIL"
-        print(f"   {status} in {result.seconds:.0f} s {result.figures}", flush=True)
-        for line in result.problems[:10]:
-            print(f"   ! {line}", flush=True)
-        for line in result.notes:
-            print(f"   - {line}", flush=True)
-        results.append(result)
-        save(results)
-    return results
+        if name in registry.SIDE_BY_SIDE:
+            group.append(name)
+            continue
+        if group:
+            await asyncio.gather(*(one(n) for n in group))
+            group = []
+        await one(name)
+    if group:
+        await asyncio.gather(*(one(n) for n in group))
+    return [done[n] for n in names]
+
+
+def report(result: Result) -> None:
+    status = "pass" if result.passed else "FAIL"
+    print(f"   {result.scenario}: {status} in {result.seconds:.0f} s {result.figures}", flush=True)
+    for line in result.problems[:10]:
+        print(f"   ! {line}", flush=True)
+    for line in result.notes:
+        print(f"   - {line}", flush=True)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,18 @@ from typing import Any
 import orjson
 
 RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
-COLUMNS = ("scenario", "load held", "faults injected", "inputs", "checked", "lost", "dup", "result")
+# The issue's columns, and how long each scenario took.
+COLUMNS = (
+    "scenario",
+    "load held",
+    "faults injected",
+    "inputs tried",
+    "customers checked",
+    "lost",
+    "duplicated",
+    "result",
+    "duration",
+)
 
 
 @dataclass
@@ -19,7 +30,7 @@ class Result:
     load: str = "-"
     faults: str = "-"
     inputs: int = 0  # webhooks, requests or changes tried
-    checked: int = 0  # customers (and orders) compared with the store
+    checked: int = 0  # customers compared with the store (orders: figures["orders_checked"])
     lost: int = 0
     duplicated: int = 0
     problems: list[str] = field(default_factory=list)
@@ -48,18 +59,27 @@ class Result:
             self.load,
             self.faults,
             str(self.inputs),
-            str(self.checked),
+            str(self.checked) if self.checked else "-",
             str(self.lost),
             str(self.duplicated),
             "pass" if self.passed else "FAIL",
+            f"{self.seconds:.0f} s",
         )
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "passed": self.passed}
 
 
-def table(results: list[Result]) -> str:
-    rows = [COLUMNS, *(r.row() for r in results)]
+def table(results: list[Result], wall_s: float | None = None) -> str:
+    """One row per scenario; the last gives the run's wall time (scenarios that ran side by side
+    overlap, so it is less than the sum of their durations) or, without it, that sum."""
+    total = sum(r.seconds for r in results) if wall_s is None else wall_s
+    last = (
+        "total (wall clock)" if wall_s is not None else "total",
+        *[""] * (len(COLUMNS) - 2),
+        f"{total:.0f} s",
+    )
+    rows = [COLUMNS, *(r.row() for r in results), last]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines = []
     for n, row in enumerate(rows):
@@ -73,13 +93,17 @@ def results_path() -> Path:
     return RESULTS / f"reliability-{time.strftime('%Y%m%d-%H%M%S')}.json"
 
 
-def write(results: list[Result], command: str, short: bool, path: Path | None = None) -> Path:
+def write(
+    results: list[Result], command: str, short: bool, path: Path | None = None, wall_s: float | None = None
+) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = path or results_path()
     document = {
         "command": command,
         "short": short,
         "passed": all(r.passed for r in results),
+        "seconds": round(sum(r.seconds for r in results), 1),  # the scenarios' durations summed
+        "wall_seconds": None if wall_s is None else round(wall_s, 1),  # side by side ones overlap
         "results": [r.to_json() for r in results],
     }
     path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))

@@ -27,7 +27,6 @@ async def finish(s: Stack, result: Result, *, settle_s: float, all_customers: bo
         # only events missing without that report count as lost.
         uncertain = [o for o in orders.lost_orders if await _flagged_uncertain(s, *o)]
         problems = [p for p in orders.problems if not any(p.startswith(f"order {o}:") for o, _ in uncertain)]
-        result.checked += orders.checked
         result.lost += orders.lost - len(uncertain)
         result.duplicated += orders.duplicated
         result.problems += problems[:MAX_LISTED]
