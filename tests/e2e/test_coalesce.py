@@ -190,6 +190,54 @@ async def test_an_apply_job_that_fails_mid_apply_is_retried_with_its_updates(
         assert not await p.redis.exists(keys.customer_apply(DOMAIN, cid))
 
 
+async def test_an_apply_job_cut_off_mid_apply_runs_again(redis_url: str, keys: Keys) -> None:
+    async with pipeline(redis_url, keys, customers=3, workers=()) as p:
+        p.store.subscriptions.clear()
+        cid = next(iter(p.store.customer_ids()))
+        await p.store.update_customer(cid, first_name="Killed")
+        job = (await jobs.sync_customer(ctx(p), delivery(p, cid, "w-1", waited_s=1.5)))["apply_job"]
+        p.account.faults.set_latency(3.0)  # the apply is still sending when its worker dies
+        await p.start_workers(("realtime",))
+        async with asyncio.timeout(60):
+            while True:
+                if await p.redis.exists(f"arq:in-progress:{job}"):
+                    break
+                await asyncio.sleep(0.05)
+        await p.stop_workers()
+        # arq keeps the job (and the marker names it): nothing else is scheduled for the customer.
+        assert await p.redis.exists(f"arq:job:{job}")
+        assert await p.redis.get(keys.customer_apply(DOMAIN, cid)) == job.encode()
+        assert await p.app.customers.pending(DOMAIN, cid) != {}
+        await p.redis.delete(f"arq:in-progress:{job}")  # the dead worker's mark expires
+        p.account.faults.set_latency(0.0)
+        await p.start_workers(("realtime",))
+        await p.settle()
+        assert p.mismatches([cid]) == []
+        assert not await p.redis.exists(keys.customer_apply(DOMAIN, cid))
+        assert await p.app.customers.pending(DOMAIN, cid) == {}
+
+
+async def test_an_apply_job_that_cannot_get_the_lock_hands_over(
+    redis_url: str, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(coalesce, "APPLY_BUDGET_S", 0.3)
+    monkeypatch.setattr(coalesce, "HANDOVER_DEFER_S", 0.2)
+    async with pipeline(redis_url, keys, customers=3, workers=()) as p:
+        p.store.subscriptions.clear()
+        cid = next(iter(p.store.customer_ids()))
+        await p.store.update_customer(cid, first_name="Handed")
+        first = await jobs.sync_customer(ctx(p), delivery(p, cid, "w-1", waited_s=1.5))
+        # A worker that died holding the customer's lock: it lapses in 3 s.
+        await p.redis.set(keys.customer_lock(DOMAIN, cid), "dead-worker", px=3000)
+        await p.start_workers(("realtime",))
+        await p.settle()
+        assert p.mismatches([cid]) == []
+        assert await metric(p, 'shopsync_apply_jobs_total{end="handed"}') >= 1
+        assert await p.redis.get(keys.customer_apply(DOMAIN, cid)) is None
+        assert await p.dead_letters() == []
+        assert not await failed(p, first["apply_job"])  # handed over, not failed
+
+
 async def test_an_apply_job_is_listed_kept_as_a_dead_letter_and_replayed(redis_url: str, keys: Keys) -> None:
     async with pipeline(redis_url, keys, customers=3, workers=()) as p:
         p.store.subscriptions.clear()
