@@ -108,6 +108,28 @@ def _process(args: list[str], port: int, env: dict[str, str]) -> Iterator[subpro
             proc.kill()
 
 
+@contextmanager
+def _cpu(pid: int) -> Iterator[list[float]]:
+    """CPU seconds (user + system) the process used inside the block, appended to the list.
+
+    Requests per CPU-second hardly move when other work shares the machine, unlike requests per
+    second: the benchmark reports both."""
+    used: list[float] = []
+    start = _cpu_seconds(pid)
+    yield used
+    used.append(_cpu_seconds(pid) - start)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _with_cpu(row: dict[str, Any], used: list[float]) -> dict[str, Any]:
+    row["cpu_us_per_request"] = used[0] * 1e6 / max(row["requests"], 1)
+    return row
+
+
 def _wait_http(port: int, proc: subprocess.Popen[bytes]) -> None:
     import socket
 
@@ -161,8 +183,8 @@ def _run(redis_url: str, quick: bool) -> dict[str, Any]:
     real: list[dict[str, Any]] = []
     paced: list[dict[str, Any]] = []
     with (
-        _process(bare_cmd, bare_port, env),
-        _process(recv_cmd, recv_port, {**env, "PORT": str(recv_port)}),
+        _process(bare_cmd, bare_port, env) as bare_proc,
+        _process(recv_cmd, recv_port, {**env, "PORT": str(recv_port)}) as recv_proc,
     ):
         url_bare = f"http://127.0.0.1:{bare_port}"
         url_recv = f"http://127.0.0.1:{recv_port}"
@@ -170,12 +192,16 @@ def _run(redis_url: str, quick: bool) -> dict[str, Any]:
         run_wrk(url_recv, body, headers, run_id="warm", seconds=2, connections=connections)
         run_wrk(url_bare, body, headers, run_id="warm", seconds=2, connections=connections)
         for i in range(rounds):
-            bare.append(
-                run_wrk(url_bare, body, headers, run_id=f"b{i}", seconds=seconds, connections=connections)
-            )
-            real.append(
-                run_wrk(url_recv, body, headers, run_id=f"r{i}", seconds=seconds, connections=connections)
-            )
+            with _cpu(bare_proc.pid) as used:
+                row = run_wrk(
+                    url_bare, body, headers, run_id=f"b{i}", seconds=seconds, connections=connections
+                )
+            bare.append(_with_cpu(row, used))
+            with _cpu(recv_proc.pid) as used:
+                row = run_wrk(
+                    url_recv, body, headers, run_id=f"r{i}", seconds=seconds, connections=connections
+                )
+            real.append(_with_cpu(row, used))
         max_rps = statistics.median(r["rps"] for r in real)
         # Half the maximum rate: c connections, each waiting `pause` between requests.
         pace_conns = 16
@@ -209,6 +235,12 @@ def _run(redis_url: str, quick: bool) -> dict[str, Any]:
         "bare_rps": round(bare_rps),
         "receiver_rps": round(recv_rps),
         "ratio": round(recv_rps / bare_rps, 3),
+        "ratio_of_pairs": round(
+            statistics.median(r["rps"] / b["rps"] for r, b in zip(real, bare, strict=True)), 3
+        ),
+        "bare_cpu_us_per_request": round(med(bare, "cpu_us_per_request"), 1),
+        "receiver_cpu_us_per_request": round(med(real, "cpu_us_per_request"), 1),
+        "cpu_ratio": round(med(bare, "cpu_us_per_request") / med(real, "cpu_us_per_request"), 3),
         "bare_p50_ms": round(med(bare, "p50_us") / 1000, 2),
         "bare_p99_ms": round(med(bare, "p99_us") / 1000, 2),
         "receiver_p50_ms": round(med(real, "p50_us") / 1000, 2),
