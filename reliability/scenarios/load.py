@@ -256,8 +256,11 @@ async def pipeline_burst(run: RunContext) -> Result:
     result.expect_timing(
         p50 <= 100 and p99 <= 500, f"latency p50 {p50:.0f} ms, p99 {p99:.0f} ms after the backlog", timed
     )
-    # Merging: the burst must cost far less than a request per update (about 1 per customer).
-    result.expect(requests < sent, f"{requests:,} APSIS requests for {sent:,} updates: not merged")
+    # Merging: the burst costs far less than a request per update. How much less depends on how
+    # fast the worker deposits (CPU): a timing figure too.
+    result.expect_timing(
+        requests < sent, f"{requests:,} APSIS requests for {sent:,} updates: not merged", timed
+    )
     return result
 
 
