@@ -27,7 +27,15 @@ from mappings.normalize import normalize_bulk_customer, normalize_customer, norm
 from mappings.plan import Plan, needs_old_address_topics, plan_sync, unknown_paths
 from mappings.snapshot import CustomerSnapshot, PayloadError, TagsChange
 from mappings.state import SyncState
-from mappings.writes import OPT_IN, AddressList, AttributePatch, ConsentWrite, ProfileDelete, Write
+from mappings.writes import (
+    OPT_IN,
+    AddressList,
+    AttributePatch,
+    ConsentType,
+    ConsentWrite,
+    ProfileDelete,
+    Write,
+)
 from shopsync.logging import mask_email, mask_phone
 from worker.context import WorkerContext
 from worker.customer_store import LOCK_TTL_MS, LockLostError
@@ -267,7 +275,7 @@ async def _apply(
         if update.triggered_at is not None and last is not None and update.triggered_at < last:
             result.outcomes[update_id] = "stale"  # an older event of this family, delivered late
             continue
-        plan = await _plan(app, shop, state, normalized, update.force)
+        plan = await _plan(app, shop, state, normalized, update.force, merged)
         if plan.unknown - _consent_only(plan.unknown) and not fetched and update.source == "webhook":
             # A field that decides membership or an attribute was never known (a tags delta on
             # unknown tags, a trimmed 2025-01 payload on a first sight): read the whole customer.
@@ -278,7 +286,7 @@ async def _apply(
             before = state
             state, fetch_error = await _fill_from_shopify(app, shop, customer_id, state, update.force, merged)
             if state is not before:
-                plan = await _plan(app, shop, state, normalized, update.force)
+                plan = await _plan(app, shop, state, normalized, update.force, merged)
         if plan.stale:
             result.outcomes[update_id] = "stale"
             continue
@@ -347,7 +355,7 @@ async def _fill_from_shopify(
         return state, str(exc)
     if full is None:
         return state, None  # deleted in Shopify: its delete webhook follows
-    base = await _plan(app, shop, state, full, force)
+    base = await _plan(app, shop, state, full, force, merged)
     if base.stale:
         return state, None
     merged.add(base.writes)
@@ -360,29 +368,26 @@ async def _plan(
     state: SyncState | None,
     update: CustomerSnapshot | TagsChange,
     force: bool,
+    unsent: _MergedWrites,
 ) -> Plan:
+    """Plan `update` over `state`; `unsent`: the writes this apply planned so far (not sent yet)."""
     needed = needs_old_address_topics(shop, state, update)
     old_topics: dict[AddressList, list[str]] = {}
     if needed:
         apsis = app.apsis(shop)
         for entry in needed:
             # Consent given outside Shopify (forms, other integrations) moves with the address
-            # too, so APSIS is asked; what we wrote ourselves counts as well, since folded
-            # updates may not have sent it yet.
+            # too, so APSIS is asked. But APSIS has not seen what this apply planned before this
+            # update (an opt-out of the old address folded just before the change, staged writes
+            # of a cut-off apply): those win for their topics. Writes already sent do not: APSIS
+            # knows them, and anything newer there (a form opt-in after our opt-out) is right.
             remote = await apsis.opted_in_topics(
                 entry.channel, entry.address, entry.section, entry.consent_list
             )
-            ours = _written_opt_ins(state, entry) if state is not None else []
-            old_topics[entry] = sorted(set(remote) | set(ours))
+            planned = unsent.consents_for(entry)
+            kept = {t for t in remote if planned.get(t, OPT_IN) == OPT_IN}
+            old_topics[entry] = sorted(kept | {t for t, kind in planned.items() if kind == OPT_IN})
     return plan_sync(shop, state, update, old_address_topics=old_topics, force=force)
-
-
-def _written_opt_ins(state: SyncState, entry: AddressList) -> list[str]:
-    return [
-        key.topic
-        for key, kind in state.consents.items()
-        if kind == OPT_IN and (key.channel, key.address, key.section, key.consent_list) == tuple(entry)
-    ]
 
 
 class _FetchError(Exception):
@@ -428,6 +433,14 @@ class _MergedWrites:
             if key in self._order:
                 self._order.remove(key)  # the last write for a key is the one that counts
             self._order.append(key)
+
+    def consents_for(self, entry: AddressList) -> dict[str, ConsentType]:
+        """Topic -> the last consent planned for one consent list of one address."""
+        return {
+            key[5]: write.type
+            for key, write in self._others.items()
+            if isinstance(write, ConsentWrite) and key[1:5] == tuple(entry)
+        }
 
     def writes(self) -> list[Write]:
         out: list[Write] = []
