@@ -21,7 +21,7 @@ from shopsync.jobs import Delivery
 from shopsync.redis_conn import typed
 from worker import coalesce, fullsync, orders
 from worker.context import WorkerContext
-from worker.runtime import run_job
+from worker.runtime import JOB_TRY, run_job
 from worker.sync import Update, customer_of, submit
 from worker.sync import delete_customer as delete_profile
 
@@ -86,7 +86,9 @@ async def _sync_topic(app: WorkerContext, shop: Shop, delivery: Delivery) -> dic
     update_id = f"wh:{delivery.webhook_id}"
     customer_id = customer_of(update.normalized())  # a poison payload fails here, before Redis
     # Behind, or an apply already scheduled for the customer: deposit only (worker/coalesce.py).
-    lag_s = time.time() - delivery.received_at
+    # A job arq runs again (its worker was killed, or it asked for a Retry) waited for that, not
+    # behind a backlog: its own wait does not count (a backlog of applies still does).
+    lag_s = time.time() - delivery.received_at if JOB_TRY.get() == 1 else 0.0
     scheduled = await coalesce.deposit(app, shop.domain, customer_id, update_id, update.to_dict(), lag_s)
     if scheduled is not None:
         app.metrics.inc("shopsync_customers_total", {"source": "webhook", "outcome": "deferred"})

@@ -16,6 +16,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 
 import aiohttp
@@ -53,6 +54,9 @@ def is_transient(exc: BaseException) -> bool:
 
 
 JobBody = Callable[..., Awaitable[Any]]
+# The running job's try (1 on the first run): what a job body may need to tell a first run
+# from arq running it again (after a Retry, or after its worker was killed).
+JOB_TRY: ContextVar[int] = ContextVar("job_try", default=1)
 
 
 async def run_job(
@@ -69,6 +73,7 @@ async def run_job(
     job_id: str = ctx.get("job_id", "?")
     job_try: int = ctx.get("job_try", 1)
     started = time.monotonic()
+    JOB_TRY.set(job_try)  # each arq job runs in a task of its own, with its own context
     with structlog.contextvars.bound_contextvars(
         job_id=job_id, function=function, job_try=job_try, **(bind or {})
     ):

@@ -306,3 +306,23 @@ async def test_the_apply_waits_as_long_as_the_worker_is_behind_up_to_a_cap(
         scheduled, before, after = await deposit(d, 0.0)
         low, high = await defer_ms(scheduled, before, after)
         assert low <= 8000 + (after - since) and high >= 8000  # deferred by that job's wait
+
+
+async def test_a_job_run_again_after_its_worker_died_is_not_taken_for_a_backlog(
+    redis_url: str, keys: Keys
+) -> None:
+    async with pipeline(redis_url, keys, customers=3, workers=()) as p:
+        p.store.subscriptions.clear()
+        cid = next(iter(p.store.customer_ids()))
+        await p.store.update_customer(cid, first_name="Revived")
+        # arq runs a killed worker's job again once its in-progress mark expires (45 s later):
+        # the delivery waited that long, but for the dead worker, not behind other updates.
+        revived = {**ctx(p), "job_try": 2}
+        result = await jobs.sync_customer(revived, delivery(p, cid, "w-1", waited_s=45.0))
+        assert result == {"outcome": "written"}
+        assert await apply_jobs(p) == []
+        assert p.mismatches([cid]) == []
+        # A first run that waited as long is behind: deposited for the customer's apply job.
+        await p.store.update_customer(cid, first_name="Queued")
+        first = await jobs.sync_customer(ctx(p), delivery(p, cid, "w-2", waited_s=45.0))
+        assert first["outcome"] == "deferred"
