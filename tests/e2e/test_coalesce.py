@@ -39,6 +39,14 @@ async def failed(p: Pipeline, job_id: str) -> bool:
     return any(orjson.loads(f)["job_id"] == job_id for f in await p.redis.zrange(p.keys.failures, 0, -1))
 
 
+async def changed_customer(p: Pipeline, first_name: str) -> int:
+    """A customer of the store, renamed; the test delivers its webhooks by hand."""
+    p.store.subscriptions.clear()
+    cid = next(iter(p.store.customer_ids()))
+    await p.store.update_customer(cid, first_name=first_name)
+    return cid
+
+
 def ctx(p: Pipeline, job_id: str = "test-job") -> dict[str, Any]:
     return {"app": p.app, "job_id": job_id, "job_try": 1}
 
@@ -100,9 +108,7 @@ async def test_a_queued_backlog_becomes_about_one_apply_per_customer(redis_url: 
 
 async def test_a_retried_deposit_schedules_one_apply_and_is_applied(redis_url: str, keys: Keys) -> None:
     async with pipeline(redis_url, keys, customers=3, workers=()) as p:
-        p.store.subscriptions.clear()  # the test delivers by hand
-        cid = next(iter(p.store.customer_ids()))
-        await p.store.update_customer(cid, first_name="Retried")
+        cid = await changed_customer(p, "Retried")
         arg = delivery(p, cid, "w-1", waited_s=5.0)
         # The job deposits, then its worker dies before arq records the end: arq runs it again.
         first = await jobs.sync_customer(ctx(p), arg)
@@ -118,9 +124,7 @@ async def test_a_retried_deposit_schedules_one_apply_and_is_applied(redis_url: s
 
 async def test_a_marker_whose_job_is_gone_strands_nothing(redis_url: str, keys: Keys) -> None:
     async with pipeline(redis_url, keys, customers=3, workers=()) as p:
-        p.store.subscriptions.clear()
-        cid = next(iter(p.store.customer_ids()))
-        await p.store.update_customer(cid, first_name="Orphan")
+        cid = await changed_customer(p, "Orphan")
         first = await jobs.sync_customer(ctx(p), delivery(p, cid, "w-1", waited_s=5.0))
         # The apply job ends without clearing the marker (a dead letter, an expired job).
         lost = first["apply_job"]
@@ -140,9 +144,7 @@ async def test_a_deposit_while_the_apply_job_runs_is_applied(
     redis_url: str, keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with pipeline(redis_url, keys, customers=3, workers=()) as p:
-        p.store.subscriptions.clear()
-        cid = next(iter(p.store.customer_ids()))
-        await p.store.update_customer(cid, first_name="First")
+        cid = await changed_customer(p, "First")
         first = await jobs.sync_customer(ctx(p), delivery(p, cid, "w-1", waited_s=5.0))
         late: list[dict[str, Any]] = []
         real = apply_pending
@@ -171,9 +173,7 @@ async def test_an_apply_job_that_fails_mid_apply_is_retried_with_its_updates(
 ) -> None:
     monkeypatch.setattr(runtime, "backoff_s", lambda _try: 0.2)
     async with pipeline(redis_url, keys, customers=3, workers=()) as p:
-        p.store.subscriptions.clear()
-        cid = next(iter(p.store.customer_ids()))
-        await p.store.update_customer(cid, first_name="Outage")
+        cid = await changed_customer(p, "Outage")
         first = await jobs.sync_customer(ctx(p), delivery(p, cid, "w-1", waited_s=5.0))
         p.account.faults.start_outage(time.time())  # until the apply job has failed once
         await p.start_workers(("realtime",))
@@ -192,9 +192,7 @@ async def test_an_apply_job_that_fails_mid_apply_is_retried_with_its_updates(
 
 async def test_an_apply_job_cut_off_mid_apply_runs_again(redis_url: str, keys: Keys) -> None:
     async with pipeline(redis_url, keys, customers=3, workers=()) as p:
-        p.store.subscriptions.clear()
-        cid = next(iter(p.store.customer_ids()))
-        await p.store.update_customer(cid, first_name="Killed")
+        cid = await changed_customer(p, "Killed")
         job = (await jobs.sync_customer(ctx(p), delivery(p, cid, "w-1", waited_s=1.5)))["apply_job"]
         p.account.faults.set_latency(3.0)  # the apply is still sending when its worker dies
         await p.start_workers(("realtime",))
@@ -223,9 +221,7 @@ async def test_an_apply_job_that_cannot_get_the_lock_hands_over(
     monkeypatch.setattr(coalesce, "APPLY_BUDGET_S", 0.3)
     monkeypatch.setattr(coalesce, "HANDOVER_DEFER_S", 0.2)
     async with pipeline(redis_url, keys, customers=3, workers=()) as p:
-        p.store.subscriptions.clear()
-        cid = next(iter(p.store.customer_ids()))
-        await p.store.update_customer(cid, first_name="Handed")
+        cid = await changed_customer(p, "Handed")
         first = await jobs.sync_customer(ctx(p), delivery(p, cid, "w-1", waited_s=1.5))
         # A worker that died holding the customer's lock: it lapses in 3 s.
         await p.redis.set(keys.customer_lock(DOMAIN, cid), "dead-worker", px=3000)
@@ -240,9 +236,7 @@ async def test_an_apply_job_that_cannot_get_the_lock_hands_over(
 
 async def test_an_apply_job_is_listed_kept_as_a_dead_letter_and_replayed(redis_url: str, keys: Keys) -> None:
     async with pipeline(redis_url, keys, customers=3, workers=()) as p:
-        p.store.subscriptions.clear()
-        cid = next(iter(p.store.customer_ids()))
-        await p.store.update_customer(cid, first_name="Listed")
+        cid = await changed_customer(p, "Listed")
         first = await jobs.sync_customer(ctx(p), delivery(p, cid, "w-1", waited_s=2.0))
         listed = await jobview.queued_jobs(p.redis, keys)
         assert [(j["job_id"], j["function"], j["shop"], j["customer_id"]) for j in listed] == [
@@ -266,9 +260,7 @@ async def test_an_apply_job_is_listed_kept_as_a_dead_letter_and_replayed(redis_u
 
 async def test_real_time_updates_that_are_not_behind_apply_at_once(redis_url: str, keys: Keys) -> None:
     async with pipeline(redis_url, keys, customers=3, workers=()) as p:
-        p.store.subscriptions.clear()
-        cid = next(iter(p.store.customer_ids()))
-        await p.store.update_customer(cid, first_name="Now")
+        cid = await changed_customer(p, "Now")
         result = await jobs.sync_customer(ctx(p), delivery(p, cid, "w-1", waited_s=0.0))
         assert result == {"outcome": "written"}
         assert await apply_jobs(p) == []
@@ -312,9 +304,7 @@ async def test_a_job_run_again_after_its_worker_died_is_not_taken_for_a_backlog(
     redis_url: str, keys: Keys
 ) -> None:
     async with pipeline(redis_url, keys, customers=3, workers=()) as p:
-        p.store.subscriptions.clear()
-        cid = next(iter(p.store.customer_ids()))
-        await p.store.update_customer(cid, first_name="Revived")
+        cid = await changed_customer(p, "Revived")
         # arq runs a killed worker's job again once its in-progress mark expires (45 s later):
         # the delivery waited that long, but for the dead worker, not behind other updates.
         revived = {**ctx(p), "job_try": 2}

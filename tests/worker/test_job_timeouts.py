@@ -11,6 +11,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from itertools import pairwise
 from typing import Any
 
@@ -162,29 +163,23 @@ async def test_a_retry_after_past_the_job_budget_is_not_slept() -> None:
 async def test_a_request_queued_behind_busy_permits_gives_up_with_the_job_budget(app: WorkerContext) -> None:
     semaphore = asyncio.Semaphore(1)
     await semaphore.acquire()  # another request holds the process's only permit
-    request = permit(
-        app.limiter,
-        semaphore,
-        api="shopify",
-        name="s",
-        pool_size=None,
-        max_wait_s=None,
-        method="GET",
-        route="/",
-    )
+
+    def request() -> AbstractAsyncContextManager[None]:
+        return permit(
+            app.limiter,
+            semaphore,
+            api="shopify",
+            name="s",
+            pool_size=None,
+            max_wait_s=None,
+            method="GET",
+            route="/",
+        )
+
     with budget.deadline(budget.RESERVE_S + 0.05), pytest.raises(LimiterTimeoutError):
-        async with request:
+        async with request():
             pass
     semaphore.release()
-    async with permit(
-        app.limiter,
-        semaphore,
-        api="shopify",
-        name="s",
-        pool_size=None,
-        max_wait_s=None,
-        method="GET",
-        route="/",
-    ):
+    async with request():
         assert semaphore.locked()
     assert not semaphore.locked()  # no permit leaked
