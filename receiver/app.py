@@ -16,6 +16,7 @@ from receiver.appkeys import ADMIN_TOKEN, ENQUEUER, INSTALLATIONS, KEYS, METRICS
 from receiver.enqueue import BatchEnqueuer
 from receiver.metrics import ReceiverMetrics
 from receiver.problems import json_response, problem
+from receiver.redis_pipe import RedisAddress, RedisPipe
 from receiver.webhooks import MAX_BODY_BYTES, webhook_handler
 from shopsync.keys import Keys
 
@@ -35,7 +36,10 @@ def create_app(
     app[REDIS] = redis
     app[KEYS] = keys or Keys()
     app[METRICS] = ReceiverMetrics()
-    app[ENQUEUER] = BatchEnqueuer(redis, app[KEYS], app[KEYS].realtime_queue)
+    # Webhook jobs go through a pipelined connection of their own (receiver.redis_pipe); the
+    # other routes use the redis-py client, whose settings the pipe copies.
+    pipe = RedisPipe(RedisAddress.of_client(redis))
+    app[ENQUEUER] = BatchEnqueuer(pipe, app[KEYS], app[KEYS].realtime_queue)
     app[ADMIN_TOKEN] = admin_token or ""
     app.router.add_post("/webhooks/shopify", webhook_handler(installations, app[ENQUEUER], app[METRICS]))
     app.router.add_get("/healthz", healthz)
@@ -46,6 +50,7 @@ def create_app(
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         yield
         await app[ENQUEUER].close()
+        await pipe.close()
         if close_redis:
             await redis.aclose()
 

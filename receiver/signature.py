@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 
@@ -11,6 +12,14 @@ import hmac
 def sign(secret: str | bytes, body: bytes) -> str:
     key = secret.encode() if isinstance(secret, str) else secret
     return base64.b64encode(hmac.new(key, body, hashlib.sha256).digest()).decode()
+
+
+@functools.lru_cache(maxsize=1024)
+def _keyed(secret: str | bytes) -> hmac.HMAC:
+    # An HMAC with the key already absorbed: copying it skips re-deriving the key pads for every
+    # webhook (a quarter of the signature check's cost). One per shop secret.
+    key = secret.encode() if isinstance(secret, str) else secret
+    return hmac.new(key, digestmod=hashlib.sha256)
 
 
 def verify(secret: str | bytes, body: bytes, header: str | None) -> bool:
@@ -23,9 +32,9 @@ def verify(secret: str | bytes, body: bytes, header: str | None) -> bool:
     if not header:
         return False
     try:
-        given = base64.b64decode(header.strip(), validate=True)
+        given = binascii.a2b_base64(header.strip(), strict_mode=True)
     except (binascii.Error, ValueError):
         return False
-    key = secret.encode() if isinstance(secret, str) else secret
-    expected = hmac.new(key, body, hashlib.sha256).digest()
-    return hmac.compare_digest(given, expected)
+    mac = _keyed(secret).copy()
+    mac.update(body)
+    return hmac.compare_digest(given, mac.digest())

@@ -135,9 +135,9 @@ class RedisServer:
     def start(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            from shopsync.devredis import _redis_server_binary
+            from shopsync.devredis import redis_server_binary
 
-            binary = _redis_server_binary()
+            binary = redis_server_binary()
         if binary is None:
             raise RuntimeError("no redis-server: apt-get install redis-server")
         if self.proc is None:  # a first start begins empty (a reused directory may hold an AOF)

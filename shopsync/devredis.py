@@ -40,7 +40,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _redis_server_binary() -> str | None:
+def redis_server_binary() -> str | None:
     found = shutil.which("redis-server")
     if found:
         return found
@@ -63,7 +63,7 @@ def embedded_redis(
     Passing the same `port` and `workdir` again restarts "the same" Redis (with AOF, its data).
     `cpu` pins the server to one core (benchmarks keep it off the core under test).
     """
-    binary = _redis_server_binary()
+    binary = redis_server_binary()
     if binary is None:
         raise RuntimeError("no redis-server available")
     port = port or free_port()

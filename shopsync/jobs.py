@@ -42,7 +42,7 @@ JOB_TTL_MS = 7 * 24 * 3600 * 1000
 DEDUP_TTL_S = 72 * 3600
 
 
-@dataclass(slots=True)  # not frozen: the receiver builds one per webhook, and frozen init is slower
+@dataclass(frozen=True, slots=True)
 class Delivery:
     """One webhook delivery as the receiver accepted it."""
 
@@ -56,17 +56,7 @@ class Delivery:
     body: str
 
     def to_arg(self) -> dict[str, Any]:
-        # Spelled out rather than dataclasses.asdict: this runs once per webhook on the hot path.
-        return {
-            "topic": self.topic,
-            "shop": self.shop,
-            "webhook_id": self.webhook_id,
-            "event_id": self.event_id,
-            "triggered_at": self.triggered_at,
-            "api_version": self.api_version,
-            "received_at": self.received_at,
-            "body": self.body,
-        }
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
     @classmethod
     def from_arg(cls, arg: Mapping[str, Any]) -> Delivery:
@@ -89,6 +79,34 @@ def deserialize(data: bytes) -> Any:
 def job_bytes(function: str, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None = None) -> bytes:
     """The bytes arq stores at `arq:job:<id>` (same fields as `arq.jobs.serialize_job`)."""
     return serialize({"t": None, "f": function, "a": list(args), "k": dict(kwargs or {}), "et": now_ms()})
+
+
+def webhook_job_bytes(
+    function: str,
+    *,
+    topic: str,
+    shop: str,
+    webhook_id: str,
+    event_id: str | None,
+    triggered_at: str | None,
+    api_version: str | None,
+    received_at: float,
+    body: str,
+) -> bytes:
+    """The job of one webhook delivery: its argument is a `Delivery` (`Delivery.from_arg` reads
+    it back). Built directly rather than through a Delivery and `job_bytes`: the receiver does
+    this for every webhook, and the detour cost a tenth of its own work."""
+    arg = {
+        "topic": topic,
+        "shop": shop,
+        "webhook_id": webhook_id,
+        "event_id": event_id,
+        "triggered_at": triggered_at,
+        "api_version": api_version,
+        "received_at": received_at,
+        "body": body,
+    }
+    return serialize({"t": None, "f": function, "a": [arg], "k": {}, "et": int(received_at * 1000)})
 
 
 def now_ms() -> int:

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 
 from mappings.installation import Installations
 from receiver.webhooks import MAX_BODY_BYTES
+from shopsync.jobs import Delivery
 from shopsync.keys import Keys
 from tests.receiver.helpers import SECRET, body_of, headers, queued_jobs, running_receiver
 
@@ -42,6 +43,9 @@ async def test_valid_delivery_enqueues_one_job_with_all_fields(
     assert delivery["api_version"] == "2024-10"
     assert delivery["triggered_at"] == "2024-10-01T12:00:00.123456789Z"
     assert delivery["body"].encode() == body
+    # the worker reads it back whole: every field of Delivery, nothing else
+    assert set(delivery) == set(Delivery.__dataclass_fields__)
+    assert Delivery.from_arg(delivery).payload() == CUSTOMER
     # the dedup mark names the job, so an operator can go from a webhook id to its job
     job_id = (await redis.zrange(keys.realtime_queue, 0, -1))[0]
     assert await redis.get(keys.dedup("demo-store.myshopify.com", "wh-1")) == job_id
