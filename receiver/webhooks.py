@@ -12,13 +12,13 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable
 
-import orjson
 import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
 from mappings.installation import Installations
 from receiver.enqueue import BatchEnqueuer, EnqueueError
+from receiver.jsoncheck import is_json
 from receiver.metrics import ReceiverMetrics
 from receiver.problems import problem
 from receiver.signature import verify
@@ -81,9 +81,7 @@ async def _handle(
     if not topic:
         metrics.count(topic, "bad_request")
         return problem(400, "missing X-Shopify-Topic header")
-    try:
-        orjson.loads(body)
-    except orjson.JSONDecodeError:
+    if not is_json(body):
         metrics.count(topic, "bad_request")
         log.warning("webhook_rejected", reason="body is not JSON", shop=domain, topic=topic)
         return problem(400, "body is not valid JSON")
