@@ -4,13 +4,17 @@ Checks run in this order, and a failing one answers at once and stores nothing:
 size (413) -> shop domain known (401) -> HMAC over the raw bytes (401) -> topic header (400) ->
 JSON body (400) -> known topic (unknown ones answer 200 and are only counted) -> one job stored
 atomically with its dedup mark (503 when Redis cannot take it, so Shopify retries).
+
+Every webhook runs this, so it is written for few Python steps: one coroutine, the checks in a
+plain function that raises `_Rejected` on the (rare) failing path, no regular expressions.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -30,6 +34,14 @@ log = structlog.get_logger("receiver")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class _Rejected(Exception):
+    """A check failed: answer `status` with a problem body, count `outcome`, store nothing."""
+
+    def __init__(self, status: int, outcome: str, detail: str, **log_fields: Any) -> None:
+        super().__init__(detail)
+        self.status, self.outcome, self.detail, self.log_fields = status, outcome, detail, log_fields
+
+
 def webhook_handler(
     installations: Installations, enqueuer: BatchEnqueuer, metrics: ReceiverMetrics
 ) -> Handler:
@@ -37,70 +49,88 @@ def webhook_handler(
 
     async def handle_webhook(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
-        topic = request.headers.get("X-Shopify-Topic")
+        headers = request.headers
+        topic = headers.get("X-Shopify-Topic")
         try:
-            return await _handle(request, topic, installations, enqueuer, metrics)
+            length = request.content_length
+            if length is not None and length > MAX_BODY_BYTES:
+                raise _Rejected(413, "too_large", f"body over {MAX_BODY_BYTES} bytes")
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                raise _Rejected(413, "too_large", f"body over {MAX_BODY_BYTES} bytes") from None
+            except RequestPayloadError:
+                # A Content-Encoding the body does not decode with (aiohttp decodes gzip/deflate
+                # itself): the client's fault, not ours, so a 400 rather than an unhandled 500.
+                raise _Rejected(400, "bad_request", "body could not be decoded (Content-Encoding)") from None
+            accepted = _accept(installations, headers, topic, body)
+            if accepted is None:
+                # Answer 200 so Shopify keeps the subscription; we simply do not act on this topic.
+                metrics.count(topic, "ignored")
+                log.info("webhook_ignored", shop=_domain(headers), topic=(topic or "")[:100])
+                return web.Response(body=b"ignored", content_type="text/plain")
+            dedup_key, job = accepted
+            stored = await enqueuer.enqueue(dedup_key, job)
+            metrics.count(topic, "enqueued" if stored else "duplicate")
+            return web.Response(body=b"ok" if stored else b"duplicate", content_type="text/plain")
+        except _Rejected as rejected:
+            metrics.count(topic, rejected.outcome)
+            if rejected.log_fields:
+                log.warning("webhook_rejected", **rejected.log_fields)
+            return problem(rejected.status, rejected.detail)
+        except EnqueueError as exc:
+            metrics.count(topic, "unavailable")
+            metrics.enqueue_failures.inc()
+            log.error(
+                "enqueue_failed",
+                shop=_domain(headers),
+                topic=topic,
+                webhook_id=headers.get("X-Shopify-Webhook-Id"),
+                error=str(exc),
+            )
+            return problem(503, "queue unavailable; retry later", headers={"Retry-After": "5"})
         finally:
             metrics.observe_latency(time.perf_counter() - started)
 
     return handle_webhook
 
 
-async def _handle(
-    request: web.Request,
-    topic: str | None,
-    installations: Installations,
-    enqueuer: BatchEnqueuer,
-    metrics: ReceiverMetrics,
-) -> web.StreamResponse:
-    headers = request.headers
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        metrics.count(topic, "too_large")
-        return problem(413, f"body over {MAX_BODY_BYTES} bytes")
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        metrics.count(topic, "too_large")
-        return problem(413, f"body over {MAX_BODY_BYTES} bytes")
-    except RequestPayloadError:
-        # A Content-Encoding the body does not decode with (aiohttp decodes gzip/deflate
-        # itself): the client's fault, not ours, so a 400 rather than an unhandled 500.
-        metrics.count(topic, "bad_request")
-        return problem(400, "body could not be decoded (Content-Encoding)")
-
-    domain = (headers.get("X-Shopify-Shop-Domain") or "").strip().lower()
+def _accept(
+    installations: Installations, headers: Mapping[str, str], topic: str | None, body: bytes
+) -> tuple[str, bytes] | None:
+    """The dedup key and the job of an authentic delivery of a known topic; None for an authentic
+    one of a topic we do not act on; `_Rejected` for anything else."""
+    domain = _domain(headers)
     shop = installations.shops.get(domain)
     if shop is None:
-        metrics.count(topic, "unknown_shop")
-        log.warning("webhook_rejected", reason="unknown shop domain", shop=domain[:100])
-        return problem(401, "unknown shop domain")
+        raise _Rejected(
+            401, "unknown_shop", "unknown shop domain", reason="unknown shop domain", shop=domain[:100]
+        )
     if not verify(shop.webhook_secret, body, headers.get("X-Shopify-Hmac-Sha256")):
-        metrics.count(topic, "bad_hmac")
-        log.warning("webhook_rejected", reason="missing or wrong HMAC", shop=domain, topic=topic)
-        return problem(401, "missing or invalid X-Shopify-Hmac-Sha256")
+        raise _Rejected(
+            401,
+            "bad_hmac",
+            "missing or invalid X-Shopify-Hmac-Sha256",
+            reason="missing or wrong HMAC",
+            shop=domain,
+            topic=topic,
+        )
     if not topic:
-        metrics.count(topic, "bad_request")
-        return problem(400, "missing X-Shopify-Topic header")
+        raise _Rejected(400, "bad_request", "missing X-Shopify-Topic header")
     if not is_json(body):
-        metrics.count(topic, "bad_request")
-        log.warning("webhook_rejected", reason="body is not JSON", shop=domain, topic=topic)
-        return problem(400, "body is not valid JSON")
-
+        raise _Rejected(
+            400, "bad_request", "body is not valid JSON", reason="body is not JSON", shop=domain, topic=topic
+        )
     function = TOPIC_JOBS.get(topic)
     if function is None:
-        # Answer 200 so Shopify keeps the subscription; we simply do not act on this topic.
-        metrics.count(topic, "ignored")
-        log.info("webhook_ignored", shop=domain, topic=topic[:100])
-        return web.Response(status=200, text="ignored")
+        return None
 
     webhook_id = headers.get("X-Shopify-Webhook-Id")
     if webhook_id is None:
         # Very old deliveries may lack it: the content itself is then the identity.
         webhook_id = "sha256-" + hashlib.sha256(topic.encode() + b"\n" + body).hexdigest()
-    elif not _is_token(webhook_id):
-        metrics.count(topic, "bad_request")
-        return problem(400, "malformed X-Shopify-Webhook-Id header")
-
+    elif _token_or_none(webhook_id) is None:
+        raise _Rejected(400, "bad_request", "malformed X-Shopify-Webhook-Id header")
     job = webhook_job_bytes(
         function,
         topic=topic,
@@ -112,22 +142,22 @@ async def _handle(
         received_at=time.time(),
         body=body.decode("utf-8"),  # it is JSON, so it is valid UTF-8
     )
-    try:
-        stored = await enqueuer.enqueue(f"{shop.domain}:{webhook_id}", job)
-    except EnqueueError as exc:
-        metrics.count(topic, "unavailable")
-        metrics.enqueue_failures.inc()
-        log.error("enqueue_failed", shop=domain, topic=topic, webhook_id=webhook_id, error=str(exc))
-        return problem(503, "queue unavailable; retry later", headers={"Retry-After": "5"})
-    metrics.count(topic, "enqueued" if stored else "duplicate")
-    return web.Response(status=200, text="ok" if stored else "duplicate")
+    return f"{shop.domain}:{webhook_id}", job
 
 
-def _is_token(value: str) -> bool:
-    """Printable ASCII without spaces, 1 to 256 characters: what an id header may hold. (String
-    methods rather than a regular expression: this runs four times per webhook.)"""
-    return 0 < len(value) <= 256 and value.isascii() and value.isprintable() and " " not in value
+def _domain(headers: Mapping[str, str]) -> str:
+    return (headers.get("X-Shopify-Shop-Domain") or "").strip().lower()
 
 
 def _token_or_none(value: str | None) -> str | None:
-    return value if value is not None and _is_token(value) else None
+    """The header's value when it is printable ASCII without spaces, 1 to 256 characters (what an
+    id may hold), else None."""
+    if (
+        value is not None
+        and 0 < len(value) <= 256
+        and value.isascii()
+        and value.isprintable()
+        and " " not in value
+    ):
+        return value
+    return None
