@@ -28,7 +28,7 @@ def run(settings: Settings, host: str = "0.0.0.0") -> int:
     _use_uvloop()
 
     async def build() -> web.Application:
-        redis = connect(settings.redis_url, timeout=3.0, fast_packing=True)
+        redis = connect(settings.redis_url, timeout=3.0)
         app = create_app(
             installations, redis, keys=Keys(settings.key_prefix), admin_token=settings.admin_token
         )

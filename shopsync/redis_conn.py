@@ -9,34 +9,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
-import hiredis
 import redis.asyncio as aioredis
 from arq.connections import RedisSettings
 
 T = TypeVar("T")
 
 
-class _HiredisPacking:
-    """Commands packed by hiredis's C encoder instead of redis-py's Python loop (a few
-    microseconds per argument: the receiver sends hundreds of arguments per batch)."""
-
-    def pack_command(self, *args: Any) -> list[bytes]:
-        first = args[0]
-        if (isinstance(first, str) and " " in first) or (isinstance(first, bytes) and b" " in first):
-            # redis-py splits names like "CONFIG GET" into two arguments; keep its behaviour.
-            return cast(list[bytes], super().pack_command(*args))  # type: ignore[misc]
-        return [hiredis.pack_command(args)]
-
-
-class HiredisPackingConnection(_HiredisPacking, aioredis.Connection):
-    pass
-
-
-class HiredisPackingSSLConnection(_HiredisPacking, aioredis.SSLConnection):
-    pass
-
-
-def connect(url: str, *, timeout: float = 3.0, fast_packing: bool = False, **kwargs: Any) -> aioredis.Redis:
+def connect(url: str, *, timeout: float = 3.0, **kwargs: Any) -> aioredis.Redis:
     options: dict[str, Any] = {
         "socket_timeout": timeout,
         "socket_connect_timeout": min(timeout, 2.0),
@@ -46,14 +25,7 @@ def connect(url: str, *, timeout: float = 3.0, fast_packing: bool = False, **kwa
     if url.startswith("rediss://"):
         options["ssl_cert_reqs"] = "none"
     options.update(kwargs)
-    client = cast(aioredis.Redis, aioredis.Redis.from_url(url, **options))
-    if fast_packing:
-        # from_url picks the class from the scheme (and ignores one passed in); swap it before
-        # the pool has made any connection.
-        pool = client.connection_pool
-        tls = issubclass(pool.connection_class, aioredis.SSLConnection)
-        pool.connection_class = HiredisPackingSSLConnection if tls else HiredisPackingConnection
-    return client
+    return cast(aioredis.Redis, aioredis.Redis.from_url(url, **options))
 
 
 def arq_settings(url: str) -> RedisSettings:
