@@ -203,9 +203,24 @@ def _run(redis_url: str, quick: bool) -> dict[str, Any]:
                 )
             real.append(_with_cpu(row, used))
         max_rps = statistics.median(r["rps"] for r in real)
-        # Half the maximum rate: c connections, each waiting `pause` between requests.
-        pace_conns = 16
-        pause_ms = max(1, int(pace_conns / (max_rps / 2) * 1000))
+        # Half the maximum rate: c connections, each pausing between its requests. A connection's
+        # cycle is its pause plus the answer's latency, so the pause is calibrated on a short run.
+        pace_conns, target = 64, max_rps / 2
+        pause_ms = max(1, round(pace_conns / target * 1000) - 1)
+        for step in range(3):
+            probe = run_wrk(
+                url_recv,
+                body,
+                headers,
+                run_id=f"c{step}",
+                seconds=2,
+                connections=pace_conns,
+                pause_ms=pause_ms,
+            )
+            if abs(probe["rps"] / target - 1) < 0.05:
+                break
+            latency_ms = pace_conns / probe["rps"] * 1000 - pause_ms
+            pause_ms = max(1, round(pace_conns / target * 1000 - latency_ms))
         for i in range(rounds):
             paced.append(
                 run_wrk(
@@ -248,6 +263,7 @@ def _run(redis_url: str, quick: bool) -> dict[str, Any]:
         "receiver_non2xx": sum(r["non2xx"] for r in real),
         "half_rate_target_rps": round(max_rps / 2),
         "half_rate_achieved_rps": round(med(paced, "rps")),
+        "half_rate_pacing": f"{pace_conns} connections, {pause_ms} ms between requests",
         "half_rate_p50_ms": round(med(paced, "p50_us") / 1000, 2),
         "half_rate_p99_ms": round(med(paced, "p99_us") / 1000, 2),
         "raw": {"bare": bare, "receiver": real, "half_rate": paced},
