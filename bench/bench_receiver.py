@@ -11,10 +11,11 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -88,11 +89,13 @@ def _pin(cpu: int) -> None:
 
 
 @contextmanager
-def _process(args: list[str], port: int, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+def _process(
+    args: list[str], port: int, env: dict[str, str], cwd: Path = ROOT
+) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
         args,
         env=env,
-        cwd=ROOT,
+        cwd=cwd,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         preexec_fn=lambda: _pin(SERVER_CPU),
@@ -146,6 +149,15 @@ def _wait_http(port: int, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("server did not start")
 
 
+@contextmanager
+def _tree_at(revision: str) -> Iterator[Path]:
+    """The project's files at a git revision, in a temporary folder (`git archive`)."""
+    with tempfile.TemporaryDirectory(prefix="bench-against-") as folder:
+        archive = subprocess.run(["git", "archive", revision], cwd=ROOT, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", folder], input=archive.stdout, check=True)
+        yield Path(folder)
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     # A private Redis pinned to the load generator's core: the receiver's core runs the receiver
     # alone, as the bare handler's does (in production Redis is another machine), and no other
@@ -155,8 +167,10 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 
 def _run(redis_url: str, quick: bool) -> dict[str, Any]:
-    rounds = 2 if quick else 5  # alternating rounds; medians (the machine is shared and noisy)
-    seconds = 5 if quick else 6
+    # Many short alternating rounds, medians: the shared machine's speed drifts over tens of
+    # seconds, so the two sides of a pair run close together.
+    rounds = 4 if quick else 10
+    seconds = 3
     connections = 128
     body = _payload()
     headers = {
@@ -181,27 +195,34 @@ def _run(redis_url: str, quick: bool) -> dict[str, Any]:
     recv_cmd = [sys.executable, "-m", "shopsync.cli", "receiver"]
     bare: list[dict[str, Any]] = []
     real: list[dict[str, Any]] = []
+    older: list[dict[str, Any]] = []
     paced: list[dict[str, Any]] = []
-    with (
-        _process(bare_cmd, bare_port, env) as bare_proc,
-        _process(recv_cmd, recv_port, {**env, "PORT": str(recv_port)}) as recv_proc,
-    ):
-        url_bare = f"http://127.0.0.1:{bare_port}"
-        url_recv = f"http://127.0.0.1:{recv_port}"
-        # warm-up (connections, script load, JIT-free but caches)
-        run_wrk(url_recv, body, headers, run_id="warm", seconds=2, connections=connections)
-        run_wrk(url_bare, body, headers, run_id="warm", seconds=2, connections=connections)
+    # BENCH_RECEIVER_AGAINST=<git revision>: that revision's receiver runs in the same rounds, so a
+    # change is measured side by side with what it replaced.
+    against = os.environ.get("BENCH_RECEIVER_AGAINST")
+    with ExitStack() as stack:
+        bare_proc = stack.enter_context(_process(bare_cmd, bare_port, env))
+        recv_proc = stack.enter_context(_process(recv_cmd, recv_port, {**env, "PORT": str(recv_port)}))
+        servers = [
+            (bare_proc, f"http://127.0.0.1:{bare_port}", bare, "b"),
+            (recv_proc, f"http://127.0.0.1:{recv_port}", real, "r"),
+        ]
+        if against:
+            tree = stack.enter_context(_tree_at(against))
+            old_port = free_port()
+            old_env = {**env, "PORT": str(old_port), "PYTHONPATH": str(tree)}
+            old_proc = stack.enter_context(_process(recv_cmd, old_port, old_env, cwd=tree))
+            servers.append((old_proc, f"http://127.0.0.1:{old_port}", older, "o"))
+        url_recv = servers[1][1]
+        for _, url, _, tag in servers:  # warm-up (connections, script load, caches)
+            run_wrk(url, body, headers, run_id=f"w{tag}", seconds=2, connections=connections)
         for i in range(rounds):
-            with _cpu(bare_proc.pid) as used:
-                row = run_wrk(
-                    url_bare, body, headers, run_id=f"b{i}", seconds=seconds, connections=connections
-                )
-            bare.append(_with_cpu(row, used))
-            with _cpu(recv_proc.pid) as used:
-                row = run_wrk(
-                    url_recv, body, headers, run_id=f"r{i}", seconds=seconds, connections=connections
-                )
-            real.append(_with_cpu(row, used))
+            for proc, url, rows, tag in servers:
+                with _cpu(proc.pid) as used:
+                    row = run_wrk(
+                        url, body, headers, run_id=f"{tag}{i}", seconds=seconds, connections=connections
+                    )
+                rows.append(_with_cpu(row, used))
         max_rps = statistics.median(r["rps"] for r in real)
         # Half the maximum rate: c connections, each pausing between its requests. A connection's
         # cycle is its pause plus the answer's latency, so the pause is calibrated on a short run.
@@ -221,7 +242,7 @@ def _run(redis_url: str, quick: bool) -> dict[str, Any]:
                 break
             latency_ms = pace_conns / probe["rps"] * 1000 - pause_ms
             pause_ms = max(1, round(pace_conns / target * 1000 - latency_ms))
-        for i in range(rounds):
+        for i in range(rounds // 2):
             paced.append(
                 run_wrk(
                     url_recv,
@@ -266,7 +287,25 @@ def _run(redis_url: str, quick: bool) -> dict[str, Any]:
         "half_rate_pacing": f"{pace_conns} connections, {pause_ms} ms between requests",
         "half_rate_p50_ms": round(med(paced, "p50_us") / 1000, 2),
         "half_rate_p99_ms": round(med(paced, "p99_us") / 1000, 2),
-        "raw": {"bare": bare, "receiver": real, "half_rate": paced},
+        "against": _against(against, bare, older),
+        "raw": {"bare": bare, "receiver": real, "half_rate": paced, "against": older},
+    }
+
+
+def _against(
+    revision: str | None, bare: list[dict[str, Any]], older: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    if not revision:
+        return None
+
+    def med(rows: list[dict[str, Any]], key: str) -> float:
+        return float(statistics.median(r[key] for r in rows))
+
+    return {
+        "revision": revision,
+        "receiver_rps": round(med(older, "rps")),
+        "ratio": round(med(older, "rps") / med(bare, "rps"), 3),
+        "receiver_cpu_us_per_request": round(med(older, "cpu_us_per_request"), 1),
     }
 
 
