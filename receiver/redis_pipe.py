@@ -81,7 +81,7 @@ class _Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._broken_because = "connection closed"
         self.transport: asyncio.Transport | None = None
-        self.lost = False
+        self.lost = False  # set once aborted or closed: nothing more is written here
         self._loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -111,6 +111,9 @@ class _Connection(asyncio.Protocol):
                 return
             if reply is False:
                 return
+            if not self._waiting:
+                self.abort("a reply from Redis to no command")
+                return
             _, on_reply = self._waiting.popleft()
             _call(on_reply, reply)
 
@@ -127,18 +130,24 @@ class _Connection(asyncio.Protocol):
             self._timer = self._loop.call_at(deadline, self._check_deadline)
 
     def abort(self, reason: str) -> None:
+        if self.lost:
+            return
         self._broken_because = reason
+        self.lost = True
+        self._on_lost(self)  # the next command opens a new connection at once
         if self.transport is not None:
             self.transport.abort()  # connection_lost follows, which fails what is waiting
         else:
-            self.connection_lost(None)
+            self._fail_waiting()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.lost:
-            return
-        self.lost = True
-        if exc is not None:
+        if exc is not None and not self.lost:
             self._broken_because = f"connection lost: {exc}"
+        self.lost = True
+        self._on_lost(self)
+        self._fail_waiting()
+
+    def _fail_waiting(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -146,7 +155,6 @@ class _Connection(asyncio.Protocol):
         while self._waiting:
             _, on_reply = self._waiting.popleft()
             _call(on_reply, error)
-        self._on_lost(self)
 
 
 def _call(on_reply: OnReply, reply: Any) -> None:

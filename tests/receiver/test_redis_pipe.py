@@ -194,6 +194,27 @@ async def test_a_connection_closed_mid_command_fails_it_and_garbage_is_not_taken
             await pipe.close()
 
 
+async def test_a_reply_to_no_command_drops_the_connection_and_the_next_command_reconnects() -> None:
+    connections = 0
+
+    async def answers_twice(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while await reader.read(1000):
+            writer.write(b"+PONG\r\n+EXTRA\r\n" if connections == 1 else b"+PONG\r\n")
+            await writer.drain()
+        writer.close()
+
+    server, port = await start_fake(answers_twice)
+    async with server:
+        pipe = pipe_for(f"redis://127.0.0.1:{port}/0", timeout=2.0)
+        assert await call(pipe, "PING") == b"PONG"
+        await asyncio.sleep(0.1)  # the extra reply arrives: the connection can no longer be trusted
+        assert await call(pipe, "PING") == b"PONG"
+        assert connections == 2
+        await pipe.close()
+
+
 async def test_nothing_listening_fails_every_queued_command() -> None:
     pipe = pipe_for(f"redis://127.0.0.1:{free_port()}/0", timeout=1.0)
     failures = await asyncio.gather(*(call(pipe, "PING") for _ in range(5)))
