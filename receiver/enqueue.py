@@ -64,8 +64,8 @@ class BatchEnqueuer:
 
     def enqueue(self, dedup_key: str, job: bytes) -> asyncio.Future[bool]:
         """Store the job unless a delivery with this dedup key (`shop:webhook id`) was seen; the
-        future says True when stored, False for a duplicate. A plain function handing back the batch's future: no coroutine of its
-        own to create and resume for every webhook."""
+        future says True when stored, False for a duplicate. A plain function handing back the
+        batch's future: no coroutine of its own to create and resume for every webhook."""
         loop = self._loop
         if loop is None:
             # Looked up once: on Python 3.11 every get_running_loop() costs a getpid() syscall.

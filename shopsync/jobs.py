@@ -77,8 +77,13 @@ def deserialize(data: bytes) -> Any:
 
 
 def job_bytes(function: str, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None = None) -> bytes:
-    """The bytes arq stores at `arq:job:<id>` (same fields as `arq.jobs.serialize_job`)."""
-    return serialize({"t": None, "f": function, "a": list(args), "k": dict(kwargs or {}), "et": now_ms()})
+    """The bytes arq stores at `arq:job:<id>`."""
+    return _job(function, list(args), dict(kwargs or {}), now_ms())
+
+
+def _job(function: str, args: list[Any], kwargs: dict[str, Any], enqueued_ms: int) -> bytes:
+    # The same fields as `arq.jobs.serialize_job`.
+    return serialize({"t": None, "f": function, "a": args, "k": kwargs, "et": enqueued_ms})
 
 
 def webhook_job_bytes(
@@ -106,7 +111,7 @@ def webhook_job_bytes(
         "received_at": received_at,
         "body": body,
     }
-    return serialize({"t": None, "f": function, "a": [arg], "k": {}, "et": int(received_at * 1000)})
+    return _job(function, [arg], {}, int(received_at * 1000))
 
 
 def now_ms() -> int:
