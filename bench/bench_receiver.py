@@ -223,7 +223,7 @@ def _run(redis_url: str, quick: bool) -> dict[str, Any]:
                         url, body, headers, run_id=f"{tag}{i}", seconds=seconds, connections=connections
                     )
                 rows.append(_with_cpu(row, used))
-        max_rps = statistics.median(r["rps"] for r in real)
+        max_rps = _median(real, "rps")
         # Half the maximum rate: c connections, each pausing between its requests. A connection's
         # cycle is its pause plus the answer's latency, so the pause is calibrated on a short run.
         pace_conns, target = 64, max_rps / 2
@@ -255,10 +255,7 @@ def _run(redis_url: str, quick: bool) -> dict[str, Any]:
                 )
             )
 
-    def med(rows: list[dict[str, Any]], key: str) -> float:
-        return float(statistics.median(r[key] for r in rows))
-
-    bare_rps, recv_rps = med(bare, "rps"), med(real, "rps")
+    bare_rps, recv_rps = _median(bare, "rps"), _median(real, "rps")
     return {
         "name": "receiver",
         "command": "make bench BENCH_ARGS='receiver'",
@@ -274,22 +271,26 @@ def _run(redis_url: str, quick: bool) -> dict[str, Any]:
         "ratio_of_pairs": round(
             statistics.median(r["rps"] / b["rps"] for r, b in zip(real, bare, strict=True)), 3
         ),
-        "bare_cpu_us_per_request": round(med(bare, "cpu_us_per_request"), 1),
-        "receiver_cpu_us_per_request": round(med(real, "cpu_us_per_request"), 1),
-        "cpu_ratio": round(med(bare, "cpu_us_per_request") / med(real, "cpu_us_per_request"), 3),
-        "bare_p50_ms": round(med(bare, "p50_us") / 1000, 2),
-        "bare_p99_ms": round(med(bare, "p99_us") / 1000, 2),
-        "receiver_p50_ms": round(med(real, "p50_us") / 1000, 2),
-        "receiver_p99_ms": round(med(real, "p99_us") / 1000, 2),
+        "bare_cpu_us_per_request": round(_median(bare, "cpu_us_per_request"), 1),
+        "receiver_cpu_us_per_request": round(_median(real, "cpu_us_per_request"), 1),
+        "cpu_ratio": round(_median(bare, "cpu_us_per_request") / _median(real, "cpu_us_per_request"), 3),
+        "bare_p50_ms": round(_median(bare, "p50_us") / 1000, 2),
+        "bare_p99_ms": round(_median(bare, "p99_us") / 1000, 2),
+        "receiver_p50_ms": round(_median(real, "p50_us") / 1000, 2),
+        "receiver_p99_ms": round(_median(real, "p99_us") / 1000, 2),
         "receiver_non2xx": sum(r["non2xx"] for r in real),
         "half_rate_target_rps": round(max_rps / 2),
-        "half_rate_achieved_rps": round(med(paced, "rps")),
+        "half_rate_achieved_rps": round(_median(paced, "rps")),
         "half_rate_pacing": f"{pace_conns} connections, {pause_ms} ms between requests",
-        "half_rate_p50_ms": round(med(paced, "p50_us") / 1000, 2),
-        "half_rate_p99_ms": round(med(paced, "p99_us") / 1000, 2),
+        "half_rate_p50_ms": round(_median(paced, "p50_us") / 1000, 2),
+        "half_rate_p99_ms": round(_median(paced, "p99_us") / 1000, 2),
         "against": _against(against, bare, older),
         "raw": {"bare": bare, "receiver": real, "half_rate": paced, "against": older},
     }
+
+
+def _median(rows: list[dict[str, Any]], key: str) -> float:
+    return float(statistics.median(r[key] for r in rows))
 
 
 def _against(
@@ -297,15 +298,11 @@ def _against(
 ) -> dict[str, Any] | None:
     if not revision:
         return None
-
-    def med(rows: list[dict[str, Any]], key: str) -> float:
-        return float(statistics.median(r[key] for r in rows))
-
     return {
         "revision": revision,
-        "receiver_rps": round(med(older, "rps")),
-        "ratio": round(med(older, "rps") / med(bare, "rps"), 3),
-        "receiver_cpu_us_per_request": round(med(older, "cpu_us_per_request"), 1),
+        "receiver_rps": round(_median(older, "rps")),
+        "ratio": round(_median(older, "rps") / _median(bare, "rps"), 3),
+        "receiver_cpu_us_per_request": round(_median(older, "cpu_us_per_request"), 1),
     }
 
 
