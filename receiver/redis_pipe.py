@@ -1,8 +1,8 @@
 """One pipelined Redis connection for the webhook hot path.
 
-Why not redis-py here: its asyncio client cost the receiver about 17 us of CPU per webhook at full
-load (a pool checkout, a Task and a timeout scope per call, health checks), the largest share of
-its gap to a bare aiohttp handler (`make bench BENCH_ARGS=receiver`, side by side). Redis answers
+Why not redis-py here: its asyncio client cost the receiver 9-20 us of CPU per webhook at full
+load in side-by-side runs (a pool checkout, a Task and a timeout scope per call, health checks),
+the largest share of its gap to a bare aiohttp handler (`make bench BENCH_ARGS=receiver`). Redis answers
 the commands of one connection in order, so a connection that writes each command at once and
 hands the replies to callbacks first in, first out needs no lock, no task and no pool. Replies are
 parsed by hiredis, the C parser redis-py uses as well. The settings (address, TLS, password,
