@@ -16,7 +16,7 @@ from uuid import uuid4
 
 from redis.asyncio import Redis
 
-from shopsync.keys import Keys
+from core.keys import Keys
 from tests.clients.conftest import delete_prefix
 from tests.clients.test_pool_limits import run_pool
 from worker.ratelimit import Bucket, RateLimiter

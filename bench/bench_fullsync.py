@@ -23,9 +23,9 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from bench.fullsync_procs import Procs, processes
-from shopsync import fullsync_control as control
+from core import fullsync_control as control
+from core.keys import Keys
 from shopsync.devredis import embedded_redis, redis_answers
-from shopsync.keys import Keys
 
 WORKERS = 2
 SHOP = "demo-store.myshopify.com"

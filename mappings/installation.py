@@ -2,12 +2,13 @@
 
 `parse_installations(document, env, source)` turns the parsed TOML document into immutable,
 typed objects or raises `InstallationError` with one line naming the file, the key and the
-reason. Reading the file and the environment is the caller's job (see `shopsync.config`).
+reason. Reading the file and the environment is the caller's job (see `core.config`).
 """
 
 from __future__ import annotations
 
 import re
+import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -196,6 +197,17 @@ class _Ctx:
             return self.env[name]
 
         return _ENV_REF.sub(replace, value)
+
+
+def parse_installations_toml(
+    text: str, env: Mapping[str, str], source: str = "<installations>"
+) -> Installations:
+    """Parse the installations file's TOML text (the caller reads the file)."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InstallationError(source, "(syntax)", str(exc)) from None
+    return parse_installations(document, env, source)
 
 
 def parse_installations(

@@ -8,12 +8,12 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from core import status
+from core.keys import Keys
+from core.redis_conn import hgetall
 from receiver import admin_fullsync, adminpage
 from receiver.appkeys import ADMIN_TOKEN, KEYS, REDIS
 from receiver.problems import json_response, problem
-from shopsync import status
-from shopsync.keys import Keys
-from shopsync.redis_conn import hgetall
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

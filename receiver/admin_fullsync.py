@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from core import fullsync_control as control
 from receiver.appkeys import INSTALLATIONS, KEYS, REDIS
 from receiver.problems import json_response, problem
-from shopsync import fullsync_control as control
 
 _OPTIONS = ("force", "with_orders", "bulk")
 

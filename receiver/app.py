@@ -10,6 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
+from core.keys import Keys
 from mappings.installation import Installations
 from receiver import admin, scrape
 from receiver.appkeys import ADMIN_TOKEN, ENQUEUER, INSTALLATIONS, KEYS, METRICS, REDIS
@@ -18,7 +19,6 @@ from receiver.metrics import ReceiverMetrics
 from receiver.problems import json_response, problem
 from receiver.redis_pipe import RedisAddress, RedisPipe
 from receiver.webhooks import MAX_BODY_BYTES, webhook_handler
-from shopsync.keys import Keys
 
 
 def create_app(

@@ -5,10 +5,10 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from core.keys import Keys
 from mappings.installation import Installations
 from receiver.enqueue import BatchEnqueuer
 from receiver.metrics import ReceiverMetrics
-from shopsync.keys import Keys
 
 INSTALLATIONS = web.AppKey("installations", Installations)
 ENQUEUER = web.AppKey("enqueuer", BatchEnqueuer)

@@ -2,7 +2,7 @@
 
 Every accepted delivery needs: check its dedup key, write the arq job, add it to its queue, set
 the dedup key. All deliveries handled in the same event-loop tick form one batch, and a batch
-goes to Redis as ONE call of a Lua script (`shopsync.jobs.ENQUEUE_BATCH_LUA`): one round trip and
+goes to Redis as ONE call of a Lua script (`core.jobs.ENQUEUE_BATCH_LUA`): one round trip and
 one command to encode for many deliveries. A few batches may be in flight at once, pipelined on
 one connection (`receiver.redis_pipe`), so the loop keeps parsing requests while Redis works;
 beyond that, deliveries wait and the next batch grows. Each request is answered only once its own
@@ -25,9 +25,9 @@ from typing import Any
 
 import hiredis
 
+from core.jobs import DEDUP_TTL_S, ENQUEUE_BATCH_LUA, JOB_TTL_MS, now_ms
+from core.keys import Keys
 from receiver.redis_pipe import RedisPipe
-from shopsync.jobs import DEDUP_TTL_S, ENQUEUE_BATCH_LUA, JOB_TTL_MS, now_ms
-from shopsync.keys import Keys
 
 
 class EnqueueError(Exception):

@@ -4,25 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import sys
 
 import structlog
 from aiohttp import web
 
-from mappings.installation import InstallationError
+from core.config import ConfigFileError, read_config_file
+from core.keys import Keys
+from core.redis_conn import connect
+from core.settings import Settings
+from mappings.installation import InstallationError, parse_installations_toml
 from receiver.app import create_app
-from shopsync.config import load_installations
-from shopsync.keys import Keys
-from shopsync.redis_conn import connect
-from shopsync.settings import Settings
 
 log = structlog.get_logger("receiver")
 
 
 def run(settings: Settings, host: str = "0.0.0.0") -> int:
     try:
-        installations = load_installations(settings.shops_file)
-    except InstallationError as exc:
+        path = settings.shops_file
+        installations = parse_installations_toml(read_config_file(path), os.environ, source=path)
+    except (ConfigFileError, InstallationError) as exc:
         print(f"shopsync receiver: {exc}", file=sys.stderr)
         return 1
     _use_uvloop()

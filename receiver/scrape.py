@@ -1,7 +1,7 @@
 """What `/metrics` adds to the receiver's own registry: the workers' shared metrics and gauges.
 
 Workers have no port to scrape; they flush counters and histograms into one Redis hash
-(`shopsync.sharedmetrics`), rendered here. Gauges are read from Redis at scrape time: queue
+(`core.sharedmetrics`), rendered here. Gauges are read from Redis at scrape time: queue
 depth per queue, workers alive, dead letters, progress of each running full sync. A Redis
 failure drops these parts of the answer, never the receiver's own metrics.
 """
@@ -14,10 +14,10 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from shopsync import sharedmetrics
-from shopsync.keys import Keys
-from shopsync.redis_conn import hgetall
-from shopsync.status import queue_report
+from core import sharedmetrics
+from core.keys import Keys
+from core.redis_conn import hgetall
+from core.status import queue_report
 
 WORKER_ALIVE_S = 90  # three missed heartbeats
 FINISHED_STATES = frozenset({"done", "finished", "completed", "failed", "cancelled", "canceled"})

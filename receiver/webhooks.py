@@ -20,13 +20,13 @@ import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
+from core.jobs import TOPIC_JOBS, webhook_job_bytes
 from mappings.installation import Installations
 from receiver.enqueue import BatchEnqueuer, EnqueueError
 from receiver.jsoncheck import is_json
 from receiver.metrics import ReceiverMetrics
 from receiver.problems import problem
 from receiver.signature import verify
-from shopsync.jobs import TOPIC_JOBS, webhook_job_bytes
 
 MAX_BODY_BYTES = 5 * 1024 * 1024
 log = structlog.get_logger("receiver")

@@ -19,6 +19,8 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from core.jobs import TOPIC_JOBS
+from core.keys import Keys
 from mappings.installation import Installations, Shop
 from reliability import oracle
 from reliability.procs import ROOT, RedisServer, Service, service_env
@@ -29,8 +31,6 @@ from sandbox.shopify.delivery import DeliveryConfig
 from sandbox.shopify.server import ShopifySandbox
 from sandbox.shopify.store import Store
 from shopsync.devredis import free_port
-from shopsync.jobs import TOPIC_JOBS
-from shopsync.keys import Keys
 
 DOMAIN = "demo-store.myshopify.com"
 KEY_PREFIX = "rel"

@@ -9,8 +9,8 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from shopsync.logging import configure_logging
-from shopsync.settings import Settings
+from core.logging import configure_logging
+from core.settings import Settings
 
 
 class _Parser(argparse.ArgumentParser):

@@ -19,11 +19,11 @@ from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
 
+from core import status as status_mod
+from core.keys import Keys
+from core.redis_conn import connect
+from core.settings import Settings
 from shopsync import jobview
-from shopsync import status as status_mod
-from shopsync.keys import Keys
-from shopsync.redis_conn import connect
-from shopsync.settings import Settings
 from worker import deadletters
 
 console = Console()
@@ -282,7 +282,7 @@ def full_sync(args: argparse.Namespace, settings: Settings) -> int:
 def resync(args: argparse.Namespace, settings: Settings) -> int:
     """Fetch one customer from Shopify now and run the same sync a webhook would."""
     from mappings.installation import InstallationError
-    from shopsync.config import load_installations
+    from shopsync.shops import load_installations
 
     try:
         installations = load_installations(settings.shops_file)
@@ -295,8 +295,8 @@ def resync(args: argparse.Namespace, settings: Settings) -> int:
     async def go() -> int:
         from arq.connections import create_pool
 
-        from shopsync.jobs import deserialize, serialize
-        from shopsync.redis_conn import arq_settings
+        from core.jobs import deserialize, serialize
+        from core.redis_conn import arq_settings
         from worker.context import WorkerContext
         from worker.errors import ApiError
         from worker.sync import Update, submit
@@ -353,7 +353,7 @@ def _installation_command(
 ) -> int:
     from mappings.installation import InstallationError
     from shopsync import installcheck
-    from shopsync.config import load_installations
+    from shopsync.shops import load_installations
 
     try:
         installations = load_installations(settings.shops_file)

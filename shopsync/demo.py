@@ -33,11 +33,11 @@ import aiohttp
 import redis.asyncio as aioredis
 import tomli_w
 
+from core import fullsync_control as control
+from core.keys import Keys
+from core.logging import mask_email
+from core.redis_conn import connect
 from shopsync import fullsync_cli
-from shopsync import fullsync_control as control
-from shopsync.keys import Keys
-from shopsync.logging import mask_email
-from shopsync.redis_conn import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_TOML = ROOT / "mappings" / "demo.toml"

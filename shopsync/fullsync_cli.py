@@ -16,12 +16,12 @@ from redis.exceptions import RedisError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from core import fullsync_control as control
+from core.keys import Keys
+from core.redis_conn import connect
+from core.settings import Settings
 from mappings.installation import InstallationError
-from shopsync import fullsync_control as control
-from shopsync.config import load_installations
-from shopsync.keys import Keys
-from shopsync.redis_conn import connect
-from shopsync.settings import Settings
+from shopsync.shops import load_installations
 
 POLL_S = 0.5
 

@@ -4,7 +4,7 @@
 per problem, each saying what to fix. `install` registers the webhook subscriptions the
 installation needs (idempotent), then checks.
 
-Which topics: every topic of `shopsync.jobs.TOPIC_JOBS` that the shop's API version offers,
+Which topics: every topic of `core.jobs.TOPIC_JOBS` that the shop's API version offers,
 except the mandatory privacy topics (`customers/data_request`, `customers/redact`,
 `shop/redact`): Shopify does not let an app create those through the API; a public app sets
 their URL in the Partner Dashboard (or `shopify.app.toml`), and private or custom apps of one
@@ -20,9 +20,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from core.jobs import PRIVACY_TOPICS, TOPIC_JOBS
+from core.keys import Keys
 from mappings.installation import Section, Shop
-from shopsync.jobs import PRIVACY_TOPICS, TOPIC_JOBS
-from shopsync.keys import Keys
 from worker.apsis_client import ApsisClient
 from worker.errors import ApiError, AuthError
 from worker.ratelimit import RateLimiter

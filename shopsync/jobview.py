@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from shopsync.keys import Keys
-from shopsync.logging import scrub_text
-from shopsync.redis_conn import typed
+from core.keys import Keys
+from core.logging import scrub_text
+from core.redis_conn import typed
 from worker.deadletters import get_letter, list_letters
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from core.keys import Keys
 from mappings.installation import Installations
-from shopsync.config import load_installations
 from shopsync.devredis import embedded_redis, redis_answers
-from shopsync.keys import Keys
+from shopsync.shops import load_installations
 
 DEMO_TOML = Path(__file__).resolve().parent.parent / "mappings" / "demo.toml"
 
@@ -63,6 +63,6 @@ def demo_installations() -> Installations:
 @pytest.fixture(scope="session", autouse=True)
 def _plain_logs() -> None:
     """Readable one-line logs in test output (no rich tracebacks of whole worker contexts)."""
-    from shopsync.logging import configure_logging
+    from core.logging import configure_logging
 
     configure_logging("json", os.environ.get("LOG_LEVEL", "warning"))

@@ -22,9 +22,9 @@ import aiohttp
 import orjson
 from redis.asyncio import Redis
 
+from core.keys import Keys
+from core.logging import get_logger
 from mappings.installation import CHANNELS, ApsisAccount, Limits
-from shopsync.keys import Keys
-from shopsync.logging import get_logger
 from worker.apsis_token import TokenCache
 from worker.errors import (
     AuthError,

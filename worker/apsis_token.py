@@ -24,9 +24,9 @@ import aiohttp
 import orjson
 from redis.asyncio import Redis
 
+from core.keys import Keys
+from core.logging import get_logger
 from mappings.installation import ApsisAccount, Limits
-from shopsync.keys import Keys
-from shopsync.logging import get_logger
 from worker import budget, metrics
 from worker.errors import AuthError, TransientApiError, error_from_response, parse_retry_after
 from worker.http import build_url, send

@@ -45,8 +45,8 @@ from typing import Any, Literal
 import orjson
 from arq.constants import job_key_prefix
 
+from core.jobs import JOB_TTL_MS, job_bytes, now_ms
 from mappings.installation import Shop
-from shopsync.jobs import JOB_TTL_MS, job_bytes, now_ms
 from worker.context import WorkerContext
 from worker.customer_store import PENDING_TTL_S
 from worker.sync import Applied, apply_pending

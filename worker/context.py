@@ -18,10 +18,10 @@ from typing import Any
 import structlog
 from arq.connections import ArqRedis
 
+from core.keys import Keys
+from core.settings import Settings
+from core.sharedmetrics import SharedMetrics
 from mappings.installation import Installations, Shop
-from shopsync.keys import Keys
-from shopsync.settings import Settings
-from shopsync.sharedmetrics import SharedMetrics
 from worker import metrics as worker_metrics
 from worker.apsis_client import ApsisClient
 from worker.customer_store import CustomerStore

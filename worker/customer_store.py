@@ -1,6 +1,6 @@
 """Per-customer state in Redis: the last synced state, the lock, and the pending updates.
 
-Keys (see `shopsync.keys.Keys`):
+Keys (see `core.keys.Keys`):
 - `state:{shop}:{id}`: the `SyncState` JSON, or a tombstone `{"deleted_at": ...}` for a while
   after a delete, so a late update cannot bring a deleted profile back.
 - `lock:{shop}:{id}`: held by the one worker syncing this customer (token, expiry).
@@ -33,10 +33,10 @@ from typing import Any
 import orjson
 from arq.connections import ArqRedis
 
+from core.keys import Keys
+from core.redis_conn import typed
 from mappings.state import SyncState
 from mappings.writes import AttributePatch, ConsentWrite, ProfileDelete, Write
-from shopsync.keys import Keys
-from shopsync.redis_conn import typed
 
 STATE_TTL_S = 400 * 24 * 3600  # a customer untouched for over a year is re-learnt by a full sync
 TOMBSTONE_TTL_S = 7 * 24 * 3600  # longer than any delivery delay or retry window

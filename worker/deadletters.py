@@ -13,8 +13,8 @@ from typing import Any, cast
 import orjson
 import redis.asyncio as aioredis
 
-from shopsync.jobs import JOB_TTL_MS, job_bytes, now_ms
-from shopsync.keys import Keys
+from core.jobs import JOB_TTL_MS, job_bytes, now_ms
+from core.keys import Keys
 
 RECENT_FAILURES_KEPT = 1000
 

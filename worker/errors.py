@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import orjson
 
-from shopsync.logging import scrub_text
+from core.logging import scrub_text
 
 Api = Literal["apsis", "shopify"]
 

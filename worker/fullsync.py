@@ -36,11 +36,11 @@ from arq.cron import CronJob, cron
 from arq.worker import func
 from redis.exceptions import WatchError
 
+from core import fullsync_control as control
+from core.fullsync_control import RUNNING, SyncKeys
+from core.jobs import JOB_TTL_MS, job_bytes, now_ms
+from core.redis_conn import command, typed
 from mappings.installation import Installations, Shop
-from shopsync import fullsync_control as control
-from shopsync.fullsync_control import RUNNING, SyncKeys
-from shopsync.jobs import JOB_TTL_MS, job_bytes, now_ms
-from shopsync.redis_conn import command, typed
 from worker.context import WorkerContext
 from worker.fullsync_source import bulk_lines, customer_fields, customer_page
 from worker.runtime import MAX_TRIES, TransientError, is_transient, run_job

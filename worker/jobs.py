@@ -1,4 +1,4 @@
-"""The arq job functions, one per topic family (see `shopsync.jobs.TOPIC_JOBS`), and the lists
+"""The arq job functions, one per topic family (see `core.jobs.TOPIC_JOBS`), and the lists
 each queue's worker registers. Bodies are small: decode the delivery, find the installation,
 hand over to `worker.sync` (customers) or the other modules; `worker.runtime.run_job` applies
 the failure policy around each.
@@ -14,11 +14,11 @@ from typing import Any
 import structlog
 from arq.cron import CronJob
 
+from core.jobs import Delivery
+from core.redis_conn import typed
 from mappings.installation import Installations, Shop
 from mappings.normalize import customer_id as payload_customer_id
 from mappings.snapshot import PayloadError
-from shopsync.jobs import Delivery
-from shopsync.redis_conn import typed
 from worker import coalesce, fullsync, orders
 from worker.context import WorkerContext
 from worker.runtime import JOB_TRY, run_job

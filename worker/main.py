@@ -21,12 +21,12 @@ from arq.constants import in_progress_key_prefix
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
-from mappings.installation import InstallationError, Installations
-from shopsync.config import load_installations
-from shopsync.jobs import deserialize, serialize
-from shopsync.keys import Keys
-from shopsync.redis_conn import arq_settings
-from shopsync.settings import Settings
+from core.config import ConfigFileError, read_config_file
+from core.jobs import deserialize, serialize
+from core.keys import Keys
+from core.redis_conn import arq_settings
+from core.settings import Settings
+from mappings.installation import InstallationError, Installations, parse_installations_toml
 from worker import fullsync
 from worker.coalesce import APPLY_MAX_JOBS
 from worker.context import WorkerContext
@@ -59,8 +59,9 @@ log = structlog.get_logger("worker")
 
 def run(settings: Settings, queue: str = "all", burst: bool = False) -> int:
     try:
-        installations = load_installations(settings.shops_file)
-    except InstallationError as exc:
+        path = settings.shops_file
+        installations = parse_installations_toml(read_config_file(path), os.environ, source=path)
+    except (ConfigFileError, InstallationError) as exc:
         print(f"shopsync worker: {exc}", file=sys.stderr)
         return 1
     with contextlib.suppress(ImportError):

@@ -50,7 +50,7 @@ TOKEN_REQUESTS = Counter(
 #
 # The clients report through these functions. They feed the prometheus_client objects above and
 # every registered sink: anything with `inc(name, labels, value)`, such as the worker's
-# `shopsync.sharedmetrics.SharedMetrics`, which sums all processes in Redis for the receiver's
+# `core.sharedmetrics.SharedMetrics`, which sums all processes in Redis for the receiver's
 # /metrics (worker processes have no port to scrape): `worker.metrics.add_sink(ctx.metrics)`.
 
 

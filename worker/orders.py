@@ -67,6 +67,9 @@ from typing import Any
 import aiohttp
 import structlog
 
+from core.jobs import Delivery
+from core.logging import mask_email
+from core.redis_conn import typed
 from mappings.installation import Shop
 from mappings.orders import (
     EventItem,
@@ -83,9 +86,6 @@ from mappings.orders import (
     plan_order,
 )
 from mappings.snapshot import JSON, PayloadError
-from shopsync.jobs import Delivery
-from shopsync.logging import mask_email
-from shopsync.redis_conn import typed
 from worker.apsis_client import ApsisClient
 from worker.context import WorkerContext
 from worker.errors import ApiError, LimiterTimeoutError, NotFoundError, is_transient

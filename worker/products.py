@@ -25,11 +25,11 @@ from typing import Any
 import orjson
 import structlog
 
+from core.redis_conn import typed
 from mappings.installation import Shop
 from mappings.normalize import parse_time
 from mappings.orders import ProductInfo, product_info
 from mappings.snapshot import iso_utc
-from shopsync.redis_conn import typed
 from worker.context import WorkerContext
 from worker.errors import ApiError, is_transient
 

@@ -42,8 +42,8 @@ from typing import Any, Literal, cast
 import orjson
 from redis.asyncio import Redis
 
+from core.keys import Keys
 from mappings.installation import ApsisAccount, Limits, Shop
-from shopsync.keys import Keys
 from worker import budget, metrics
 from worker.errors import LimiterTimeoutError
 

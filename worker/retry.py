@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from shopsync.logging import get_logger
+from core.logging import get_logger
 from worker import budget, metrics
 from worker.errors import ApiError, is_transient
 

@@ -21,9 +21,9 @@ import orjson
 from redis.asyncio import Redis
 from yarl import URL
 
+from core.keys import Keys
+from core.logging import get_logger
 from mappings.installation import Shop
-from shopsync.keys import Keys
-from shopsync.logging import get_logger
 from worker import metrics, shopify_graphql
 from worker.errors import (
     LimiterTimeoutError,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import orjson
 
-from shopsync.logging import get_logger
+from core.logging import get_logger
 from worker.errors import (
     AuthError,
     LimiterTimeoutError,

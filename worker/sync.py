@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import structlog
 
+from core.logging import mask_email, mask_phone
 from mappings.installation import Shop
 from mappings.normalize import normalize_bulk_customer, normalize_customer, normalize_topic
 from mappings.plan import Plan, needs_old_address_topics, plan_sync, unknown_paths
@@ -36,7 +37,6 @@ from mappings.writes import (
     ProfileDelete,
     Write,
 )
-from shopsync.logging import mask_email, mask_phone
 from worker.context import WorkerContext
 from worker.customer_store import LOCK_TTL_MS, LockLostError
 from worker.errors import ApiError

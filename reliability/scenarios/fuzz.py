@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from core.jobs import TOPIC_JOBS
 from receiver.signature import sign
 from reliability.report import Result
 from reliability.stack import DOMAIN, RunContext, StackConfig, stack
-from shopsync.jobs import TOPIC_JOBS
 
 SECRET = "sandbox-webhook-secret"
 MAX_BODY = 5 * 1024 * 1024

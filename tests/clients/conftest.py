@@ -16,8 +16,8 @@ from aioresponses import aioresponses
 from redis.asyncio import Redis
 from yarl import URL
 
+from core.keys import Keys
 from mappings.installation import ApsisAccount, Limits, Shop
-from shopsync.keys import Keys
 from worker.ratelimit import RateLimiter
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -17,9 +17,9 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from core.keys import Keys
+from core.logging import configure_logging
 from mappings.installation import ApsisAccount, Limits, Shop
-from shopsync.keys import Keys
-from shopsync.logging import configure_logging
 from worker import metrics
 from worker.apsis_client import ApsisClient
 from worker.errors import ApiError

@@ -13,8 +13,8 @@ import pytest
 from aioresponses import CallbackResult, aioresponses
 from redis.asyncio import Redis
 
+from core.keys import Keys
 from mappings.installation import Limits
-from shopsync.keys import Keys
 from tests.clients.conftest import REDIS_URL, calls, make_account
 from worker.apsis_client import ApsisClient, current_version, current_versions
 from worker.errors import (

@@ -11,8 +11,8 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
+from core.keys import Keys
 from mappings.installation import Limits
-from shopsync.keys import Keys
 from tests.clients.conftest import REDIS_URL, make_account, make_shop
 from worker import metrics
 from worker.ratelimit import (

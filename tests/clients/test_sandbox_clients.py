@@ -10,10 +10,10 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
+from core.keys import Keys
 from mappings.installation import ApsisAccount, Limits, Shop
 from sandbox.apsis import KEYSPACE, SECTION, ApsisSandbox, default_account
 from sandbox.apsis.account import Account
-from shopsync.keys import Keys
 from tests.clients.conftest import REDIS_URL
 from worker.apsis_client import ApsisClient
 from worker.errors import AuthError, PermanentApiError

@@ -12,8 +12,8 @@ import pytest
 from aioresponses import aioresponses
 from redis.asyncio import Redis
 
+from core.keys import Keys
 from mappings.installation import Limits
-from shopsync.keys import Keys
 from tests.clients.conftest import calls, make_shop
 from worker.errors import AuthError, PermanentApiError, RateLimitedError, TransientApiError
 from worker.ratelimit import RateLimiter, WaitTooLongError

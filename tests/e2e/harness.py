@@ -20,6 +20,10 @@ from aiohttp import web
 from arq.connections import ArqRedis, create_pool
 from arq.worker import Worker
 
+from core.jobs import TOPIC_JOBS, deserialize, serialize
+from core.keys import Keys
+from core.redis_conn import arq_settings
+from core.settings import Settings
 from mappings.installation import Installations, Shop
 from receiver.app import create_app
 from reliability import oracle
@@ -30,10 +34,6 @@ from sandbox.shopify.delivery import DeliveryConfig
 from sandbox.shopify.server import ShopifySandbox
 from sandbox.shopify.store import Store
 from shopsync.devredis import free_port
-from shopsync.jobs import TOPIC_JOBS, deserialize, serialize
-from shopsync.keys import Keys
-from shopsync.redis_conn import arq_settings
-from shopsync.settings import Settings
 from worker.context import WorkerContext
 from worker.main import build_worker, with_apply
 

@@ -12,10 +12,10 @@ from typing import Any
 import orjson
 import pytest
 
+from core.jobs import Delivery
+from core.keys import Keys
 from sandbox.shopify.serialize import serialize_customer
 from shopsync import jobview
-from shopsync.jobs import Delivery
-from shopsync.keys import Keys
 from tests.e2e.harness import DOMAIN, SECTION_MAIN, Pipeline, pipeline
 from tests.e2e.test_realtime_failures import _undeprecate
 from worker import coalesce, deadletters, jobs, runtime

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from core.keys import Keys
 from mappings.state import SyncState
-from shopsync.keys import Keys
 from tests.e2e.harness import pipeline
 from worker import customer_store, sync
 from worker.customer_store import LockLostError

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
+from core.keys import Keys
 from mappings.installation import CHANNELS
 from sandbox.shopify.models import Customer
 from sandbox.shopify.serialize import serialize_customer
-from shopsync.keys import Keys
 from tests.e2e.harness import SECTION_MAIN, Pipeline, pipeline, wait_until_time_moves
 from worker import sync
 from worker.runtime import TransientError

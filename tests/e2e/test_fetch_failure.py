@@ -14,10 +14,10 @@ from contextlib import contextmanager
 
 import pytest
 
+from core import fullsync_control as control
+from core.keys import Keys
 from sandbox.shopify.models import Customer
 from sandbox.shopify.serialize import email_consent_payload, serialize_customer
-from shopsync import fullsync_control as control
-from shopsync.keys import Keys
 from tests.e2e.harness import SECTION_MAIN, SECTION_VIP, Pipeline, pipeline, wait_until_time_moves
 from tests.fullsync.helpers import FAST_LIMITS, open_limits, wait_finished
 from worker import sync

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from shopsync.keys import Keys
-from shopsync.redis_conn import typed
+from core.keys import Keys
+from core.redis_conn import typed
 from tests.e2e.harness import pipeline
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from core.keys import Keys
 from mappings.installation import CHANNELS
 from sandbox.shopify.delivery import DeliveryConfig
-from shopsync.keys import Keys
 from tests.e2e.harness import pipeline
 
 NEWS = "com.apsis1.topics.news"

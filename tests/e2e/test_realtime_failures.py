@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from core.keys import Keys
 from sandbox.apsis.account import Account
-from shopsync.keys import Keys
 from tests.e2e.harness import SECTION_MAIN, pipeline, write_installation_file
 from worker import deadletters
 

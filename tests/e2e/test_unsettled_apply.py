@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from core.keys import Keys
 from mappings.installation import CHANNELS
 from mappings.state import SyncState
 from mappings.writes import AttributePatch
 from sandbox.shopify.models import Customer
 from sandbox.shopify.serialize import email_consent_payload, serialize_customer, tags_payload
-from shopsync.keys import Keys
 from tests.e2e.harness import SECTION_MAIN, Pipeline, pipeline, wait_until_time_moves
 from worker import sync
 from worker.sync import Update

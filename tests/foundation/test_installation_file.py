@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from mappings.installation import InstallationError, parse_installations
-from shopsync.config import load_installations
+from shopsync.shops import load_installations
 
 DEMO = Path(__file__).resolve().parents[2] / "mappings" / "demo.toml"
 EXAMPLE = Path(__file__).resolve().parents[2] / "mappings" / "example.toml"

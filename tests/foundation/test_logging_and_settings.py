@@ -8,9 +8,9 @@ from contextlib import redirect_stderr
 
 import structlog
 
-from shopsync.logging import configure_logging, mask_email, mask_phone, scrub_text
-from shopsync.redis_conn import arq_settings, connect
-from shopsync.settings import Settings
+from core.logging import configure_logging, mask_email, mask_phone, scrub_text
+from core.redis_conn import arq_settings, connect
+from core.settings import Settings
 
 
 def _capture(fmt: str) -> str:

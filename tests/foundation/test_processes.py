@@ -12,8 +12,8 @@ from pathlib import Path
 import aiohttp
 import redis.asyncio as aioredis
 
+from core.keys import Keys
 from shopsync.devredis import free_port
-from shopsync.keys import Keys
 from tests.receiver.helpers import body_of, headers, queued_jobs
 
 ROOT = Path(__file__).resolve().parents[2]

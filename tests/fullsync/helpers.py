@@ -8,10 +8,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from core import fullsync_control as control
+from core.keys import Keys
 from sandbox.apsis.account import Account
 from sandbox.shopify.store import Store
-from shopsync import fullsync_control as control
-from shopsync.keys import Keys
 
 # Installation limits far above the documented ones, for tests that must not wait on them.
 FAST_LIMITS: dict[str, Any] = {

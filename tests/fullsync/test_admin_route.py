@@ -9,10 +9,10 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from core import fullsync_control as control
+from core.keys import Keys
 from mappings.installation import Installations
 from receiver.app import create_app
-from shopsync import fullsync_control as control
-from shopsync.keys import Keys
 
 TOKEN = "admin-secret"
 DOMAIN = "demo-store.myshopify.com"

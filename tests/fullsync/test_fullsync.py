@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
+from core import fullsync_control as control
+from core.keys import Keys
 from mappings.installation import parse_installations
 from sandbox.installation import installation_document
 from sandbox.shopify.data import CUSTOMER_BASE
 from sandbox.shopify.store import SandboxError
-from shopsync import fullsync_control as control
 from shopsync.fullsync_cli import summary
-from shopsync.keys import Keys
 from tests.e2e.harness import SECTION_MAIN, pipeline
 from tests.fullsync.helpers import (
     FAST_LIMITS,

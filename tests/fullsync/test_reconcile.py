@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
+from core import fullsync_control as control
+from core.keys import Keys
 from sandbox.shopify.data import CUSTOMER_BASE
-from shopsync import fullsync_control as control
-from shopsync.keys import Keys
 from tests.e2e.harness import pipeline, wait_until_time_moves
 from tests.fullsync.helpers import FAST_LIMITS, open_limits, wait_finished
 from worker.fullsync import reconcile_due

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from core import fullsync_control as control
+from core.keys import Keys
 from sandbox.installation import installation_document, write_installation
 from sandbox.shopify.data import CUSTOMER_BASE
-from shopsync import fullsync_control as control
-from shopsync.keys import Keys
 from tests.e2e.harness import SECTION_MAIN, pipeline
 from tests.fullsync.helpers import FAST_LIMITS, attribute_writes_per_profile, open_limits
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from core import fullsync_control as control
+from core.keys import Keys
 from sandbox.shopify.data import CUSTOMER_BASE
-from shopsync import fullsync_control as control
-from shopsync.keys import Keys
 from tests.e2e.harness import pipeline
 from tests.fullsync.helpers import FAST_LIMITS, attribute_writes_per_profile, open_limits, wait_finished
 

@@ -9,13 +9,13 @@ import pytest
 import redis.asyncio as aioredis
 from arq.connections import create_pool
 
+from core import fullsync_control as control
+from core.jobs import deserialize, serialize
+from core.keys import Keys
+from core.redis_conn import arq_settings
+from core.settings import Settings
 from mappings.installation import Installations
-from shopsync import fullsync_control as control
 from shopsync.cli import main as cli_main
-from shopsync.jobs import deserialize, serialize
-from shopsync.keys import Keys
-from shopsync.redis_conn import arq_settings
-from shopsync.settings import Settings
 from worker import fullsync
 from worker.context import WorkerContext
 from worker.fullsync import supervise

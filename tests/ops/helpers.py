@@ -13,7 +13,7 @@ from typing import Any
 
 import tomli_w
 
-from shopsync.keys import Keys
+from core.keys import Keys
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "mappings" / "demo.toml"

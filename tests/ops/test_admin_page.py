@@ -13,10 +13,10 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from core.keys import Keys
 from mappings.installation import Installations
 from receiver.app import create_app
 from shopsync.devredis import free_port
-from shopsync.keys import Keys
 from tests.ops.chromium import Browser, ensure_chromium
 
 TOKEN = "s3cret-admin-token"

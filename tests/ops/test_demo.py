@@ -8,8 +8,8 @@ import sys
 
 import psutil  # type: ignore[import-untyped]
 
+from core.keys import Keys
 from shopsync.devredis import free_port
-from shopsync.keys import Keys
 from tests.ops.helpers import ROOT, cli_env
 
 

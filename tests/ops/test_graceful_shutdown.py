@@ -10,8 +10,8 @@ from pathlib import Path
 
 import orjson
 
-from shopsync.keys import Keys
-from shopsync.status import queue_report
+from core.keys import Keys
+from core.status import queue_report
 from tests.e2e.harness import pipeline
 from tests.ops.helpers import ROOT, cli_env, sandbox_document, wait_until, write_shops_file
 

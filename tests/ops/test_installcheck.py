@@ -10,11 +10,11 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from core.keys import Keys
 from sandbox.apsis.server import ApsisSandbox
 from sandbox.shopify.server import ShopifySandbox
 from sandbox.shopify.store import Store
 from shopsync.installcheck import needed_topics, plan_webhooks
-from shopsync.keys import Keys
 from tests.ops.helpers import cli_env, run_cli, sandbox_document, write_shops_file
 
 DOMAIN = "demo-store.myshopify.com"

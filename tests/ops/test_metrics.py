@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp
 import redis.asyncio as aioredis
 
-from shopsync.keys import Keys
+from core.keys import Keys
 from tests.e2e.harness import pipeline
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shopsync.keys import Keys
+from core.keys import Keys
 from tests.ops.helpers import DEMO, cli_env, run_cli
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import redis.asyncio as aioredis
 
+from core.keys import Keys
 from sandbox.shopify.delivery import DeliveryConfig
-from shopsync.keys import Keys
 from tests.e2e.harness import SECTION_MAIN, SECTION_VIP, pipeline
 from tests.orders.helpers import (
     customer_gets,

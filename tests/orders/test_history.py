@@ -6,9 +6,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from core import fullsync_control as control
+from core.keys import Keys
 from sandbox.shopify.models import Order
-from shopsync import fullsync_control as control
-from shopsync.keys import Keys
 from tests.e2e.harness import SECTION_MAIN, SECTION_VIP, Pipeline, pipeline
 from tests.fullsync.helpers import wait_finished
 from tests.orders.helpers import event_posts, events_of, expected_events, product_gets

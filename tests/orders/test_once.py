@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from core.keys import Keys
 from sandbox.shopify.models import Order
-from shopsync.keys import Keys
 from tests.e2e.harness import SECTION_MAIN, SECTION_VIP, Pipeline, pipeline
 from tests.orders.helpers import event_posts, events_of, expected_events, metric, place_custom_order
 from worker import orders as orders_module

@@ -6,9 +6,9 @@ import asyncio
 
 import redis.asyncio as aioredis
 
+from core.keys import Keys
 from mappings.orders import ProductInfo
 from sandbox.shopify.serialize import serialize_product
-from shopsync.keys import Keys
 from tests.e2e.harness import SECTION_MAIN, pipeline
 from tests.orders.helpers import events_of, metric, place_custom_order, product_gets
 from worker.products import ProductCache, products_of

@@ -12,10 +12,10 @@ import orjson
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestServer
 
+from core.keys import Keys
 from mappings.installation import Installations
 from receiver.app import create_app
 from receiver.signature import sign
-from shopsync.keys import Keys
 
 DOMAIN = "demo-store.myshopify.com"
 SECRET = "sandbox-webhook-secret"

@@ -18,12 +18,12 @@ import redis
 import redis.asyncio as aioredis
 import uvloop
 
+from core.jobs import webhook_job_bytes
+from core.keys import Keys
+from core.redis_conn import connect
 from receiver.enqueue import BatchEnqueuer, EnqueueError
 from receiver.redis_pipe import RedisAddress, RedisPipe, RedisUnavailable
 from shopsync.devredis import free_port, redis_server_binary
-from shopsync.jobs import webhook_job_bytes
-from shopsync.keys import Keys
-from shopsync.redis_conn import connect
 
 
 def call(pipe: RedisPipe, *command: Any) -> asyncio.Future[Any]:
@@ -130,7 +130,7 @@ async def test_rediss_with_a_self_signed_certificate_like_heroku(
     tls_args = ("--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert),
                 "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no")  # fmt: skip
     with redis_server(*tls_args, ready_url=url, ssl_cert_reqs="none"):
-        pipe = pipe_for(url)  # shopsync.redis_conn.connect turns certificate checks off for rediss://
+        pipe = pipe_for(url)  # core.redis_conn.connect turns certificate checks off for rediss://
         assert await call(pipe, "SET", f"{keys.prefix}:tls", "yes") == b"OK"
         assert await call(pipe, "GET", f"{keys.prefix}:tls") == b"yes"
         await pipe.close()

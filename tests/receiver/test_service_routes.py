@@ -6,9 +6,9 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from core.keys import Keys
 from mappings.installation import Installations
 from shopsync.devredis import embedded_redis, free_port
-from shopsync.keys import Keys
 from tests.receiver.helpers import body_of, headers, queued_jobs, running_receiver
 
 

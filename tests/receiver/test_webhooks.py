@@ -14,10 +14,10 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from core.jobs import Delivery
+from core.keys import Keys
 from mappings.installation import Installations
 from receiver.webhooks import MAX_BODY_BYTES
-from shopsync.jobs import Delivery
-from shopsync.keys import Keys
 from tests.receiver.helpers import SECRET, body_of, headers, queued_jobs, running_receiver
 
 CUSTOMER = {"id": 7000000000001, "email": "jane@example.com", "updated_at": "2024-10-01T12:00:00+02:00"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
+from core.keys import Keys
 from mappings.installation import Installations
-from shopsync.keys import Keys
 from tests.receiver.helpers import body_of, headers, running_receiver
 
 

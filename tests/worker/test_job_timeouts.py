@@ -21,11 +21,11 @@ from arq import Retry
 from arq.connections import ArqRedis, create_pool
 from arq.constants import in_progress_key_prefix
 
+from core.jobs import Delivery, deserialize, serialize
+from core.keys import Keys
+from core.redis_conn import arq_settings
+from core.settings import Settings
 from mappings.installation import Installations
-from shopsync.jobs import Delivery, deserialize, serialize
-from shopsync.keys import Keys
-from shopsync.redis_conn import arq_settings
-from shopsync.settings import Settings
 from tests.conftest import purge
 from worker import budget, coalesce, customer_store, fullsync, sync
 from worker.context import WorkerContext

@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from shopsync.keys import Keys
-from shopsync.redis_conn import hgetall
+from core.keys import Keys
+from core.redis_conn import hgetall
 
 _IN_PROGRESS_PREFIX = "arq:in-progress:"
 _SCAN_HEAD = 1000  # in-progress jobs are among the oldest queue members; look at this many

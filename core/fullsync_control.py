@@ -5,7 +5,7 @@ a coordinator job on the full-sync queue, both written by one Lua script so that
 racing for the same shop get the same sync id (one full sync per shop at a time).
 
 Redis, per sync (`Keys.full_sync_record(id)` = R):
-- `R` hash: the record; every value is JSON (`shopsync.status` decodes them). Counters
+- `R` hash: the record; every value is JSON (`core.status` decodes them). Counters
   (`seen`, `synced`, `unchanged`, `skipped`, `stale`, `deleted`, `failed`, `walked`, `batches`,
   `batches_done`) grow with HINCRBY; `cursor` / `lines` are the walk's checkpoint.
 - `R:page:{n}` the customers of batch n (compact JSON list) until the batch is done;
@@ -28,9 +28,9 @@ from typing import Any, Literal
 import orjson
 import redis.asyncio as aioredis
 
-from shopsync.jobs import JOB_TTL_MS, job_bytes, now_ms
-from shopsync.keys import Keys
-from shopsync.redis_conn import command, hgetall
+from core.jobs import JOB_TTL_MS, job_bytes, now_ms
+from core.keys import Keys
+from core.redis_conn import command, hgetall
 
 WALK_FUNCTION = "full_sync_walk"
 BATCH_FUNCTION = "full_sync_batch"
