@@ -14,7 +14,8 @@ from core.config import ConfigFileError, read_config_file
 from core.keys import Keys
 from core.redis_conn import connect
 from core.settings import Settings
-from mappings.installation import InstallationError, parse_installations_toml
+from mappings.installation import InstallationError
+from mappings.installation_parse import parse_installations_toml
 from receiver.app import create_app
 
 log = structlog.get_logger("receiver")

@@ -8,7 +8,8 @@ from typing import Any
 
 import tomli_w
 
-from mappings.installation import Installations, parse_installations
+from mappings.installation import Installations
+from mappings.installation_parse import parse_installations
 
 DEMO = Path(__file__).resolve().parent.parent / "mappings" / "demo.toml"
 

@@ -6,7 +6,8 @@ import os
 from collections.abc import Mapping
 
 from core.config import ConfigFileError, read_config_file
-from mappings.installation import InstallationError, Installations, parse_installations_toml
+from mappings.installation import InstallationError, Installations
+from mappings.installation_parse import parse_installations_toml
 
 
 def load_installations(path: str, env: Mapping[str, str] | None = None) -> Installations:

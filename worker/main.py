@@ -26,7 +26,8 @@ from core.jobs import deserialize, serialize
 from core.keys import Keys
 from core.redis_conn import arq_settings
 from core.settings import Settings
-from mappings.installation import InstallationError, Installations, parse_installations_toml
+from mappings.installation import InstallationError, Installations
+from mappings.installation_parse import parse_installations_toml
 from worker import fullsync
 from worker.coalesce import APPLY_MAX_JOBS
 from worker.context import WorkerContext

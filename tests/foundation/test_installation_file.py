@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from mappings.installation import InstallationError, parse_installations
+from mappings.installation import InstallationError
+from mappings.installation_parse import parse_installations
 from shopsync.shops import load_installations
 
 DEMO = Path(__file__).resolve().parents[2] / "mappings" / "demo.toml"

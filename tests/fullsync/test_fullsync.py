@@ -11,7 +11,7 @@ import pytest
 
 from core import fullsync_control as control
 from core.keys import Keys
-from mappings.installation import parse_installations
+from mappings.installation_parse import parse_installations
 from sandbox.installation import installation_document
 from sandbox.shopify.data import CUSTOMER_BASE
 from sandbox.shopify.store import SandboxError

@@ -16,8 +16,8 @@ from mappings.installation import (
     ConsentMapping,
     Section,
     Shop,
-    parse_installations,
 )
+from mappings.installation_parse import parse_installations
 
 CUSTOMER_ID = 706405506930370084
 GID = f"gid://shopify/Customer/{CUSTOMER_ID}"

@@ -1,0 +1,279 @@
+"""Parsing the installations file: the TOML document -> `Installations`, checked section by section.
+
+`parse_installations(document, env, source)` turns the parsed TOML document into the immutable,
+typed objects of `mappings.installation` or raises `InstallationError` with one line naming the
+file, the key and the reason; `parse_installations_toml` parses the text first. One function per
+table of the file (shop, apsis, section, condition, consent, limits, orders, sync), all pure:
+reading the file and the environment is the caller's job (see `core.config`).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Literal
+
+from mappings.installation import (
+    CONDITION_OPERATORS,
+    MIN_API_VERSION,
+    ORDER_EVENT_TOPICS,
+    ApsisAccount,
+    Condition,
+    ConsentMapping,
+    EventMapping,
+    InstallationError,
+    Installations,
+    Limits,
+    OrderSettings,
+    Section,
+    Shop,
+    SyncSettings,
+)
+from mappings.installation_checks import ParseContext, join_key, type_name
+
+_API_VERSION = re.compile(r"^(\d{4})-(01|04|07|10)$")
+_DOMAIN = re.compile(r"^[a-z0-9][a-z0-9-]*(\.[a-z0-9-]+)+$")
+
+
+def parse_installations_toml(
+    text: str, env: Mapping[str, str], source: str = "<installations>"
+) -> Installations:
+    """Parse the installations file's TOML text (the caller reads the file)."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InstallationError(source, "(syntax)", str(exc)) from None
+    return parse_installations(document, env, source)
+
+
+def parse_installations(
+    document: Mapping[str, Any], env: Mapping[str, str], source: str = "<installations>"
+) -> Installations:
+    ctx = ParseContext(source, env)
+    ctx.only(document, "", ["shop"])
+    raw_shops = document.get("shop")
+    if not isinstance(raw_shops, list) or not raw_shops:
+        raise ctx.fail("shop", "at least one [[shop]] table is required")
+    shops: dict[str, Shop] = {}
+    for index, raw in enumerate(raw_shops):
+        shop = _parse_shop(ctx, ctx.table(raw, f"shop[{index}]"), f"shop[{index}]")
+        if shop.domain in shops:
+            raise ctx.fail(f"shop[{index}].domain", f"duplicate shop domain {shop.domain!r}")
+        shops[shop.domain] = shop
+    return Installations(source=source, shops=MappingProxyType(shops))
+
+
+_SHOP_KEYS = (
+    "domain",
+    "admin_url",
+    "api_version",
+    "access_token",
+    "webhook_secret",
+    "apsis",
+    "section",
+    "limits",
+    "orders",
+    "sync",
+)
+
+
+def _parse_shop(ctx: ParseContext, raw: Mapping[str, Any], key: str) -> Shop:
+    ctx.only(raw, key, _SHOP_KEYS)
+    domain = ctx.string(raw, key, "domain").strip().lower()
+    if not _DOMAIN.match(domain):
+        raise ctx.fail(join_key(key, "domain"), f"not a shop domain: {domain!r}")
+    admin_url = _url(
+        ctx, ctx.string(raw, key, "admin_url", default=f"https://{domain}"), join_key(key, "admin_url")
+    )
+    api_version = ctx.string(raw, key, "api_version")
+    if not _API_VERSION.match(api_version) or api_version < MIN_API_VERSION:
+        raise ctx.fail(
+            join_key(key, "api_version"),
+            f"must be a Shopify API version from {MIN_API_VERSION} on, like 2024-10",
+        )
+    sections_raw = raw.get("section")
+    if not isinstance(sections_raw, list) or not sections_raw:
+        raise ctx.fail(join_key(key, "section"), "at least one [[shop.section]] table is required")
+    sections = tuple(
+        _parse_section(ctx, ctx.table(s, f"{key}.section[{i}]"), f"{key}.section[{i}]")
+        for i, s in enumerate(sections_raw)
+    )
+    seen: set[str] = set()
+    for i, section in enumerate(sections):
+        if section.discriminator in seen:
+            raise ctx.fail(
+                f"{key}.section[{i}].discriminator", f"duplicate section {section.discriminator!r}"
+            )
+        seen.add(section.discriminator)
+    if "apsis" not in raw:
+        raise ctx.fail(join_key(key, "apsis"), "missing required table [shop.apsis]")
+    return Shop(
+        domain=domain,
+        admin_url=admin_url,
+        api_version=api_version,
+        access_token=ctx.string(raw, key, "access_token"),
+        webhook_secret=ctx.string(raw, key, "webhook_secret"),
+        apsis=_parse_apsis(ctx, ctx.table(raw["apsis"], join_key(key, "apsis")), join_key(key, "apsis")),
+        sections=sections,
+        limits=_parse_limits(ctx, raw.get("limits", {}), join_key(key, "limits")),
+        orders=_parse_orders(ctx, raw.get("orders", {}), join_key(key, "orders")),
+        sync=_parse_sync(ctx, raw.get("sync", {}), join_key(key, "sync")),
+    )
+
+
+def _parse_apsis(ctx: ParseContext, raw: Mapping[str, Any], key: str) -> ApsisAccount:
+    ctx.only(raw, key, ("base_url", "client_id", "client_secret", "keyspace"))
+    return ApsisAccount(
+        base_url=_url(
+            ctx, ctx.string(raw, key, "base_url", default="https://api.apsis.one"), join_key(key, "base_url")
+        ),
+        client_id=ctx.string(raw, key, "client_id"),
+        client_secret=ctx.string(raw, key, "client_secret"),
+        keyspace=ctx.string(raw, key, "keyspace"),
+    )
+
+
+def _parse_section(ctx: ParseContext, raw: Mapping[str, Any], key: str) -> Section:
+    ctx.only(raw, key, ("discriminator", "conditions", "attributes", "consents", "events"))
+    conditions_raw = raw.get("conditions", [])
+    if not isinstance(conditions_raw, list):
+        raise ctx.fail(
+            join_key(key, "conditions"), f"must be a list of tables, not {type_name(conditions_raw)}"
+        )
+    conditions = tuple(
+        _parse_condition(ctx, ctx.table(c, f"{key}.conditions[{i}]"), f"{key}.conditions[{i}]")
+        for i, c in enumerate(conditions_raw)
+    )
+    attributes_raw = ctx.table(raw.get("attributes", {}), join_key(key, "attributes"))
+    attributes: dict[str, str] = {}
+    for path in attributes_raw:
+        if not _is_field_path(path):
+            raise ctx.fail(join_key(key, f"attributes.{path!r}"), "not a dotted Shopify field path")
+        attributes[path] = ctx.string(attributes_raw, join_key(key, "attributes"), path)
+    consents_raw = ctx.table(raw.get("consents", {}), join_key(key, "consents"))
+    ctx.only(consents_raw, join_key(key, "consents"), ("email", "sms"))
+    email = sms = None
+    if "email" in consents_raw:
+        email = _parse_consent(ctx, consents_raw["email"], join_key(key, "consents.email"), "email")
+    if "sms" in consents_raw:
+        sms = _parse_consent(ctx, consents_raw["sms"], join_key(key, "consents.sms"), "sms")
+    events_raw = ctx.table(raw.get("events", {}), join_key(key, "events"))
+    ctx.only(events_raw, join_key(key, "events"), ("order", "order_line"))
+    events = EventMapping(
+        order=ctx.string(events_raw, join_key(key, "events"), "order") if "order" in events_raw else None,
+        order_line=(
+            ctx.string(events_raw, join_key(key, "events"), "order_line")
+            if "order_line" in events_raw
+            else None
+        ),
+    )
+    return Section(
+        discriminator=ctx.string(raw, key, "discriminator"),
+        conditions=conditions,
+        attributes=MappingProxyType(attributes),
+        email=email,
+        sms=sms,
+        events=events,
+    )
+
+
+def _parse_condition(ctx: ParseContext, raw: Mapping[str, Any], key: str) -> Condition:
+    ctx.only(raw, key, ("field", "op", "value"))
+    path = ctx.string(raw, key, "field")
+    if not _is_field_path(path):
+        raise ctx.fail(join_key(key, "field"), f"not a dotted Shopify field path: {path!r}")
+    op = ctx.string(raw, key, "op")
+    if op not in CONDITION_OPERATORS:
+        raise ctx.fail(
+            join_key(key, "op"),
+            f"unknown condition operator {op!r} (known: {', '.join(sorted(CONDITION_OPERATORS))})",
+        )
+    value_key = join_key(key, "value")
+    if op == "exists":
+        value = raw.get("value", True)
+        if not isinstance(value, bool):
+            raise ctx.fail(value_key, "must be true or false for op 'exists'")
+        return Condition(path, op, value)
+    if "value" not in raw:
+        raise ctx.fail(value_key, f"missing required key for op {op!r}")
+    value = raw["value"]
+    if op in ("in", "not_in"):
+        if not isinstance(value, list) or not value:
+            raise ctx.fail(value_key, f"must be a non-empty list for op {op!r}")
+        if not all(isinstance(v, str | int | float | bool) for v in value):
+            raise ctx.fail(value_key, "list items must be strings, numbers or booleans")
+        return Condition(
+            path, op, tuple(ctx.interpolate(v, value_key) if isinstance(v, str) else v for v in value)
+        )
+    if op in ("gt", "gte", "lt", "lte"):
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ctx.fail(value_key, f"must be a number or an ISO date for op {op!r}")
+    elif not isinstance(value, str | int | float | bool):
+        raise ctx.fail(value_key, f"must be a string, number or boolean for op {op!r}")
+    if isinstance(value, str):
+        value = ctx.interpolate(value, value_key)
+    return Condition(path, op, value)
+
+
+def _parse_consent(ctx: ParseContext, raw: Any, key: str, channel: Literal["email", "sms"]) -> ConsentMapping:
+    table = ctx.table(raw, key)
+    ctx.only(table, key, ("consent_list", "topics"))
+    topics = table.get("topics")
+    if not isinstance(topics, list) or not topics:
+        raise ctx.fail(join_key(key, "topics"), "must be a non-empty list of topic discriminators")
+    if not all(isinstance(t, str) and t.strip() for t in topics):
+        raise ctx.fail(join_key(key, "topics"), "every topic must be a non-empty string")
+    if len(set(topics)) != len(topics):
+        raise ctx.fail(join_key(key, "topics"), "lists a topic twice")
+    return ConsentMapping(
+        channel=channel, consent_list=ctx.string(table, key, "consent_list"), topics=tuple(topics)
+    )
+
+
+def _parse_limits(ctx: ParseContext, raw: Any, key: str) -> Limits:
+    table = ctx.table(raw, key)
+    d = Limits()
+    ctx.only(table, key, tuple(Limits.__dataclass_fields__))
+    safety = ctx.number(table, key, "safety", d.safety)
+    if safety > 1:
+        raise ctx.fail(join_key(key, "safety"), "must be at most 1")
+    return Limits(
+        shopify_bucket_size=int(ctx.number(table, key, "shopify_bucket_size", d.shopify_bucket_size)),
+        shopify_leak_per_s=ctx.number(table, key, "shopify_leak_per_s", d.shopify_leak_per_s),
+        shopify_concurrency=int(ctx.number(table, key, "shopify_concurrency", d.shopify_concurrency)),
+        apsis_requests_per_s=ctx.number(table, key, "apsis_requests_per_s", d.apsis_requests_per_s),
+        apsis_profile_requests_per_s=ctx.number(
+            table, key, "apsis_profile_requests_per_s", d.apsis_profile_requests_per_s
+        ),
+        apsis_concurrency=int(ctx.number(table, key, "apsis_concurrency", d.apsis_concurrency)),
+        safety=safety,
+    )
+
+
+def _parse_orders(ctx: ParseContext, raw: Any, key: str) -> OrderSettings:
+    table = ctx.table(raw, key)
+    ctx.only(table, key, ("event_topic", "guests"))
+    topic = ctx.choice(table, key, "event_topic", ORDER_EVENT_TOPICS)
+    guests = ctx.choice(table, key, "guests", ("skip", "email"))
+    return OrderSettings(event_topic=topic, guests=guests)  # type: ignore[arg-type]
+
+
+def _parse_sync(ctx: ParseContext, raw: Any, key: str) -> SyncSettings:
+    table = ctx.table(raw, key)
+    ctx.only(table, key, ("reconcile_interval", "bulk_export"))
+    return SyncSettings(
+        reconcile_interval_s=int(ctx.number(table, key, "reconcile_interval", 3600, minimum=59)),
+        bulk_export=ctx.boolean(table, key, "bulk_export", False),
+    )
+
+
+def _url(ctx: ParseContext, value: str, key: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ctx.fail(key, f"must be an http(s) URL, not {value!r}")
+    return value.rstrip("/")
+
+
+def _is_field_path(path: str) -> bool:
+    return bool(path) and all(part and part.replace("_", "a").isalnum() for part in path.split("."))
