@@ -29,7 +29,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from mappings.installation import Section, Shop
-from mappings.normalize import parse_id, parse_time
+from mappings.payload_values import parse_id, parse_time
 from mappings.snapshot import JSON, PayloadError, iso_utc
 
 MAX_BODY_BYTES = 100_000

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from mappings.normalize import parse_time
+from mappings.payload_values import parse_time
 from mappings.snapshot import JSON, PayloadError, iso_utc
 from mappings.writes import ConsentKey, ConsentType
 

@@ -27,8 +27,8 @@ import structlog
 
 from core.redis_conn import typed
 from mappings.installation import Shop
-from mappings.normalize import parse_time
 from mappings.orders import ProductInfo, product_info
+from mappings.payload_values import parse_time
 from mappings.snapshot import iso_utc
 from worker.context import WorkerContext
 from worker.errors import ApiError, is_transient

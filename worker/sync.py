@@ -24,7 +24,8 @@ import structlog
 
 from core.logging import mask_email, mask_phone
 from mappings.installation import Shop
-from mappings.normalize import normalize_bulk_customer, normalize_customer, normalize_topic
+from mappings.normalize import normalize_customer, normalize_topic
+from mappings.normalize_graphql import normalize_bulk_customer
 from mappings.plan import Plan, needs_old_address_topics, plan_sync, unknown_paths
 from mappings.snapshot import CustomerSnapshot, PayloadError, TagsChange
 from mappings.state import SyncState

@@ -27,7 +27,7 @@ try:
 except ImportError as exc:  # pragma: no cover - built in parallel
     pytest.skip(f"Shopify sandbox not importable: {exc}", allow_module_level=True)
 
-from mappings.normalize import normalize_bulk_customer
+from mappings.normalize_graphql import normalize_bulk_customer
 from worker.shopify_client import ShopifyClient
 from worker.shopify_graphql import BulkOperationBusyError
 

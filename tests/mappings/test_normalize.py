@@ -8,13 +8,13 @@ import pytest
 
 from mappings.normalize import (
     customer_id,
-    normalize_bulk_customer,
     normalize_customer,
     normalize_email_consent_update,
     normalize_sms_consent_update,
     normalize_tags_change,
     normalize_topic,
 )
+from mappings.normalize_graphql import normalize_bulk_customer
 from mappings.snapshot import UNKNOWN, Consent, CustomerSnapshot, PayloadError, TagsChange, resolve
 from tests.mappings import payloads as p
 

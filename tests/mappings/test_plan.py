@@ -7,12 +7,12 @@ import pytest
 
 from mappings.installation import Condition
 from mappings.normalize import (
-    normalize_bulk_customer,
     normalize_customer,
     normalize_email_consent_update,
     normalize_sms_consent_update,
     normalize_tags_change,
 )
+from mappings.normalize_graphql import normalize_bulk_customer
 from mappings.plan import Plan, plan_delete, plan_sync, tracked_paths
 from mappings.snapshot import PayloadError
 from mappings.state import SyncState
