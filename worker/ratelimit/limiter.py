@@ -1,0 +1,181 @@
+"""The shared limiter itself (`RateLimiter`): reserve a slot in a bucket and sleep until it
+comes (`acquire_bucket`), refusing with `WaitTooLongError` a wait longer than allowed or than
+the job's budget left; feed back the APIs' view (`raise_level`, `hold`, `delay`, and following
+a delayed schedule after the sleep); cap concurrency per process (`concurrency`) and, with
+`lease`, across the pool. See the package docstring for the design."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import uuid
+from collections.abc import AsyncIterator
+
+from redis.asyncio import Redis
+
+from core.keys import Keys
+from worker import budget, metrics
+from worker.ratelimit import scripts
+from worker.ratelimit.buckets import MICROS, Bucket
+from worker.ratelimit.state import BucketState, limiter_state, state_key
+
+
+class WaitTooLongError(Exception):
+    def __init__(self, name: str, wait_s: float) -> None:
+        self.name, self.wait_s = name, wait_s
+        super().__init__(f"rate limit {name}: next slot in {wait_s:.1f} s")
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        max_wait_s: float = 30.0,
+        jitter_s: float = 0.002,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.max_wait_s = max_wait_s
+        self.jitter_s = jitter_s
+        self._acquire = redis.register_script(scripts.ACQUIRE)
+        self._raise = redis.register_script(scripts.RAISE)
+        self._delay = redis.register_script(scripts.DELAY)
+        self._lease = redis.register_script(scripts.LEASE)
+        self._semaphores: dict[str, asyncio.Semaphore] = {}
+
+    @property
+    def registry_key(self) -> str:
+        return state_key(self.keys)
+
+    async def acquire(
+        self,
+        name: str,
+        rate_per_s: float,
+        burst: float,
+        cost: float = 1,
+        *,
+        max_wait_s: float | None = None,
+        kind: str = "",
+        listed: bool = True,
+    ) -> float:
+        """Reserve a slot in bucket `name`, sleep until it comes, return the seconds waited."""
+        return await self.acquire_bucket(
+            Bucket(name, rate_per_s, burst, kind, listed), cost, max_wait_s=max_wait_s
+        )
+
+    async def acquire_bucket(
+        self, bucket: Bucket, cost: float = 1, *, max_wait_s: float | None = None
+    ) -> float:
+        limit = budget.cap_wait(self.max_wait_s if max_wait_s is None else max_wait_s)
+        keys = [self.keys.limiter(bucket.name), self._shift_key(bucket)]
+        if bucket.listed:
+            keys.append(self.registry_key)
+        admitted, wait_us, shift_us = await self._acquire(
+            keys=keys,
+            args=[bucket.interval_us, _num(bucket.burst), _num(cost), round(limit * MICROS), bucket.name],
+        )
+        wait = int(wait_us) / MICROS
+        if not admitted:
+            raise WaitTooLongError(bucket.name, wait)
+        if wait > 0:
+            # The jitter only ever delays: it spreads processes woken for adjacent slots.
+            wait += random.uniform(0, self.jitter_s)
+            await asyncio.sleep(wait)
+            if bucket.shiftable:
+                wait += await self._follow_shift(bucket, int(shift_us), limit)
+        metrics.limiter_waited(bucket.kind or "other", wait)
+        return wait
+
+    async def _follow_shift(self, bucket: Bucket, seen_us: int, limit_s: float) -> float:
+        """Sleep as far as the schedule was delayed while we slept (a bounded number of times)."""
+        extra = 0.0
+        for _ in range(8):
+            current = int(await self.redis.get(self._shift_key(bucket)) or 0)
+            if current <= seen_us or extra >= limit_s:
+                break
+            step = (current - seen_us) / MICROS
+            seen_us = current
+            extra += step
+            await asyncio.sleep(step)
+        return extra
+
+    async def delay(self, bucket: Bucket, seconds: float, guard_s: float = 0.0) -> bool:
+        """Nobody sends for `seconds`: the bucket's whole schedule moves that much later,
+        reservations already handed out too (for `shiftable` buckets). Ignored while an earlier delay and its guard are running, so
+        a burst of answers reporting the same congestion delays once. True when applied."""
+        if seconds <= 0:
+            return False
+        applied = await self._delay(
+            keys=[
+                self.keys.limiter(bucket.name),
+                self._shift_key(bucket),
+                self.keys.limiter(f"{bucket.name}:guard"),
+            ],
+            args=[
+                round(seconds * MICROS),
+                round(guard_s * MICROS),
+                round(max(0.0, bucket.burst - 1) * bucket.interval_us),
+            ],
+        )
+        return bool(applied)
+
+    def _shift_key(self, bucket: Bucket) -> str:
+        return self.keys.limiter(f"{bucket.name}:shift")
+
+    async def raise_level(self, bucket: Bucket, level: float) -> bool:
+        """Make the bucket at least `level` full (the API says it is fuller than we think)."""
+        if level <= 0:
+            return False
+        moved = await self._raise(
+            keys=[self.keys.limiter(bucket.name)], args=[round(level * bucket.interval_us)]
+        )
+        return bool(moved)
+
+    async def hold(self, bucket: Bucket, seconds: float) -> bool:
+        """Nobody gets a slot in this bucket for `seconds` (a 429 with Retry-After)."""
+        # The next acquire waits TAT + interval - burst*interval - now; solve for `seconds`.
+        level = max(0.0, bucket.burst - 1) + seconds * bucket.rate_per_s
+        return await self.raise_level(bucket, level)
+
+    def concurrency(self, name: str, size: int) -> asyncio.Semaphore:
+        """This process's semaphore for `name` (created on first use with `size` permits)."""
+        semaphore = self._semaphores.get(name)
+        if semaphore is None:
+            semaphore = self._semaphores[name] = asyncio.Semaphore(max(1, size))
+        return semaphore
+
+    @contextlib.asynccontextmanager
+    async def lease(
+        self, name: str, size: int, *, ttl_s: float = 120.0, max_wait_s: float | None = None
+    ) -> AsyncIterator[None]:
+        """Hold one of `size` permits shared by the whole pool (optional, on top of the
+        per-process semaphore). Leases of a crashed process expire after `ttl_s`, which must
+        exceed the longest request. Waiting polls with a growing pause: not FIFO across
+        processes, so keep it a cap that is rarely reached, not a queue."""
+        key = self.keys.limiter(f"{name}:leases")
+        lease_id = uuid.uuid4().hex
+        limit = budget.cap_wait(self.max_wait_s if max_wait_s is None else max_wait_s)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        pause = 0.005
+        while not await self._lease(keys=[key], args=[max(1, size), round(ttl_s * MICROS), lease_id]):
+            if loop.time() + pause > deadline:
+                raise WaitTooLongError(f"{name}:leases", pause)
+            await asyncio.sleep(pause * (1 + random.random()))
+            pause = min(0.2, pause * 2)
+        try:
+            yield
+        finally:
+            await self.redis.zrem(key, lease_id)
+
+    async def state(self) -> list[BucketState]:
+        """Every listed bucket's level right now (for `shopsync status` and `/admin/status`)."""
+        return await limiter_state(self.redis, self.keys)
+
+
+def _num(value: float) -> str:
+    """Exact text for Lua's tonumber (no float repr surprises like 1e-05)."""
+    return format(value, ".6f") if not float(value).is_integer() else str(int(value))

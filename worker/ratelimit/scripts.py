@@ -1,0 +1,82 @@
+"""The limiter's Lua scripts: each runs atomically in Redis and reads Redis's own clock
+(`TIME`), so every process of the pool sees one schedule. `ACQUIRE` reserves a slot in a GCRA
+bucket (its theoretical arrival time, TAT, in microseconds) and answers the wait; `DELAY` moves
+a bucket's whole schedule later; `RAISE` makes a bucket at least so full; `LEASE` grants one
+of a pool-wide number of expiring concurrency permits. `worker.ratelimit.limiter` runs them."""
+
+# KEYS[1] bucket, KEYS[2] its schedule shift, KEYS[3] (optional) state hash;
+# ARGV interval_us, burst, cost, max_wait_us, name. Returns {admitted (1|0), wait_us, shift_us}.
+ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local max_wait = tonumber(ARGV[4])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local new_tat = tat + cost * interval
+local wait = new_tat - burst * interval - now
+if wait < 0 then wait = 0 end
+local shift = tonumber(redis.call('GET', KEYS[2]) or '0')
+if max_wait >= 0 and wait > max_wait then
+  return {0, math.floor(wait), shift}
+end
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+if #KEYS > 2 then
+  -- A snapshot at this acquire for `shopsync status` (limiter_state() computes live levels).
+  redis.call('HSET', KEYS[3], ARGV[5], cjson.encode({
+    interval_us = interval, rate_per_s = 1000000 / interval, burst = burst,
+    level = (new_tat - now) / interval, wait_s = wait / 1000000, at = now / 1000000}))
+end
+return {1, math.floor(wait), shift}
+"""
+
+# Delay the whole schedule of a bucket: every reservation already handed out and every future
+# one moves `delay_us` later (waiters re-read the shift after their sleep). A guard makes the
+# many answers reporting the same congestion count once: none is applied until `until` passes.
+# An idle bucket is first filled (its burst spent), so the next new acquire waits `delay` too.
+# KEYS[1] bucket, KEYS[2] shift, KEYS[3] guard; ARGV delay_us, guard_us, (burst-1)*interval_us.
+# Returns 1 if applied.
+DELAY = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local guard = tonumber(redis.call('GET', KEYS[3]) or '0')
+if now < guard then return 0 end
+local delay = tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local full = now + tonumber(ARGV[3])
+if tat < full then tat = full end
+local new_tat = tat + delay
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+redis.call('INCRBY', KEYS[2], math.floor(delay))
+redis.call('PEXPIRE', KEYS[2], 3600000)
+local until_ = now + delay + tonumber(ARGV[2])
+redis.call('SET', KEYS[3], string.format('%.0f', until_), 'PX', math.ceil((until_ - now) / 1000) + 1)
+return 1
+"""
+
+# KEYS[1] bucket; ARGV offset_us: make TAT at least now + offset. Returns 1 if it moved.
+RAISE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local target = now + tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if target <= tat then return 0 end
+redis.call('SET', KEYS[1], string.format('%.0f', target), 'PX', math.ceil((target - now) / 1000) + 1000)
+return 1
+"""
+
+
+# A pool-wide concurrency lease: KEYS[1] sorted set of lease id -> expiry (us); ARGV limit,
+# ttl_us, lease id. Expired leases (a crashed process) are dropped first. Returns 1 if granted.
+LEASE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+local ttl = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], math.ceil(ttl / 1000) + 1000)
+return 1
+"""
