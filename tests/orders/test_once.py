@@ -15,8 +15,8 @@ from core.keys import Keys
 from sandbox.shopify.models import Order
 from tests.e2e.harness import SECTION_MAIN, SECTION_VIP, Pipeline, pipeline
 from tests.orders.helpers import event_posts, events_of, expected_events, metric, place_custom_order
-from worker import orders as orders_module
 from worker.errors import ApiError
+from worker.orders import posts as orders_module
 from worker.orders import send_order
 from worker.runtime import TransientError
 
