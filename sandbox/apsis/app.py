@@ -21,22 +21,20 @@ import orjson
 from aiohttp import web
 
 from sandbox.apsis.account import Account, default_account
+from sandbox.apsis.control import add_control_routes
+from sandbox.apsis.http import ACCOUNT_KEY, JSON_HEADERS, json_response
 from sandbox.apsis.limits import retry_after_header
 from sandbox.apsis.problems import ApiError, problem
 
-ACCOUNT_KEY = web.AppKey("apsis_account", Account)
 TOKEN_ROUTE = "/oauth/token"
 CONTROL_PREFIX = "/_sandbox"
 MERGE_PATCH = "application/merge-patch+json"
-JSON_HEADERS = {"Content-Type": "application/json"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def create_app(account: Account | None = None) -> web.Application:
     """The aiohttp application serving `account` (a fresh `default_account()` when None)."""
-    from sandbox.apsis.control import add_control_routes  # control imports this module's helpers
-
     account = account if account is not None else default_account()
     # Bodies over the account's limit must reach the handlers to get a problem JSON 413.
     app = web.Application(middlewares=[api_middleware], client_max_size=max(4 * account.max_body, 1 << 20))
@@ -165,10 +163,6 @@ def _reset_connection(request: web.Request) -> None:
 # ---- helpers ---------------------------------------------------------------------------------
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(data), headers=JSON_HEADERS)
-
-
 async def _read_json(request: web.Request, account: Account) -> Any:
     length = request.content_length
     if length is not None and length > account.max_body:
@@ -284,7 +278,9 @@ async def patch_attributes(request: web.Request) -> web.Response:
 
 async def get_attributes(request: web.Request) -> web.Response:
     m = request.match_info
-    return _json(request.app[ACCOUNT_KEY].get_attributes(m["keyspace"], m["profile_key"], m["section"]))
+    return json_response(
+        request.app[ACCOUNT_KEY].get_attributes(m["keyspace"], m["profile_key"], m["section"])
+    )
 
 
 async def post_events(request: web.Request) -> web.Response:
@@ -319,4 +315,4 @@ async def post_consent(request: web.Request) -> web.Response:
 async def evaluations(request: web.Request) -> web.Response:
     m = request.match_info
     items = request.app[ACCOUNT_KEY].evaluations(m["channel"], m["address"], m["section"], m["consent_list"])
-    return _json({"items": items})
+    return json_response({"items": items})

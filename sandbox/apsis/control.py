@@ -30,8 +30,8 @@ import orjson
 from aiohttp import web
 
 from sandbox.apsis.account import Account
-from sandbox.apsis.app import ACCOUNT_KEY, _json
 from sandbox.apsis.definitions import channel_discriminator
+from sandbox.apsis.http import ACCOUNT_KEY, json_response
 from sandbox.apsis.problems import ApiError
 
 P = "/_sandbox"
@@ -94,12 +94,12 @@ async def index(request: web.Request) -> web.Response:
             if r.resource and r.method != "HEAD"
         }
     )
-    return _json({**_account(request).summary(), "routes": routes})
+    return json_response({**_account(request).summary(), "routes": routes})
 
 
 async def definitions(request: web.Request) -> web.Response:
     d = _account(request).definitions
-    return _json(
+    return json_response(
         {
             "keyspaces": [k.to_json() for k in d.keyspaces],
             "sections": [
@@ -122,7 +122,7 @@ async def profiles(request: web.Request) -> web.Response:
     offset = _int_query(request, "offset", 0)
     limit = _int_query(request, "limit", 100)
     page = keys[offset : offset + limit]
-    return _json({"total": len(keys), "items": [{"keyspace": k, "key": p} for k, p in page]})
+    return json_response({"total": len(keys), "items": [{"keyspace": k, "key": p} for k, p in page]})
 
 
 async def profile(request: web.Request) -> web.Response:
@@ -130,12 +130,12 @@ async def profile(request: web.Request) -> web.Response:
     view = _account(request).profile(m["keyspace"], m["profile_key"])
     if view is None:
         raise ApiError(404, f"no profile {m['profile_key']} in keyspace {m['keyspace']}")
-    return _json(view.to_json())
+    return json_response(view.to_json())
 
 
 async def consents(request: web.Request) -> web.Response:
     records = _account(request).consents(_channel(request), request.match_info["address"])
-    return _json({"items": [r.to_json() for r in records]})
+    return json_response({"items": [r.to_json() for r in records]})
 
 
 async def opted_in(request: web.Request) -> web.Response:
@@ -143,7 +143,7 @@ async def opted_in(request: web.Request) -> web.Response:
     topics = _account(request).opted_in_topics(
         _channel(request), m["address"], m["section"], m["consent_list"]
     )
-    return _json({"topics": topics})
+    return json_response({"topics": topics})
 
 
 async def requests(request: web.Request) -> web.Response:
@@ -152,7 +152,7 @@ async def requests(request: web.Request) -> web.Response:
         {"method": m, "route": r, "status": s, "count": n}
         for (m, r, s), n in sorted(account.requests.items())
     ]
-    return _json(
+    return json_response(
         {
             "total": sum(account.requests.values()),
             "items": items,
@@ -165,12 +165,12 @@ async def requests(request: web.Request) -> web.Response:
 async def writes(request: web.Request) -> web.Response:
     after = _int_query(request, "after", 0)
     limit = _int_query(request, "limit", 1000)
-    return _json({"items": [w.to_json() for w in _account(request).writes_after(after, limit)]})
+    return json_response({"items": [w.to_json() for w in _account(request).writes_after(after, limit)]})
 
 
 async def get_faults(request: web.Request) -> web.Response:
     account = _account(request)
-    return _json(account.faults.to_json(account.clock()))
+    return json_response(account.faults.to_json(account.clock()))
 
 
 async def patch_faults(request: web.Request) -> web.Response:
@@ -182,21 +182,21 @@ async def patch_faults(request: web.Request) -> web.Response:
         account.faults.update_from_json(body, account.clock())
     except (ValueError, TypeError, IndexError, AttributeError) as exc:
         raise ApiError(400, f"bad faults: {exc}") from None
-    return _json(account.faults.to_json(account.clock()))
+    return json_response(account.faults.to_json(account.clock()))
 
 
 async def clear_faults(request: web.Request) -> web.Response:
     account = _account(request)
     account.faults.clear()
-    return _json(account.faults.to_json(account.clock()))
+    return json_response(account.faults.to_json(account.clock()))
 
 
 async def revoke_tokens(request: web.Request) -> web.Response:
-    return _json({"revoked": _account(request).revoke_tokens()})
+    return json_response({"revoked": _account(request).revoke_tokens()})
 
 
 async def get_limits(request: web.Request) -> web.Response:
-    return _json(_account(request).limits_json())
+    return json_response(_account(request).limits_json())
 
 
 async def patch_limits(request: web.Request) -> web.Response:
@@ -216,9 +216,9 @@ async def patch_limits(request: web.Request) -> web.Response:
             account.token_lifetime = float(body["token_lifetime"])
     except (TypeError, ValueError) as exc:
         raise ApiError(400, f"bad limits: {exc}") from None
-    return _json(account.limits_json())
+    return json_response(account.limits_json())
 
 
 async def reset(request: web.Request) -> web.Response:
     _account(request).reset_state()
-    return _json({"reset": True})
+    return json_response({"reset": True})
