@@ -19,13 +19,12 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 
 if TYPE_CHECKING:
     from sandbox.shopify.models import Subscription
-    from sandbox.shopify.store import Store
 
 # Today: 8 retries over about 4 hours. The 2020 era: 19 tries over 48 hours.
 MODERN_RETRY_DELAYS: tuple[float, ...] = (10, 60, 300, 600, 1200, 2400, 3600, 6000)
@@ -54,6 +53,19 @@ LEGACY_RETRY_DELAYS: tuple[float, ...] = (
 def sign(secret: str, body: bytes) -> str:
     """`X-Shopify-Hmac-Sha256`: base64 of HMAC-SHA256 over the exact body bytes."""
     return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+
+
+class WebhookShop(Protocol):
+    """What delivery needs from the shop it delivers for (the `Store`): the domain and secret that
+    go into the headers, and the removal of a subscription whose last retry failed."""
+
+    @property
+    def domain(self) -> str: ...
+
+    @property
+    def webhook_secret(self) -> str: ...
+
+    def remove_subscription(self, sub_id: int) -> object: ...
 
 
 @dataclass
@@ -130,7 +142,7 @@ class _Send:
 class Deliverer:
     """Background delivery: `start()` and `stop()` around use; `enqueue()` from mutations."""
 
-    def __init__(self, store: Store, config: DeliveryConfig) -> None:
+    def __init__(self, store: WebhookShop, config: DeliveryConfig) -> None:
         self.store = store
         self.config = config
         self.records: OrderedDict[str, DeliveryRecord] = OrderedDict()
