@@ -6,7 +6,8 @@ that is read as a stream (a line at a time: a store of millions never sits in me
 
 GraphQL has its own throttle (query cost points, `extensions.cost.throttleStatus`); a shared Redis
 bucket per store spends the query's cost before each call, and a `THROTTLED` answer delays it by
-the time the points need to come back.
+the time the points need to come back. The calls take any `ShopifyConnection` (in practice the
+`ShopifyClient`, which offers them as methods); this module never imports the client.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
 
 from core.logging import get_logger
+from mappings.installation import Shop
 from worker.errors import (
     AuthError,
     LimiterTimeoutError,
@@ -29,11 +31,8 @@ from worker.errors import (
     error_from_response,
 )
 from worker.http import build_url, send
-from worker.ratelimit import Bucket, WaitTooLongError
-from worker.retry import call_with_retries
-
-if TYPE_CHECKING:
-    from worker.shopify_client import ShopifyClient
+from worker.ratelimit import Bucket, RateLimiter, WaitTooLongError
+from worker.retry import RetryPolicy, call_with_retries
 
 log = get_logger(__name__)
 
@@ -87,7 +86,31 @@ class BulkOperationBusyError(TransientApiError):
     """Shopify runs one bulk query per app and shop at a time (on older API versions)."""
 
 
-def graphql_bucket(client: ShopifyClient) -> Bucket:
+class ShopifyConnection(Protocol):
+    """What a GraphQL call needs from the client of one store: the shop (domain, token, limits),
+    the Admin API base URL, the shared rate limiter and how long to wait for it, the HTTP
+    session and the retry policy."""
+
+    @property
+    def store(self) -> Shop: ...
+
+    @property
+    def api_base(self) -> str: ...
+
+    @property
+    def limiter(self) -> RateLimiter: ...
+
+    @property
+    def max_wait_s(self) -> float | None: ...
+
+    @property
+    def session(self) -> aiohttp.ClientSession: ...
+
+    @property
+    def retry(self) -> RetryPolicy: ...
+
+
+def graphql_bucket(client: ShopifyConnection) -> Bucket:
     safety = client.store.limits.safety
     return Bucket(
         f"shopify-graphql:{client.store.domain}",
@@ -99,7 +122,11 @@ def graphql_bucket(client: ShopifyClient) -> Bucket:
 
 
 async def graphql(
-    client: ShopifyClient, query: str, variables: Mapping[str, Any] | None = None, *, cost: int = POLL_COST
+    client: ShopifyConnection,
+    query: str,
+    variables: Mapping[str, Any] | None = None,
+    *,
+    cost: int = POLL_COST,
 ) -> dict[str, Any]:
     """Run one GraphQL query or mutation; its `data`. Errors become typed `ApiError`s."""
     bucket = graphql_bucket(client)
@@ -131,7 +158,7 @@ async def graphql(
 
 
 async def _graphql_error(
-    client: ShopifyClient, bucket: Bucket, errors: Any, extensions: Any, cost: int
+    client: ShopifyConnection, bucket: Bucket, errors: Any, extensions: Any, cost: int
 ) -> Exception:
     first = errors[0] if isinstance(errors, list) and errors else {}
     code = str((first.get("extensions") or {}).get("code") or "") if isinstance(first, dict) else ""
@@ -150,7 +177,7 @@ async def _graphql_error(
     return PermanentApiError("shopify", 200, code or "GraphQL error", message, method="POST", route=GRAPHQL)
 
 
-async def run_bulk_customer_export(client: ShopifyClient, query: str = BULK_CUSTOMERS_QUERY) -> str:
+async def run_bulk_customer_export(client: ShopifyConnection, query: str = BULK_CUSTOMERS_QUERY) -> str:
     """Start a bulk export of `query`; the operation's id (`gid://shopify/BulkOperation/...`)."""
     data = await graphql(client, _RUN, {"query": query}, cost=RUN_COST)
     result = data.get("bulkOperationRunQuery") or {}
@@ -165,7 +192,7 @@ async def run_bulk_customer_export(client: ShopifyClient, query: str = BULK_CUST
     return str(operation["id"])
 
 
-async def bulk_operation(client: ShopifyClient, operation_id: str) -> dict[str, Any] | None:
+async def bulk_operation(client: ShopifyConnection, operation_id: str) -> dict[str, Any] | None:
     """The operation's state: `status`, `objectCount`, `url` (when COMPLETED), `errorCode`..."""
     data = await graphql(client, _POLL, {"id": operation_id}, cost=POLL_COST)
     node = data.get("node")
@@ -173,7 +200,7 @@ async def bulk_operation(client: ShopifyClient, operation_id: str) -> dict[str, 
 
 
 async def wait_for_bulk_operation(
-    client: ShopifyClient,
+    client: ShopifyConnection,
     operation_id: str,
     *,
     poll_s: float = 2.0,
@@ -213,7 +240,7 @@ async def wait_for_bulk_operation(
 
 
 async def stream_jsonl(
-    client: ShopifyClient, url: str, *, chunk_size: int = 1 << 16
+    client: ShopifyConnection, url: str, *, chunk_size: int = 1 << 16
 ) -> AsyncIterator[dict[str, Any]]:
     """The export's objects one line at a time, whatever the file size or a line's length.
 
@@ -234,7 +261,7 @@ async def stream_jsonl(
 
 
 async def iter_bulk_customers(
-    client: ShopifyClient, query: str = BULK_CUSTOMERS_QUERY, *, poll_s: float = 2.0
+    client: ShopifyConnection, query: str = BULK_CUSTOMERS_QUERY, *, poll_s: float = 2.0
 ) -> AsyncIterator[dict[str, Any]]:
     """Start an export, wait for it, stream its lines (customers; child lines if the query has
     connections, carrying `__parentId`)."""
