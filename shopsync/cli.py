@@ -1,11 +1,14 @@
 """`shopsync`: the processes and the operator's commands.
 
 Exit status: 0 on success, 1 on a failure it reports, 2 on bad usage. Errors are one line on stderr.
+Each command's module is imported only when that command runs: `redis_commands` (status, jobs,
+job, dead-letters), `shop_commands` (resync, check, install), `fullsync_cli` (full-sync).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
@@ -107,11 +110,13 @@ def _worker() -> Callable[[argparse.Namespace, Settings], int]:
     return lambda args, settings: run(settings, queue=args.queue, burst=args.burst)
 
 
-def _ops(name: str) -> Callable[[], Callable[[argparse.Namespace, Settings], int]]:
-    def load() -> Callable[[argparse.Namespace, Settings], int]:
-        import shopsync.commands
+def _command(module: str, name: str) -> Callable[[], Callable[[argparse.Namespace, Settings], int]]:
+    """A loader of the function `name` of `module`, imported only when that command runs."""
 
-        handler: Callable[[argparse.Namespace, Settings], int] = getattr(shopsync.commands, name)
+    def load() -> Callable[[argparse.Namespace, Settings], int]:
+        handler: Callable[[argparse.Namespace, Settings], int] = getattr(
+            importlib.import_module(module), name
+        )
         return handler
 
     return load
@@ -126,14 +131,14 @@ def _sandbox() -> Callable[[argparse.Namespace, Settings], int]:
 _COMMANDS: dict[str, Callable[[], Callable[[argparse.Namespace, Settings], int]]] = {
     "receiver": _receiver,
     "worker": _worker,
-    "full-sync": _ops("full_sync"),
-    "resync": _ops("resync"),
-    "status": _ops("status"),
-    "jobs": _ops("jobs"),
-    "job": _ops("job"),
-    "dead-letters": _ops("dead_letters"),
-    "check": _ops("check"),
-    "install": _ops("install"),
+    "full-sync": _command("shopsync.fullsync_cli", "run"),
+    "resync": _command("shopsync.shop_commands", "resync"),
+    "status": _command("shopsync.redis_commands", "status"),
+    "jobs": _command("shopsync.redis_commands", "jobs"),
+    "job": _command("shopsync.redis_commands", "job"),
+    "dead-letters": _command("shopsync.redis_commands", "dead_letters"),
+    "check": _command("shopsync.shop_commands", "check"),
+    "install": _command("shopsync.shop_commands", "install"),
     "sandbox": _sandbox,
 }
 

@@ -1,0 +1,67 @@
+"""What the operator's commands share: the console, failures, JSON output and a Redis connection.
+
+A failure is one line on stderr and an exit status (1 a reported failure, 2 bad usage); `--json`
+output is indented orjson on stdout; `with_redis` runs one async action against the configured
+Redis and turns a Redis that does not answer into a failure (without the URL's credentials).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+from rich.console import Console
+
+from core.keys import Keys
+from core.redis_conn import connect
+from core.settings import Settings
+
+console = Console()
+
+
+def fail(message: str, code: int = 1) -> int:
+    """Print `shopsync: message` on stderr; the exit status `code`."""
+    print(f"shopsync: {message}", file=sys.stderr)
+    return code
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def with_redis(settings: Settings, action: Callable[[aioredis.Redis, Keys], Awaitable[int]]) -> int:
+    """Run `action` with a Redis connection and the configured keys; its exit status."""
+
+    async def go() -> int:
+        redis = connect(settings.redis_url)
+        try:
+            return await action(redis, Keys(settings.key_prefix))
+        except (RedisError, OSError) as exc:
+            return fail(f"Redis at {redact(settings.redis_url)} is not answering: {exc}")
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(go())
+
+
+def redact(url: str) -> str:
+    """The URL without its credentials (everything up to `@`)."""
+    return url.split("@", 1)[1] if "@" in url else url
+
+
+def ago(ts: float | None) -> str:
+    """How long ago the Unix time `ts` was, for people ("42s ago", "5m ago", "1.5h ago")."""
+    if not ts:
+        return "-"
+    seconds = max(0.0, time.time() - ts)
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"

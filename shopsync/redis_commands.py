@@ -1,0 +1,222 @@
+"""The commands that read what is in Redis: `shopsync status|jobs|job|dead-letters`.
+
+Queues, workers, failures, full syncs and limiters (`status`), the jobs in the queues or failed
+(`jobs`), one job (`job`), and the dead letters, which `dead-letters` also replays or purges. Each
+takes the parsed arguments and the settings, prints for people (rich tables) or for scripts
+(`--json`), and returns the exit status: 0 success, 1 a reported failure, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from rich.table import Table
+
+from core import status as status_mod
+from core.keys import Keys
+from core.settings import Settings
+from shopsync import jobview
+from shopsync.command_support import ago, console, fail, print_json, with_redis
+from worker import deadletters
+
+# --- status ----------------------------------------------------------------------------------
+
+
+def status(args: argparse.Namespace, settings: Settings) -> int:
+    async def action(redis: aioredis.Redis, keys: Keys) -> int:
+        report = await status_mod.collect(redis, keys, shop=args.domain)
+        if args.json:
+            print_json(report)
+        else:
+            render_status(report)
+        return 0
+
+    return with_redis(settings, action)
+
+
+def render_status(report: dict[str, Any]) -> None:
+    queues = Table(title="Queues")
+    for col in ("queue", "queued", "deferred", "in progress", "oldest"):
+        queues.add_column(col, justify="right" if col != "queue" else "left")
+    for q in report["queues"]:
+        queues.add_row(
+            q["name"],
+            str(q["queued"]),
+            str(q["deferred"]),
+            str(q["in_progress"]),
+            f"{q['oldest_age_s']:.1f}s",
+        )
+    console.print(queues)
+    console.print(
+        f"workers alive: {len(report['workers_alive'])}  ·  failures last hour: {report['failures_last_hour']}"
+        f"  ·  dead letters: {report['dead_letters']['total']} ({report['dead_letters']['last_hour']} last hour)"
+    )
+    if report["full_syncs"]:
+        syncs = Table(title="Full syncs")
+        for col in (
+            "id",
+            "shop",
+            "state",
+            "done / total",
+            "synced",
+            "unchanged",
+            "skipped",
+            "failed",
+            "started",
+        ):
+            syncs.add_column(col)
+        for s in report["full_syncs"]:
+            syncs.add_row(
+                str(s.get("sync_id", "")),
+                str(s.get("shop", "")),
+                str(s.get("state", "")),
+                f"{s.get('seen', 0)} / {s.get('total', '?')}",
+                str(s.get("synced", 0)),
+                str(s.get("unchanged", 0)),
+                str(s.get("skipped", 0)),
+                str(s.get("failed", 0)),
+                ago(s.get("started_at")),
+            )
+        console.print(syncs)
+    if report["limiters"]:
+        limits = Table(title="Rate limiters")
+        limits.add_column("bucket")
+        limits.add_column("state")
+        for name, value in sorted(report["limiters"].items()):
+            limits.add_row(name, orjson.dumps(value).decode() if not isinstance(value, str) else value)
+        console.print(limits)
+    if report["recent_failures"]:
+        fails = Table(title="Recent failures")
+        for col in ("when", "job", "function", "try", "error"):
+            fails.add_column(col)
+        for f in report["recent_failures"][:10]:
+            fails.add_row(ago(f.get("at")), f["job_id"], f["function"], str(f["try"]), f["error"][:80])
+        console.print(fails)
+
+
+# --- jobs ------------------------------------------------------------------------------------
+
+
+def jobs(args: argparse.Namespace, settings: Settings) -> int:
+    async def action(redis: aioredis.Redis, keys: Keys) -> int:
+        if args.failed:
+            rows = await jobview.failed_jobs(redis, keys, args.limit)
+        else:
+            rows = await jobview.queued_jobs(redis, keys, args.limit)
+        if args.json:
+            print_json(rows)
+            return 0
+        table = Table(title="Failed jobs" if args.failed else "Jobs in the queues")
+        cols = (
+            ("job", "function", "status", "tries", "error", "when")
+            if args.failed
+            else ("job", "function", "shop", "topic", "status", "tries", "enqueued")
+        )
+        for col in cols:
+            table.add_column(col)
+        for r in rows:
+            if args.failed:
+                table.add_row(
+                    r["job_id"], r["function"], r["status"], str(r["tries"]), r["error"][:70], ago(r["at"])
+                )
+            else:
+                table.add_row(
+                    r["job_id"],
+                    r["function"],
+                    str(r["shop"] or "-"),
+                    str(r["topic"] or (f"customer {r['customer_id']}" if r.get("customer_id") else "-")),
+                    r["status"],
+                    str(r["tries"]),
+                    ago(r["enqueued_at"]),
+                )
+        console.print(table)
+        return 0
+
+    return with_redis(settings, action)
+
+
+def job(args: argparse.Namespace, settings: Settings) -> int:
+    async def action(redis: aioredis.Redis, keys: Keys) -> int:
+        detail = await jobview.job_detail(redis, keys, args.job_id)
+        if detail is None:
+            return fail(
+                f"no job {args.job_id!r} in Redis (finished jobs are kept 60 s, dead letters until purged)"
+            )
+        if args.json:
+            print_json(detail)
+        else:
+            for key, value in detail.items():
+                text = (
+                    orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
+                    if isinstance(value, dict | list)
+                    else value
+                )
+                console.print(f"[bold]{key}[/bold]: {text}")
+        return 0
+
+    return with_redis(settings, action)
+
+
+def dead_letters(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "replay" and not (args.job_id or args.all):
+        return fail("dead-letters replay needs a job id or --all", 2)
+    if args.action == "list" and (args.job_id or args.all):
+        return fail("dead-letters list takes no job id", 2)
+
+    async def action(redis: aioredis.Redis, keys: Keys) -> int:
+        if args.action == "list":
+            letters = await deadletters.list_letters(redis, keys)
+            if args.json:
+                print_json([{**jobview.masked(vars_of(letter))} for letter in letters])
+                return 0
+            table = Table(title=f"Dead letters ({len(letters)})")
+            for col in ("job", "function", "tries", "error", "when"):
+                table.add_column(col)
+            for letter in letters:
+                table.add_row(
+                    letter.job_id,
+                    letter.function,
+                    str(letter.tries),
+                    letter.error[:80],
+                    ago(letter.failed_at),
+                )
+            console.print(table)
+            return 0
+        if args.action == "replay":
+            ids = (
+                [args.job_id]
+                if args.job_id
+                else [d.job_id for d in await deadletters.list_letters(redis, keys, 100_000)]
+            )
+            replayed = 0
+            for job_id in ids:
+                new_id = await deadletters.replay(redis, keys, job_id)
+                if new_id is None:
+                    return fail(f"no dead letter {job_id!r}")
+                replayed += 1
+                print(f"replayed {job_id} as job {new_id}")
+            print(f"{replayed} dead letter(s) replayed")
+            return 0
+        removed = await deadletters.purge(redis, keys, args.job_id)
+        if args.job_id and not removed:
+            return fail(f"no dead letter {args.job_id!r}")
+        print(f"{removed} dead letter(s) purged")
+        return 0
+
+    return with_redis(settings, action)
+
+
+def vars_of(letter: deadletters.DeadLetter) -> dict[str, Any]:
+    return {
+        "job_id": letter.job_id,
+        "function": letter.function,
+        "queue": letter.queue,
+        "tries": letter.tries,
+        "error_type": letter.error_type,
+        "error": letter.error,
+        "failed_at": letter.failed_at,
+        "args": letter.args,
+    }

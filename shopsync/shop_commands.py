@@ -1,0 +1,151 @@
+"""The commands that talk to Shopify and APSIS One for one shop: `shopsync resync|check|install`.
+
+`resync` fetches one customer from Shopify and runs the same sync a webhook would; `check`
+validates an installation against both APIs; `install` registers the webhook subscriptions, marks
+the shop installed, then checks. Each returns the exit status: 0 success, 1 a reported failure,
+2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from core.keys import Keys
+from core.settings import Settings
+from mappings.installation import InstallationError
+from shopsync import installcheck
+from shopsync.command_support import fail, print_json, redact, with_redis
+from shopsync.shops import load_installations
+
+# --- resync ----------------------------------------------------------------------------------
+
+
+def resync(args: argparse.Namespace, settings: Settings) -> int:
+    """Fetch one customer from Shopify now and run the same sync a webhook would."""
+    try:
+        installations = load_installations(settings.shops_file)
+    except InstallationError as exc:
+        return fail(str(exc))
+    shop = installations.get(args.domain)
+    if shop is None:
+        return fail(f"no shop {args.domain!r} in {settings.shops_file}")
+
+    async def go() -> int:
+        from arq.connections import create_pool
+
+        from core.jobs import deserialize, serialize
+        from core.redis_conn import arq_settings
+        from worker.context import WorkerContext
+        from worker.errors import ApiError
+        from worker.sync import submit
+        from worker.sync_update import Update
+
+        pool = await create_pool(
+            arq_settings(settings.redis_url), job_serializer=serialize, job_deserializer=deserialize
+        )
+        app = WorkerContext(
+            settings=settings, installations=installations, redis=pool, keys=Keys(settings.key_prefix)
+        )
+        try:
+            try:
+                customer = await app.shopify(shop).get_customer(args.customer_id)
+            except ApiError as exc:
+                return fail(f"Shopify: {exc}")
+            if customer is None:
+                return fail(f"customer {args.customer_id} does not exist in {shop.domain}")
+            update = Update(kind="rest", payload=customer, received_at=time.time(), source="resync")
+            try:
+                outcome = await submit(app, shop, f"resync:{args.customer_id}:{time.time_ns()}", update)
+            except ApiError as exc:
+                return fail(f"APSIS: {exc}")
+            print(f"customer {args.customer_id}: {outcome}")
+            return 0
+        finally:
+            await app.close()
+            await pool.aclose()
+
+    try:
+        return asyncio.run(go())
+    except (RedisError, OSError) as exc:
+        return fail(f"Redis at {redact(settings.redis_url)} is not answering: {exc}")
+
+
+# --- check and install -----------------------------------------------------------------------
+
+
+def check(args: argparse.Namespace, settings: Settings) -> int:
+    """Validate an installation against Shopify and APSIS One; one line per problem, exit 1 if any."""
+    return _installation_command(settings, args.domain, args.address, install=False, as_json=args.json)
+
+
+def install(args: argparse.Namespace, settings: Settings) -> int:
+    """Register the webhook subscriptions at Shopify for --address, mark the shop installed, check."""
+    if not args.address.startswith(("https://", "http://")):
+        return fail(f"--address must be an http(s) URL, not {args.address!r}", 2)
+    return _installation_command(
+        settings, args.domain, args.address, install=True, as_json=getattr(args, "json", False)
+    )
+
+
+def _installation_command(
+    settings: Settings, domain: str, address: str | None, *, install: bool, as_json: bool
+) -> int:
+    try:
+        installations = load_installations(settings.shops_file)
+    except InstallationError as exc:
+        return fail(str(exc))
+    shop = installations.get(domain)
+    if shop is None:
+        known = ", ".join(sorted(installations.shops)) or "none"
+        return fail(f"no shop {domain!r} in {settings.shops_file} (shops: {known})")
+
+    async def action(redis: aioredis.Redis, keys: Keys) -> int:
+        clients = installcheck.Clients.build(shop, redis, keys)
+        output: dict[str, Any] = {}
+        try:
+            if install:
+                assert address is not None
+                result = await installcheck.install_webhooks(shop, clients.shopify, address)
+                was_uninstalled = await installcheck.mark_installed(redis, keys, shop.domain)
+                output["install"] = {**result.to_json(), "was_uninstalled": was_uninstalled}
+                if not as_json:
+                    _print_install(shop.domain, address, result, was_uninstalled)
+            report = await installcheck.check(shop, clients, address)
+        finally:
+            await clients.close()
+        output.update(report.to_json())
+        problems = report.problems + output.get("install", {}).get("problems", [])
+        if as_json:
+            print_json({**output, "ok": not problems})
+        else:
+            _print_report(report, problems)
+        return 1 if problems else 0
+
+    return with_redis(settings, action)
+
+
+def _print_install(domain: str, address: str, result: Any, was_uninstalled: bool) -> None:
+    print(f"{domain}: webhook subscriptions at {address}")
+    print(
+        f"  kept {len(result.kept)}, created {len(result.created)}, replaced {len(result.replaced)}"
+        f" (stale address){', problems ' + str(len(result.problems)) if result.problems else ''}"
+    )
+    if was_uninstalled:
+        print("  the shop was marked uninstalled: it syncs again")
+
+
+def _print_report(report: Any, problems: list[str]) -> None:
+    for line in report.checked:
+        print(f"ok    {line}")
+    for line in problems:
+        print(f"FIX   {line}")
+    if problems:
+        print(f"{report.domain}: {len(problems)} problem(s) to fix")
+    else:
+        print(f"{report.domain}: installation OK")
