@@ -22,8 +22,9 @@ from mappings.snapshot import PayloadError
 from worker import coalesce, fullsync, orders
 from worker.context import WorkerContext
 from worker.runtime import JOB_TRY, run_job
-from worker.sync import Update, customer_of, submit
 from worker.sync import delete_customer as delete_profile
+from worker.sync import submit
+from worker.sync_update import Update, customer_of
 
 # A real-time job's budget (run_job's timeout; past it, a Retry and its updates stay pending):
 # up to worker.sync.DRIVE_BUDGET_S (20 s) waiting for a customer another worker is applying, then

@@ -6,9 +6,13 @@
 lock it folds every pending update, oldest first, through the pure planner, merges their writes
 (so a burst becomes one patch per section), sends them, then saves the new state and drops the
 applied updates in one transaction. Any failure leaves everything pending for the retry.
+`delete_customer` deletes the profile and leaves a tombstone.
 
 One failure is handled apart: the read of the whole customer that an update with fields never
-known calls for (see `FETCH_OWED`).
+known calls for (see `FETCH_OWED`). The pieces: the deposited record (`worker.sync_update`), the
+renewed lock (`worker.sync_lock`), planning with the email-change carry-over
+(`worker.sync_plan`), the read of the whole customer (`worker.sync_fetch`) and folding and
+sending the writes (`worker.sync_writes`).
 """
 
 from __future__ import annotations
@@ -16,37 +20,25 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import structlog
 
-from core.logging import mask_email, mask_phone
 from mappings.installation import Shop
-from mappings.normalize import normalize_customer, normalize_topic
-from mappings.normalize_graphql import normalize_bulk_customer
-from mappings.plan import Plan, needs_old_address_topics, plan_sync, unknown_paths
-from mappings.snapshot import CustomerSnapshot, PayloadError, TagsChange
-from mappings.state import SyncState
-from mappings.writes import (
-    OPT_IN,
-    AddressList,
-    AttributePatch,
-    ConsentType,
-    ConsentWrite,
-    ProfileDelete,
-    Write,
-)
+from mappings.snapshot import PayloadError
+from mappings.writes import AttributePatch
 from worker.context import WorkerContext
-from worker.customer_store import LOCK_TTL_MS, LockLostError
-from worker.errors import ApiError
-from worker.ratelimit import WaitTooLongError
+from worker.customer_store import LockLostError
 from worker.runtime import TransientError
+from worker.sync_fetch import consent_only, fill_from_shopify, owed_paths
+from worker.sync_lock import HeldLock
+from worker.sync_plan import plan_update
+from worker.sync_update import Update, customer_of
+from worker.sync_writes import MergedWrites, send_writes
 
 log = structlog.get_logger("worker.sync")
 
-Source = Literal["webhook", "fullsync", "resync", "reconcile", "order"]
 Outcome = Literal["written", "unchanged", "stale", "skipped", "deleted", "elsewhere"]
 DRIVE_BUDGET_S = 20.0
 # Attribute patches of one customer are at most one per this many seconds after the first: a
@@ -71,76 +63,6 @@ _PATCHED = "attributes_patched_at"
 # customer updated since the last walk is current, so it fills the fields), brings them.
 FETCH_OWED = "fetch_owed"
 FETCH_RETRY_S = 300.0
-# Paths whose absence makes a fetch of the whole customer worth its Shopify call: the ones that
-# decide membership and attribute values. Consent paths are not in it: 2025-01 payloads lack
-# them by design and the consent topics (and the hourly reconciliation) bring them.
-_FAMILIES = {
-    "customers_email_marketing_consent/update": "email_consent",
-    "customers_marketing_consent/update": "sms_consent",
-    "customer.tags_added": "tags",
-    "customer.tags_removed": "tags",
-}
-_CONSENT_PATHS = (
-    "email_marketing_consent",
-    "sms_marketing_consent",
-    "accepts_marketing",
-    "marketing_opt_in_level",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Update:
-    """One update for a customer as deposited in Redis (JSON-friendly)."""
-
-    kind: Literal["topic", "rest", "bulk"]
-    payload: dict[str, Any]
-    received_at: float
-    topic: str = ""
-    source: Source = "webhook"
-    force: bool = False
-    triggered_at: float | None = None  # X-Shopify-Triggered-At, when the delivery had one
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "topic": self.topic,
-            "payload": self.payload,
-            "received_at": self.received_at,
-            "source": self.source,
-            "force": self.force,
-            "triggered_at": self.triggered_at,
-        }
-
-    @property
-    def family(self) -> str:
-        """Updates of one family carry the same fields; trigger times are compared within one."""
-        if self.kind != "topic":
-            return "customer"
-        return _FAMILIES.get(self.topic, "customer")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Update:
-        return cls(
-            kind=data["kind"],
-            payload=data["payload"],
-            received_at=float(data["received_at"]),
-            topic=data.get("topic", ""),
-            source=data.get("source", "webhook"),
-            force=bool(data.get("force", False)),
-            triggered_at=data.get("triggered_at"),
-        )
-
-    def normalized(self) -> CustomerSnapshot | TagsChange:
-        """Raises PayloadError for a payload the mapping cannot handle."""
-        if self.kind == "topic":
-            return normalize_topic(self.topic, self.payload)
-        if self.kind == "bulk":
-            return normalize_bulk_customer(self.payload)
-        return normalize_customer(self.payload)
-
-
-def customer_of(update: CustomerSnapshot | TagsChange) -> int:
-    return update.customer_id if isinstance(update, TagsChange) else update.id
 
 
 @dataclass
@@ -181,42 +103,13 @@ async def submit(
         delay = min(delay * 2, 0.2)
 
 
-class _Held:
-    """A customer's lock while this worker holds it, renewed in the background so a slow apply
-    (APSIS retrying, a rate-limit wait) never outlives it; `check()` says whether it was lost."""
-
-    def __init__(self, app: WorkerContext, shop: Shop, customer_id: int, token: str) -> None:
-        self.store, self.shop, self.customer_id, self.token = app.customers, shop.domain, customer_id, token
-        self.lost = False
-        self._task = asyncio.create_task(self._renew())
-
-    async def _renew(self) -> None:
-        while True:
-            await asyncio.sleep(LOCK_TTL_MS / 3000)
-            try:
-                if not await self.store.renew(self.shop, self.customer_id, self.token):
-                    self.lost = True
-                    return
-            except Exception as exc:  # Redis unreachable: the next check or the save will tell
-                log.warning("customer_lock_renewal_failed", customer_id=self.customer_id, error=str(exc))
-
-    def check(self) -> None:
-        if self.lost:
-            raise TransientError(f"customer {self.customer_id}: lock lost; the update stays pending")
-
-    async def release(self) -> None:
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-        await self.store.unlock(self.shop, self.customer_id, self.token)
-
-
 async def apply_pending(app: WorkerContext, shop: Shop, customer_id: int) -> Applied | None:
     """Apply every pending update of the customer; None when another worker holds the lock."""
     store = app.customers
     token = await store.try_lock(shop.domain, customer_id)
     if token is None:
         return None
-    held = _Held(app, shop, customer_id, token)
+    held = HeldLock(app, shop, customer_id, token)
     try:
         while True:
             entries = await store.pending(shop.domain, customer_id)
@@ -239,7 +132,7 @@ async def apply_pending(app: WorkerContext, shop: Shop, customer_id: int) -> App
 
 
 async def _apply(
-    app: WorkerContext, shop: Shop, customer_id: int, entries: dict[str, dict[str, Any]], held: _Held
+    app: WorkerContext, shop: Shop, customer_id: int, entries: dict[str, dict[str, Any]], held: HeldLock
 ) -> Applied:
     store = app.customers
     stored = await store.load(shop.domain, customer_id)
@@ -250,7 +143,7 @@ async def _apply(
         entries.items(), key=lambda kv: (kv[1].get("triggered_at") or kv[1].get("received_at", 0), kv[0])
     )
     result = Applied()
-    merged = _MergedWrites()
+    merged = MergedWrites()
     if stored.staged is not None and deleted_at is None:
         # An earlier apply sent (some of) these writes and never saved (it died, or Redis went
         # away, in between): APSIS may hold any of them. Send them again with ours, and judge
@@ -276,8 +169,8 @@ async def _apply(
         if update.triggered_at is not None and last is not None and update.triggered_at < last:
             result.outcomes[update_id] = "stale"  # an older event of this family, delivered late
             continue
-        plan = await _plan(app, shop, state, normalized, update.force, merged)
-        if plan.unknown - _consent_only(plan.unknown) and not fetched and update.source == "webhook":
+        plan = await plan_update(app, shop, state, normalized, update.force, merged)
+        if plan.unknown - consent_only(plan.unknown) and not fetched and update.source == "webhook":
             # A field that decides membership or an attribute was never known (a tags delta on
             # unknown tags, a trimmed 2025-01 payload on a first sight): read the whole customer.
             fetched = True
@@ -285,9 +178,9 @@ async def _apply(
             # on top, so what only the update carries (say, a consent topic's state that this
             # API version's customer resource lacks) is not lost.
             before = state
-            state, fetch_error = await _fill_from_shopify(app, shop, customer_id, state, update.force, merged)
+            state, fetch_error = await fill_from_shopify(app, shop, customer_id, state, update.force, merged)
             if state is not before:
-                plan = await _plan(app, shop, state, normalized, update.force, merged)
+                plan = await plan_update(app, shop, state, normalized, update.force, merged)
         if plan.stale:
             result.outcomes[update_id] = "stale"
             continue
@@ -297,13 +190,13 @@ async def _apply(
         merged.add(plan.writes)
         in_sections = bool(state and state.sections)
         result.outcomes[update_id] = "written" if plan.writes else ("unchanged" if in_sections else "skipped")
-    if FETCH_OWED in marks and not fetched and _owed_paths(shop, state):
+    if FETCH_OWED in marks and not fetched and owed_paths(shop, state):
         # An earlier apply could not read the customer and no update since filled the fields
         # (a stale snapshot, nothing pending): read it now. It is newer than every update
         # folded above, so its writes come last.
         fetched = True
-        state, fetch_error = await _fill_from_shopify(app, shop, customer_id, state, False, merged)
-    if fetch_error is not None and _owed_paths(shop, state):
+        state, fetch_error = await fill_from_shopify(app, shop, customer_id, state, False, merged)
+    if fetch_error is not None and owed_paths(shop, state):
         marks.setdefault(FETCH_OWED, time.time())
         if time.time() - marks[FETCH_OWED] < FETCH_RETRY_S:
             result.fetch_failed = fetch_error
@@ -321,164 +214,13 @@ async def _apply(
     held.check()  # never send on a lock another worker may hold by now
     if writes and state is not None:
         await store.stage(shop.domain, customer_id, held.token, writes, state, marks)
-    result.writes = await _send(app, shop, customer_id, writes)
+    result.writes = await send_writes(app, shop, customer_id, writes)
     if result.writes == 0:
         for update_id, outcome in result.outcomes.items():
             if outcome == "written":
                 result.outcomes[update_id] = "unchanged"  # folded writes cancelled each other out
     await store.settle(shop.domain, customer_id, held.token, list(entries), state, marks)
     return result
-
-
-def _consent_only(paths: frozenset[str]) -> frozenset[str]:
-    return frozenset(p for p in paths if p.startswith(_CONSENT_PATHS))
-
-
-def _owed_paths(shop: Shop, state: SyncState | None) -> frozenset[str]:
-    """Paths never known that a read of the customer would fill (consent is not worth one)."""
-    unknown = unknown_paths(shop, state)
-    return unknown - _consent_only(unknown)
-
-
-async def _fill_from_shopify(
-    app: WorkerContext,
-    shop: Shop,
-    customer_id: int,
-    state: SyncState | None,
-    force: bool,
-    merged: _MergedWrites,
-) -> tuple[SyncState | None, str | None]:
-    """Read the whole customer and plan it over `state` (it fills what was never known): the
-    state after it (`state` itself when nothing changed) and the error when the read failed."""
-    try:
-        full = await _fetch(app, shop, customer_id)
-    except _FetchError as exc:
-        return state, str(exc)
-    if full is None:
-        return state, None  # deleted in Shopify: its delete webhook follows
-    base = await _plan(app, shop, state, full, force, merged)
-    if base.stale:
-        return state, None
-    merged.add(base.writes)
-    return base.state, None
-
-
-async def _plan(
-    app: WorkerContext,
-    shop: Shop,
-    state: SyncState | None,
-    update: CustomerSnapshot | TagsChange,
-    force: bool,
-    unsent: _MergedWrites,
-) -> Plan:
-    """Plan `update` over `state`; `unsent`: the writes this apply planned so far (not sent yet)."""
-    needed = needs_old_address_topics(shop, state, update)
-    old_topics: dict[AddressList, list[str]] = {}
-    if needed:
-        apsis = app.apsis(shop)
-        for entry in needed:
-            # Consent given outside Shopify (forms, other integrations) moves with the address
-            # too, so APSIS is asked. But APSIS has not seen what this apply planned before this
-            # update (an opt-out of the old address folded just before the change, staged writes
-            # of a cut-off apply): those win for their topics. Writes already sent do not: APSIS
-            # knows them, and anything newer there (a form opt-in after our opt-out) is right.
-            remote = await apsis.opted_in_topics(
-                entry.channel, entry.address, entry.section, entry.consent_list
-            )
-            planned = unsent.consents_for(entry)
-            kept = {t for t in remote if planned.get(t, OPT_IN) == OPT_IN}
-            old_topics[entry] = sorted(kept | {t for t, kind in planned.items() if kind == OPT_IN})
-    return plan_sync(shop, state, update, old_address_topics=old_topics, force=force)
-
-
-class _FetchError(Exception):
-    """The read of the whole customer failed."""
-
-
-async def _fetch(app: WorkerContext, shop: Shop, customer_id: int) -> CustomerSnapshot | None:
-    """The customer as Shopify has it now; None when Shopify has no such customer."""
-    try:
-        payload = await app.shopify(shop).get_customer(customer_id)
-    except (ApiError, WaitTooLongError) as exc:
-        log.warning("customer_fetch_failed", customer_id=customer_id, error=str(exc))
-        raise _FetchError(str(exc)) from None
-    return normalize_customer(payload) if payload is not None else None
-
-
-class _MergedWrites:
-    """Writes of several plans folded into the fewest requests with the same end result."""
-
-    def __init__(self) -> None:
-        self._order: list[tuple[Any, ...]] = []
-        self._patches: dict[tuple[str, str], dict[str, Any]] = {}
-        self._others: dict[tuple[Any, ...], Write] = {}
-
-    def add(self, writes: Sequence[Write]) -> None:
-        for write in writes:
-            if isinstance(write, AttributePatch):
-                key: tuple[Any, ...] = ("patch", write.section, write.profile_key)
-                self._patches.setdefault((write.section, write.profile_key), {}).update(write.body)
-            elif isinstance(write, ConsentWrite):
-                key = (
-                    "consent",
-                    write.channel,
-                    write.address,
-                    write.section,
-                    write.consent_list,
-                    write.topic,
-                )
-                self._others[key] = write
-            else:
-                key = ("delete", write.keyspace, write.profile_key)
-                self._others[key] = write
-            if key in self._order:
-                self._order.remove(key)  # the last write for a key is the one that counts
-            self._order.append(key)
-
-    def consents_for(self, entry: AddressList) -> dict[str, ConsentType]:
-        """Topic -> the last consent planned for one consent list of one address."""
-        return {
-            key[5]: write.type
-            for key, write in self._others.items()
-            if isinstance(write, ConsentWrite) and key[1:5] == tuple(entry)
-        }
-
-    def writes(self) -> list[Write]:
-        out: list[Write] = []
-        for key in self._order:
-            if key[0] == "patch":
-                out.append(AttributePatch(key[1], self._patches[(key[1], key[2])], key[2]))
-            else:
-                out.append(self._others[key])
-        return out
-
-
-async def _send(app: WorkerContext, shop: Shop, customer_id: int, writes: Sequence[Write]) -> int:
-    if not writes:
-        return 0
-    apsis = app.apsis(shop)
-    keyspace = shop.apsis.keyspace
-    for write in writes:
-        if isinstance(write, AttributePatch):
-            await apsis.patch_attributes(
-                keyspace, write.profile_key or str(customer_id), write.section, write.body
-            )
-            app.metrics.inc("shopsync_apsis_writes_total", {"kind": "attributes"})
-        elif isinstance(write, ConsentWrite):
-            await apsis.write_consent(
-                write.channel, write.address, write.section, write.consent_list, write.topic, write.type
-            )
-            app.metrics.inc("shopsync_apsis_writes_total", {"kind": "consent"})
-            log.info(
-                "consent_written",
-                customer_id=customer_id,
-                address=mask_email(write.address) if "@" in write.address else mask_phone(write.address),
-                consent_topic=write.topic,
-                consent=write.type,
-            )
-        elif isinstance(write, ProfileDelete):
-            await apsis.delete_profile(write.keyspace, write.profile_key)
-    return len(writes)
 
 
 async def delete_customer(app: WorkerContext, shop: Shop, customer_id: int, deleted_at: float) -> bool:
@@ -489,7 +231,7 @@ async def delete_customer(app: WorkerContext, shop: Shop, customer_id: int, dele
         if time.monotonic() > deadline:
             raise TransientError(f"customer {customer_id} busy")
         await asyncio.sleep(0.05)
-    held = _Held(app, shop, customer_id, token)
+    held = HeldLock(app, shop, customer_id, token)
     try:
         existed = await app.apsis(shop).delete_profile(shop.apsis.keyspace, str(customer_id))
         pending = await store.pending(shop.domain, customer_id)

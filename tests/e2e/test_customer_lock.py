@@ -7,7 +7,7 @@ import pytest
 from core.keys import Keys
 from mappings.state import SyncState
 from tests.e2e.harness import pipeline
-from worker import customer_store, sync
+from worker import customer_store, sync_lock
 from worker.customer_store import LockLostError
 
 
@@ -37,7 +37,7 @@ async def test_a_slow_apply_keeps_its_lock(
     redis_url: str, keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(customer_store, "LOCK_TTL_MS", 400)
-    monkeypatch.setattr(sync, "LOCK_TTL_MS", 400)
+    monkeypatch.setattr(sync_lock, "LOCK_TTL_MS", 400)
     async with pipeline(redis_url, keys, customers=2) as p:
         p.account.faults.set_latency(0.5)  # each APSIS call outlives the lock's time to live
         customer = await p.store.create_customer(email="slow@example.com", email_state="subscribed")

@@ -22,7 +22,8 @@ from sandbox.shopify.serialize import serialize_customer
 from tests.e2e.harness import SECTION_MAIN, Pipeline, pipeline, wait_until_time_moves
 from worker import sync
 from worker.runtime import TransientError
-from worker.sync import Update
+from worker.sync_update import Update
+from worker.sync_writes import send_writes
 
 EMAIL = CHANNELS["email"]
 NEWSLETTER = "com.apsis1.consent-lists.newsletter"
@@ -96,15 +97,15 @@ async def test_a_staged_opt_out_never_sent_wins_over_apsis(
         customer = await _synced_subscriber(p)
         wait_until_time_moves()
         pending = await p.store.set_email_consent(customer.id, "pending")
-        real_send = sync._send
+        real_send = send_writes
 
         async def send_fails(*args: Any, **kwargs: Any) -> int:
             raise TransientError("APSIS unreachable")
 
-        monkeypatch.setattr(sync, "_send", send_fails)
+        monkeypatch.setattr(sync, "send_writes", send_fails)
         with pytest.raises(TransientError):
             await sync.submit(p.app, p.shop, "wh:pending", _hook(p, pending))
-        monkeypatch.setattr(sync, "_send", real_send)
+        monkeypatch.setattr(sync, "send_writes", real_send)
         assert (await p.app.customers.load(p.shop.domain, customer.id)).staged is not None
         assert _opted_in(p, OLD) == [NEWS, OFFERS], "the opt-outs were never sent"
 

@@ -24,7 +24,7 @@ from worker import sync
 from worker.fullsync import reconcile_due
 from worker.retry import NO_RETRY
 from worker.runtime import TransientError
-from worker.sync import Update
+from worker.sync_update import Update
 
 API_VERSION = "2025-01"
 FIRST_NAME, TAGS = "1002", "1007"  # attribute ids in the main section (mappings/demo.toml)

@@ -24,7 +24,7 @@ from sandbox.shopify.models import Customer
 from sandbox.shopify.serialize import email_consent_payload, serialize_customer, tags_payload
 from tests.e2e.harness import SECTION_MAIN, Pipeline, pipeline, wait_until_time_moves
 from worker import sync
-from worker.sync import Update
+from worker.sync_update import Update
 
 NEWSLETTER = "com.apsis1.consent-lists.newsletter"
 CONSENT_TOPIC = "customers_email_marketing_consent/update"
