@@ -51,7 +51,7 @@ RESTART_PAUSE_S = 1.0
 # them: their in-progress marks live the worker's longest function timeout + 10 s. Real-time:
 # 30 s of work (worker/jobs.py) + 5 s = 35 s, so a killed worker's webhooks run again within
 # 45 s. Full sync: a killed worker's walk or batch is handed to a new job by the watchdog once
-# its lease lapses (seconds, worker/fullsync.py); the mark only holds back the superseded job.
+# its lease lapses (seconds, worker/fullsync/); the mark only holds back the superseded job.
 BOOKKEEPING_S = 5
 REALTIME_JOB_TIMEOUT_S = REALTIME_TIMEOUT_S + BOOKKEEPING_S
 FULLSYNC_JOB_TIMEOUT_S = fullsync.JOB_TIMEOUT_S

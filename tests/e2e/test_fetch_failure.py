@@ -21,7 +21,7 @@ from sandbox.shopify.serialize import email_consent_payload, serialize_customer
 from tests.e2e.harness import SECTION_MAIN, SECTION_VIP, Pipeline, pipeline, wait_until_time_moves
 from tests.fullsync.helpers import FAST_LIMITS, open_limits, wait_finished
 from worker import sync
-from worker.fullsync import reconcile_due
+from worker.fullsync.reconcile import reconcile_due
 from worker.retry import NO_RETRY
 from worker.runtime import TransientError
 from worker.sync_update import Update

@@ -24,8 +24,8 @@ from tests.fullsync.helpers import (
     open_limits,
     wait_finished,
 )
-from worker import fullsync
 from worker.context import WorkerContext
+from worker.fullsync import batches, walker
 
 WORKERS = ("realtime", "fullsync")
 
@@ -189,7 +189,7 @@ async def test_stopped_workers_resume_the_sync_where_it_was(
     redis_url: str, keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Workers stopped mid-sync (a deploy), started again: the walk resumes from its checkpoint."""
-    monkeypatch.setattr(fullsync, "MAX_AHEAD", 2)  # the walk stays close to the batches
+    monkeypatch.setattr(walker, "MAX_AHEAD", 2)  # the walk stays close to the batches
     size = 1500
     async with pipeline(redis_url, keys, customers=size, workers=WORKERS, limits=FAST_LIMITS) as p:
         open_limits(p.store, p.account)
@@ -226,7 +226,7 @@ async def test_with_orders_sends_each_customers_past_orders(redis_url: str, keys
     size = 120
     async with pipeline(redis_url, keys, customers=size, workers=WORKERS, limits=FAST_LIMITS) as p:
         open_limits(p.store, p.account)
-        assert fullsync.orders_hook() is not None
+        assert batches.orders_hook() is not None
         started = await control.start_full_sync(p.redis, keys, p.shop.domain, with_orders=True)
         record = await wait_finished(p.redis, keys, started.sync_id)
         assert record["with_orders"] is True and record["failed"] == 0 and record["seen"] == size

@@ -9,7 +9,7 @@ from core.keys import Keys
 from sandbox.shopify.data import CUSTOMER_BASE
 from tests.e2e.harness import pipeline, wait_until_time_moves
 from tests.fullsync.helpers import FAST_LIMITS, open_limits, wait_finished
-from worker.fullsync import reconcile_due
+from worker.fullsync.reconcile import reconcile_due
 
 WORKERS = ("realtime", "fullsync")
 

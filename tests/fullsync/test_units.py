@@ -16,10 +16,10 @@ from core.redis_conn import arq_settings
 from core.settings import Settings
 from mappings.installation import Installations
 from shopsync.cli import main as cli_main
-from worker import fullsync
 from worker.context import WorkerContext
-from worker.fullsync import supervise
-from worker.fullsync_source import compact, customer_fields
+from worker.fullsync import records
+from worker.fullsync.source import compact, customer_fields
+from worker.fullsync.watchdog import supervise
 
 DOMAIN = "demo-store.myshopify.com"
 
@@ -98,7 +98,7 @@ async def test_history_keeps_the_newest_records(
     demo_installations: Installations,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(fullsync, "HISTORY", 2)
+    monkeypatch.setattr(records, "HISTORY", 2)
     for n in range(4):
         await redis.zadd(keys.full_syncs, {f"old-{n}": n})
         await redis.hset(keys.full_sync_record(f"old-{n}"), "state", '"finished"')  # type: ignore[misc]
@@ -110,7 +110,7 @@ async def test_history_keeps_the_newest_records(
         keys=keys,
     )
     try:
-        await fullsync._trim_history(app)
+        await records._trim_history(app)
     finally:
         await app.close()
         await pool.aclose()
