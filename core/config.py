@@ -1,4 +1,4 @@
-"""Read the installations file from disk (the I/O half; `mappings.installation` parses it, purely).
+"""Read the installations file from disk (the I/O half; `mappings.installation_parse` parses it, purely).
 
 `core` imports none of the other packages, so the two halves meet in the process entry points:
 `parse_installations_toml(read_config_file(path), os.environ, source=path)`.

@@ -67,7 +67,7 @@ async def finish(s: Stack, result: Result, *, settle_s: float, all_customers: bo
 
 
 async def _flagged_uncertain(s: Stack, order_id: int, section: str) -> bool:
-    """The worker marked this order's events in this section `unknown` (see worker/orders.py)."""
+    """The worker marked this order's events in this section `unknown` (see worker/orders/)."""
     marks = await s.redis.hgetall(s.keys.order_sent(DOMAIN, order_id, "purchase"))  # type: ignore[misc]
     for field, value in marks.items():
         name, text = field.decode(), value.decode()
