@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl
 import orjson
 from aiohttp import web
 
-from sandbox.apsis.account import Account, default_account
+from sandbox.apsis.account import CONSENT_1_ROUTES, Account, default_account
 from sandbox.apsis.control import add_control_routes
 from sandbox.apsis.http import ACCOUNT_KEY, JSON_HEADERS, json_response
 from sandbox.apsis.limits import retry_after_header
@@ -44,17 +44,17 @@ def create_app(account: Account | None = None) -> web.Application:
     r.add_get("/audience/keyspaces", keyspaces)
     r.add_get("/audience/sections", sections)
     r.add_get("/audience/sections/{section}/attributes", attributes_definitions)
-    r.add_get("/audience/sections/{section}/consent-lists", consent_lists)
-    r.add_get("/audience/sections/{section}/consent-lists/{consent_list}/topics", topics)
     r.add_get("/audience/sections/{section}/events", events_definitions)
+    r.add_get("/v2/audience/sections/{section}/topics", topics)
     profile = "/audience/keyspaces/{keyspace}/profiles/{profile_key}"
     r.add_patch(profile + "/sections/{section}/attributes", patch_attributes)
     r.add_get(profile + "/sections/{section}/attributes", get_attributes)
     r.add_post(profile + "/sections/{section}/events", post_events)
     r.add_delete(profile, delete_profile)
-    address = "/audience/channels/{channel}/addresses/{address}/consents"
-    r.add_post(address, post_consent)
-    r.add_get(address + "/sections/{section}/consent-lists/{consent_list}/evaluations", evaluations)
+    r.add_post("/v2" + profile + "/sections/{section}/consents", post_consent)
+    r.add_get("/v2" + profile + "/sections/{section}/consents", get_consents)
+    for route in CONSENT_1_ROUTES:  # a migrated account refuses every method on them
+        r.add_route("*", route, consent_1_blocked)
     add_control_routes(app)
     return app
 
@@ -247,16 +247,8 @@ async def attributes_definitions(request: web.Request) -> web.Response:
     return web.Response(body=_section(request).attributes_body, headers=JSON_HEADERS)
 
 
-async def consent_lists(request: web.Request) -> web.Response:
-    return web.Response(body=_section(request).consent_lists_body, headers=JSON_HEADERS)
-
-
 async def topics(request: web.Request) -> web.Response:
-    index = _section(request)
-    body = index.topics_bodies.get(request.match_info["consent_list"])
-    if body is None:
-        raise ApiError(404, f"consent list {request.match_info['consent_list']} does not exist")
-    return web.Response(body=body, headers=JSON_HEADERS)
+    return web.Response(body=_section(request).topics_body, headers=JSON_HEADERS)
 
 
 async def events_definitions(request: web.Request) -> web.Response:
@@ -299,20 +291,36 @@ async def delete_profile(request: web.Request) -> web.Response:
     raise ApiError(404, f"profile {m['profile_key']} does not exist in keyspace {m['keyspace']}")
 
 
-# ---- consents --------------------------------------------------------------------------------
+# ---- consents (Consent 2.0) ------------------------------------------------------------------
 
 
 async def post_consent(request: web.Request) -> web.Response:
     account = request.app[ACCOUNT_KEY]
-    m = request.match_info
-    account.check_address(m["channel"], m["address"])
     body = await _read_json(request, account)
-    changed = account.add_consent(m["channel"], m["address"], body)
-    # APSIS One: 204 when the consent changed, 200 when no change was needed.
-    return web.Response(status=204) if changed else web.Response(status=200)
-
-
-async def evaluations(request: web.Request) -> web.Response:
     m = request.match_info
-    items = request.app[ACCOUNT_KEY].evaluations(m["channel"], m["address"], m["section"], m["consent_list"])
-    return json_response({"items": items})
+    # 201 created, 204 updated (no body); 409 when the consent already has that type.
+    return web.Response(status=account.post_consent(m["keyspace"], m["profile_key"], m["section"], body))
+
+
+async def get_consents(request: web.Request) -> web.Response:
+    m = request.match_info
+    query = request.query
+    answer = request.app[ACCOUNT_KEY].get_consents(
+        m["keyspace"],
+        m["profile_key"],
+        m["section"],
+        consent_types=query.getall("consent_types", []),
+        suppression_addresses=query.getall("suppression_addresses", []),
+    )
+    return json_response(answer)
+
+
+CONSENT_1_BLOCKED = (
+    "Consent 1.0 endpoints are blocked for this account: it has been migrated to Consent 2.0 "
+    "(use /v2/.../consents)"
+)
+
+
+async def consent_1_blocked(request: web.Request) -> web.Response:
+    """What a migrated account answers on every Consent 1.0 route, whatever the method."""
+    raise ApiError(403, CONSENT_1_BLOCKED)

@@ -6,8 +6,16 @@ For people running `shopsync sandbox` and for tests in other processes. Routes:
     GET    /_sandbox/definitions                      keyspaces and sections with everything in them
     GET    /_sandbox/profiles?keyspace=&offset=&limit= profile keys
     GET    /_sandbox/profiles/{keyspace}/{profile_key} one profile (attributes, events by section)
-    GET    /_sandbox/consents/{channel}/{address}     consent records (channel: email, sms or full)
-    GET    /_sandbox/consents/{channel}/{address}/{section}/{consent_list}   opted-in topics
+    GET    /_sandbox/consents/{keyspace}/{profile_key}/{section}   the profile's consents
+                                                      {items: [as the v2 GET], opted_in: {channel: [topics]}}
+    POST   /_sandbox/consents/{keyspace}/{profile_key}/{section}   a consent given in APSIS itself:
+                                                      {channel, topic, type, source?, reason?}
+                                                      (channel: email, sms or full; no write log)
+    GET    /_sandbox/suppressions                     every suppressed address
+    POST   /_sandbox/suppressions                     {address, channel?}: suppress it
+    GET    /_sandbox/suppressions/{address}           {address, suppressed}
+    DELETE /_sandbox/suppressions/{address}           lift it
+    PATCH  /_sandbox/keyspaces/{keyspace}             {manage_subscriptions: bool}
     GET    /_sandbox/requests                         request counts by method, route, status
     GET    /_sandbox/writes?after=SEQ&limit=N         the write log, in order
     GET    /_sandbox/faults                           current faults
@@ -19,7 +27,8 @@ For people running `shopsync sandbox` and for tests in other processes. Routes:
     GET    /_sandbox/limits                           rate limits and token lifetime
     PATCH  /_sandbox/limits                           {account_per_second, profile_per_second,
                                                        token_per_minute (null disables), token_lifetime}
-    POST   /_sandbox/reset                            forget profiles, consents, tokens, counters, log
+    POST   /_sandbox/reset                            forget profiles, consents, suppressions, tokens,
+                                                       counters, log (definitions and flags stay)
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import orjson
 from aiohttp import web
 
 from sandbox.apsis.account import Account
+from sandbox.apsis.consents import OPTED_IN
 from sandbox.apsis.definitions import channel_discriminator
 from sandbox.apsis.http import ACCOUNT_KEY, json_response
 from sandbox.apsis.problems import ApiError
@@ -43,8 +53,13 @@ def add_control_routes(app: web.Application) -> None:
     r.add_get(P + "/definitions", definitions)
     r.add_get(P + "/profiles", profiles)
     r.add_get(P + "/profiles/{keyspace}/{profile_key}", profile)
-    r.add_get(P + "/consents/{channel}/{address}", consents)
-    r.add_get(P + "/consents/{channel}/{address}/{section}/{consent_list}", opted_in)
+    r.add_get(P + "/consents/{keyspace}/{profile_key}/{section}", consents)
+    r.add_post(P + "/consents/{keyspace}/{profile_key}/{section}", set_consent)
+    r.add_get(P + "/suppressions", suppressions)
+    r.add_post(P + "/suppressions", suppress)
+    r.add_get(P + "/suppressions/{address}", suppressed)
+    r.add_delete(P + "/suppressions/{address}", unsuppress)
+    r.add_patch(P + "/keyspaces/{keyspace}", patch_keyspace)
     r.add_get(P + "/requests", requests)
     r.add_get(P + "/writes", writes)
     r.add_get(P + "/faults", get_faults)
@@ -79,11 +94,13 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def _channel(request: web.Request) -> str:
-    try:
-        return channel_discriminator(request.match_info["channel"])
-    except ValueError as exc:
-        raise ApiError(404, str(exc)) from None
+def _string(body: dict[str, Any], name: str, *, required: bool = True) -> str | None:
+    value = body.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ApiError(400, f"{name} must be a non-empty string")
+    return value
 
 
 async def index(request: web.Request) -> web.Response:
@@ -106,8 +123,9 @@ async def definitions(request: web.Request) -> web.Response:
                 {
                     **s.to_json(),
                     "attributes": [a.to_json() for a in s.attributes],
-                    "consent_lists": [
-                        {**cl.to_json(), "topics": [t.to_json() for t in cl.topics]} for cl in s.consent_lists
+                    "folders": [
+                        {**f.to_json(), "topics": [t.to_json(f.discriminator) for t in f.topics]}
+                        for f in s.folders
                     ],
                     "events": [e.to_json() for e in s.events],
                 }
@@ -134,16 +152,76 @@ async def profile(request: web.Request) -> web.Response:
 
 
 async def consents(request: web.Request) -> web.Response:
-    records = _account(request).consents(_channel(request), request.match_info["address"])
-    return json_response({"items": [r.to_json() for r in records]})
-
-
-async def opted_in(request: web.Request) -> web.Response:
     m = request.match_info
-    topics = _account(request).opted_in_topics(
-        _channel(request), m["address"], m["section"], m["consent_list"]
-    )
-    return json_response({"topics": topics})
+    records = _account(request).profile_consents(m["keyspace"], m["profile_key"], m["section"])
+    opted_in: dict[str, list[str]] = {}
+    for (channel, topic), record in sorted(records.items()):
+        if record.type in OPTED_IN:
+            opted_in.setdefault(channel, []).append(topic)
+    return json_response({"items": [records[k].to_json() for k in sorted(records)], "opted_in": opted_in})
+
+
+async def set_consent(request: web.Request) -> web.Response:
+    account = _account(request)
+    m = request.match_info
+    body = await _body(request)
+    channel, topic, kind = (_string(body, name) or "" for name in ("channel", "topic", "type"))
+    given = {name: _string(body, name, required=False) for name in ("source", "reason")}
+    try:
+        account.set_consent(
+            m["keyspace"],
+            m["profile_key"],
+            m["section"],
+            channel,
+            topic,
+            kind,
+            **{name: value for name, value in given.items() if value is not None},
+        )
+    except KeyError as exc:
+        raise ApiError(404, str(exc.args[0])) from None
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    records = account.profile_consents(m["keyspace"], m["profile_key"], m["section"])
+    return json_response(records[(channel_discriminator(channel), topic)].to_json())
+
+
+async def suppressions(request: web.Request) -> web.Response:
+    return json_response({"items": _account(request).suppression_list()})
+
+
+async def suppress(request: web.Request) -> web.Response:
+    account = _account(request)
+    body = await _body(request)
+    address = _string(body, "address") or ""
+    try:
+        account.suppress(address, _string(body, "channel", required=False))
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    return json_response({"address": address, "suppressed": True})
+
+
+async def suppressed(request: web.Request) -> web.Response:
+    address = request.match_info["address"]
+    return json_response({"address": address, "suppressed": _account(request).suppressed(address)})
+
+
+async def unsuppress(request: web.Request) -> web.Response:
+    address = request.match_info["address"]
+    _account(request).unsuppress(address)
+    return json_response({"address": address, "suppressed": False})
+
+
+async def patch_keyspace(request: web.Request) -> web.Response:
+    account = _account(request)
+    keyspace = request.match_info["keyspace"]
+    body = await _body(request)
+    allowed = body.get("manage_subscriptions")
+    if not isinstance(allowed, bool):
+        raise ApiError(400, "manage_subscriptions must be true or false")
+    if keyspace not in account.keyspaces:
+        raise ApiError(404, f"keyspace {keyspace} does not exist")
+    account.set_manage_subscriptions(keyspace, allowed)
+    return json_response(account.keyspaces[keyspace].to_json())
 
 
 async def requests(request: web.Request) -> web.Response:

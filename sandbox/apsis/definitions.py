@@ -1,8 +1,12 @@
-"""APSIS One account definitions: keyspaces, sections, attributes, consent lists, topics, events.
+"""APSIS One account definitions: keyspaces, sections, attributes, topic folders, topics, events.
 
 Plain dataclasses, so a test can build exactly the account it needs. `to_json` gives the shape the
 definitions endpoints answer with (`{items: [...]}` members); version ids are strings, as the
 installations file holds them.
+
+Consent 2.0: topics live in folders (what Consent 1.0 called consent lists; the API no longer
+serves them, only each topic's `folder_discriminator`). A topic is for every channel
+(`channel=None`) or specific to one channel.
 """
 
 from __future__ import annotations
@@ -43,9 +47,14 @@ class Version:
 class Keyspace:
     discriminator: str
     name: str = ""
+    manage_subscriptions: bool = True  # False: consent cannot be managed through this keyspace
 
     def to_json(self) -> dict[str, Any]:
-        return {"discriminator": self.discriminator, "name": self.name or self.discriminator}
+        return {
+            "discriminator": self.discriminator,
+            "name": self.name or self.discriminator,
+            "manage_subscriptions": self.manage_subscriptions,
+        }
 
 
 @dataclass(slots=True)
@@ -68,18 +77,22 @@ class Attribute:
 class Topic:
     discriminator: str
     name: str = ""
-    channel: str | None = None  # channel-specific topic: consents must come on this channel
+    channel: str | None = None  # None: a topic of every channel; else consents only on this channel
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, folder: str) -> dict[str, Any]:
+        """The item of `GET /v2/audience/sections/{s}/topics`."""
         return {
             "discriminator": self.discriminator,
             "name": self.name or self.discriminator,
+            "folder_discriminator": folder,
             "channel_discriminator": self.channel,
         }
 
 
 @dataclass(slots=True)
-class ConsentList:
+class Folder:
+    """A topic folder (the UI's name; Consent 1.0's consent list). Not served by the API itself."""
+
     discriminator: str
     name: str = ""
     topics: list[Topic] = field(default_factory=list)
@@ -107,7 +120,7 @@ class Section:
     discriminator: str
     name: str = ""
     attributes: list[Attribute] = field(default_factory=list)
-    consent_lists: list[ConsentList] = field(default_factory=list)
+    folders: list[Folder] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -120,6 +133,10 @@ class Definitions:
     sections: list[Section] = field(default_factory=list)
 
 
+EMAIL_ATTRIBUTE = "com.apsis1.attributes.email"
+MOBILE_ATTRIBUTE = "com.apsis1.attributes.mobile"
+
+
 @dataclass(slots=True)
 class SectionIndex:
     """Precompiled lookups for one section, rebuilt whenever definitions change."""
@@ -129,16 +146,35 @@ class SectionIndex:
     attribute_versions: dict[str, bool]
     attribute_types: dict[str, str]
     event_versions: dict[str, bool]
-    # consent list -> topic -> topic
-    topics: dict[str, dict[str, Topic]]
+    # topic discriminator -> (folder discriminator, topic)
+    topics: dict[str, tuple[str, Topic]]
+    # version ids of the email and mobile attributes (every version, current one last)
+    email_versions: tuple[str, ...] = ()
+    mobile_versions: tuple[str, ...] = ()
     # cached JSON bodies of the definitions GETs
     attributes_body: bytes = b""
-    consent_lists_body: bytes = b""
     events_body: bytes = b""
-    topics_bodies: dict[str, bytes] = field(default_factory=dict)
+    topics_body: bytes = b""
+
+
+def _versions_of(section: Section, discriminator: str) -> tuple[str, ...]:
+    """Every version id of one attribute, deprecated ones first, the current one last."""
+    for attribute in section.attributes:
+        if attribute.discriminator == discriminator:
+            versions = sorted(attribute.versions, key=lambda v: v.deprecated_at is None)
+            return tuple(v.id for v in versions)
+    return ()
 
 
 def index_section(section: Section, dumps: Any) -> SectionIndex:
+    topics: dict[str, tuple[str, Topic]] = {}
+    for folder in section.folders:
+        for topic in folder.topics:
+            if topic.discriminator in topics:
+                raise ValueError(f"topic {topic.discriminator} twice in section {section.discriminator}")
+            if topic.channel is not None and topic.channel not in CHANNELS:
+                raise ValueError(f"topic {topic.discriminator}: unknown channel {topic.channel}")
+            topics[topic.discriminator] = (folder.discriminator, topic)
     return SectionIndex(
         section=section,
         attribute_versions={
@@ -146,12 +182,10 @@ def index_section(section: Section, dumps: Any) -> SectionIndex:
         },
         attribute_types={v.id: a.type for a in section.attributes for v in a.versions},
         event_versions={v.id: v.deprecated_at is not None for e in section.events for v in e.versions},
-        topics={cl.discriminator: {t.discriminator: t for t in cl.topics} for cl in section.consent_lists},
+        topics=topics,
+        email_versions=_versions_of(section, EMAIL_ATTRIBUTE),
+        mobile_versions=_versions_of(section, MOBILE_ATTRIBUTE),
         attributes_body=dumps({"items": [a.to_json() for a in section.attributes]}),
-        consent_lists_body=dumps({"items": [cl.to_json() for cl in section.consent_lists]}),
         events_body=dumps({"items": [e.to_json() for e in section.events]}),
-        topics_bodies={
-            cl.discriminator: dumps({"items": [t.to_json() for t in cl.topics]})
-            for cl in section.consent_lists
-        },
+        topics_body=dumps({"items": [topic.to_json(folder) for folder, topic in topics.values()]}),
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import pytest
@@ -20,7 +21,6 @@ CREDENTIALS = {
     "client_secret": "sandbox-client-secret",
 }
 MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
-NEWSLETTER = "com.apsis1.consent-lists.newsletter"
 EMAIL = "com.apsis1.channels.email"
 SMS = "com.apsis1.channels.sms"
 
@@ -94,45 +94,51 @@ class Api:
 
     async def consent(
         self,
-        address: str,
-        topic: str | None,
+        key: str,
+        topic: str,
         kind: str = "opt-in",
         *,
         channel: str = EMAIL,
-        consent_list: str | None = NEWSLETTER,
-        section: str | None = SECTION,
+        section: str = SECTION,
+        keyspace: str = KEYSPACE,
+        reason: str | None = "Given in Shopify",
+        source: str | None = None,
     ) -> tuple[int, Any, Any]:
+        """`POST /v2/.../consents`; a None reason or source is left out of the body."""
         body = {
-            "section_discriminator": section,
-            "consent_list_discriminator": consent_list,
             "topic_discriminator": topic,
+            "channel_discriminator": channel,
             "type": kind,
+            "reason": reason,
+            "source": source,
         }
         body = {k: v for k, v in body.items() if v is not None}
-        return await self.call(
-            "POST", f"/audience/channels/{channel}/addresses/{_quote(address)}/consents", json=body
-        )
+        return await self.call("POST", consents_path(key, section=section, keyspace=keyspace), json=body)
 
-    async def evaluations(
-        self, address: str, *, channel: str = EMAIL, consent_list: str = NEWSLETTER, section: str = SECTION
+    async def consents(
+        self,
+        key: str,
+        *,
+        section: str = SECTION,
+        keyspace: str = KEYSPACE,
+        consent_types: tuple[str, ...] = (),
+        suppression_addresses: tuple[str, ...] = (),
     ) -> tuple[int, Any, Any]:
-        path = (
-            f"/audience/channels/{channel}/addresses/{_quote(address)}/consents"
-            f"/sections/{section}/consent-lists/{consent_list}/evaluations"
-        )
-        return await self.call("GET", path)
+        """`GET /v2/.../consents` with repeated query parameters."""
+        query = [("consent_types", t) for t in consent_types]
+        query += [("suppression_addresses", a) for a in suppression_addresses]
+        tail = "?" + urlencode(query) if query else ""
+        return await self.call("GET", consents_path(key, section=section, keyspace=keyspace) + tail)
+
+
+def consents_path(key: str, *, section: str = SECTION, keyspace: str = KEYSPACE) -> str:
+    return f"/v2/audience/keyspaces/{keyspace}/profiles/{key}/sections/{section}/consents"
 
 
 def _dumps(body: Any) -> bytes:
     import orjson
 
     return orjson.dumps(body)
-
-
-def _quote(address: str) -> str:
-    from urllib.parse import quote
-
-    return quote(address, safe="@")
 
 
 @pytest.fixture

@@ -64,11 +64,11 @@ async def test_unknown_section_or_keyspace_is_404(api: Api) -> None:
 
 
 async def test_body_over_100_kb_is_413(api: Api) -> None:
-    value = "x" * (102_400 - len(b'{"1001":""}'))
-    at_limit = orjson.dumps({"1001": value})
+    value = "x" * (102_400 - len(b'{"1002":""}'))
+    at_limit = orjson.dumps({"1002": value})
     assert len(at_limit) == 102_400
     assert (await api.patch_attributes("1", at_limit))[0] == 204
-    over = orjson.dumps({"1001": value + "x"})
+    over = orjson.dumps({"1002": value + "x"})
     status, headers, body = await api.patch_attributes("1", over)
     assert status == 413
     assert headers["Content-Type"].startswith("application/problem+json")
@@ -84,7 +84,7 @@ async def test_wrong_content_type_is_415(api: Api) -> None:
     status, _, _ = await api.call(
         "PATCH",
         path,
-        data=b'{"1001": "a"}',
+        data=b'{"1002": "a"}',
         headers={"Content-Type": "application/merge-patch+json; charset=utf-8"},
     )
     assert status == 204
@@ -132,3 +132,39 @@ async def test_strict_types_when_asked(api: Api) -> None:
         assert status == 400, bad
         assert next(iter(bad)) in body["detail"]
     assert (await api.patch_attributes("1", {"1008": None}))[0] == 204
+
+
+async def test_email_and_mobile_attributes_take_addresses(api: Api) -> None:
+    api.account.set_rate_limits(profile=None)  # many calls on one profile key
+    attributes = (await api.call("GET", f"/audience/sections/{SECTION}/attributes"))[2]["items"]
+    current = {
+        a["discriminator"]: [v["id"] for v in a["versions"] if v["deprecated_at"] is None] for a in attributes
+    }
+    assert current["com.apsis1.attributes.email"] == ["1001"]
+    assert current["com.apsis1.attributes.mobile"] == ["1004"]
+    good = {"1001": "Åsa.Lind+shop@example.co.uk", "1004": "+46701234567"}
+    assert (await api.patch_attributes("1", good))[0] == 204
+    assert (await api.patch_attributes("1", {"1004": "+12345678"}))[0] == 204  # 8 digits
+    assert (await api.patch_attributes("1", {"1004": "+123456789012345"}))[0] == 204  # 15 digits
+    bad_values: list[dict[str, object]] = [
+        {"1001": "not an email"},
+        {"1001": "a@b"},
+        {"1001": ""},
+        {"1001": 5},
+        {"1004": "0701234567"},
+        {"1004": "+46 70 123 45 67"},
+        {"1004": "+1234567"},
+        {"1004": "+1234567890123456"},
+        {"1004": 46701234567},
+        {"3001": "nope"},  # the email attribute of another section too
+    ]
+    for bad in bad_values:
+        section, other = (VIP_SECTION, "3002") if "3001" in bad else (SECTION, "1002")
+        status, headers, body = await api.patch_attributes("1", {other: "Åsa", **bad}, section=section)
+        assert status == 400, bad
+        assert headers["Content-Type"].startswith("application/problem+json")
+        assert next(iter(bad)) in body["detail"]
+    # Nothing of a refused patch applied; null clears as ever.
+    assert (await api.get_attributes("1"))[2] == {**good, "1004": "+123456789012345"}
+    assert (await api.patch_attributes("1", {"1001": None, "1004": None}))[0] == 204
+    assert (await api.get_attributes("1"))[2] == {}

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 from sandbox.apsis import KEYSPACE, SECTION
 from tests.sandbox_apsis.conftest import Api, FakeClock
 
 PATCH_ROUTE = "/audience/keyspaces/{keyspace}/profiles/{profile_key}/sections/{section}/attributes"
-NEWSLETTER = "com.apsis1.consent-lists.newsletter"
 
 
 async def _traffic(api: Api, clock: FakeClock) -> None:
     await api.patch_attributes("1", {"1001": "a@example.com"})
     clock.advance(1)
-    await api.consent("a@example.com", "com.apsis1.topics.news")
+    await api.consent("1", "com.apsis1.topics.news")
     clock.advance(1)
     await api.post_events(
         "1", {"items": [{"event_time": "2024-10-01T12:00:00Z", "version_id": "2001", "data": {"id": 1}}]}
@@ -36,8 +33,9 @@ async def test_write_log_in_order(api: Api, clock: FakeClock) -> None:
     assert writes[0].params == {"keyspace": KEYSPACE, "profile_key": "1", "section": SECTION}
     assert writes[0].summary == {"1001": "a@example.com"}
     assert writes[0].at == start
-    assert writes[1].params == {"channel": "com.apsis1.channels.email", "address": "a@example.com"}
+    assert writes[1].params == {"keyspace": KEYSPACE, "profile_key": "1", "section": SECTION}
     assert writes[1].summary["type"] == "opt-in"
+    assert writes[1].summary["topic_discriminator"] == "com.apsis1.topics.news"
     assert writes[2].summary == {"count": 1, "version_ids": ["2001"]}
     assert writes[2].at == start + 2
 
@@ -64,16 +62,12 @@ async def test_profile_view_is_a_copy(api: Api) -> None:
 
 async def test_sandbox_http_inspection(api: Api, clock: FakeClock) -> None:
     await api.patch_attributes("7", {"1001": "a@example.com", "1002": "Åsa"})
-    await api.consent("a+b@example.com", "com.apsis1.topics.offers")
-    await api.consent(
-        "+46701234567",
-        "com.apsis1.topics.sms-offers",
-        channel="com.apsis1.channels.sms",
-        consent_list="com.apsis1.consent-lists.sms",
-    )
+    await api.consent("7", "com.apsis1.topics.offers")
+    await api.consent("7", "com.apsis1.topics.sms-offers", channel="com.apsis1.channels.sms")
 
     status, _, summary = await api.call("GET", "/_sandbox", auth=False)
     assert status == 200 and summary["profiles"] == 1 and summary["writes"] == 3
+    assert summary["profiles_with_consents"] == 1 and summary["suppressions"] == 0
     assert "GET /_sandbox/profiles/{keyspace}/{profile_key}" in summary["routes"]
 
     _, _, profile = await api.call("GET", f"/_sandbox/profiles/{KEYSPACE}/7", auth=False)
@@ -83,11 +77,17 @@ async def test_sandbox_http_inspection(api: Api, clock: FakeClock) -> None:
     _, _, listing = await api.call("GET", f"/_sandbox/profiles?keyspace={KEYSPACE}", auth=False)
     assert listing == {"total": 1, "items": [{"keyspace": KEYSPACE, "key": "7"}]}
 
-    _, _, consents = await api.call("GET", f"/_sandbox/consents/email/{quote('a+b@example.com')}", auth=False)
-    assert [c["topic_discriminator"] for c in consents["items"]] == ["com.apsis1.topics.offers"]
-    path = f"/_sandbox/consents/sms/{quote('+46701234567')}/{SECTION}/com.apsis1.consent-lists.sms"
-    assert (await api.call("GET", path, auth=False))[2] == {"topics": ["com.apsis1.topics.sms-offers"]}
-    assert (await api.call("GET", "/_sandbox/consents/pigeon/x", auth=False))[0] == 404
+    _, _, consents = await api.call("GET", f"/_sandbox/consents/{KEYSPACE}/7/{SECTION}", auth=False)
+    assert [c["topic_discriminator"] for c in consents["items"]] == [
+        "com.apsis1.topics.offers",
+        "com.apsis1.topics.sms-offers",
+    ]
+    assert consents["opted_in"] == {
+        "com.apsis1.channels.email": ["com.apsis1.topics.offers"],
+        "com.apsis1.channels.sms": ["com.apsis1.topics.sms-offers"],
+    }
+    _, _, none = await api.call("GET", f"/_sandbox/consents/{KEYSPACE}/8/{SECTION}", auth=False)
+    assert none == {"items": [], "opted_in": {}}
 
     _, _, requests = await api.call("GET", "/_sandbox/requests", auth=False)
     assert {"method": "PATCH", "route": PATCH_ROUTE, "status": 204, "count": 1} in requests["items"]

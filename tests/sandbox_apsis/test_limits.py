@@ -54,12 +54,15 @@ async def test_sliding_window(api: Api, clock: FakeClock) -> None:
     assert (await api.patch_attributes("9", {"1008": 1}))[0] == 429
 
 
-async def test_consent_address_counts_as_a_profile_key(api: Api) -> None:
+async def test_consents_count_in_the_profile_key_limit(api: Api) -> None:
+    assert (await api.patch_attributes("c", {"1002": "C"}))[0] == 204
     statuses = [
-        (await api.consent("a@example.com", "com.apsis1.topics.news", kind))[0]
-        for kind in ["opt-in", "opt-out"] * 6
+        (await api.consent("c", "com.apsis1.topics.news", kind))[0] for kind in ["opt-in", "opt-out"] * 4
     ]
-    assert statuses.count(429) == 2
+    statuses.append((await api.consents("c"))[0])
+    assert statuses == [201] + [204] * 7 + [200]
+    assert (await api.consent("c", "com.apsis1.topics.offers"))[0] == 429  # the 11th on key "c"
+    assert (await api.patch_attributes("d", {"1002": "D"}))[0] == 204  # another key is free
 
 
 async def test_limits_configurable_and_disabled(api: Api) -> None:

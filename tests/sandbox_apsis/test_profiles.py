@@ -15,15 +15,13 @@ async def test_delete_removes_profile_and_events(api: Api) -> None:
     await api.patch_attributes("42", {"1001": "a@example.com"})
     event = {"event_time": "2024-10-01T12:00:00Z", "version_id": "2001", "data": {}}
     await api.post_events("42", {"items": [event]})
-    await api.consent("a@example.com", "com.apsis1.topics.news")
+    await api.consent("42", "com.apsis1.topics.news")
     status, _, body = await api.call("DELETE", f"/audience/keyspaces/{KEYSPACE}/profiles/42")
     assert (status, body) == (204, b"")
     assert api.account.profile(KEYSPACE, "42") is None
     assert (await api.get_attributes("42"))[0] == 404
-    # Consents belong to the address, not the profile.
-    assert api.account.opted_in_topics(
-        "email", "a@example.com", SECTION, "com.apsis1.consent-lists.newsletter"
-    )
+    # Consents belong to the profile and go with it.
+    assert api.account.profile_consents(KEYSPACE, "42", SECTION) == {}
     # Deleting again: 404 (clients treat it as done).
     status, _, body = await api.call("DELETE", f"/audience/keyspaces/{KEYSPACE}/profiles/42")
     assert status == 404 and body["status"] == 404
@@ -59,15 +57,18 @@ async def test_default_account_serves_everything_demo_toml_references(api: Api) 
         events = (await api.call("GET", f"/audience/sections/{s}/events"))[2]["items"]
         current_events = {v["id"] for e in events for v in e["versions"] if v["deprecated_at"] is None}
         assert set(section["events"].values()) <= current_events
-        lists = {
-            c["discriminator"]
-            for c in (await api.call("GET", f"/audience/sections/{s}/consent-lists"))[2]["items"]
-        }
-        for consent in section["consents"].values():
-            assert consent["consent_list"] in lists
-            path = f"/audience/sections/{s}/consent-lists/{consent['consent_list']}/topics"
-            topics = {t["discriminator"] for t in (await api.call("GET", path))[2]["items"]}
-            assert set(consent["topics"]) <= topics
+        topics = (await api.call("GET", f"/v2/audience/sections/{s}/topics"))[2]["items"]
+        by_name = {t["discriminator"]: t for t in topics}
+        for channel, consent in section["consents"].items():
+            for topic in consent["topics"]:
+                # The topic exists for the channel (in the folder named like the old consent list).
+                if "consent_list" in consent:
+                    assert by_name[topic]["folder_discriminator"] == consent["consent_list"]
+                assert by_name[topic]["channel_discriminator"] in (None, f"com.apsis1.channels.{channel}")
+        # Sections mapping a channel's consent have the attribute it sends to.
+        discriminators = {a["discriminator"] for a in attributes}
+        for channel in section["consents"]:
+            assert f"com.apsis1.attributes.{ {'email': 'email', 'sms': 'mobile'}[channel] }" in discriminators
 
 
 async def test_default_account_has_deprecated_versions_beside_current_ones(api: Api) -> None:
@@ -84,7 +85,7 @@ async def test_default_account_has_deprecated_versions_beside_current_ones(api: 
 
 async def test_definitions_404s(api: Api) -> None:
     assert (await api.call("GET", "/audience/sections/nope/attributes"))[0] == 404
-    assert (await api.call("GET", f"/audience/sections/{SECTION}/consent-lists/nope/topics"))[0] == 404
+    assert (await api.call("GET", "/v2/audience/sections/nope/topics"))[0] == 404
     status, headers, body = await api.call("GET", "/audience/nothing")
     assert status == 404 and headers["Content-Type"].startswith("application/problem+json")
     status, headers, body = await api.call("PUT", "/audience/sections")
@@ -117,7 +118,7 @@ async def test_server_starts_and_stops_cleanly() -> None:
 async def test_custom_account_definitions() -> None:
     import aiohttp
 
-    from sandbox.apsis import Attribute, ConsentList, Event, Section, Topic, Version
+    from sandbox.apsis import Attribute, Event, Folder, Section, Topic, Version
     from sandbox.apsis.account import definitions_of
 
     section = Section(
@@ -127,7 +128,7 @@ async def test_custom_account_definitions() -> None:
                 "com.apsis1.attributes.x", "X", versions=[Version("1", "2020-01-01T00:00:00Z"), Version("2")]
             )
         ],
-        consent_lists=[ConsentList("cl", topics=[Topic("t")])],
+        folders=[Folder("f", topics=[Topic("t"), Topic("t-sms", channel="com.apsis1.channels.sms")])],
         events=[Event("e", "E", versions=[Version("10")])],
     )
     account = Account(definitions_of([section], keyspaces=["ks"]), client_id="me", client_secret="secret")
@@ -140,6 +141,14 @@ async def test_custom_account_definitions() -> None:
         api.token = token["access_token"]
         keyspaces = (await api.call("GET", "/audience/keyspaces"))[2]["items"]
         assert [k["discriminator"] for k in keyspaces] == ["ks", "ks2"]
+        assert all(k["manage_subscriptions"] for k in keyspaces)
+        topics = (await api.call("GET", f"/v2/audience/sections/{section.discriminator}/topics"))[2]["items"]
+        assert [
+            (t["discriminator"], t["folder_discriminator"], t["channel_discriminator"]) for t in topics
+        ] == [
+            ("t", "f", None),
+            ("t-sms", "f", "com.apsis1.channels.sms"),
+        ]
         assert (await api.patch_attributes("p", {"2": "v"}, section=section.discriminator, keyspace="ks2"))[
             0
         ] == 204
