@@ -74,6 +74,14 @@ class Keys:
     def token(self, client_id: str) -> str:
         return f"{self.prefix}:apsis-token:{client_id}"
 
+    def address_attributes(self, shop: str) -> str:
+        """JSON: per section, the version ids of the email/mobile attributes (APSIS definitions)."""
+        return f"{self.prefix}:address-attributes:{shop}"
+
+    def suppressed(self, shop: str) -> str:
+        """Hash customer id -> JSON of the profile's suppressed channels (APSIS suppression)."""
+        return f"{self.prefix}:suppressed:{shop}"
+
     def full_sync(self, shop: str) -> str:
         return f"{self.prefix}:fullsync:{shop}"
 

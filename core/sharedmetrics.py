@@ -35,6 +35,14 @@ HELP: Mapping[str, tuple[str, str]] = {
     ),
     "shopsync_limiter_feedback_total": ("counter", "Times an API said a bucket was fuller than ours"),
     "shopsync_apsis_token_requests_total": ("counter", "APSIS OAuth token requests, by outcome"),
+    "shopsync_apsis_consents_total": (
+        "counter",
+        "Consent 2.0 writes by type and outcome (created, updated, unchanged; kept out: an APSIS opt-out is newer)",
+    ),
+    "shopsync_suppressed_seen_total": (
+        "counter",
+        "Syncs that found a profile address suppressed in APSIS, by shop",
+    ),
 }
 
 

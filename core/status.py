@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 
 from core.keys import Keys
-from core.redis_conn import hgetall
+from core.redis_conn import hgetall, typed
 
 _IN_PROGRESS_PREFIX = "arq:in-progress:"
 _SCAN_HEAD = 1000  # in-progress jobs are among the oldest queue members; look at this many
@@ -37,7 +38,15 @@ async def queue_report(redis: aioredis.Redis, queue: str, now_ms: int) -> dict[s
     }
 
 
-async def collect(redis: aioredis.Redis, keys: Keys, shop: str | None = None) -> dict[str, Any]:
+async def suppressed_counts(redis: aioredis.Redis, keys: Keys, shops: Iterable[str]) -> dict[str, int]:
+    """Per shop: profiles whose address APSIS reported suppressed at their last consent read
+    (Consent 2.0: suppression overrides every consent; reported, never "fixed")."""
+    return {shop: int(await typed(redis.hlen(keys.suppressed(shop)))) for shop in shops}
+
+
+async def collect(
+    redis: aioredis.Redis, keys: Keys, shop: str | None = None, shops: Iterable[str] = ()
+) -> dict[str, Any]:
     now = time.time()
     now_ms = int(now * 1000)
     queues = [await queue_report(redis, q, now_ms) for q in keys.queues]
@@ -68,6 +77,7 @@ async def collect(redis: aioredis.Redis, keys: Keys, shop: str | None = None) ->
         "full_syncs": full_syncs,
         "counters": counters,
         "limiters": limiter,
+        "suppressed_profiles": await suppressed_counts(redis, keys, [shop] if shop else shops),
     }
 
 

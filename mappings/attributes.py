@@ -33,10 +33,14 @@ def attribute_value(value: Any) -> JSON:
     return str(value)
 
 
-def map_attributes(section: Section, fields: Mapping[str, Any]) -> dict[str, JSON]:
-    """`{version_id: value}` for every mapped path whose value is known."""
+def map_attributes(
+    section: Section, fields: Mapping[str, Any], extra: Mapping[str, str] | None = None
+) -> dict[str, JSON]:
+    """`{version_id: value}` for every mapped path whose value is known; `extra` adds
+    `{path: version_id}` pairs the section needs besides the merchant's mapping (the address
+    attributes of its consent channels)."""
     result: dict[str, JSON] = {}
-    for path, version_id in section.attributes.items():
+    for path, version_id in [*section.attributes.items(), *(extra or {}).items()]:
         value = fields.get(path, UNKNOWN)
         if value is not UNKNOWN:
             result[version_id] = attribute_value(value)

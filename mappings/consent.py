@@ -1,25 +1,35 @@
-"""Consent decisions for one address on one section's consent list (Email or SMS).
+"""Consent decisions for one section's topics on one channel (Email or SMS), Consent 2.0.
+
+Consent is the profile's, per channel and topic; the address it reaches is the profile's email or
+mobile attribute. So an email or phone change is an attribute update and no consent write: the
+new address inherits every topic the profile had (given in Shopify or in APSIS), and the old
+address receives nothing more because it is no longer the profile's.
 
 - `subscribed` -> opt-in to every mapped topic.
 - `unsubscribed`, `redacted`, `invalid` -> opt-out of every mapped topic.
 - `not_subscribed`, `pending` -> no write, unless the previous Shopify state was `subscribed`
-  (then opt-out). The transition is judged on Shopify's states, not on what we wrote, so topics
-  carried over by an email change are not undone by a later `not_subscribed` customer update.
+  (then opt-out): a customer who never subscribed in Shopify does not undo consent given in APSIS.
 - Unknown or null consent -> no write.
-- A write is planned only when it differs from what was last written for that address and topic
-  (`force` rewrites every decided topic).
+- A write is planned only when it differs from what was last written for that profile, section
+  and topic. Consent writes are never forced: re-sending an opt-in would override an opt-out given
+  in APSIS since (an unsubscribe link), which only a newer change in Shopify may do.
+- `guard_opt_ins`: before an opt-in is sent, the profile's consents read from APSIS decide whether
+  it still may be: an opt-out there newer than Shopify's consent stays.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
+from datetime import datetime
+from typing import Any, Final, NamedTuple
 
 from mappings.installation import ConsentMapping
-from mappings.writes import OPT_IN, OPT_OUT, ConsentType, ConsentWrite
+from mappings.writes import OPT_IN, OPT_OUT, ConsentKey, ConsentType, ConsentWrite, Write
 
 OPT_OUT_STATES: Final = frozenset({"unsubscribed", "redacted", "invalid"})
 QUIET_STATES: Final = frozenset({"not_subscribed", "pending"})
+# APSIS consent types that let a profile receive a topic.
+APSIS_OPTED_IN: Final = frozenset({"opt-in", "confirmed-opt-in"})
 
 
 def decide(state: Any, previous: Any) -> ConsentType | None:
@@ -36,24 +46,70 @@ def decide(state: Any, previous: Any) -> ConsentType | None:
     return None
 
 
-def consent_writes(
-    mapping: ConsentMapping,
-    section: str,
-    address: str,
-    desired: Mapping[str, ConsentType],
-    written: Mapping[str, ConsentType],
-    *,
-    force: bool = False,
-) -> list[ConsentWrite]:
-    """Writes for the topics whose desired type differs from the one last written."""
-    return [
-        ConsentWrite(mapping.channel_discriminator, address, section, mapping.consent_list, topic, kind)
-        for topic, kind in desired.items()
-        if force or written.get(topic) != kind
-    ]
-
-
 def mapped_decisions(mapping: ConsentMapping, state: Any, previous: Any) -> dict[str, ConsentType]:
     """`{topic: type}` for the mapped topics (empty when the decision is no write)."""
     kind = decide(state, previous)
     return {topic: kind for topic in mapping.topics} if kind else {}
+
+
+def consent_writes(
+    mapping: ConsentMapping,
+    section: str,
+    profile_key: str,
+    desired: Mapping[str, ConsentType],
+    written: Mapping[ConsentKey, ConsentType],
+) -> list[ConsentWrite]:
+    """Writes for the topics whose desired type differs from the one last written."""
+    channel = mapping.channel_discriminator
+    return [
+        ConsentWrite(section, channel, topic, kind, profile_key)
+        for topic, kind in desired.items()
+        if written.get(ConsentKey(section, channel, topic)) != kind
+    ]
+
+
+class ApsisConsent(NamedTuple):
+    """One consent as APSIS reports it (`GET .../consents`): its type and when it last changed."""
+
+    type: str
+    modified_at: datetime | None
+
+
+class Guarded(NamedTuple):
+    writes: tuple[Write, ...]
+    # What APSIS holds for the opt-ins left out: the state records it, so they are not planned again.
+    kept_in_apsis: dict[ConsentKey, ConsentType]
+
+
+def guard_opt_ins(
+    writes: tuple[Write, ...],
+    apsis: Mapping[ConsentKey, ApsisConsent],
+    shopify_times: Mapping[str, datetime | None],
+) -> Guarded:
+    """Leave out the opt-ins APSIS already has, and those an APSIS opt-out newer than Shopify's
+    consent (`shopify_times` per channel discriminator; None when unknown) must win over.
+
+    An APSIS opt-out without a time, or a Shopify consent without one, keeps the opt-out: losing
+    an opt-out is worse than missing an opt-in. Opt-outs always pass.
+    """
+    kept: list[Write] = []
+    held: dict[ConsentKey, ConsentType] = {}
+    for write in writes:
+        if not isinstance(write, ConsentWrite) or write.type != OPT_IN:
+            kept.append(write)
+            continue
+        key = ConsentKey(write.section, write.channel, write.topic)
+        current = apsis.get(key)
+        if current is None:
+            kept.append(write)
+        elif current.type in APSIS_OPTED_IN:
+            held[key] = OPT_IN
+        elif current.type == OPT_OUT:
+            ours = shopify_times.get(write.channel)
+            if ours is not None and current.modified_at is not None and ours > current.modified_at:
+                kept.append(write)
+            else:
+                held[key] = OPT_OUT
+        else:  # pending-opt-in and types to come: Shopify's newer decision is sent
+            kept.append(write)
+    return Guarded(tuple(kept), held)

@@ -40,9 +40,15 @@ class Condition:
 
 @dataclass(frozen=True, slots=True)
 class ConsentMapping:
+    """The topics one section's consent on a channel goes to (Consent 2.0: per profile and topic).
+
+    `consent_list` is what files written for Consent 1.0 name; it is kept for `check` and ignored
+    otherwise (consent lists are folders in APSIS's UI, not part of the API any more).
+    """
+
     channel: Literal["email", "sms"]
-    consent_list: str
     topics: tuple[str, ...]
+    consent_list: str | None = None
 
     @property
     def channel_discriminator(self) -> str:
@@ -120,6 +126,8 @@ class Shop:
 class Installations:
     source: str
     shops: Mapping[str, Shop]
+    # One line each (file: key: reason) for keys that are accepted but ignored; the processes log them.
+    warnings: tuple[str, ...] = ()
 
     def get(self, domain: str) -> Shop | None:
         return self.shops.get(domain.strip().lower())

@@ -22,6 +22,11 @@ class ParseContext:
 
     def __init__(self, source: str, env: Mapping[str, str]) -> None:
         self.source, self.env = source, env
+        self.warnings: list[str] = []
+
+    def warn(self, key: str, reason: str) -> None:
+        """A key that is accepted but has no effect: one line, in the same form as an error."""
+        self.warnings.append(f"{self.source}: {key}: {reason}")
 
     def fail(self, key: str, reason: str) -> InstallationError:
         return InstallationError(self.source, key, reason)

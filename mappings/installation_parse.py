@@ -62,7 +62,7 @@ def parse_installations(
         if shop.domain in shops:
             raise ctx.fail(f"shop[{index}].domain", f"duplicate shop domain {shop.domain!r}")
         shops[shop.domain] = shop
-    return Installations(source=source, shops=MappingProxyType(shops))
+    return Installations(source=source, shops=MappingProxyType(shops), warnings=tuple(ctx.warnings))
 
 
 _SHOP_KEYS = (
@@ -227,9 +227,14 @@ def _parse_consent(ctx: ParseContext, raw: Any, key: str, channel: Literal["emai
         raise ctx.fail(join_key(key, "topics"), "every topic must be a non-empty string")
     if len(set(topics)) != len(topics):
         raise ctx.fail(join_key(key, "topics"), "lists a topic twice")
-    return ConsentMapping(
-        channel=channel, consent_list=ctx.string(table, key, "consent_list"), topics=tuple(topics)
-    )
+    consent_list = None
+    if "consent_list" in table:
+        consent_list = ctx.string(table, key, "consent_list")
+        ctx.warn(
+            join_key(key, "consent_list"),
+            "ignored: APSIS Consent 2.0 gives consent per profile and topic, consent lists are not part of the API",
+        )
+    return ConsentMapping(channel=channel, topics=tuple(topics), consent_list=consent_list)
 
 
 def _parse_limits(ctx: ParseContext, raw: Any, key: str) -> Limits:

@@ -21,12 +21,16 @@ Sections:
 
 Writes, in order: one attribute patch per section (only the changed values, `null` clears;
 `force=True` rewrites every known value, still never over a newer state); then per section the
-consent writes, new address first; then old-address opt-outs of email/phone changes.
+consent writes (Consent 2.0: per profile, channel and topic; see `mappings.consent`).
+
+Email and phone changes (Consent 2.0): the profile's email/mobile attribute is what a channel sends
+to, and consent stays on the profile, so a change is an attribute patch and nothing else: the new
+address has every topic the profile had, the old one gets nothing more.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -34,8 +38,7 @@ from typing import Any
 from mappings.attributes import changed_attributes, map_attributes
 from mappings.conditions import matches
 from mappings.consent import consent_writes, mapped_decisions
-from mappings.email_change import address_changed, plan_address_change
-from mappings.installation import CHANNELS, ConsentMapping, Shop
+from mappings.installation import Section, Shop
 from mappings.snapshot import (
     JSON,
     LEGACY_CONSENT_PATHS,
@@ -46,16 +49,7 @@ from mappings.snapshot import (
     resolve,
 )
 from mappings.state import SyncState
-from mappings.writes import (
-    OPT_IN,
-    AddressList,
-    AttributePatch,
-    ConsentKey,
-    ConsentType,
-    ConsentWrite,
-    ProfileDelete,
-    Write,
-)
+from mappings.writes import AttributePatch, ConsentKey, ConsentType, ProfileDelete, Write
 
 ALWAYS_TRACKED = ("email", "phone", "tags", "email_marketing_consent.state", "sms_marketing_consent.state")
 _ADDRESS_PATH = {"email": "email", "sms": "phone"}
@@ -70,7 +64,8 @@ class Plan:
     unknown: frozenset[str] = field(default_factory=frozenset)  # used paths never known
 
 
-OldAddressTopics = Mapping[AddressList, Collection[str]]
+# Per section: {"email" | "sms": the version id of the attribute that channel sends to}.
+AddressAttributes = Mapping[str, Mapping[str, str]]
 
 
 def tracked_paths(shop: Shop) -> frozenset[str]:
@@ -186,38 +181,21 @@ def _last_address(previous: SyncState | None, channel: str) -> str | None:
     return previous.email if channel == "email" else previous.phone
 
 
-def needs_old_address_topics(
-    shop: Shop, previous: SyncState | None, update: CustomerSnapshot | TagsChange
-) -> list[AddressList]:
-    """The consent lists of old addresses whose opted-in topics the worker should read from
-    APSIS (consent evaluations) before `plan_sync`, because this update changes an address."""
-    prepared = _prepare(shop, previous, update)
-    if prepared is None:
-        return []
-    result = []
-    for section in shop.sections:
-        if section.discriminator not in prepared.sections:
-            continue
-        for mapping in section.consents:
-            old = _last_address(previous, mapping.channel)
-            if old is not None and address_changed(old, _address(prepared.fields, mapping.channel)):
-                result.append(
-                    AddressList(
-                        mapping.channel_discriminator, old, section.discriminator, mapping.consent_list
-                    )
-                )
-    return result
-
-
 def plan_sync(
     shop: Shop,
     previous: SyncState | None,
     update: CustomerSnapshot | TagsChange,
     *,
-    old_address_topics: OldAddressTopics | None = None,
+    address_attributes: AddressAttributes | None = None,
     force: bool = False,
 ) -> Plan:
-    """The writes that bring APSIS in line with `update`, and the state after them."""
+    """The writes that bring APSIS in line with `update`, and the state after them.
+
+    `address_attributes`: per section, the version ids of the profile attributes a channel sends
+    to (`{"email": <com.apsis1.attributes.email version>, "sms": <...mobile version>}`), read
+    from APSIS's definitions by the worker; a section that maps consent on a channel writes that
+    attribute whether or not the merchant's mapping names it. `force` rewrites attributes only.
+    """
     prepared = _prepare(shop, previous, update)
     if prepared is None:
         return Plan((), previous, stale=True)
@@ -227,50 +205,42 @@ def plan_sync(
     for section in shop.sections:
         if section.discriminator not in prepared.sections:
             continue
-        desired = map_attributes(section, fields)
+        extra = _channel_attributes(section, (address_attributes or {}).get(section.discriminator, {}))
+        desired = map_attributes(section, fields, extra)
         written = previous.attributes.get(section.discriminator, {}) if previous else {}
         body = changed_attributes(desired, written, force=force)
         if body:
             writes.append(AttributePatch(section.discriminator, body, profile_key))
-        mapped = set(section.attributes.values())
+        mapped = {*section.attributes.values(), *extra.values()}
         attributes[section.discriminator] = {k: v for k, v in {**written, **desired}.items() if k in mapped}
 
     old_consents = previous.consents if previous else {}
     consents: dict[ConsentKey, ConsentType] = {}
-    opt_outs: list[Write] = []
     for section in shop.sections:
         if section.discriminator not in prepared.sections:
             continue
         for mapping in section.consents:
-            new_writes, later, records, address = _channel(
-                mapping, section.discriminator, previous, fields, old_consents, old_address_topics, force
+            state = fields.get(_STATE_PATH[mapping.channel], UNKNOWN)
+            before = previous.fields.get(_STATE_PATH[mapping.channel], UNKNOWN) if previous else UNKNOWN
+            desired_types = mapped_decisions(mapping, state, before)
+            writes.extend(
+                consent_writes(mapping, section.discriminator, profile_key, desired_types, old_consents)
             )
-            writes.extend(new_writes)
-            opt_outs.extend(later)
-            for topic, kind in records.items():
-                key = ConsentKey(
-                    mapping.channel_discriminator, address, section.discriminator, mapping.consent_list, topic
-                )
-                consents[key] = kind
-    writes.extend(opt_outs)
+            for topic, kind in desired_types.items():
+                consents[ConsentKey(section.discriminator, mapping.channel_discriminator, topic)] = kind
 
     email, phone = _address(fields, "email"), _address(fields, "sms")
     if email is UNKNOWN:
         email = _last_address(previous, "email")
     if phone is UNKNOWN:
         phone = _last_address(previous, "sms")
-    current = {CHANNELS["email"]: email, CHANNELS["sms"]: phone}
-    keep = {  # consent records of the current addresses on the current sections' lists
-        (mapping.channel_discriminator, section.discriminator, mapping.consent_list)
+    keep = {  # consent records of the current sections' mapped channels
+        (section.discriminator, mapping.channel_discriminator)
         for section in shop.sections
         if section.discriminator in prepared.sections
         for mapping in section.consents
     }
-    merged = {
-        key: kind
-        for key, kind in old_consents.items()
-        if (key.channel, key.section, key.consent_list) in keep and current.get(key.channel) == key.address
-    }
+    merged = {key: kind for key, kind in old_consents.items() if (key.section, key.channel) in keep}
     merged.update(consents)
     state = SyncState(
         customer_id=prepared.customer_id,
@@ -285,61 +255,31 @@ def plan_sync(
     return Plan(tuple(writes), state, unknown=prepared.unknown)
 
 
-def _channel(
-    mapping: ConsentMapping,
-    section: str,
-    previous: SyncState | None,
-    fields: Mapping[str, Any],
-    old_consents: Mapping[ConsentKey, ConsentType],
-    old_address_topics: OldAddressTopics | None,
-    force: bool,
-) -> tuple[list[ConsentWrite], list[ConsentWrite], dict[str, ConsentType], str]:
-    """(new-address writes, old-address opt-outs, resulting records, address) for one list."""
-    channel = mapping.channel_discriminator
-    address = _address(fields, mapping.channel)
-    old = _last_address(previous, mapping.channel)
-    state = fields.get(_STATE_PATH[mapping.channel], UNKNOWN)
-    before = previous.fields.get(_STATE_PATH[mapping.channel], UNKNOWN) if previous else UNKNOWN
+def _channel_attributes(section: Section, versions: Mapping[str, str]) -> dict[str, str]:
+    """`{field path: version id}` of the address attributes the section's consent channels need."""
+    return {
+        _ADDRESS_PATH[mapping.channel]: versions[mapping.channel]
+        for mapping in section.consents
+        if mapping.channel in versions
+    }
 
-    def written_for(addr: str) -> dict[str, ConsentType]:
-        return {
-            k.topic: kind
-            for k, kind in old_consents.items()
-            if (k.channel, k.address, k.section, k.consent_list)
-            == (channel, addr, section, mapping.consent_list)
-        }
 
-    if old is not None and address_changed(old, address):
-        key = AddressList(channel, old, section, mapping.consent_list)
-        if old_address_topics is not None and key in old_address_topics:
-            old_topics: Collection[str] = old_address_topics[key]
-        else:
-            old_topics = [t for t, kind in written_for(old).items() if kind == OPT_IN]
-        new = address if isinstance(address, str) else None
-        change = plan_address_change(
-            mapping,
-            section,
-            old,
-            new,
-            state,
-            before,
-            old_topics,
-            written_for(new) if new else {},
-            force=force,
-        )
-        return change.new_address, change.old_address, change.desired, new or ""
-    if not isinstance(address, str):
-        return [], [], {}, ""
-    desired = mapped_decisions(mapping, state, before)
-    written = written_for(address)
-    writes = consent_writes(mapping, section, address, desired, written, force=force)
-    return writes, [], desired, address
+def address_changes(previous: SyncState | None, after: SyncState | None) -> list[str]:
+    """The channels ("email", "sms") whose address the plan changes: the worker reads the new
+    address's suppression then (an address change needs no consent write under Consent 2.0)."""
+    if previous is None or after is None:
+        return []
+    changed = []
+    if previous.email is not None and after.email != previous.email:
+        changed.append("email")
+    if previous.phone is not None and after.phone != previous.phone:
+        changed.append("sms")
+    return changed
 
 
 def plan_delete(shop: Shop, customer_id: int) -> Plan:
     """`customers/delete`, `customers/redact`: delete the profile (its attributes and events).
 
-    Consents belong to addresses, not profiles, in APSIS and are left as they are; the worker
-    removes the customer's state.
+    Under Consent 2.0 the profile's consents go with it; the worker removes the customer's state.
     """
     return Plan((ProfileDelete(shop.apsis.keyspace, str(customer_id)),), None)

@@ -6,8 +6,13 @@
   that leaves a field out is judged on what was known before.
 - `email` / `phone`: the addresses consent was last synced for (an email change compares to it).
 - `sections`: sections the customer is in; `attributes`: per section, the values last written
-  per attribute version id; `consents`: the consent type last written per
-  (channel, address, section, consent list, topic), for the current addresses only.
+  per attribute version id; `consents`: the consent type last written (or found in APSIS) per
+  (section, channel, topic) of the profile (Consent 2.0).
+
+Format versions: 2 (Consent 2.0, profile consents). Version 1 (Consent 1.0) kept consents per
+address and consent list; reading it keeps the records of the addresses the profile has now
+(the ones APSIS moved onto the profile when the account was migrated), so an upgraded deployment
+plans no write for a consent that did not change.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ class SyncState:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "v": 1,
+            "v": 2,
             "customer_id": self.customer_id,
             "times": {group: iso_utc(when) for group, when in sorted(self.times.items())},
             "fields": dict(sorted(self.fields.items())),
@@ -57,12 +62,7 @@ class SyncState:
     def from_dict(cls, data: Mapping[str, Any]) -> SyncState:
         """Inverse of `to_dict`; a malformed dict raises `PayloadError` naming the key."""
         try:
-            consents: dict[ConsentKey, ConsentType] = {}
-            for row in data.get("consents", []):
-                *key, kind = row
-                if kind not in ("opt-in", "opt-out") or len(key) != 5:
-                    raise PayloadError("consents", f"bad consent record {row!r}")
-                consents[ConsentKey(*key)] = kind
+            consents = _consents(data)
             times: dict[str, datetime] = {}
             for group, text in data.get("times", {}).items():
                 when = parse_time(text, f"times.{group}")
@@ -82,3 +82,24 @@ class SyncState:
             if isinstance(exc, PayloadError):
                 raise
             raise PayloadError("state", f"not a sync state: {exc}") from None
+
+
+_CHANNEL_ADDRESS = {"com.apsis1.channels.email": "email", "com.apsis1.channels.sms": "phone"}
+
+
+def _consents(data: Mapping[str, Any]) -> dict[ConsentKey, ConsentType]:
+    version = data.get("v", 1)
+    consents: dict[ConsentKey, ConsentType] = {}
+    for row in data.get("consents", []):
+        *key, kind = row
+        if kind not in ("opt-in", "opt-out") or len(key) != (3 if version >= 2 else 5):
+            raise PayloadError("consents", f"bad consent record {row!r}")
+        if version >= 2:
+            consents[ConsentKey(*key)] = kind
+            continue
+        channel, address, section, _consent_list, topic = key
+        # Consent 1.0 records of a former address are history: that address is no longer the
+        # profile's, and its consent did not move onto the profile.
+        if address == data.get(_CHANNEL_ADDRESS.get(channel, "")):
+            consents[ConsentKey(section, channel, topic)] = kind
+    return consents

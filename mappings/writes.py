@@ -24,14 +24,17 @@ class AttributePatch:
 
 @dataclass(frozen=True, slots=True)
 class ConsentWrite:
-    """`POST /audience/channels/{channel}/addresses/{address}/consents`."""
+    """Consent 2.0: `POST /v2/audience/keyspaces/{ks}/profiles/{profile_key}/sections/{section}/consents`.
 
-    channel: str  # channel discriminator, e.g. com.apsis1.channels.email
-    address: str
+    Consent belongs to the profile, per channel and topic; the address it reaches is the profile's
+    email (or mobile) attribute, so an address change needs no consent write at all.
+    """
+
     section: str
-    consent_list: str
+    channel: str  # channel discriminator, e.g. com.apsis1.channels.email
     topic: str
     type: ConsentType
+    profile_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,18 +48,9 @@ class ProfileDelete:
 Write: TypeAlias = AttributePatch | ConsentWrite | ProfileDelete
 
 
-class AddressList(NamedTuple):
-    """One consent list of one address: what the worker reads evaluations for."""
-
-    channel: str
-    address: str
-    section: str
-    consent_list: str
-
-
 class ConsentKey(NamedTuple):
-    channel: str
-    address: str
+    """One consent of a profile: what the sync state remembers the last written type of."""
+
     section: str
-    consent_list: str
+    channel: str
     topic: str

@@ -12,7 +12,7 @@ from core import status
 from core.keys import Keys
 from core.redis_conn import hgetall
 from receiver import admin_fullsync, adminpage
-from receiver.appkeys import ADMIN_TOKEN, KEYS, REDIS
+from receiver.appkeys import ADMIN_TOKEN, INSTALLATIONS, KEYS, REDIS
 from receiver.problems import json_response, problem
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -39,7 +39,8 @@ def add_routes(app: web.Application) -> None:
 
 
 async def get_status(request: web.Request) -> web.StreamResponse:
-    report = await status.collect(request.app[REDIS], request.app[KEYS])
+    shops = request.app[INSTALLATIONS].shops
+    report = await status.collect(request.app[REDIS], request.app[KEYS], shops=shops)
     # Jobs finished so far, by outcome (from the workers' shared metrics): the page's jobs/s.
     report["jobs_total"] = await jobs_total(request.app[REDIS], request.app[KEYS])
     return json_response(report)

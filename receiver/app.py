@@ -78,7 +78,7 @@ async def metrics(request: web.Request) -> web.Response:
         async with asyncio.timeout(2.0):
             # The workers' counters (through Redis) and gauges read now; see receiver.scrape.
             body += (await scrape.shared(redis, keys)).encode()
-            body += (await scrape.gauges(redis, keys)).encode()
+            body += (await scrape.gauges(redis, keys, request.app[INSTALLATIONS].shops)).encode()
     except (RedisError, OSError, TimeoutError):
         request.app[METRICS].scrape_failures.inc()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -9,6 +9,7 @@ failure drops these parts of the answer, never the receiver's own metrics.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -17,7 +18,7 @@ import redis.asyncio as aioredis
 from core import sharedmetrics
 from core.keys import Keys
 from core.redis_conn import hgetall
-from core.status import queue_report
+from core.status import queue_report, suppressed_counts
 
 WORKER_ALIVE_S = 90  # three missed heartbeats
 FINISHED_STATES = frozenset({"done", "finished", "completed", "failed", "cancelled", "canceled"})
@@ -36,7 +37,7 @@ def _gauge(name: str, help_text: str, rows: list[tuple[dict[str, Any], float]]) 
     return lines
 
 
-async def gauges(redis: aioredis.Redis, keys: Keys) -> str:
+async def gauges(redis: aioredis.Redis, keys: Keys, shops: Iterable[str] = ()) -> str:
     now = time.time()
     now_ms = int(now * 1000)
     depth: list[tuple[dict[str, Any], float]] = []
@@ -71,6 +72,11 @@ async def gauges(redis: aioredis.Redis, keys: Keys) -> str:
         *_gauge("shopsync_dead_letters", "Jobs that ran out of tries, kept for replay", [({}, dead)]),
         *_gauge("shopsync_full_sync_seen_customers", "Customers a running full sync has handled", seen),
         *_gauge("shopsync_full_sync_total_customers", "Customers a running full sync will handle", total),
+        *_gauge(
+            "shopsync_suppressed_profiles",
+            "Profiles whose address APSIS suppresses (overrides every consent), by shop",
+            [({"shop": shop}, float(n)) for shop, n in (await suppressed_counts(redis, keys, shops)).items()],
+        ),
     ]
     return "\n".join(lines) + "\n"
 

@@ -18,8 +18,10 @@ from rich.table import Table
 from core import status as status_mod
 from core.keys import Keys
 from core.settings import Settings
+from mappings.installation import InstallationError
 from shopsync import jobview
 from shopsync.command_support import ago, console, fail, print_json, with_redis
+from shopsync.shops import load_installations
 from worker import deadletters
 
 # --- status ----------------------------------------------------------------------------------
@@ -27,7 +29,7 @@ from worker import deadletters
 
 def status(args: argparse.Namespace, settings: Settings) -> int:
     async def action(redis: aioredis.Redis, keys: Keys) -> int:
-        report = await status_mod.collect(redis, keys, shop=args.domain)
+        report = await status_mod.collect(redis, keys, shop=args.domain, shops=_shops(settings))
         if args.json:
             print_json(report)
         else:
@@ -35,6 +37,14 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
     return with_redis(settings, action)
+
+
+def _shops(settings: Settings) -> list[str]:
+    """The installations file's shops, for the per-shop lines (none when it cannot be read)."""
+    try:
+        return list(load_installations(settings.shops_file).shops)
+    except InstallationError:
+        return []
 
 
 def render_status(report: dict[str, Any]) -> None:
@@ -88,6 +98,9 @@ def render_status(report: dict[str, Any]) -> None:
         for name, value in sorted(report["limiters"].items()):
             limits.add_row(name, orjson.dumps(value).decode() if not isinstance(value, str) else value)
         console.print(limits)
+    suppressed = {shop: n for shop, n in report.get("suppressed_profiles", {}).items() if n}
+    for shop, n in sorted(suppressed.items()):
+        console.print(f"{shop}: {n} profile(s) with an address APSIS suppresses (no opt-in reaches them)")
     if report["recent_failures"]:
         fails = Table(title="Recent failures")
         for col in ("when", "job", "function", "try", "error"):

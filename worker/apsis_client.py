@@ -1,20 +1,25 @@
 """The APSIS One client: typed methods over one aiohttp session, shared limits, shared token.
 
 Every request: a permit of this process's APSIS semaphore, the account's shared token, a slot in
-the profile key's bucket (profile routes) or the address's (consent routes: APSIS limits them
-alike) and then in the account's bucket, one HTTP request.
-401/403 invalidates the token, fetches a fresh one and tries once more. Transient failures are
+the profile key's bucket (profile routes, consents included) and then in the account's bucket, one
+HTTP request.
+401/403 invalidates the token, fetches a fresh one and tries once more (not a 403 on a consent
+route: that is the keyspace's `manage_subscriptions` refusing, and a new token cannot change it). Transient failures are
 retried inside the retry policy's budget, then raised as `TransientApiError`; the rest raise
 `PermanentApiError` subclasses carrying APSIS's problem `detail`.
 
-Writes are idempotent: merge-patch and consent writes by nature, profile deletion treats 404 as
-done; events are not (APSIS keeps every POSTed event), so callers dedup them before calling.
+Consent is Consent 2.0 only: per profile, channel and topic under `/v2/.../consents`; topics from
+`/v2/audience/sections/{s}/topics`. No Consent 1.0 route (per address, consent lists,
+subscriptions) is called: APSIS blocks them on migrated accounts, and every new account is one.
+
+Writes are idempotent: merge-patch and consent writes by nature (a consent already of that type is
+409, taken as done), profile deletion treats 404 as done; events are not (APSIS keeps every POSTed event), so callers dedup them before calling.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal
 
@@ -24,13 +29,22 @@ from redis.asyncio import Redis
 
 from core.keys import Keys
 from core.logging import get_logger
-from mappings.installation import CHANNELS, ApsisAccount, Limits
+from mappings.installation import ApsisAccount, Limits
+from worker.apsis_consent import (
+    CONSENT_OUTCOMES,
+    ConsentForbiddenError,
+    ConsentOutcome,
+    ProfileConsents,
+    parse_profile_consents,
+)
+from worker.apsis_definitions import channel_discriminator, current_versions
 from worker.apsis_token import TokenCache
 from worker.errors import (
     AuthError,
     LimiterTimeoutError,
     NotFoundError,
     PayloadTooLargeError,
+    PermanentApiError,
     error_from_response,
     parse_retry_after,
 )
@@ -41,7 +55,6 @@ from worker.ratelimit import (
     RateLimiter,
     WaitTooLongError,
     apsis_account_bucket,
-    apsis_address_bucket,
     apsis_profile_bucket,
     permit,
 )
@@ -56,37 +69,15 @@ ConsentType = Literal["opt-in", "opt-out"]
 KEYSPACES = "/audience/keyspaces"
 SECTIONS = "/audience/sections"
 ATTRIBUTES = "/audience/sections/{section}/attributes"
-CONSENT_LISTS = "/audience/sections/{section}/consent-lists"
-TOPICS = "/audience/sections/{section}/consent-lists/{consent_list}/topics"
+TOPICS = "/v2/audience/sections/{section}/topics"
 EVENTS = "/audience/sections/{section}/events"
 PROFILE = "/audience/keyspaces/{keyspace}/profiles/{profile_key}"
 PROFILE_ATTRIBUTES = PROFILE + "/sections/{section}/attributes"
 PROFILE_EVENTS = PROFILE + "/sections/{section}/events"
-CONSENTS = "/audience/channels/{channel}/addresses/{address}/consents"
-EVALUATIONS = CONSENTS + "/sections/{section}/consent-lists/{consent_list}/evaluations"
+PROFILE_CONSENTS = "/v2" + PROFILE + "/sections/{section}/consents"
+CONSENT_SOURCE = "Shopify"  # shown in APSIS's consent log next to each consent we write
 
 _RETRY_AFTER_429_S = 1.0  # when a 429 carries no Retry-After
-
-
-def current_version(definition: Mapping[str, Any]) -> str | None:
-    """The id of the definition's version that is not deprecated (the newest such one), or None."""
-    live = [v for v in definition.get("versions") or () if v.get("deprecated_at") is None]
-    return str(live[-1]["id"]) if live else None
-
-
-def current_versions(definitions: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-    """discriminator -> live version id, for attribute or event definitions."""
-    out: dict[str, str] = {}
-    for definition in definitions:
-        version = current_version(definition)
-        if version is not None and definition.get("discriminator"):
-            out[str(definition["discriminator"])] = version
-    return out
-
-
-def channel_discriminator(channel: str) -> str:
-    """`email`/`sms` or a full discriminator, as the discriminator."""
-    return CHANNELS.get(channel, channel)
 
 
 class ApsisClient:
@@ -141,11 +132,10 @@ class ApsisClient:
     async def attributes(self, section: str) -> list[Json]:
         return await self._items(ATTRIBUTES, section=section)
 
-    async def consent_lists(self, section: str) -> list[Json]:
-        return await self._items(CONSENT_LISTS, section=section)
-
-    async def topics(self, section: str, consent_list: str) -> list[Json]:
-        return await self._items(TOPICS, section=section, consent_list=consent_list)
+    async def topics(self, section: str) -> list[Json]:
+        """The section's topics: `discriminator`, `name`, `folder_discriminator` and, for a
+        channel-specific topic, `channel_discriminator`."""
+        return await self._items(TOPICS, section=section)
 
     async def events(self, section: str) -> list[Json]:
         return await self._items(EVENTS, section=section)
@@ -230,46 +220,57 @@ class ApsisClient:
 
     async def write_consent(
         self,
-        channel: str,
-        address: str,
+        keyspace: str,
+        profile_key: str,
         section: str,
-        consent_list: str,
+        channel: str,
         topic: str,
         type: ConsentType,
-    ) -> None:
-        """Opt `address` in or out of one topic (idempotent: the same write twice is one state)."""
+        *,
+        reason: str,
+    ) -> ConsentOutcome:
+        """Give the profile one consent (Consent 2.0). Idempotent: a consent already of that type
+        answers 409 ("transition not supported"), which is taken as done and logged."""
         body = {
-            "section_discriminator": section,
-            "consent_list_discriminator": consent_list,
             "topic_discriminator": topic,
+            "channel_discriminator": channel_discriminator(channel),
             "type": type,
+            "reason": reason,
+            "source": CONSENT_SOURCE,
         }
-        await self._request(
-            "POST",
-            CONSENTS,
-            body=orjson.dumps(body),
-            address=(channel_discriminator(channel), address),
-            params={"channel": channel_discriminator(channel), "address": address},
-        )
+        try:
+            answer = await self._request(
+                "POST",
+                PROFILE_CONSENTS,
+                body=orjson.dumps(body),
+                profile=(keyspace, profile_key),
+                consent_route=True,
+                params={"keyspace": keyspace, "profile_key": profile_key, "section": section},
+            )
+        except PermanentApiError as exc:
+            if exc.status != 409:
+                raise
+            log.info("apsis_consent_already_set", section=section, topic=topic, type=type, detail=exc.detail)
+            return "unchanged"
+        assert answer is not None
+        return CONSENT_OUTCOMES.get(answer.status, "updated")
 
-    async def opted_in_topics(self, channel: str, address: str, section: str, consent_list: str) -> list[str]:
-        """Topics of `consent_list` the address is opted in to (none for an unknown address)."""
+    async def read_consents(
+        self, keyspace: str, profile_key: str, section: str, *, suppression_addresses: Iterable[str] = ()
+    ) -> ProfileConsents:
+        """The profile's consents in the section (every type), and which of its addresses (and of
+        `suppression_addresses`) are suppressed. A profile APSIS does not know has none."""
+        query: list[tuple[str, str]] = [("suppression_addresses", a) for a in suppression_addresses if a]
         answer = await self._request(
             "GET",
-            EVALUATIONS,
-            address=(channel_discriminator(channel), address),
+            PROFILE_CONSENTS,
+            profile=(keyspace, profile_key),
             missing_ok=True,
-            params={
-                "channel": channel_discriminator(channel),
-                "address": address,
-                "section": section,
-                "consent_list": consent_list,
-            },
+            consent_route=True,
+            query=query,
+            params={"keyspace": keyspace, "profile_key": profile_key, "section": section},
         )
-        if answer is None:
-            return []
-        data = answer.json() or {}
-        return [str(item["topic_discriminator"]) for item in data.get("items") or ()]
+        return parse_profile_consents(answer.json() if answer is not None else None)
 
     # --- plumbing: permits ----------------------------------------------------------------
 
@@ -301,23 +302,24 @@ class ApsisClient:
         body: bytes | None = None,
         content_type: str = "application/json",
         profile: tuple[str, str] | None = None,
-        address: tuple[str, str] | None = None,
         missing_ok: bool = False,
+        consent_route: bool = False,
+        query: Sequence[tuple[str, str]] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> Answer | None:
         """One call with retries; None for a 404 when `missing_ok`."""
         url = build_url(self.account.base_url, route, None, **(params or {}))
+        if query:
+            url = url.with_query(query)
         buckets = [self.account_bucket]
         if profile is not None:
             # The profile key's bucket first: its slot may be far off, and an account slot
             # reserved now and used then would be wasted for everyone.
             buckets.insert(0, apsis_profile_bucket(self.account, self.limits, *profile))
-        elif address is not None:
-            buckets.insert(0, apsis_address_bucket(self.account, self.limits, *address))
 
         async def attempt() -> Answer | None:
             try:
-                return await self._attempt(method, url, route, body, content_type, buckets)
+                return await self._attempt(method, url, route, body, content_type, buckets, consent_route)
             except NotFoundError:
                 if missing_ok:
                     return None
@@ -333,11 +335,12 @@ class ApsisClient:
         body: bytes | None,
         content_type: str,
         buckets: list[Bucket],
+        consent_route: bool = False,
     ) -> Answer:
         async with self._permit(method, route):
             token = await self.tokens.get()
             answer = await self._send(method, url, route, body, content_type, token, buckets)
-            if answer.status in (401, 403):
+            if answer.status == 401 or (answer.status == 403 and not consent_route):
                 # Maybe revoked or expired early: one fresh token, one more try.
                 await self.tokens.invalidate(token)
                 token = await self.tokens.get()
@@ -352,7 +355,17 @@ class ApsisClient:
         error = error_from_response(
             "apsis", answer.status, answer.body, retry_after=retry_after, method=method, route=route
         )
-        if isinstance(error, AuthError):
+        if consent_route and answer.status == 403:
+            error = ConsentForbiddenError(
+                "apsis",
+                403,
+                error.title,
+                f"{error.detail} (the keyspace may not manage consent: its manage_subscriptions flag must be"
+                " true, see `shopsync check`)",
+                method=method,
+                route=route,
+            )
+        elif isinstance(error, AuthError):
             log.error("apsis_auth_failed", status=answer.status, client_id=self.account.client_id)
         raise error
 

@@ -271,5 +271,25 @@ def _kind(write: Write) -> str:
 
 def _decode_staged(raw: bytes) -> Staged:
     data = orjson.loads(raw)
-    writes = tuple(_WRITE_KINDS[kind](**fields) for kind, fields in data["writes"])
-    return Staged(writes, SyncState.from_dict(data["state"]), dict(data["marks"]))
+    state = SyncState.from_dict(data["state"])
+    writes: list[Write] = []
+    for kind, fields in data["writes"]:
+        if kind == "consent" and "address" in fields:
+            upgraded = _consent_1_write(fields, state)
+            if upgraded is not None:
+                writes.append(upgraded)
+            continue
+        writes.append(_WRITE_KINDS[kind](**fields))
+    return Staged(tuple(writes), state, dict(data["marks"]))
+
+
+def _consent_1_write(fields: dict[str, Any], state: SyncState) -> ConsentWrite | None:
+    """A staged write of the Consent 1.0 version (per address), after an upgrade: the profile's
+    write when it was for the profile's current address; a former address's opt-out (an email
+    change) is dropped, since it would now opt the profile itself out."""
+    current = state.email if fields["channel"].endswith(".email") else state.phone
+    if fields["address"] != current:
+        return None
+    return ConsentWrite(
+        fields["section"], fields["channel"], fields["topic"], fields["type"], str(state.customer_id)
+    )

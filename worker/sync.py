@@ -26,11 +26,13 @@ from typing import Any, Literal
 import structlog
 
 from mappings.installation import Shop
+from mappings.plan import address_changes
 from mappings.snapshot import PayloadError
 from mappings.writes import AttributePatch
 from worker.context import WorkerContext
 from worker.customer_store import LockLostError
 from worker.runtime import TransientError
+from worker.sync_consents import guard_consents
 from worker.sync_fetch import consent_only, fill_from_shopify, owed_paths
 from worker.sync_lock import HeldLock
 from worker.sync_plan import plan_update
@@ -169,7 +171,7 @@ async def _apply(
         if update.triggered_at is not None and last is not None and update.triggered_at < last:
             result.outcomes[update_id] = "stale"  # an older event of this family, delivered late
             continue
-        plan = await plan_update(app, shop, state, normalized, update.force, merged)
+        plan = await plan_update(app, shop, state, normalized, update.force)
         if plan.unknown - consent_only(plan.unknown) and not fetched and update.source == "webhook":
             # A field that decides membership or an attribute was never known (a tags delta on
             # unknown tags, a trimmed 2025-01 payload on a first sight): read the whole customer.
@@ -180,7 +182,7 @@ async def _apply(
             before = state
             state, fetch_error = await fill_from_shopify(app, shop, customer_id, state, update.force, merged)
             if state is not before:
-                plan = await plan_update(app, shop, state, normalized, update.force, merged)
+                plan = await plan_update(app, shop, state, normalized, update.force)
         if plan.stale:
             result.outcomes[update_id] = "stale"
             continue
@@ -211,6 +213,9 @@ async def _apply(
             result.hold_s = hold  # the caller waits, still holding the lock, then plans again
             return result
         marks[_PATCHED] = time.time()
+    # Opt-ins and address changes ask APSIS first: an opt-out given there since stays (Consent 2.0).
+    changed = bool(address_changes(stored.state, state))
+    writes, state = await guard_consents(app, shop, customer_id, writes, state, changed)
     held.check()  # never send on a lock another worker may hold by now
     if writes and state is not None:
         await store.stage(shop.domain, customer_id, held.token, writes, state, marks)

@@ -62,7 +62,7 @@ async def fill_from_shopify(
         return state, str(exc)
     if full is None:
         return state, None  # deleted in Shopify: its delete webhook follows
-    base = await plan_update(app, shop, state, full, force, merged)
+    base = await plan_update(app, shop, state, full, force)
     if base.stale:
         return state, None
     merged.add(base.writes)

@@ -2,8 +2,7 @@
 
 `MergedWrites` collects the writes of every plan an apply folds (and the staged writes of an
 earlier apply cut off before it saved) so a burst becomes one attribute patch per section and
-one consent write per topic, the last write for a key counting; `consents_for` tells the
-email-change carry-over what this apply planned for an address and has not sent yet.
+one consent write per profile, section, channel and topic, the last write for a key counting.
 `send_writes` sends them in order, counting and logging each kind.
 """
 
@@ -14,12 +13,13 @@ from typing import Any
 
 import structlog
 
-from core.logging import mask_email, mask_phone
 from mappings.installation import Shop
-from mappings.writes import AddressList, AttributePatch, ConsentType, ConsentWrite, ProfileDelete, Write
+from mappings.writes import OPT_IN, AttributePatch, ConsentWrite, ProfileDelete, Write
 from worker.context import WorkerContext
 
 log = structlog.get_logger("worker.sync")
+# The `reason` APSIS keeps beside each consent (its consent log shows it).
+_REASONS = {OPT_IN: "Subscribed to marketing in Shopify", "opt-out": "Unsubscribed from marketing in Shopify"}
 
 
 class MergedWrites:
@@ -36,14 +36,7 @@ class MergedWrites:
                 key: tuple[Any, ...] = ("patch", write.section, write.profile_key)
                 self._patches.setdefault((write.section, write.profile_key), {}).update(write.body)
             elif isinstance(write, ConsentWrite):
-                key = (
-                    "consent",
-                    write.channel,
-                    write.address,
-                    write.section,
-                    write.consent_list,
-                    write.topic,
-                )
+                key = ("consent", write.profile_key, write.section, write.channel, write.topic)
                 self._others[key] = write
             else:
                 key = ("delete", write.keyspace, write.profile_key)
@@ -52,22 +45,21 @@ class MergedWrites:
                 self._order.remove(key)  # the last write for a key is the one that counts
             self._order.append(key)
 
-    def consents_for(self, entry: AddressList) -> dict[str, ConsentType]:
-        """Topic -> the last consent planned for one consent list of one address."""
-        return {
-            key[5]: write.type
-            for key, write in self._others.items()
-            if isinstance(write, ConsentWrite) and key[1:5] == tuple(entry)
-        }
-
     def writes(self) -> list[Write]:
+        """In order, except that attribute patches go before consent writes (between deletes): a
+        consent needs the profile, and the patch is what creates it."""
         out: list[Write] = []
+        patches: list[Write] = []
+        consents: list[Write] = []
         for key in self._order:
             if key[0] == "patch":
-                out.append(AttributePatch(key[1], self._patches[(key[1], key[2])], key[2]))
+                patches.append(AttributePatch(key[1], self._patches[(key[1], key[2])], key[2]))
+            elif key[0] == "consent":
+                consents.append(self._others[key])
             else:
-                out.append(self._others[key])
-        return out
+                out.extend([*patches, *consents, self._others[key]])
+                patches, consents = [], []
+        return [*out, *patches, *consents]
 
 
 async def send_writes(app: WorkerContext, shop: Shop, customer_id: int, writes: Sequence[Write]) -> int:
@@ -82,16 +74,24 @@ async def send_writes(app: WorkerContext, shop: Shop, customer_id: int, writes: 
             )
             app.metrics.inc("shopsync_apsis_writes_total", {"kind": "attributes"})
         elif isinstance(write, ConsentWrite):
-            await apsis.write_consent(
-                write.channel, write.address, write.section, write.consent_list, write.topic, write.type
+            outcome = await apsis.write_consent(
+                keyspace,
+                write.profile_key or str(customer_id),
+                write.section,
+                write.channel,
+                write.topic,
+                write.type,
+                reason=_REASONS[write.type],
             )
             app.metrics.inc("shopsync_apsis_writes_total", {"kind": "consent"})
+            app.metrics.inc("shopsync_apsis_consents_total", {"type": write.type, "outcome": outcome})
             log.info(
                 "consent_written",
                 customer_id=customer_id,
-                address=mask_email(write.address) if "@" in write.address else mask_phone(write.address),
+                consent_channel=write.channel,
                 consent_topic=write.topic,
                 consent=write.type,
+                outcome=outcome,
             )
         elif isinstance(write, ProfileDelete):
             await apsis.delete_profile(write.keyspace, write.profile_key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -16,7 +17,9 @@ from redis.asyncio import Redis
 from core.keys import Keys
 from mappings.installation import Limits
 from tests.clients.conftest import REDIS_URL, calls, make_account
-from worker.apsis_client import ApsisClient, current_version, current_versions
+from worker.apsis_client import ApsisClient
+from worker.apsis_consent import ConsentForbiddenError
+from worker.apsis_definitions import current_version, current_versions
 from worker.errors import (
     AuthError,
     NotFoundError,
@@ -326,34 +329,72 @@ async def test_event_over_100kb_alone_is_permanent(http: aioresponses, client: A
 # --- consents, profiles, definitions -----------------------------------------------------------
 
 
-async def test_addresses_are_url_quoted_in_consent_paths(http: aioresponses, client: ApsisClient) -> None:
-    token_ok(http)
-    http.post(re.compile(rf"^{re.escape(BASE)}/audience/channels/.*"), status=204, repeat=True)
-    await client.write_consent("email", "jane+doe@example.com", SECTION, "cl", "topic", "opt-in")
-    await client.write_consent("sms", "+46701234567", SECTION, "cl", "topic", "opt-out")
-    urls = sorted(str(url) for url, _ in calls(http, "POST", f"{BASE}/audience/channels"))
-    assert urls == [
-        f"{BASE}/audience/channels/com.apsis1.channels.email/addresses/jane%2Bdoe%40example.com/consents",
-        f"{BASE}/audience/channels/com.apsis1.channels.sms/addresses/%2B46701234567/consents",
-    ]
-    bodies = [orjson.loads(kw["data"]) for _, kw in calls(http, "POST", f"{BASE}/audience/channels")]
-    assert {"section_discriminator": SECTION, "consent_list_discriminator": "cl",
-            "topic_discriminator": "topic", "type": "opt-in"} in bodies  # fmt: skip
+def consents_url(profile_key: str = "42") -> str:
+    return f"{BASE}/v2/audience/keyspaces/{KS}/profiles/{profile_key}/sections/{SECTION}/consents"
 
 
-async def test_opted_in_topics(http: aioresponses, client: ApsisClient) -> None:
+async def test_consent_2_write_is_per_profile_channel_and_topic(
+    http: aioresponses, client: ApsisClient
+) -> None:
     token_ok(http)
-    base = f"{BASE}/audience/channels/com.apsis1.channels.email/addresses"
-    tail = f"consents/sections/{SECTION}/consent-lists/cl/evaluations"
-    http.get(
-        re.compile(re.escape(f"{base}/a%40example.com/{tail}")),
-        payload={"items": [{"topic_discriminator": "t1"}, {"topic_discriminator": "t2"}]},
+    http.post(consents_url(), status=201)
+    http.post(consents_url(), status=204)
+    http.post(
+        consents_url(), status=409, payload={"title": "Conflict", "status": 409, "detail": "transition"}
     )
-    http.get(
-        re.compile(re.escape(f"{base}/b%40example.com/{tail}")), status=404, payload={"title": "Not found"}
+    assert await client.write_consent(KS, "42", SECTION, "email", "topic", "opt-in", reason="r") == "created"
+    assert await client.write_consent(KS, "42", SECTION, "sms", "topic", "opt-out", reason="r") == "updated"
+    # 409: the consent already has that type: done, not an error
+    assert await client.write_consent(KS, "42", SECTION, "sms", "topic", "opt-out", reason="r") == "unchanged"
+    bodies = [orjson.loads(kw["data"]) for _, kw in calls(http, "POST", consents_url())]
+    assert bodies[0] == {
+        "topic_discriminator": "topic",
+        "channel_discriminator": "com.apsis1.channels.email",
+        "type": "opt-in",
+        "reason": "r",
+        "source": "Shopify",
+    }
+    assert bodies[1]["channel_discriminator"] == "com.apsis1.channels.sms"
+    assert calls(http, "POST", f"{BASE}/audience/channels") == []  # no Consent 1.0 route
+
+
+async def test_consent_write_refused_by_the_keyspace_is_permanent_without_a_new_token(
+    http: aioresponses, client: ApsisClient
+) -> None:
+    token_ok(http)
+    http.post(
+        consents_url(), status=403, payload={"title": "Forbidden", "status": 403, "detail": "no consent"}
     )
-    assert await client.opted_in_topics("email", "a@example.com", SECTION, "cl") == ["t1", "t2"]
-    assert await client.opted_in_topics("email", "b@example.com", SECTION, "cl") == []
+    with pytest.raises(ConsentForbiddenError, match="manage_subscriptions"):
+        await client.write_consent(KS, "42", SECTION, "email", "topic", "opt-in", reason="r")
+    token_calls = calls(http, "POST", f"{BASE}/oauth/token")
+    assert len(token_calls) == 1  # a new token cannot change a keyspace's permission
+
+
+async def test_read_consents_and_suppression(http: aioresponses, client: ApsisClient) -> None:
+    token_ok(http)
+    http.get(
+        re.compile(re.escape(consents_url()) + r"\?.*"),
+        payload={
+            "items": [
+                {"topic_discriminator": "t1", "channel_discriminator": "com.apsis1.channels.email",
+                 "type": "opt-in", "modified_at": "2025-01-02T03:04:05Z"},
+                {"topic_discriminator": "t2", "channel_discriminator": "com.apsis1.channels.email",
+                 "type": "opt-out", "modified_at": None},
+            ],
+            "suppressions": [{"address": "a@example.com", "channel_discriminator": "com.apsis1.channels.email"}],
+        },
+    )  # fmt: skip
+    http.get(re.compile(re.escape(consents_url("43")) + r".*"), status=404, payload={"title": "Not found"})
+    read = await client.read_consents(KS, "42", SECTION, suppression_addresses=["a@example.com", "+4670"])
+    assert read.consents[("com.apsis1.channels.email", "t1")][0] == "opt-in"
+    assert read.consents[("com.apsis1.channels.email", "t1")][1] == datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert read.consents[("com.apsis1.channels.email", "t2")] == ("opt-out", None)
+    assert read.suppressed == frozenset({"a@example.com"})
+    [(url, _)] = calls(http, "GET", consents_url())
+    assert sorted(url.query.getall("suppression_addresses")) == ["+4670", "a@example.com"]
+    empty = await client.read_consents(KS, "43", SECTION)
+    assert empty.consents == {} and empty.suppressed == frozenset()
 
 
 async def test_delete_profile_is_idempotent(http: aioresponses, client: ApsisClient) -> None:
@@ -384,18 +425,18 @@ async def test_definitions_and_live_versions(http: aioresponses, client: ApsisCl
     ]
     http.get(f"{BASE}/audience/sections/{SECTION}/attributes", payload={"items": attributes})
     http.get(
-        f"{BASE}/audience/sections/{SECTION}/consent-lists", payload={"items": [{"discriminator": "cl"}]}
-    )
-    http.get(
-        f"{BASE}/audience/sections/{SECTION}/consent-lists/cl/topics",
-        payload={"items": [{"discriminator": "t"}]},
+        f"{BASE}/v2/audience/sections/{SECTION}/topics",
+        payload={
+            "items": [{"discriminator": "t", "folder_discriminator": "f", "channel_discriminator": None}]
+        },
     )
     http.get(f"{BASE}/audience/sections/{SECTION}/events", payload={"items": []})
     assert await client.attribute_versions(SECTION) == {"email": "7"}
     assert current_version(attributes[1]) is None
     assert current_versions(attributes) == {"email": "7"}
-    assert await client.consent_lists(SECTION) == [{"discriminator": "cl"}]
-    assert await client.topics(SECTION, "cl") == [{"discriminator": "t"}]
+    assert await client.topics(SECTION) == [
+        {"discriminator": "t", "folder_discriminator": "f", "channel_discriminator": None}
+    ]
     assert await client.events(SECTION) == []
 
 

@@ -31,7 +31,8 @@ from mappings.normalize_graphql import normalize_bulk_customer
 from worker.shopify_client import ShopifyClient
 from worker.shopify_graphql import BulkOperationBusyError
 
-NEWSLETTER = "com.apsis1.consent-lists.newsletter"
+EMAIL_CH = "com.apsis1.channels.email"
+SMS_CH = "com.apsis1.channels.sms"
 FAST = RetryPolicy(max_attempts=3, base_delay_s=0.01, budget_s=10)
 
 
@@ -62,8 +63,8 @@ async def test_definitions_profiles_and_events(
     assert SECTION in [s["discriminator"] for s in await apsis.sections()]
     versions = await apsis.attribute_versions(SECTION)
     assert versions  # discriminator -> live version id
-    assert [c["discriminator"] for c in await apsis.consent_lists(SECTION)]
-    assert await apsis.topics(SECTION, NEWSLETTER)
+    topics = await apsis.topics(SECTION)
+    assert {"com.apsis1.topics.news", "com.apsis1.topics.sms-offers"} <= {t["discriminator"] for t in topics}
     events = await apsis.events(SECTION)
     event_version = next(v["id"] for e in events for v in e["versions"] if v["deprecated_at"] is None)
 
@@ -89,28 +90,31 @@ async def test_large_patch_is_split_under_the_servers_limit(
     assert account.request_count(method="PATCH", status=413) == 0
 
 
-async def test_addresses_with_plus_and_at_survive_the_path(
+async def test_consent_2_round_trip_on_the_profile(
     apsis: ApsisClient, apsis_sandbox: tuple[ApsisSandbox, Account]
 ) -> None:
     _, account = apsis_sandbox
-    topic = "com.apsis1.topics.news"
-    await apsis.write_consent("email", "jane+news@example.com", SECTION, NEWSLETTER, topic, "opt-in")
-    await apsis.write_consent(
-        "sms",
-        "+46701234567",
-        SECTION,
-        "com.apsis1.consent-lists.sms",
-        "com.apsis1.topics.sms-offers",
-        "opt-in",
+    news, sms = "com.apsis1.topics.news", "com.apsis1.topics.sms-offers"
+    # The profile exists first (the worker always patches its attributes before consent).
+    await apsis.patch_attributes(KEYSPACE, "42", SECTION, {"1002": "Jane"})
+    assert (
+        await apsis.write_consent(KEYSPACE, "42", SECTION, "email", news, "opt-in", reason="r") == "created"
     )
-    assert account.opted_in_topics("email", "jane+news@example.com", SECTION, NEWSLETTER) == [topic]
-    assert await apsis.opted_in_topics("email", "jane+news@example.com", SECTION, NEWSLETTER) == [topic]
-    assert await apsis.opted_in_topics("email", "jane.news@example.com", SECTION, NEWSLETTER) == []
-    assert await apsis.opted_in_topics("sms", "+46701234567", SECTION, "com.apsis1.consent-lists.sms") == [
-        "com.apsis1.topics.sms-offers"
+    assert await apsis.write_consent(KEYSPACE, "42", SECTION, "sms", sms, "opt-in", reason="r") == "created"
+    assert (
+        await apsis.write_consent(KEYSPACE, "42", SECTION, "email", news, "opt-in", reason="r") == "unchanged"
+    )
+    assert account.opted_in_topics(KEYSPACE, "42", SECTION, EMAIL_CH) == [news]
+    read = await apsis.read_consents(KEYSPACE, "42", SECTION)
+    assert read.consents[(EMAIL_CH, news)][0] == "opt-in"
+    assert read.consents[(SMS_CH, sms)][0] == "opt-in"
+    assert (
+        await apsis.write_consent(KEYSPACE, "42", SECTION, "email", news, "opt-out", reason="r") == "updated"
+    )
+    assert account.opted_in_topics(KEYSPACE, "42", SECTION, EMAIL_CH) == []
+    assert not [
+        route for (_, route, _), n in account.requests.items() if route.startswith("/audience/channels")
     ]
-    await apsis.write_consent("email", "jane+news@example.com", SECTION, NEWSLETTER, topic, "opt-out")
-    assert await apsis.opted_in_topics("email", "jane+news@example.com", SECTION, NEWSLETTER) == []
 
 
 async def test_revoked_token_is_replaced_once_for_all_clients(

@@ -12,7 +12,6 @@ from tests.e2e.harness import pipeline
 NEWS = "com.apsis1.topics.news"
 OFFERS = "com.apsis1.topics.offers"
 EXTRA = "com.apsis1.topics.events"  # on the newsletter list, not mapped by demo.toml
-NEWSLETTER = "com.apsis1.consent-lists.newsletter"
 SECTION = "com.apsis1.sections.sandbox"
 EMAIL = CHANNELS["email"]
 
@@ -36,38 +35,29 @@ async def test_created_updated_deleted_customers_reach_apsis(
         assert p.account.profile(p.shop.apsis.keyspace, str(a.id)) is None
         profile = p.account.profile(p.shop.apsis.keyspace, str(b.id))
         assert profile is not None and profile.attributes[SECTION]["1002"] == "Björn"
-        assert sorted(p.account.opted_in_topics(EMAIL, "cy@example.com", SECTION, NEWSLETTER)) == [
+        assert p.account.opted_in_topics(p.shop.apsis.keyspace, str(c.id), SECTION, EMAIL) == [
             NEWS,
             OFFERS,
         ]
         assert await p.dead_letters() == []
 
 
-async def test_email_change_moves_consent_including_topics_given_outside_shopify(
+async def test_email_change_keeps_consent_including_topics_given_outside_shopify(
     redis_url: str, keys: Keys
 ) -> None:
     async with pipeline(redis_url, keys, customers=3) as p:
         customer = await p.store.create_customer(email="old@example.com", email_state="subscribed")
         await p.settle()
+        keyspace, key = p.shop.apsis.keyspace, str(customer.id)
         # A topic the customer consented to outside Shopify (say, a form in APSIS itself).
-        p.account.add_consent(
-            EMAIL,
-            "old@example.com",
-            {
-                "section_discriminator": SECTION,
-                "consent_list_discriminator": NEWSLETTER,
-                "topic_discriminator": EXTRA,
-                "type": "opt-in",
-            },
-        )
+        p.account.set_consent(keyspace, key, SECTION, EMAIL, EXTRA, "opt-in")
         await p.store.change_email(customer.id, "new@example.com")
         await p.settle()
-        assert p.account.opted_in_topics(EMAIL, "old@example.com", SECTION, NEWSLETTER) == []
-        assert sorted(p.account.opted_in_topics(EMAIL, "new@example.com", SECTION, NEWSLETTER)) == sorted(
-            [NEWS, OFFERS, EXTRA]
-        )
-        profile = p.account.profile(p.shop.apsis.keyspace, str(customer.id))
+        # Consent 2.0: the profile keeps its consents; Email now sends to the new address.
+        assert p.account.opted_in_topics(keyspace, key, SECTION, EMAIL) == sorted([NEWS, OFFERS, EXTRA])
+        profile = p.account.profile(keyspace, key)
         assert profile is not None and profile.attributes[SECTION]["1001"] == "new@example.com"
+        assert p.mismatches([customer.id]) == []
 
 
 async def test_duplicates_and_reordering_change_nothing(redis_url: str, keys: Keys) -> None:

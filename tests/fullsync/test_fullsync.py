@@ -54,7 +54,7 @@ async def test_full_sync_then_unchanged_then_mapping_change_then_forced(redis_ur
         patches = attribute_writes_per_profile(p.account)
         assert len({key for key, _ in patches}) == size and set(patches.values()) == {1}
         consents = p.account.writes_of("consent")
-        assert len({(w.params["address"], tuple(sorted(w.summary.items()))) for w in consents}) == len(
+        assert len({(w.params["profile_key"], tuple(sorted(w.summary.items()))) for w in consents}) == len(
             consents
         )
         assert await p.dead_letters() == []

@@ -217,8 +217,8 @@ def bulk_line_v2(**overrides: Any) -> dict[str, Any]:
 
 # --- installations ----------------------------------------------------------------------------
 
-EMAIL = ConsentMapping("email", "com.apsis1.consent-lists.newsletter", ("topic.news", "topic.offers"))
-SMS = ConsentMapping("sms", "com.apsis1.consent-lists.sms", ("topic.sms",))
+EMAIL = ConsentMapping("email", ("topic.news", "topic.offers"))
+SMS = ConsentMapping("sms", ("topic.sms",))
 
 
 def section(

@@ -1,164 +1,117 @@
-"""Email and phone changes, through `plan_sync` as the worker uses it."""
+"""Email and phone changes under Consent 2.0, through `plan_sync` as the worker uses it.
+
+Consent is the profile's; a channel sends to the profile's email/mobile attribute. So a change of
+address is an attribute patch and nothing else: the new address has every topic the profile had
+(given in Shopify or in APSIS), the old one gets nothing more, and no consent is re-sent (which
+would override an opt-out given in APSIS since).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
-from mappings.email_change import address_changed, plan_address_change
 from mappings.normalize import normalize_customer, normalize_email_consent_update
-from mappings.plan import Plan, needs_old_address_topics, plan_sync
-from mappings.snapshot import UNKNOWN
+from mappings.plan import Plan, address_changes, plan_sync
 from mappings.state import SyncState
-from mappings.writes import AddressList, ConsentWrite
+from mappings.writes import AttributePatch, ConsentKey, ConsentWrite
 from tests.mappings import payloads as p
 
 EMAIL_CH = "com.apsis1.channels.email"
 SMS_CH = "com.apsis1.channels.sms"
-NEWS = "com.apsis1.consent-lists.newsletter"
 OLD, NEW = "bob@example.com", "robert@example.com"
 LATER = "2024-12-01T00:00:00Z"
+# The version ids of com.apsis1.attributes.email / .mobile, as the worker reads them from APSIS.
+ADDRESS = {"sec.main": {"email": "v-email", "sms": "v-mobile"}}
 
 
-def _consents(plan: Plan) -> list[tuple[str, str, str, str]]:
-    return [(w.channel, w.address, w.topic, w.type) for w in plan.writes if isinstance(w, ConsentWrite)]
+def _consents(plan: Plan) -> list[tuple[str, str, str]]:
+    return [(w.channel, w.topic, w.type) for w in plan.writes if isinstance(w, ConsentWrite)]
+
+
+def _patches(plan: Plan) -> list[dict[str, Any]]:
+    return [dict(w.body) for w in plan.writes if isinstance(w, AttributePatch)]
 
 
 def _synced(**overrides: Any) -> SyncState:
     """The state after syncing a subscribed 2024-10 customer."""
-    plan = plan_sync(p.shop(), None, normalize_customer(p.rest_2024_10(**overrides)))
+    plan = plan_sync(
+        p.shop(), None, normalize_customer(p.rest_2024_10(**overrides)), address_attributes=ADDRESS
+    )
     assert plan.state is not None
     return plan.state
 
 
-@pytest.mark.parametrize(
-    ("old", "new", "expected"),
-    [
-        ("a@b.c", "x@y.z", True),
-        ("a@b.c", None, True),
-        ("a@b.c", "a@b.c", False),
-        ("a@b.c", UNKNOWN, False),
-        (None, "a@b.c", False),
-    ],
-)
-def test_address_changed(old: str | None, new: Any, expected: bool) -> None:
-    assert address_changed(old, new) is expected
-
-
-def test_needs_old_address_topics_names_each_list() -> None:
-    state = _synced()
-    changed = normalize_customer(p.rest_2024_10(email=NEW, updated_at=LATER))
-    assert needs_old_address_topics(p.shop(), state, changed) == [
-        AddressList(EMAIL_CH, OLD, "sec.main", NEWS)
-    ]
-    same = normalize_customer(p.rest_2024_10(updated_at=LATER))
-    assert needs_old_address_topics(p.shop(), state, same) == []
-    assert needs_old_address_topics(p.shop(), None, changed) == []
-    stale = normalize_customer(p.rest_2024_10(email=NEW, updated_at="2020-01-01T00:00:00Z"))
-    assert needs_old_address_topics(p.shop(), state, stale) == []
-
-
-def test_subscribed_email_change_moves_every_topic_incl_outside_shopify() -> None:
-    state = _synced()
-    changed = normalize_customer(p.rest_2024_10(email=NEW, updated_at=LATER))
-    key = AddressList(EMAIL_CH, OLD, "sec.main", NEWS)
-    plan = plan_sync(p.shop(), state, changed, old_address_topics={key: ["topic.news", "topic.partner"]})
+def test_first_sync_writes_the_address_attributes_and_the_profile_consents() -> None:
+    plan = plan_sync(p.shop(), None, normalize_customer(p.rest_2024_10()), address_attributes=ADDRESS)
+    [patch] = _patches(plan)
+    assert patch["v-email"] == OLD and patch["v-mobile"] == "+46701234567"
     assert _consents(plan) == [
-        (EMAIL_CH, NEW, "topic.news", "opt-in"),
-        (EMAIL_CH, NEW, "topic.offers", "opt-in"),
-        (EMAIL_CH, NEW, "topic.partner", "opt-in"),  # consented outside Shopify: carried over
-        (EMAIL_CH, OLD, "topic.news", "opt-out"),
-        (EMAIL_CH, OLD, "topic.offers", "opt-out"),
-        (EMAIL_CH, OLD, "topic.partner", "opt-out"),
+        (EMAIL_CH, "topic.news", "opt-in"),
+        (EMAIL_CH, "topic.offers", "opt-in"),
+        (SMS_CH, "topic.sms", "opt-in"),
     ]
+    assert all(w.profile_key == str(plan.state.customer_id) for w in plan.writes if plan.state)
+
+
+def test_email_change_is_an_attribute_patch_and_no_consent_write() -> None:
+    state = _synced()
+    changed = normalize_customer(p.rest_2024_10(email=NEW, updated_at=LATER))
+    plan = plan_sync(p.shop(), state, changed, address_attributes=ADDRESS)
+    assert _consents(plan) == []  # the profile keeps every topic; the new address inherits them
+    assert [patch.get("v-email") for patch in _patches(plan)] == [NEW]
     assert plan.state is not None
     assert plan.state.email == NEW
-    assert {k.address for k in plan.state.consents if k.channel == EMAIL_CH} == {NEW}
-    assert plan_sync(p.shop(), plan.state, changed).writes == ()
+    assert plan.state.consents == state.consents
+    assert address_changes(state, plan.state) == ["email"]
+    assert plan_sync(p.shop(), plan.state, changed, address_attributes=ADDRESS).writes == ()
 
 
-def test_not_subscribed_customer_still_carries_old_address_topics() -> None:
-    quiet = {"state": "not_subscribed", "opt_in_level": None, "consent_updated_at": None}
-    state = _synced(email_marketing_consent=quiet)
-    changed = normalize_customer(p.rest_2024_10(email=NEW, updated_at=LATER, email_marketing_consent=quiet))
-    key = AddressList(EMAIL_CH, OLD, "sec.main", NEWS)
-    plan = plan_sync(p.shop(), state, changed, old_address_topics={key: ["topic.offers"]})
-    assert _consents(plan) == [
-        (EMAIL_CH, NEW, "topic.offers", "opt-in"),
-        (EMAIL_CH, OLD, "topic.news", "opt-out"),
-        (EMAIL_CH, OLD, "topic.offers", "opt-out"),
-    ]
-    assert plan.state is not None
-    # a later not_subscribed update does not undo the carried topic
-    again = normalize_customer(
-        p.rest_2024_10(email=NEW, updated_at="2024-12-02T00:00:00Z", email_marketing_consent=quiet)
-    )
-    assert plan_sync(p.shop(), plan.state, again).writes == ()
-
-
-def test_new_address_unsubscribed_gets_nothing_carried() -> None:
+def test_email_change_with_an_unsubscribe_in_shopify_opts_the_profile_out() -> None:
     state = _synced()
     out = {"state": "unsubscribed", "opt_in_level": None, "consent_updated_at": LATER}
     changed = normalize_customer(p.rest_2024_10(email=NEW, updated_at=LATER, email_marketing_consent=out))
-    key = AddressList(EMAIL_CH, OLD, "sec.main", NEWS)
-    plan = plan_sync(p.shop(), state, changed, old_address_topics={key: ["topic.news", "topic.partner"]})
-    assert _consents(plan) == [
-        (EMAIL_CH, NEW, "topic.news", "opt-out"),
-        (EMAIL_CH, NEW, "topic.offers", "opt-out"),
-        (EMAIL_CH, OLD, "topic.news", "opt-out"),
-        (EMAIL_CH, OLD, "topic.offers", "opt-out"),
-        (EMAIL_CH, OLD, "topic.partner", "opt-out"),
-    ]
+    plan = plan_sync(p.shop(), state, changed, address_attributes=ADDRESS)
+    assert _consents(plan) == [(EMAIL_CH, "topic.news", "opt-out"), (EMAIL_CH, "topic.offers", "opt-out")]
 
 
-def test_subscribed_to_not_subscribed_with_change_opts_mapped_topics_out() -> None:
-    state = _synced()
-    quiet = {"state": "not_subscribed", "opt_in_level": None, "consent_updated_at": LATER}
+def test_not_subscribed_email_change_writes_no_consent() -> None:
+    quiet = {"state": "not_subscribed", "opt_in_level": None, "consent_updated_at": None}
+    state = _synced(email_marketing_consent=quiet)
     changed = normalize_customer(p.rest_2024_10(email=NEW, updated_at=LATER, email_marketing_consent=quiet))
-    key = AddressList(EMAIL_CH, OLD, "sec.main", NEWS)
-    plan = plan_sync(p.shop(), state, changed, old_address_topics={key: ["topic.news", "topic.partner"]})
-    assert (EMAIL_CH, NEW, "topic.news", "opt-out") in _consents(plan)
-    assert (EMAIL_CH, NEW, "topic.partner", "opt-in") in _consents(plan)
+    plan = plan_sync(p.shop(), state, changed, address_attributes=ADDRESS)
+    assert _consents(plan) == []  # consent given in APSIS (a form) stays on the profile
 
 
-def test_without_evaluations_falls_back_to_what_we_wrote() -> None:
+def test_email_removed_clears_the_attribute_and_keeps_the_consents() -> None:
     state = _synced()
-    changed = normalize_customer(p.rest_2024_10(email=NEW, updated_at=LATER))
-    plan = plan_sync(p.shop(), state, changed)
-    assert [c for c in _consents(plan) if c[1] == OLD] == [
-        (EMAIL_CH, OLD, "topic.news", "opt-out"),
-        (EMAIL_CH, OLD, "topic.offers", "opt-out"),
-    ]
-
-
-def test_email_removed_opts_old_address_out() -> None:
-    state = _synced()
-    plan = plan_sync(p.shop(), state, normalize_customer(p.rest_2024_10(email=None, updated_at=LATER)))
-    assert _consents(plan) == [
-        (EMAIL_CH, OLD, "topic.news", "opt-out"),
-        (EMAIL_CH, OLD, "topic.offers", "opt-out"),
-    ]
+    plan = plan_sync(
+        p.shop(),
+        state,
+        normalize_customer(p.rest_2024_10(email=None, updated_at=LATER)),
+        address_attributes=ADDRESS,
+    )
+    assert _consents(plan) == []
+    assert [patch.get("v-email", "absent") for patch in _patches(plan)] == [None]
     assert plan.state is not None and plan.state.email is None
+    assert address_changes(state, plan.state) == ["email"]
 
 
 def test_phone_change_on_sms_channel() -> None:
     state = _synced()
     changed = normalize_customer(p.rest_2024_10(phone="+46709999999", updated_at=LATER))
-    key = AddressList(SMS_CH, "+46701234567", "sec.main", "com.apsis1.consent-lists.sms")
-    assert needs_old_address_topics(p.shop(), state, changed) == [key]
-    plan = plan_sync(p.shop(), state, changed, old_address_topics={key: ["topic.sms"]})
-    assert _consents(plan) == [
-        (SMS_CH, "+46709999999", "topic.sms", "opt-in"),
-        (SMS_CH, "+46701234567", "topic.sms", "opt-out"),
-    ]
+    plan = plan_sync(p.shop(), state, changed, address_attributes=ADDRESS)
+    assert _consents(plan) == []
+    assert [patch.get("v-mobile") for patch in _patches(plan)] == ["+46709999999"]
+    assert plan.state is not None and address_changes(state, plan.state) == ["sms"]
 
 
 def test_email_unknown_in_a_payload_is_not_a_change() -> None:
     state = _synced()
     payload = p.rest_2024_10(updated_at=LATER)
     del payload["email"]
-    assert _consents(plan_sync(p.shop(), state, normalize_customer(payload))) == []
+    plan = plan_sync(p.shop(), state, normalize_customer(payload), address_attributes=ADDRESS)
+    assert _consents(plan) == []
+    assert plan.state is not None and address_changes(state, plan.state) == []
 
 
 def test_consent_topic_address_only_fills_unknown_email() -> None:
@@ -167,19 +120,20 @@ def test_consent_topic_address_only_fills_unknown_email() -> None:
     topic = normalize_email_consent_update(
         p.email_consent_topic("subscribed", email_address="stale@example.com")
     )
-    plan = plan_sync(p.shop(), state, topic)
+    plan = plan_sync(p.shop(), state, topic, address_attributes=ADDRESS)
     assert plan.state is not None and plan.state.email == OLD
-    first = plan_sync(p.shop(), None, topic)
+    first = plan_sync(p.shop(), None, topic, address_attributes=ADDRESS)
     assert first.state is not None and first.state.email == "stale@example.com"
 
 
-def test_plan_address_change_direct() -> None:
-    change = plan_address_change(p.EMAIL, "sec", OLD, NEW, "subscribed", "subscribed", ["topic.x"])
-    assert [(w.address, w.topic, w.type) for w in change.new_address] == [
-        (NEW, "topic.news", "opt-in"),
-        (NEW, "topic.offers", "opt-in"),
-        (NEW, "topic.x", "opt-in"),
-    ]
-    assert [w.type for w in change.old_address] == ["opt-out"] * 3
-    gone = plan_address_change(p.EMAIL, "sec", OLD, None, "subscribed", "subscribed", ["topic.x"])
-    assert gone.new_address == [] and gone.desired == {} and len(gone.old_address) == 3
+def test_a_section_without_consent_mapping_writes_no_address_attribute_of_its_own() -> None:
+    bare = p.section("sec.main", attributes={"first_name": "2"}, email=None, sms=None)
+    plan = plan_sync(p.shop(bare), None, normalize_customer(p.rest_2024_10()), address_attributes=ADDRESS)
+    [patch] = _patches(plan)
+    assert set(patch) == {"2"}  # no address attribute: the section maps no consent
+
+
+def test_consent_records_are_per_profile_section_channel_topic() -> None:
+    state = _synced()
+    assert state.consents[ConsentKey("sec.main", EMAIL_CH, "topic.news")] == "opt-in"
+    assert state.consents[ConsentKey("sec.main", SMS_CH, "topic.sms")] == "opt-in"

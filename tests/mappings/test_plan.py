@@ -19,6 +19,8 @@ from mappings.state import SyncState
 from mappings.writes import AttributePatch, ConsentWrite, ProfileDelete
 from tests.mappings import payloads as p
 
+EMAIL_CH = "com.apsis1.channels.email"
+SMS_CH = "com.apsis1.channels.sms"
 VIP = p.section("sec.vip", conditions=(Condition("tags", "contains", "vip"),), attributes={"first_name": "9"})
 SHOP = p.shop(p.section(), VIP)
 
@@ -28,7 +30,7 @@ def _patches(plan: Plan) -> dict[str, dict[str, Any]]:
 
 
 def _consents(plan: Plan) -> list[tuple[str, str, str, str]]:
-    return [(w.section, w.address, w.topic, w.type) for w in plan.writes if isinstance(w, ConsentWrite)]
+    return [(w.section, w.channel, w.topic, w.type) for w in plan.writes if isinstance(w, ConsentWrite)]
 
 
 def _state(plan: Plan) -> SyncState:
@@ -50,8 +52,8 @@ def test_first_sync_writes_attributes_then_consents() -> None:
     }
     kinds = [type(w).__name__ for w in plan.writes]
     assert kinds == sorted(kinds)  # AttributePatch before ConsentWrite
-    assert ("sec.main", "bob@example.com", "topic.news", "opt-in") in _consents(plan)
-    assert ("sec.main", "+46701234567", "topic.sms", "opt-in") in _consents(plan)
+    assert ("sec.main", EMAIL_CH, "topic.news", "opt-in") in _consents(plan)
+    assert ("sec.main", SMS_CH, "topic.sms", "opt-in") in _consents(plan)
     assert all(w.profile_key == str(p.CUSTOMER_ID) for w in plan.writes if isinstance(w, AttributePatch))
     assert _state(plan).sections == ("sec.main", "sec.vip")
 
@@ -82,13 +84,14 @@ def test_only_changed_attributes_are_patched_and_empty_is_cleared() -> None:
     assert _consents(plan) == []
 
 
-def test_force_rewrites_everything() -> None:
+def test_force_rewrites_every_attribute_and_no_consent() -> None:
     snapshot = normalize_customer(p.rest_2024_10(first_name=None))
     state = _state(plan_sync(SHOP, None, snapshot))
     plan = plan_sync(SHOP, state, snapshot, force=True)
     assert _patches(plan)["sec.main"]["2"] is None
     assert len(_patches(plan)["sec.main"]) == 5
-    assert len(_consents(plan)) == 6
+    # Consent 2.0: re-sending an unchanged opt-in would override an opt-out given in APSIS since.
+    assert _consents(plan) == []
 
 
 def test_2025_01_update_keeps_known_tags_and_consent() -> None:
@@ -149,11 +152,11 @@ def test_consent_topics_after_2025_01_customer() -> None:
     state = _state(plan_sync(SHOP, None, normalize_customer(p.rest_2025_01())))
     plan = plan_sync(SHOP, state, normalize_email_consent_update(p.email_consent_topic("subscribed")))
     assert _consents(plan) == [
-        ("sec.main", "bob@example.com", "topic.news", "opt-in"),
-        ("sec.main", "bob@example.com", "topic.offers", "opt-in"),
+        ("sec.main", EMAIL_CH, "topic.news", "opt-in"),
+        ("sec.main", EMAIL_CH, "topic.offers", "opt-in"),
     ]
     plan = plan_sync(SHOP, _state(plan), normalize_sms_consent_update(p.sms_consent_topic("unsubscribed")))
-    assert _consents(plan) == [("sec.main", "+46701234567", "topic.sms", "opt-out")]
+    assert _consents(plan) == [("sec.main", SMS_CH, "topic.sms", "opt-out")]
 
 
 def test_older_consent_never_overwrites_newer() -> None:
@@ -163,9 +166,9 @@ def test_older_consent_never_overwrites_newer() -> None:
     # a 2024-10 style update delivered late, carrying the consent as it was in 2023
     late = normalize_customer(p.rest_2024_10(updated_at="2025-02-05T00:00:00Z"))
     plan = plan_sync(SHOP, state, late)
-    assert [c for c in _consents(plan) if c[0] == "sec.main" and "@" in c[1]] == []
+    assert [c for c in _consents(plan) if c[0] == "sec.main" and c[1] == EMAIL_CH] == []
     # entering sec.vip (tags now known) writes the current decision there: opt-out
-    assert ("sec.vip", "bob@example.com", "topic.news", "opt-out") in _consents(plan)
+    assert ("sec.vip", EMAIL_CH, "topic.news", "opt-out") in _consents(plan)
     assert _state(plan).fields["email_marketing_consent.state"] == "unsubscribed"
 
 
@@ -240,7 +243,7 @@ def test_untimed_consent_topic_still_applies() -> None:
     topic = p.email_consent_topic("unsubscribed")
     topic["email_marketing_consent"]["consent_updated_at"] = None
     plan = plan_sync(SHOP, state, normalize_email_consent_update(topic))
-    assert ("sec.main", "bob@example.com", "topic.news", "opt-out") in _consents(plan)
+    assert ("sec.main", EMAIL_CH, "topic.news", "opt-out") in _consents(plan)
 
 
 def test_coming_back_to_a_section_writes_everything_again() -> None:
@@ -253,9 +256,9 @@ def test_coming_back_to_a_section_writes_everything_again() -> None:
     back = plan_sync(SHOP, left, normalize_customer(p.rest_2024_10(updated_at="2024-12-02T00:00:00Z")))
     assert _patches(back) == {"sec.main": {"3": "vip, newsletter"}, "sec.vip": {"9": "Bob"}}
     assert [c for c in _consents(back) if c[0] == "sec.vip"] == [
-        ("sec.vip", "bob@example.com", "topic.news", "opt-in"),
-        ("sec.vip", "bob@example.com", "topic.offers", "opt-in"),
-        ("sec.vip", "+46701234567", "topic.sms", "opt-in"),
+        ("sec.vip", EMAIL_CH, "topic.news", "opt-in"),
+        ("sec.vip", EMAIL_CH, "topic.offers", "opt-in"),
+        ("sec.vip", SMS_CH, "topic.sms", "opt-in"),
     ]
 
 
