@@ -108,18 +108,45 @@ class SyncSettings:
     bulk_export: bool = False
 
 
+AUTH_MODES = ("static", "client_credentials", "oauth")
+# The scopes the sync needs (customers, orders for purchase events, products for order lines).
+DEFAULT_SCOPES = ("read_customers", "read_orders", "read_products")
+# The GraphQL Admin API version the client calls (newest stable in December 2026); the webhook
+# payload version (`api_version`) is separate and may be any from 2020-07 on.
+DEFAULT_GRAPHQL_VERSION = "2026-10"
+
+
+@dataclass(frozen=True, slots=True)
+class ShopAuth:
+    """How the service gets a Shopify access token for the shop.
+
+    `static`: the shop's `access_token` (an existing admin-created custom app or private app).
+    `client_credentials`: minted from the app's client id and secret (a Dev Dashboard app of the
+    merchant's own organization), 24 h, minted again ahead of expiry.
+    `oauth`: the authorization code grant with expiring offline tokens and a rotating refresh token
+    (an app installed through `/auth/install`).
+    """
+
+    mode: Literal["static", "client_credentials", "oauth"] = "static"
+    client_id: str = ""
+    client_secret: str = field(default="", repr=False)
+    scopes: tuple[str, ...] = DEFAULT_SCOPES
+
+
 @dataclass(frozen=True, slots=True)
 class Shop:
     domain: str
     admin_url: str
     api_version: str
-    access_token: str = field(repr=False)
-    webhook_secret: str = field(repr=False)
+    access_token: str = field(repr=False)  # "" unless auth.mode == "static"
+    webhook_secret: str = field(repr=False)  # the app's client secret for Dev Dashboard apps
     apsis: ApsisAccount
     sections: tuple[Section, ...]
     limits: Limits = field(default_factory=Limits)
     orders: OrderSettings = field(default_factory=OrderSettings)
     sync: SyncSettings = field(default_factory=SyncSettings)
+    auth: ShopAuth = field(default_factory=ShopAuth)
+    graphql_api_version: str = DEFAULT_GRAPHQL_VERSION
 
 
 @dataclass(frozen=True, slots=True)

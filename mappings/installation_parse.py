@@ -16,7 +16,10 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from mappings.installation import (
+    AUTH_MODES,
     CONDITION_OPERATORS,
+    DEFAULT_GRAPHQL_VERSION,
+    DEFAULT_SCOPES,
     MIN_API_VERSION,
     ORDER_EVENT_TOPICS,
     ApsisAccount,
@@ -29,6 +32,7 @@ from mappings.installation import (
     OrderSettings,
     Section,
     Shop,
+    ShopAuth,
     SyncSettings,
 )
 from mappings.installation_checks import ParseContext, join_key, type_name
@@ -76,6 +80,8 @@ _SHOP_KEYS = (
     "limits",
     "orders",
     "sync",
+    "auth",
+    "graphql_api_version",
 )
 
 
@@ -109,17 +115,51 @@ def _parse_shop(ctx: ParseContext, raw: Mapping[str, Any], key: str) -> Shop:
         seen.add(section.discriminator)
     if "apsis" not in raw:
         raise ctx.fail(join_key(key, "apsis"), "missing required table [shop.apsis]")
+    auth = _parse_auth(ctx, raw.get("auth", {}), join_key(key, "auth"))
+    if auth.mode == "static":
+        access_token = ctx.string(raw, key, "access_token")
+        webhook_secret = ctx.string(raw, key, "webhook_secret")
+    else:
+        if "access_token" in raw:
+            raise ctx.fail(join_key(key, "access_token"), f"not used with auth mode {auth.mode!r}: remove it")
+        access_token = ""
+        # Dev Dashboard apps sign their webhooks with the app's client secret.
+        webhook_secret = ctx.string(raw, key, "webhook_secret", default=auth.client_secret)
+    graphql_version = ctx.string(raw, key, "graphql_api_version", default=DEFAULT_GRAPHQL_VERSION)
+    if not _API_VERSION.match(graphql_version):
+        raise ctx.fail(join_key(key, "graphql_api_version"), "must be a Shopify API version like 2026-10")
     return Shop(
         domain=domain,
         admin_url=admin_url,
         api_version=api_version,
-        access_token=ctx.string(raw, key, "access_token"),
-        webhook_secret=ctx.string(raw, key, "webhook_secret"),
+        access_token=access_token,
+        webhook_secret=webhook_secret,
+        auth=auth,
+        graphql_api_version=graphql_version,
         apsis=_parse_apsis(ctx, ctx.table(raw["apsis"], join_key(key, "apsis")), join_key(key, "apsis")),
         sections=sections,
         limits=_parse_limits(ctx, raw.get("limits", {}), join_key(key, "limits")),
         orders=_parse_orders(ctx, raw.get("orders", {}), join_key(key, "orders")),
         sync=_parse_sync(ctx, raw.get("sync", {}), join_key(key, "sync")),
+    )
+
+
+def _parse_auth(ctx: ParseContext, raw: Any, key: str) -> ShopAuth:
+    table = ctx.table(raw, key)
+    ctx.only(table, key, ("mode", "client_id", "client_secret", "scopes"))
+    mode = ctx.string(table, key, "mode", default="static")
+    if mode not in AUTH_MODES:
+        raise ctx.fail(join_key(key, "mode"), f"must be one of {', '.join(AUTH_MODES)}, not {mode!r}")
+    scopes = table.get("scopes", list(DEFAULT_SCOPES))
+    if not isinstance(scopes, list) or not all(isinstance(s, str) and s.strip() for s in scopes):
+        raise ctx.fail(join_key(key, "scopes"), "must be a list of Shopify access scopes")
+    if mode == "static":
+        return ShopAuth(scopes=tuple(scopes))
+    return ShopAuth(
+        mode=mode,  # type: ignore[arg-type]
+        client_id=ctx.string(table, key, "client_id"),
+        client_secret=ctx.string(table, key, "client_secret"),
+        scopes=tuple(scopes),
     )
 
 
