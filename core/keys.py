@@ -109,6 +109,33 @@ class Keys:
     def full_sync_record(self, sync_id: str) -> str:
         return f"{self.prefix}:fullsync-run:{sync_id}"
 
+    # Shopify access tokens (core/shopify_auth/)
+    def shopify_token(self, shop: str) -> str:
+        """The shop's token pair (`TokenRecord` JSON, Fernet-encrypted): one value, one write."""
+        return f"{self.prefix}:shopify-token:{shop}"
+
+    def shopify_token_lock(self, shop: str) -> str:
+        """`<fence>:<holder>` while one process mints or refreshes the shop's token (PX)."""
+        return f"{self.prefix}:shopify-token-lock:{shop}"
+
+    def shopify_token_fence(self, shop: str) -> str:
+        """Counter: the fencing token of the latest lock; a store by an older holder is refused."""
+        return f"{self.prefix}:shopify-token-fence:{shop}"
+
+    @property
+    def needs_approval(self) -> str:
+        """Hash shop domain -> reason: shops whose token cannot be had until the merchant approves."""
+        return f"{self.prefix}:needs-approval"
+
+    def held_jobs(self, shop: str) -> str:
+        """Hash job id -> held job JSON: jobs of a shop that needs approval, run once it is back."""
+        return f"{self.prefix}:held:{shop}"
+
+    @property
+    def held_shops(self) -> str:
+        """Set of shop domains with held jobs."""
+        return f"{self.prefix}:held-shops"
+
     @property
     def metrics(self) -> str:
         """Hash of metric series -> value that every worker process adds to."""
