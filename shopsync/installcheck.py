@@ -1,8 +1,9 @@
 """`shopsync check` and `shopsync install`: an installation against the real APIs.
 
 `check` asks Shopify and APSIS One whether the installation can work and answers with one line
-per problem, each saying what to fix. `install` registers the webhook subscriptions the
-installation needs (idempotent), then checks.
+per problem, each saying what to fix, and a warning line for what is accepted but ignored. The
+APSIS half (Consent 2.0 included) is `shopsync.installcheck_apsis`. `install` registers the
+webhook subscriptions the installation needs (idempotent), then checks.
 
 Which topics: every topic of `core.jobs.TOPIC_JOBS` that the shop's API version offers,
 except the mandatory privacy topics (`customers/data_request`, `customers/redact`,
@@ -22,7 +23,8 @@ import redis.asyncio as aioredis
 
 from core.jobs import PRIVACY_TOPICS, TOPIC_JOBS
 from core.keys import Keys
-from mappings.installation import Section, Shop
+from mappings.installation import Shop
+from shopsync.installcheck_apsis import check_apsis, unreachable
 from worker.apsis_client import ApsisClient
 from worker.errors import ApiError, AuthError
 from worker.ratelimit import RateLimiter
@@ -61,6 +63,7 @@ class Report:
     address: str | None
     checked: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # accepted, but worth changing: not a failure
 
     @property
     def ok(self) -> bool:
@@ -73,6 +76,7 @@ class Report:
             "ok": self.ok,
             "checked": self.checked,
             "problems": self.problems,
+            "warnings": self.warnings,
         }
 
 
@@ -151,11 +155,8 @@ async def check(shop: Shop, clients: Clients, address: str | None = None) -> Rep
     for part in (shopify_part, apsis_part):
         report.checked.extend(part.checked)
         report.problems.extend(part.problems)
+    report.warnings.extend(apsis_part.warnings)
     return report
-
-
-def _unreachable(api: str, url: str, exc: ApiError) -> str:
-    return f"{api}: cannot reach {url} ({exc}): check the URL in the installations file and the network"
 
 
 async def check_shopify(shop: Shop, client: ShopifyClient, address: str | None) -> Report:
@@ -169,7 +170,7 @@ async def check_shopify(shop: Shop, client: ShopifyClient, address: str | None) 
         )
         return r
     except ApiError as exc:
-        r.problems.append(_unreachable("Shopify", shop.admin_url, exc))
+        r.problems.append(unreachable("Shopify", shop.admin_url, exc))
         return r
     r.checked.append(f"Shopify: credentials work (shop {info.get('name', shop.domain)!s})")
 
@@ -211,131 +212,6 @@ async def check_shopify(shop: Shop, client: ShopifyClient, address: str | None) 
         at = f" at {address}" if address else ""
         r.checked.append(f"Shopify: webhook subscriptions for {len(topics)} topics{at}")
     return r
-
-
-async def check_apsis(shop: Shop, client: ApsisClient) -> Report:
-    r = Report(shop.domain, None)
-    account = shop.apsis
-    try:
-        keyspaces = await client.keyspaces()
-    except AuthError as exc:
-        r.problems.append(
-            f"APSIS: the API client {account.client_id} is refused ({exc.status}): set apsis.client_id and"
-            " apsis.client_secret to an API key of the APSIS One account (Account settings > API keys)"
-        )
-        return r
-    except ApiError as exc:
-        r.problems.append(_unreachable("APSIS", account.base_url, exc))
-        return r
-    r.checked.append(f"APSIS: credentials work (client {account.client_id})")
-
-    known_keyspaces = [str(k.get("discriminator")) for k in keyspaces]
-    if account.keyspace in known_keyspaces:
-        r.checked.append(f"APSIS: keyspace {account.keyspace} exists")
-    else:
-        r.problems.append(
-            f"APSIS: keyspace {account.keyspace} does not exist: set apsis.keyspace to one of"
-            f" {', '.join(known_keyspaces) or '(none)'}"
-        )
-
-    try:
-        sections = {str(s.get("discriminator")) for s in await client.sections()}
-    except ApiError as exc:
-        r.problems.append(f"APSIS: cannot list the sections ({exc})")
-        return r
-    for index, section in enumerate(shop.sections):
-        if section.discriminator not in sections:
-            r.problems.append(
-                f"APSIS: section {section.discriminator} does not exist: fix section[{index}].discriminator"
-                f" (existing: {', '.join(sorted(sections)) or 'none'})"
-            )
-            continue
-        try:
-            r.problems.extend(await _check_section(client, section, index))
-        except ApiError as exc:
-            r.problems.append(
-                f"APSIS: cannot read the definitions of section {section.discriminator} ({exc})"
-            )
-            continue
-        r.checked.append(f"APSIS: section {section.discriminator} checked")
-    return r
-
-
-def _versions(definitions: Sequence[Mapping[str, Any]]) -> dict[str, tuple[str, Mapping[str, Any]]]:
-    """version id -> (definition discriminator, version)."""
-    out: dict[str, tuple[str, Mapping[str, Any]]] = {}
-    for definition in definitions:
-        for version in definition.get("versions") or ():
-            out[str(version.get("id"))] = (str(definition.get("discriminator")), version)
-    return out
-
-
-def _live_version(definitions: Sequence[Mapping[str, Any]], discriminator: str) -> str | None:
-    for definition in definitions:
-        if definition.get("discriminator") == discriminator:
-            live = [v for v in definition.get("versions") or () if v.get("deprecated_at") is None]
-            return str(live[-1]["id"]) if live else None
-    return None
-
-
-def _version_problems(
-    kind: str,
-    key: str,
-    mapped: Mapping[str, str],
-    definitions: Sequence[Mapping[str, Any]],
-    section: str,
-) -> list[str]:
-    problems: list[str] = []
-    versions = _versions(definitions)
-    for name, version_id in mapped.items():
-        found = versions.get(version_id)
-        if found is None:
-            problems.append(
-                f"APSIS: {kind} version {version_id} ({key}.{name}) does not exist in section {section}:"
-                f" map {name} to an existing {kind} version id"
-            )
-            continue
-        discriminator, version = found
-        if version.get("deprecated_at") is not None:
-            live = _live_version(definitions, discriminator)
-            use = f"use version {live} of {discriminator}" if live else f"{discriminator} has no live version"
-            problems.append(
-                f"APSIS: {kind} version {version_id} ({key}.{name}) is deprecated since"
-                f" {version.get('deprecated_at')}: {use}"
-            )
-    return problems
-
-
-async def _check_section(client: ApsisClient, section: Section, index: int) -> list[str]:
-    s = section.discriminator
-    key = f"section[{index}]"
-    attributes, consent_lists, events = await asyncio.gather(
-        client.attributes(s), client.consent_lists(s), client.events(s)
-    )
-    problems = _version_problems("attribute", f"{key}.attributes", section.attributes, attributes, s)
-    mapped_events = {
-        name: v
-        for name, v in (("order", section.events.order), ("order_line", section.events.order_line))
-        if v is not None
-    }
-    problems += _version_problems("event", f"{key}.events", mapped_events, events, s)
-    lists = {str(c.get("discriminator")) for c in consent_lists}
-    for mapping in section.consents:
-        where = f"{key}.consents.{mapping.channel}"
-        if mapping.consent_list not in lists:
-            problems.append(
-                f"APSIS: consent list {mapping.consent_list} does not exist in section {s}: fix"
-                f" {where}.consent_list (existing: {', '.join(sorted(lists)) or 'none'})"
-            )
-            continue
-        topics = {str(t.get("discriminator")) for t in await client.topics(s, mapping.consent_list)}
-        for topic in mapping.topics:
-            if topic not in topics:
-                problems.append(
-                    f"APSIS: topic {topic} does not exist on consent list {mapping.consent_list} in"
-                    f" section {s}: fix {where}.topics (existing: {', '.join(sorted(topics)) or 'none'})"
-                )
-    return problems
 
 
 # --- install ----------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from core.settings import Settings
 from mappings.installation import InstallationError
 from shopsync import installcheck
 from shopsync.command_support import fail, print_json, redact, with_redis
-from shopsync.shops import load_installations
+from shopsync.shops import load_installations, warn_installations
 
 # --- resync ----------------------------------------------------------------------------------
 
@@ -32,6 +32,7 @@ def resync(args: argparse.Namespace, settings: Settings) -> int:
         installations = load_installations(settings.shops_file)
     except InstallationError as exc:
         return fail(str(exc))
+    warn_installations(installations)
     shop = installations.get(args.domain)
     if shop is None:
         return fail(f"no shop {args.domain!r} in {settings.shops_file}")
@@ -143,6 +144,8 @@ def _print_install(domain: str, address: str, result: Any, was_uninstalled: bool
 def _print_report(report: Any, problems: list[str]) -> None:
     for line in report.checked:
         print(f"ok    {line}")
+    for line in report.warnings:
+        print(f"WARN  {line}")
     for line in problems:
         print(f"FIX   {line}")
     if problems:

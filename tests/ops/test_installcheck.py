@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -19,6 +20,8 @@ from tests.ops.helpers import cli_env, run_cli, sandbox_document, write_shops_fi
 
 DOMAIN = "demo-store.myshopify.com"
 MAIN = "com.apsis1.sections.sandbox"
+VIP = "com.apsis1.sections.sandbox-vip"
+KEYSPACE = "com.apsis1.integrations.keyspaces.sandbox.shopify"
 
 
 @dataclass
@@ -93,8 +96,21 @@ async def test_install_is_idempotent_and_check_passes(sb: Sandboxes, redis: aior
     checked = await run_cli(["check", DOMAIN, "--address", sb.address, "--json"], env)
     assert checked.code == 0, checked.stdout + checked.stderr
     report = orjson.loads(checked.stdout)
-    assert report["ok"] and report["problems"] == []
+    assert report["ok"] and report["problems"] == [] and report["warnings"] == []
     assert f"APSIS: section {MAIN} checked" in report["checked"]
+    assert f"APSIS: keyspace {KEYSPACE} manages consent (manage_subscriptions is true)" in report["checked"]
+    assert (
+        f"APSIS: section {MAIN}: the Email topics com.apsis1.topics.news, com.apsis1.topics.offers exist for Email"
+    ) in report["checked"]
+    assert (
+        f"APSIS: section {VIP}: the Email topics com.apsis1.topics.vip-news exist for Email"
+        in report["checked"]
+    )
+    assert (
+        f"APSIS: section {MAIN}: SMS consent is sent to com.apsis1.attributes.mobile (version 1004); the sync"
+        " writes it with the customer's phone (E.164) whether or not section[0].attributes maps it"
+    ) in report["checked"]
+    assert sb.apsis.account.consent_1_requests() == 0
 
 
 async def test_check_names_each_problem_in_one_line(sb: Sandboxes) -> None:
@@ -133,10 +149,8 @@ async def test_check_wrong_credentials_and_missing_definitions(sb: Sandboxes) ->
 
     document_env = sb.env(apsis_keyspace="com.apsis1.keyspaces.nope")
     account = sb.apsis.account
-    section = account.section(MAIN)
-    section.consent_lists[0].topics = [
-        t for t in section.consent_lists[0].topics if t.discriminator != "com.apsis1.topics.offers"
-    ]
+    newsletter = account.section(MAIN).folders[0]
+    newsletter.topics = [t for t in newsletter.topics if t.discriminator != "com.apsis1.topics.offers"]
     account.reindex()
     done = await run_cli(["check", DOMAIN], document_env)
     assert done.code == 1
@@ -148,7 +162,7 @@ async def test_check_wrong_credentials_and_missing_definitions(sb: Sandboxes) ->
     ]
     assert problems[len(topics) :] == [
         "APSIS: keyspace com.apsis1.keyspaces.nope does not exist: set apsis.keyspace to one of com.apsis1.integrations.keyspaces.sandbox.shopify, com.apsis1.keyspaces.email",
-        f"APSIS: topic com.apsis1.topics.offers does not exist on consent list com.apsis1.consent-lists.newsletter in section {MAIN}: fix section[0].consents.email.topics (existing: com.apsis1.topics.events, com.apsis1.topics.news)",
+        f"APSIS: topic com.apsis1.topics.offers does not exist in section {MAIN}: fix section[0].consents.email.topics (Email topics: com.apsis1.topics.events, com.apsis1.topics.news)",
     ]
 
 
@@ -172,3 +186,83 @@ async def test_check_names_the_live_version_of_a_deprecated_attribute(sb: Sandbo
         "APSIS: attribute version 901 (section[0].attributes.email) is deprecated since 2024-03-01T00:00:00Z:"
         " use version 1001 of com.apsis1.attributes.email"
     ) in problems
+
+
+def _consent_document(sb: Sandboxes) -> dict[str, Any]:
+    return sandbox_document(sb.shopify.url, sb.apsis.url)
+
+
+async def test_check_consent_2_problems_one_line_each(sb: Sandboxes) -> None:
+    # Consent 2.0: a topic of another channel, a keyspace that does not manage consent, no live
+    # mobile attribute for SMS consent (the sync writes it even though the mapping does not name it).
+    document = _consent_document(sb)
+    section = document["shop"][0]["section"][0]
+    section["consents"]["email"]["topics"] = ["com.apsis1.topics.news", "com.apsis1.topics.sms-offers"]
+    del section["attributes"]["phone"]
+    env = cli_env(sb.redis_url, sb.keys, write_shops_file(sb.tmp / "shops.toml", document))
+    account = sb.apsis.account
+    account.set_manage_subscriptions(KEYSPACE, False)
+    account.deprecate_version(MAIN, "1004", at="2024-05-01T00:00:00Z")
+
+    done = await run_cli(["check", DOMAIN, "--json"], env)
+    assert done.code == 1, done.stdout + done.stderr
+    report = orjson.loads(done.stdout)
+    apsis = [p for p in report["problems"] if p.startswith("APSIS:")]
+    assert apsis == [
+        f"APSIS: keyspace {KEYSPACE} does not manage consent (manage_subscriptions is false), so APSIS refuses"
+        " every consent write (403): set apsis.keyspace to one of com.apsis1.keyspaces.email",
+        f"APSIS: topic com.apsis1.topics.sms-offers of section {MAIN} is for the SMS channel only, not Email:"
+        " move it to section[0].consents.sms.topics or fix section[0].consents.email.topics"
+        " (Email topics: com.apsis1.topics.events, com.apsis1.topics.news, com.apsis1.topics.offers)",
+        f"APSIS: section {MAIN} has only deprecated versions of com.apsis1.attributes.mobile, the address SMS"
+        " consent is sent to: add a live version of it to the section in APSIS One, or remove"
+        " section[0].consents.sms",
+    ]
+    assert report["warnings"] == []
+    assert account.consent_1_requests() == 0
+
+
+async def test_check_missing_address_attributes_and_a_topic_of_the_other_channel(sb: Sandboxes) -> None:
+    document = _consent_document(sb)
+    vip = document["shop"][0]["section"][1]
+    del vip["attributes"]["email"]
+    # vip-news is an Email-only topic; the VIP section has neither an email nor a mobile attribute.
+    vip["consents"]["sms"] = {"topics": ["com.apsis1.topics.vip-news"]}
+    env = cli_env(sb.redis_url, sb.keys, write_shops_file(sb.tmp / "shops.toml", document))
+    account = sb.apsis.account
+    account.section(VIP).attributes = [
+        a for a in account.section(VIP).attributes if a.discriminator != "com.apsis1.attributes.email"
+    ]
+    account.reindex()
+
+    done = await run_cli(["check", DOMAIN], env)
+    assert done.code == 1
+    problems = [line[6:] for line in done.stdout.splitlines() if line.startswith("FIX   ")]
+    apsis = [p for p in problems if p.startswith("APSIS:")]
+    assert apsis == [
+        f"APSIS: topic com.apsis1.topics.vip-news of section {VIP} is for the Email channel only, not SMS:"
+        " move it to section[1].consents.email.topics or fix section[1].consents.sms.topics (SMS topics: none)",
+        f"APSIS: section {VIP} has no attribute com.apsis1.attributes.email, the address Email consent is"
+        " sent to: add a live version of it to the section in APSIS One, or remove section[1].consents.email",
+        f"APSIS: section {VIP} has no attribute com.apsis1.attributes.mobile, the address SMS consent is"
+        " sent to: add a live version of it to the section in APSIS One, or remove section[1].consents.sms",
+    ]
+
+
+async def test_check_warns_of_a_consent_list_and_passes(sb: Sandboxes) -> None:
+    document = _consent_document(sb)
+    document["shop"][0]["section"][0]["consents"]["sms"]["consent_list"] = "com.apsis1.consent-lists.sms"
+    env = cli_env(sb.redis_url, sb.keys, write_shops_file(sb.tmp / "shops.toml", document))
+    assert (await run_cli(["install", DOMAIN, "--address", sb.address, "--json"], env)).code == 0
+
+    done = await run_cli(["check", DOMAIN, "--address", sb.address], env)
+    assert done.code == 0, done.stdout + done.stderr
+    warnings = [line[6:] for line in done.stdout.splitlines() if line.startswith("WARN  ")]
+    assert warnings == [
+        "section[0].consents.sms.consent_list (com.apsis1.consent-lists.sms) is ignored: APSIS Consent 2.0"
+        " has no consent lists (consent is per profile, channel and topic); remove the key, the topics stay"
+    ]
+    assert done.stdout.strip().endswith(f"{DOMAIN}: installation OK")
+    as_json = orjson.loads((await run_cli(["check", DOMAIN, "--address", sb.address, "--json"], env)).stdout)
+    assert as_json["ok"] is True and as_json["warnings"] == warnings
+    assert sb.apsis.account.consent_1_requests() == 0
