@@ -39,6 +39,8 @@ def run(settings: Settings, host: str = "0.0.0.0") -> int:
         return app
 
     log.info("receiver_starting", port=settings.port, shops=sorted(installations.shops))
+    for warning in installations.warnings:
+        log.warning("installations_warning", detail=warning)
     # run_app stops accepting on SIGTERM/SIGINT, lets in-flight requests finish (up to the timeout),
     # then runs the cleanup that drains the enqueuer and closes the Redis pool.
     web.run_app(build(), host=host, port=settings.port, access_log=None, shutdown_timeout=10, print=None)

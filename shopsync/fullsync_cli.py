@@ -21,7 +21,7 @@ from core.keys import Keys
 from core.redis_conn import connect
 from core.settings import Settings
 from mappings.installation import InstallationError
-from shopsync.shops import load_installations
+from shopsync.shops import load_installations, warn_installations
 
 POLL_S = 0.5
 
@@ -31,6 +31,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         installations = load_installations(settings.shops_file)
     except InstallationError as exc:
         return _fail(str(exc))
+    warn_installations(installations)
     shop = installations.get(args.domain)
     if shop is None:
         return _fail(f"no shop {args.domain!r} in {settings.shops_file}")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
+from typing import TextIO
 
 from core.config import ConfigFileError, read_config_file
 from mappings.installation import InstallationError, Installations
@@ -17,3 +19,9 @@ def load_installations(path: str, env: Mapping[str, str] | None = None) -> Insta
     except ConfigFileError as exc:
         raise InstallationError(exc.source, exc.key, exc.reason) from None
     return parse_installations_toml(text, os.environ if env is None else env, source=path)
+
+
+def warn_installations(installations: Installations, out: TextIO | None = None) -> None:
+    """One `shopsync: warning:` line per key the file has that is accepted but ignored (stderr)."""
+    for line in installations.warnings:
+        print(f"shopsync: warning: {line}", file=out or sys.stderr)

@@ -65,6 +65,8 @@ def run(settings: Settings, queue: str = "all", burst: bool = False) -> int:
     except (ConfigFileError, InstallationError) as exc:
         print(f"shopsync worker: {exc}", file=sys.stderr)
         return 1
+    for warning in installations.warnings:
+        log.warning("installations_warning", detail=warning)
     with contextlib.suppress(ImportError):
         import uvloop
 

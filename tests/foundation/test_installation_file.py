@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 
 from mappings.installation import InstallationError
 from mappings.installation_parse import parse_installations
@@ -144,3 +145,34 @@ def test_file_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(InstallationError) as caught:
         load_installations(str(bad), env={})
     assert str(caught.value).startswith(f"{bad}: (syntax): ") and "\n" not in str(caught.value)
+
+
+def test_a_consent_list_still_loads_with_a_warning_naming_the_key(tmp_path: Path) -> None:
+    document = _mutate(
+        ["shop", 0, "section", 0, "consents", "email", "consent_list"], "com.apsis1.consent-lists.newsletter"
+    )
+    installations = parse_installations(document, {}, source="shops.toml")
+    shop = installations.get("demo-store.myshopify.com")
+    assert shop is not None
+    email = shop.sections[0].email
+    assert email is not None and email.topics == ("com.apsis1.topics.news", "com.apsis1.topics.offers")
+    [warning] = installations.warnings
+    assert warning.startswith("shops.toml: shop[0].section[0].consents.email.consent_list: ignored")
+    assert "\n" not in warning
+
+    # The same through the file reader, as the processes load it.
+    path = tmp_path / "shops.toml"
+    path.write_text(tomli_w.dumps(document))
+    assert load_installations(str(path), env={}).warnings == (warning.replace("shops.toml", str(path), 1),)
+
+
+@pytest.mark.parametrize("path", [DEMO, EXAMPLE], ids=["demo", "example"])
+def test_the_shipped_files_load_without_a_warning(path: Path) -> None:
+    env = dict.fromkeys(
+        ("SHOPIFY_ACCESS_TOKEN", "SHOPIFY_WEBHOOK_SECRET", "APSIS_CLIENT_ID", "APSIS_CLIENT_SECRET"), "x"
+    )
+    installations = load_installations(str(path), env=env)
+    assert installations.warnings == ()
+    assert all(
+        m.consent_list is None for s in installations.shops.values() for x in s.sections for m in x.consents
+    )
