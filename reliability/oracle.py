@@ -1,41 +1,70 @@
 """What APSIS must hold, computed from the sandbox store, and every difference from what it holds.
 
 Shared by the end-to-end harness (`tests/e2e/harness.py`) and the reliability scenarios.
+
+Consent 2.0: consent is the profile's, per section, channel and topic. For every section with a
+consent mapping, the mapped topics the profile is opted in to on each mapped channel must be the
+ones Shopify's consent state implies (others are not the sync's: consent given in APSIS itself). An email or phone change needs no check of its own: the consents
+stay on the profile, and the profile's address attribute is compared with the other attributes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from mappings.installation import CHANNELS, Shop
+from mappings.installation import Section, Shop
 from mappings.normalize import normalize_customer
-from mappings.plan import plan_sync
+from mappings.plan import AddressAttributes, plan_sync
 from mappings.state import SyncState
 from mappings.writes import OPT_IN
 from sandbox.apsis.account import Account
 from sandbox.shopify.serialize import serialize_customer
 from sandbox.shopify.store import Store
+from worker.apsis_definitions import address_versions, current_versions
 
 # The customer is read as the newest REST version shows it: whatever the installation's
 # version, the consent topics deliver SMS and email consent in that form.
 ORACLE_VERSION = "2025-01"
 
 
-def expected_state(shop: Shop, store: Store, customer_id: int) -> SyncState | None:
-    """The sync state that a fresh sync of the customer as the store has it now produces."""
+def address_attributes(shop: Shop, account: Account) -> AddressAttributes:
+    """Per section with a consent mapping, the live versions of the address attributes its
+    channels send to, as the worker reads them from APSIS's definitions (it writes them too)."""
+    out: dict[str, Mapping[str, str]] = {}
+    for section in shop.sections:
+        index = account.sections.get(section.discriminator)
+        if section.consents and index is not None:
+            definitions = [a.to_json() for a in index.section.attributes]
+            out[section.discriminator] = address_versions(current_versions(definitions))
+    return out
+
+
+def expected_state(
+    shop: Shop, store: Store, customer_id: int, *, addresses: AddressAttributes | None = None
+) -> SyncState | None:
+    """The sync state that a fresh sync of the customer as the store has it now produces
+    (`addresses`: see `address_attributes`; without them, only the mapped attributes)."""
     customer = store.customer(customer_id)
     if customer is None:
         return None
     payload = serialize_customer(customer, ORACLE_VERSION)
-    return plan_sync(shop, None, normalize_customer(payload)).state
+    return plan_sync(shop, None, normalize_customer(payload), address_attributes=addresses).state
 
 
-def customer_problems(shop: Shop, store: Store, account: Account, customer_id: int) -> list[str]:
+def customer_problems(
+    shop: Shop,
+    store: Store,
+    account: Account,
+    customer_id: int,
+    addresses: AddressAttributes | None = None,
+) -> list[str]:
     """Every difference between the customer's APSIS profile and consents and the store."""
     problems: list[str] = []
     cid = customer_id
-    state = expected_state(shop, store, cid)
+    if addresses is None:
+        addresses = address_attributes(shop, account)
+    state = expected_state(shop, store, cid, addresses=addresses)
     profile = account.profile(shop.apsis.keyspace, str(cid))
     if state is None:
         if profile is not None and any(profile.attributes.values()):
@@ -50,35 +79,37 @@ def customer_problems(shop: Shop, store: Store, account: Account, customer_id: i
         want = {k: v for k, v in state.attributes.get(section.discriminator, {}).items() if v is not None}
         if got != want:
             problems.append(f"{cid}: section {section.discriminator} attributes {got} != {want}")
-        for mapping in section.consents:
-            address = state.email if mapping.channel == "email" else state.phone
-            if not address:
-                continue
-            want_topics = sorted(
-                k.topic
-                for k, kind in state.consents.items()
-                if kind == OPT_IN
-                and k.address == address
-                and k.section == section.discriminator
-                and k.consent_list == mapping.consent_list
+        problems += _consent_problems(shop, account, state, section)
+    return problems
+
+
+def _consent_problems(shop: Shop, account: Account, state: SyncState, section: Section) -> list[str]:
+    """The profile's opted-in mapped topics per channel against those Shopify's state implies."""
+    problems: list[str] = []
+    s = section.discriminator
+    for mapping in section.consents:
+        channel = mapping.channel_discriminator
+        want = sorted(
+            key.topic
+            for key, kind in state.consents.items()
+            if kind == OPT_IN and key.section == s and key.channel == channel
+        )
+        # Topics the installation does not map are not the sync's (consent given in APSIS itself).
+        opted_in = account.opted_in_topics(shop.apsis.keyspace, str(state.customer_id), s, channel)
+        got = sorted(t for t in opted_in if t in mapping.topics)
+        if got != want:
+            problems.append(
+                f"{state.customer_id}: section {s} {mapping.channel} opted-in topics {got} != {want}"
             )
-            got_topics = sorted(
-                account.opted_in_topics(
-                    CHANNELS[mapping.channel], address, section.discriminator, mapping.consent_list
-                )
-            )
-            if got_topics != want_topics:
-                problems.append(
-                    f"{cid}: {mapping.channel} topics on {mapping.consent_list} {got_topics} != {want_topics}"
-                )
     return problems
 
 
 def mismatches(shop: Shop, store: Store, account: Account, customer_ids: Iterable[int]) -> list[str]:
     """Every difference between APSIS and what the store says it must hold."""
     problems: list[str] = []
+    addresses = address_attributes(shop, account)
     for cid in customer_ids:
-        problems += customer_problems(shop, store, account, cid)
+        problems += customer_problems(shop, store, account, cid, addresses)
     return problems
 
 
@@ -98,12 +129,13 @@ def order_events(shop: Shop, store: Store, account: Account, order_ids: Iterable
     purchase events: one order event and one event per line, no more; and once paid, no fewer
     in the sections without conditions (every customer is in them, whenever the order came)."""
     result = OrderCheck()
+    addresses = address_attributes(shop, account)
     for order_id in order_ids:
         order = store.order(order_id)
         if order is None or order.customer_id is None:
             continue
         paid = order.financial_status == "paid"
-        state = expected_state(shop, store, order.customer_id)
+        state = expected_state(shop, store, order.customer_id, addresses=addresses)
         if state is None:
             continue
         profile = account.profile(shop.apsis.keyspace, str(order.customer_id))
