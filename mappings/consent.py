@@ -69,10 +69,13 @@ def consent_writes(
 
 
 class ApsisConsent(NamedTuple):
-    """One consent as APSIS reports it (`GET .../consents`): its type and when it last changed."""
+    """One consent as APSIS reports it (`GET .../consents`): its type, when it last changed, and
+    whether this service wrote it (its `source`): our own opt-out, sent late for an older Shopify
+    state, must not hold back Shopify's newer subscribe."""
 
     type: str
     modified_at: datetime | None
+    ours: bool = False
 
 
 class Guarded(NamedTuple):
@@ -86,8 +89,8 @@ def guard_opt_ins(
     apsis: Mapping[ConsentKey, ApsisConsent],
     shopify_times: Mapping[str, datetime | None],
 ) -> Guarded:
-    """Leave out the opt-ins APSIS already has, and those an APSIS opt-out newer than Shopify's
-    consent (`shopify_times` per channel discriminator; None when unknown) must win over.
+    """Leave out the opt-ins APSIS already has, and those an opt-out given in APSIS (not written
+    by us) newer than Shopify's consent (`shopify_times` per channel; None when unknown) wins over.
 
     An APSIS opt-out without a time, or a Shopify consent without one, keeps the opt-out: losing
     an opt-out is worse than missing an opt-in. Opt-outs always pass.
@@ -105,8 +108,12 @@ def guard_opt_ins(
         elif current.type in APSIS_OPTED_IN:
             held[key] = OPT_IN
         elif current.type == OPT_OUT:
-            ours = shopify_times.get(write.channel)
-            if ours is not None and current.modified_at is not None and ours > current.modified_at:
+            shopify_at = shopify_times.get(write.channel)
+            if current.ours or (
+                shopify_at is not None
+                and current.modified_at is not None
+                and shopify_at > current.modified_at
+            ):
                 kept.append(write)
             else:
                 held[key] = OPT_OUT

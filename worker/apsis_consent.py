@@ -22,7 +22,8 @@ class ConsentForbiddenError(PermanentApiError):
 class ProfileConsents:
     """What `GET /v2/.../consents` reports: consents by (channel, topic), and suppressed addresses."""
 
-    consents: dict[tuple[str, str], tuple[str, datetime | None]] = field(default_factory=dict)
+    # (channel, topic) -> (type, modified_at, source)
+    consents: dict[tuple[str, str], tuple[str, datetime | None, str]] = field(default_factory=dict)
     suppressed: frozenset[str] = frozenset()
 
 
@@ -31,12 +32,16 @@ def parse_profile_consents(data: Any) -> ProfileConsents:
     shows that suppression is reported here; see docs/APSIS.md for the shape assumed)."""
     if not isinstance(data, Mapping):
         return ProfileConsents()
-    consents: dict[tuple[str, str], tuple[str, datetime | None]] = {}
+    consents: dict[tuple[str, str], tuple[str, datetime | None, str]] = {}
     for item in data.get("items") or ():
         if not isinstance(item, Mapping) or not item.get("topic_discriminator"):
             continue
         key = (str(item.get("channel_discriminator") or ""), str(item["topic_discriminator"]))
-        consents[key] = (str(item.get("type") or ""), _time(item.get("modified_at")))
+        consents[key] = (
+            str(item.get("type") or ""),
+            _time(item.get("modified_at")),
+            str(item.get("source") or ""),
+        )
     suppressed = {
         str(s["address"])
         for s in data.get("suppressions") or ()

@@ -27,6 +27,7 @@ from mappings.installation import CHANNELS, Shop
 from mappings.plan import AddressAttributes
 from mappings.state import SyncState
 from mappings.writes import OPT_IN, ConsentKey, ConsentWrite, Write
+from worker.apsis_client import CONSENT_SOURCE
 from worker.apsis_definitions import address_versions
 from worker.context import WorkerContext
 
@@ -83,8 +84,9 @@ async def guard_consents(
             shop.apsis.keyspace, profile_key, section, suppression_addresses=addresses
         )
         suppressed |= answer.suppressed
-        for (channel, topic), (kind, modified_at) in answer.consents.items():
-            known[ConsentKey(section, channel, topic)] = ApsisConsent(kind, modified_at)
+        for (channel, topic), (kind, modified_at, source) in answer.consents.items():
+            ours = source == CONSENT_SOURCE
+            known[ConsentKey(section, channel, topic)] = ApsisConsent(kind, modified_at, ours)
     await _record_suppression(app, shop, customer_id, state, suppressed)
     times = {
         CHANNELS["email"]: state.times.get("email_consent"),

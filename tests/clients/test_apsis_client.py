@@ -389,7 +389,7 @@ async def test_read_consents_and_suppression(http: aioresponses, client: ApsisCl
     read = await client.read_consents(KS, "42", SECTION, suppression_addresses=["a@example.com", "+4670"])
     assert read.consents[("com.apsis1.channels.email", "t1")][0] == "opt-in"
     assert read.consents[("com.apsis1.channels.email", "t1")][1] == datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
-    assert read.consents[("com.apsis1.channels.email", "t2")] == ("opt-out", None)
+    assert read.consents[("com.apsis1.channels.email", "t2")] == ("opt-out", None, "")
     assert read.suppressed == frozenset({"a@example.com"})
     [(url, _)] = calls(http, "GET", consents_url())
     assert sorted(url.query.getall("suppression_addresses")) == ["+4670", "a@example.com"]

@@ -91,6 +91,8 @@ def _opt_in(topic: str = "topic.news") -> ConsentWrite:
         ({NEWS: ApsisConsent("opt-out", None)}, T0, False, "opt-out"),
         ({NEWS: ApsisConsent("opt-out", T0)}, None, False, "opt-out"),
         ({NEWS: ApsisConsent("pending-opt-in", T0)}, T0, True, None),
+        # our own opt-out, sent late for an older Shopify state: Shopify's subscribe goes
+        ({NEWS: ApsisConsent("opt-out", T0 + timedelta(hours=1), ours=True)}, T0, True, None),
     ],
 )
 def test_guard_opt_ins(
