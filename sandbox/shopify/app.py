@@ -9,7 +9,6 @@ Shopify's JSON with cursor pagination. Requests are counted by route and status 
 
 from __future__ import annotations
 
-import hmac
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
@@ -18,6 +17,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from sandbox.shopify import oauth
 from sandbox.shopify.appkeys import COUNTERS, STORE
 from sandbox.shopify.data import CUSTOMER_BASE
 from sandbox.shopify.models import Customer, Order
@@ -102,7 +102,7 @@ async def shopify_middleware(request: web.Request, handler: Handler) -> web.Stre
     store = request.app[STORE]
     route = request.match_info.route.resource
     name = f"{request.method} {route.canonical if route is not None else request.path}"
-    if not request.path.startswith("/admin/"):
+    if not request.path.startswith("/admin/") or request.path in oauth.PUBLIC_PATHS:
         response = await handler(request)
         request.app[COUNTERS][(name, response.status)] += 1
         return response
@@ -117,8 +117,7 @@ async def _admin(request: web.Request, handler: Handler, store: Store) -> web.St
         version is not None and not supported_version(version)
     ):
         return json_response({"errors": "Not Found"}, 404)
-    token = request.headers.get("X-Shopify-Access-Token", "")
-    if not hmac.compare_digest(token.encode(), store.access_token.encode()):
+    if not oauth.authorized(request.app, request.headers.get("X-Shopify-Access-Token", "")):
         return json_response(
             {"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}, 401
         )
@@ -611,6 +610,7 @@ def create_app(store: Store) -> web.Application:
     r.add_post(f"{api}/graphql.json", graphql.handle)
     r.add_get("/admin/oauth/access_scopes.json", access_scopes)
     control.add_routes(app)
+    oauth.add_routes(app)
     r.add_route("*", "/admin/{tail:.*}", not_found)
     return app
 
