@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 
 from core.keys import Keys
 from mappings.installation import Installations
-from receiver import admin, scrape
+from receiver import admin, auth, scrape
 from receiver.appkeys import ADMIN_TOKEN, ENQUEUER, INSTALLATIONS, KEYS, METRICS, REDIS
 from receiver.enqueue import BatchEnqueuer
 from receiver.metrics import ReceiverMetrics
@@ -46,6 +46,7 @@ def create_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     admin.add_routes(app)
+    auth.add_routes(app)  # GET /auth/install, /auth/callback: the OAuth install flow
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         yield
