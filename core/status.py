@@ -44,6 +44,14 @@ async def suppressed_counts(redis: aioredis.Redis, keys: Keys, shops: Iterable[s
     return {shop: int(await typed(redis.hlen(keys.suppressed(shop)))) for shop in shops}
 
 
+async def needs_approval(redis: aioredis.Redis, keys: Keys, shop: str | None = None) -> dict[str, str]:
+    """Shops whose Shopify token cannot be had until the merchant approves the app again (a
+    refused refresh or client credentials grant, an uninstalled app), with the reason; their jobs
+    are held, not lost (core/shopify_auth)."""
+    marked = {_text(k): _text(v) for k, v in (await hgetall(redis, keys.needs_approval)).items()}
+    return {s: r for s, r in sorted(marked.items()) if shop is None or s == shop}
+
+
 async def collect(
     redis: aioredis.Redis, keys: Keys, shop: str | None = None, shops: Iterable[str] = ()
 ) -> dict[str, Any]:
@@ -78,6 +86,7 @@ async def collect(
         "counters": counters,
         "limiters": limiter,
         "suppressed_profiles": await suppressed_counts(redis, keys, [shop] if shop else shops),
+        "needs_approval": await needs_approval(redis, keys, shop),
     }
 
 

@@ -2,8 +2,9 @@
 
 Workers have no port to scrape; they flush counters and histograms into one Redis hash
 (`core.sharedmetrics`), rendered here. Gauges are read from Redis at scrape time: queue
-depth per queue, workers alive, dead letters, progress of each running full sync. A Redis
-failure drops these parts of the answer, never the receiver's own metrics.
+depth per queue, workers alive, dead letters, progress of each running full sync, shops
+whose Shopify app needs approval again. A Redis failure drops these parts of the answer, never
+the receiver's own metrics.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import redis.asyncio as aioredis
 from core import sharedmetrics
 from core.keys import Keys
 from core.redis_conn import hgetall
-from core.status import queue_report, suppressed_counts
+from core.status import needs_approval, queue_report, suppressed_counts
 
 WORKER_ALIVE_S = 90  # three missed heartbeats
 FINISHED_STATES = frozenset({"done", "finished", "completed", "failed", "cancelled", "canceled"})
@@ -63,6 +64,7 @@ async def gauges(redis: aioredis.Redis, keys: Keys, shops: Iterable[str] = ()) -
         seen.append((labels, _number(record.get("seen"))))
         if record.get("total") is not None:
             total.append((labels, _number(record.get("total"))))
+    waiting = await needs_approval(redis, keys)
     lines = [
         *_gauge("shopsync_queue_jobs", "Jobs in each queue, by state", depth),
         *_gauge("shopsync_queue_oldest_job_seconds", "Age of the oldest due job in each queue", oldest),
@@ -76,6 +78,11 @@ async def gauges(redis: aioredis.Redis, keys: Keys, shops: Iterable[str] = ()) -
             "shopsync_suppressed_profiles",
             "Profiles whose address APSIS suppresses (overrides every consent), by shop",
             [({"shop": shop}, float(n)) for shop, n in (await suppressed_counts(redis, keys, shops)).items()],
+        ),
+        *_gauge(
+            "shopsync_shop_needs_approval",
+            "1 while the shop's Shopify token cannot be had until the merchant approves the app again",
+            [({"shop": shop}, float(shop in waiting)) for shop in sorted({*shops, *waiting})],
         ),
     ]
     return "\n".join(lines) + "\n"

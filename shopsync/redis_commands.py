@@ -101,6 +101,11 @@ def render_status(report: dict[str, Any]) -> None:
     suppressed = {shop: n for shop, n in report.get("suppressed_profiles", {}).items() if n}
     for shop, n in sorted(suppressed.items()):
         console.print(f"{shop}: {n} profile(s) with an address APSIS suppresses (no opt-in reaches them)")
+    for shop, reason in sorted(report.get("needs_approval", {}).items()):
+        console.print(
+            f"[bold red]{shop}: needs approval[/] ({reason}): its jobs wait; approve the app again"
+            f" (oauth: open /auth/install?shop={shop} on the receiver)"
+        )
     if report["recent_failures"]:
         fails = Table(title="Recent failures")
         for col in ("when", "job", "function", "try", "error"):
