@@ -2,7 +2,8 @@
 
 Exit status: 0 on success, 1 on a failure it reports, 2 on bad usage. Errors are one line on stderr.
 Each command's module is imported only when that command runs: `redis_commands` (status, jobs,
-job, dead-letters), `shop_commands` (resync, check, install), `fullsync_cli` (full-sync).
+job, dead-letters), `shop_commands` (resync, check, install), `fullsync_cli` (full-sync),
+`app_config` (app-config).
 """
 
 from __future__ import annotations
@@ -74,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--address", required=True, help="public URL of POST /webhooks/shopify")
     install.add_argument("--json", action="store_true")
 
+    ac = sub.add_parser("app-config", help="print the shopify.app.toml fragment for a Dev Dashboard app")
+    ac.add_argument("domain")
+    ac.add_argument("--address", required=True, help="public URL of POST /webhooks/shopify")
+
     sb = sub.add_parser("sandbox", help="run the Shopify and APSIS One simulators")
     sb.add_argument("--customers", type=int, default=2000)
     sb.add_argument("--seed", type=int, default=1)
@@ -139,6 +144,7 @@ _COMMANDS: dict[str, Callable[[], Callable[[argparse.Namespace, Settings], int]]
     "dead-letters": _command("shopsync.redis_commands", "dead_letters"),
     "check": _command("shopsync.shop_commands", "check"),
     "install": _command("shopsync.shop_commands", "install"),
+    "app-config": _command("shopsync.app_config", "run"),
     "sandbox": _sandbox,
 }
 
