@@ -3,12 +3,14 @@
 The same decisions as the REST payloads (`mappings.normalize`): a key absent is `UNKNOWN`, a
 key present with `null` is known and empty, extra keys land in `raw` (in snake case). Both the
 older fields (`email`, `phone`, `emailMarketingConsent`, `smsMarketingConsent`, `ordersCount`,
-`totalSpentV2`) and their newer forms (`defaultEmailAddress`, `defaultPhoneNumber`,
-`numberOfOrders`, `amountSpent`) are read; child lines (`__parentId`) are refused.
+`totalSpentV2`) and their newer forms (`defaultEmailAddress`, `defaultPhoneNumber` and its
+`smsMarketingConsent` from 2026-10, `numberOfOrders`, `amountSpent`) are read; child lines
+(`__parentId`) are refused.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from mappings.payload_values import (
@@ -115,9 +117,25 @@ def normalize_bulk_customer(line: Any) -> CustomerSnapshot:
     if "smsMarketingConsent" in body:
         values["sms_marketing_consent"] = _gql_consent(body["smsMarketingConsent"], "smsMarketingConsent")
     elif "defaultPhoneNumber" in body:
-        values["sms_marketing_consent"] = _gql_consent(phone_obj, "defaultPhoneNumber")
+        values["sms_marketing_consent"] = _phone_consent(phone_obj)
     raw = {snake_case(k): v for k, v in body.items() if k not in _GQL_TYPED}
     return CustomerSnapshot(**values, raw=raw)
+
+
+def _phone_consent(phone: Mapping[str, Any] | None) -> Consent | None:
+    """SMS consent of `defaultPhoneNumber`: its `smsMarketingConsent {state optInLevel
+    updatedAt}` (2026-10 on), else its own `marketingState`/`marketingOptInLevel`/`marketingUpdatedAt`."""
+    if phone is not None and "smsMarketingConsent" in phone:
+        obj = opt_object(phone["smsMarketingConsent"], "defaultPhoneNumber.smsMarketingConsent")
+        if obj is None:
+            return None
+        renamed = {
+            "marketingState": obj.get("state"),
+            "marketingOptInLevel": obj.get("optInLevel"),
+            "marketingUpdatedAt": obj.get("updatedAt"),
+        }
+        return _gql_consent(renamed, "defaultPhoneNumber.smsMarketingConsent")
+    return _gql_consent(phone, "defaultPhoneNumber")
 
 
 def _gql_consent(value: Any, key: str) -> Consent | None:

@@ -1,0 +1,149 @@
+"""Whole-store exports through Shopify bulk operations: start, poll, stream the JSONL by line.
+
+One `bulkOperationRunQuery` starts an export, cheap `node(id:)` polls follow it, and the result
+is one JSONL file at a signed URL, read as a stream (a line at a time: a store of millions never
+sits in memory; the URL is pre-signed storage, no access token goes with it). Shopify runs up to
+`max_bulk_operations(version)` bulk queries per app and shop at once (5 from 2026-01, one
+before); one more is refused with `OPERATION_IN_PROGRESS`/`LIMIT_REACHED`, which is the
+transient `BulkOperationBusyError` (retry later), never a silent skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import orjson
+
+from core.logging import get_logger
+from worker.errors import PermanentApiError, TransientApiError, error_from_response
+from worker.shopify_errors import ROUTE, UserErrorsError
+from worker.shopify_queries import BULK_OPERATION_QUERY, BULK_RUN_MUTATION
+from worker.shopify_transport import ShopifyConnection, graphql
+
+log = get_logger(__name__)
+
+_DONE = frozenset({"COMPLETED", "FAILED", "CANCELED", "EXPIRED"})
+_BUSY = frozenset({"OPERATION_IN_PROGRESS", "LIMIT_REACHED"})
+
+
+def max_bulk_operations(version: str) -> int:
+    """Bulk queries Shopify runs at once per app and shop on `version`."""
+    return 5 if version >= "2026-01" else 1
+
+
+class BulkOperationBusyError(TransientApiError):
+    """Shopify already runs as many bulk queries for this app and shop as the version allows."""
+
+
+async def run_bulk_query(conn: ShopifyConnection, query: str) -> str:
+    """Start a bulk export of `query`; the operation's id (`gid://shopify/BulkOperation/...`)."""
+    data = await graphql(conn, BULK_RUN_MUTATION, {"query": query})
+    result = data.get("bulkOperationRunQuery") or {}
+    user_errors = result.get("userErrors") or []
+    if user_errors:
+        codes = {str(e.get("code") or "") for e in user_errors}
+        message = "; ".join(str(e.get("message")) for e in user_errors)
+        if codes & _BUSY or "already in progress" in message:
+            limit = max_bulk_operations(conn.store.graphql_api_version)
+            raise BulkOperationBusyError(
+                "shopify",
+                200,
+                "bulk operation busy",
+                f"{message} (at most {limit} at once)",
+                10.0,
+                route=ROUTE,
+            )
+        raise UserErrorsError("bulkOperationRunQuery", user_errors)
+    operation = result.get("bulkOperation") or {}
+    log.info("shopify_bulk_started", shop=conn.store.domain, operation=operation.get("id"))
+    return str(operation["id"])
+
+
+async def bulk_operation(conn: ShopifyConnection, operation_id: str) -> dict[str, Any] | None:
+    """The operation's state: `status`, `objectCount`, `url` (when COMPLETED), `errorCode`..."""
+    data = await graphql(conn, BULK_OPERATION_QUERY, {"id": operation_id})
+    node = data.get("node")
+    return dict(node) if isinstance(node, dict) else None
+
+
+async def wait_for_bulk_operation(
+    conn: ShopifyConnection,
+    operation_id: str,
+    *,
+    poll_s: float = 2.0,
+    timeout_s: float = 6 * 3600,
+    on_progress: Callable[[dict[str, Any]], Awaitable[None] | None] | None = None,
+) -> dict[str, Any]:
+    """Poll until the operation ends; its final state. FAILED/CANCELED/EXPIRED raise."""
+    deadline = time.monotonic() + timeout_s
+    delay = min(0.25, poll_s)
+    while True:
+        state = await bulk_operation(conn, operation_id)
+        if state is None:
+            raise PermanentApiError(
+                "shopify", 404, "bulk operation", f"{operation_id} not found", route=ROUTE
+            )
+        if on_progress is not None:
+            maybe = on_progress(state)
+            if maybe is not None:
+                await maybe
+        status = str(state.get("status"))
+        if status == "COMPLETED":
+            return state
+        if status in _DONE:
+            raise PermanentApiError(
+                "shopify",
+                200,
+                f"bulk operation {status.lower()}",
+                str(state.get("errorCode") or ""),
+                route=ROUTE,
+            )
+        if time.monotonic() > deadline:
+            raise TransientApiError(
+                "shopify", None, "bulk operation", "still running at the timeout", route=ROUTE
+            )
+        await asyncio.sleep(delay)
+        delay = min(poll_s, delay * 2)  # small exports finish in a moment; big ones are polled calmly
+
+
+async def stream_lines(session: aiohttp.ClientSession, url: str, skip: int = 0) -> AsyncIterator[bytes]:
+    """The export's non-empty lines after the first `skip`, as raw bytes (skipped ones unparsed)."""
+    timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=120)
+    async with session.get(url, timeout=timeout) as response:
+        if response.status >= 400:
+            raise error_from_response("shopify", response.status, await response.read(), route="bulk-jsonl")
+        seen = 0
+        pending = b""
+        async for chunk in response.content.iter_chunked(1 << 16):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    seen += 1
+                    if seen > skip:
+                        yield line
+        if pending.strip() and seen + 1 > skip:
+            yield pending
+
+
+async def stream_jsonl(conn: ShopifyConnection, url: str) -> AsyncIterator[dict[str, Any]]:
+    """The export's objects one line at a time, whatever the file size or a line's length."""
+    async for line in stream_lines(conn.session, url):
+        yield orjson.loads(line)
+
+
+async def iter_bulk(
+    conn: ShopifyConnection, query: str, *, poll_s: float = 2.0
+) -> AsyncIterator[dict[str, Any]]:
+    """Start an export, wait for it, stream its lines (child lines carry `__parentId`)."""
+    operation_id = await run_bulk_query(conn, query)
+    state = await wait_for_bulk_operation(conn, operation_id, poll_s=poll_s)
+    url = state.get("url")
+    if not url:  # an empty store exports no file
+        return
+    async for line in stream_jsonl(conn, str(url)):
+        yield line
