@@ -37,6 +37,7 @@ from core import fullsync_control as control
 from core.keys import Keys
 from core.logging import mask_email
 from core.redis_conn import connect
+from core.shopify_auth import TokenCipher
 from shopsync import fullsync_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -288,6 +289,9 @@ async def run_demo(args: argparse.Namespace, children: Children, workdir: Path) 
             "PYTHONUNBUFFERED": "1",
             # Ctrl-C should not wait 20 s for full-sync batches: they are re-queued, and idempotent.
             "SHOPSYNC_SHUTDOWN_GRACE_S": "5",
+            # The demo store connects through the client credentials grant: its minted token is
+            # kept encrypted in Redis, with this run's key unless one is configured.
+            "SHOPSYNC_TOKEN_KEY": os.environ.get("SHOPSYNC_TOKEN_KEY") or TokenCipher.generate_key(),
         }
         say(f"shopsync demo  (logs in {children.logs})")
         say(f"  sandbox: a Shopify store with {args.customers} customers, {args.activity:g} changes/s,")
