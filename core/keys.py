@@ -136,6 +136,10 @@ class Keys:
         """Set of shop domains with held jobs."""
         return f"{self.prefix}:held-shops"
 
+    def shopify_reconnect_probe(self, shop: str) -> str:
+        """Set NX EX while one process tries to reconnect a client-credentials shop (one try a period)."""
+        return f"{self.prefix}:shopify-reconnect:{shop}"
+
     @property
     def metrics(self) -> str:
         """Hash of metric series -> value that every worker process adds to."""

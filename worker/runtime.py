@@ -6,7 +6,10 @@ turns failures into exactly one of:
 - transient (API 5xx/429/timeouts, connection errors, a busy customer lock): `Retry` with
   exponential backoff and jitter, until `MAX_TRIES`, then a dead letter;
 - permanent (a 4xx from an API, a payload the mapping cannot handle, a bug): a dead letter at
-  once, with the job's arguments and the error, for `shopsync dead-letters replay`.
+  once, with the job's arguments and the error, for `shopsync dead-letters replay`;
+- the shop needs the merchant's approval again (`NeedsApprovalError`, from the Shopify token
+  source): held (worker/held.py), neither retried nor dead-lettered, and run again as a new job
+  once the shop is connected.
 arq's own try limit is set far above ours so it never drops a job behind our back.
 """
 
@@ -24,9 +27,11 @@ import structlog
 from arq import Retry
 from redis.exceptions import RedisError
 
+from core.shopify_auth import NeedsApprovalError, TokenUnavailableError
 from worker import budget
 from worker.deadletters import DeadLetter, bury, record_failure
 from worker.errors import is_transient as api_error_is_transient
+from worker.held import HeldJob, hold
 from worker.ratelimit import WaitTooLongError
 
 MAX_TRIES = 8
@@ -47,10 +52,28 @@ def backoff_s(job_try: int) -> float:
 def is_transient(exc: BaseException) -> bool:
     if isinstance(
         exc,
-        TransientError | WaitTooLongError | TimeoutError | aiohttp.ClientError | RedisError | ConnectionError,
+        TransientError
+        | WaitTooLongError
+        | TimeoutError
+        | aiohttp.ClientError
+        | RedisError
+        | ConnectionError
+        | TokenUnavailableError,
     ):
         return True
     return api_error_is_transient(exc)  # the API clients' errors say whether to retry
+
+
+def needs_approval(exc: BaseException) -> NeedsApprovalError | None:
+    """The `NeedsApprovalError` behind `exc` (itself, or its cause or context), if any."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return None
+        if isinstance(seen, NeedsApprovalError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 JobBody = Callable[..., Awaitable[Any]]
@@ -86,6 +109,15 @@ async def run_job(
         except Retry:
             raise
         except Exception as exc:
+            approval = needs_approval(exc)
+            if approval is not None:
+                held = HeldJob(
+                    job_id, function, list(args), queue, approval.shop, approval.reason, time.time()
+                )
+                await hold(app.redis, app.keys, held)
+                app.metrics.job_finished(function, "held", time.monotonic() - started)
+                log.warning("job_held", shop=approval.shop, reason=approval.reason)
+                return {"held": True, "shop": approval.shop}
             error = f"{type(exc).__name__}: {exc}"
             transient = is_transient(exc)
             final = not transient or job_try >= MAX_TRIES

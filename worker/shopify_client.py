@@ -95,6 +95,7 @@ class ShopifyClient:
         retry: RetryPolicy | None = None,
         max_wait_s: float | None = None,
         pool_concurrency: int | None = None,
+        tokens: Any = None,  # the shop's core.shopify_auth.TokenSource (worker/context.py), for 22a's client
     ) -> None:
         self.store = shop
         self.redis = redis

@@ -5,13 +5,21 @@ for an offline token. With `expiring=1` the token lives 1 h and comes with a ref
 
 from __future__ import annotations
 
+import time
+
 import aiohttp
 
-from core.shopify_auth.grant import AuthShop, request_token
+from core.shopify_auth.grant import AuthShop, Clock, request_token
 from core.shopify_auth.record import TokenRecord
 
 
 async def exchange(
-    session: aiohttp.ClientSession, shop: AuthShop, code: str, *, timeout_s: float = 10.0
+    session: aiohttp.ClientSession,
+    shop: AuthShop,
+    code: str,
+    *,
+    timeout_s: float = 10.0,
+    clock: Clock = time.time,
 ) -> TokenRecord:
-    return await request_token(session, shop, {"code": code, "expiring": "1"}, timeout_s=timeout_s)
+    form = {"code": code, "expiring": "1"}
+    return await request_token(session, shop, form, timeout_s=timeout_s, clock=clock)

@@ -5,11 +5,16 @@ grant")."""
 
 from __future__ import annotations
 
+import time
+
 import aiohttp
 
-from core.shopify_auth.grant import AuthShop, request_token
+from core.shopify_auth.grant import AuthShop, Clock, request_token
 from core.shopify_auth.record import TokenRecord
 
 
-async def mint(session: aiohttp.ClientSession, shop: AuthShop, *, timeout_s: float = 10.0) -> TokenRecord:
-    return await request_token(session, shop, {"grant_type": "client_credentials"}, timeout_s=timeout_s)
+async def mint(
+    session: aiohttp.ClientSession, shop: AuthShop, *, timeout_s: float = 10.0, clock: Clock = time.time
+) -> TokenRecord:
+    form = {"grant_type": "client_credentials"}
+    return await request_token(session, shop, form, timeout_s=timeout_s, clock=clock)

@@ -23,6 +23,7 @@ from core.shopify_auth.record import TokenRecord
 
 TOKEN_PATH = "/admin/oauth/access_token"
 DEFAULT_TIMEOUT_S = 10.0
+Clock = Callable[[], float]
 
 
 class AuthSettings(Protocol):
@@ -74,7 +75,7 @@ async def request_token(
     form: Mapping[str, str],
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
-    clock: Callable[[], float] = time.time,
+    clock: Clock = time.time,
 ) -> TokenRecord:
     """POST `form` (plus the app's client id and secret) to the shop's token endpoint."""
     data = {"client_id": shop.auth.client_id, "client_secret": shop.auth.client_secret, **form}

@@ -125,7 +125,10 @@ class MintedTokens:
             return False
         try:
             await self._store(
-                await client_credentials.mint(self.session, self.shop, timeout_s=self.timeout_s), fence
+                await client_credentials.mint(
+                    self.session, self.shop, timeout_s=self.timeout_s, clock=self.clock
+                ),
+                fence,
             )
             return True
         except GrantRefusedError as exc:
@@ -167,12 +170,14 @@ class MintedTokens:
             return current  # another process renewed it just before we took the lock
         try:
             if self.mode == "client_credentials":
-                new = await client_credentials.mint(self.session, self.shop, timeout_s=self.timeout_s)
+                new = await client_credentials.mint(
+                    self.session, self.shop, timeout_s=self.timeout_s, clock=self.clock
+                )
             elif current is None or not current.refresh_token:
                 await self._needs_approval("no refresh token stored: approve the app again")
             else:
                 new = await refresh_token.refresh(
-                    self.session, self.shop, current.refresh_token, timeout_s=self.timeout_s
+                    self.session, self.shop, current.refresh_token, timeout_s=self.timeout_s, clock=self.clock
                 )
         except GrantRefusedError as exc:
             grant = "refresh" if self.mode == "oauth" else "client credentials grant"

@@ -7,14 +7,21 @@ merchant must approve the app again (shopify.dev, "About offline access tokens";
 
 from __future__ import annotations
 
+import time
+
 import aiohttp
 
-from core.shopify_auth.grant import AuthShop, request_token
+from core.shopify_auth.grant import AuthShop, Clock, request_token
 from core.shopify_auth.record import TokenRecord
 
 
 async def refresh(
-    session: aiohttp.ClientSession, shop: AuthShop, refresh_token: str, *, timeout_s: float = 10.0
+    session: aiohttp.ClientSession,
+    shop: AuthShop,
+    refresh_token: str,
+    *,
+    timeout_s: float = 10.0,
+    clock: Clock = time.time,
 ) -> TokenRecord:
     form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
-    return await request_token(session, shop, form, timeout_s=timeout_s)
+    return await request_token(session, shop, form, timeout_s=timeout_s, clock=clock)
