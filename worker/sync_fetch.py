@@ -5,7 +5,7 @@ that decide membership or attribute values unknown: `fill_from_shopify` reads th
 plans it over the state, so those fields are filled before the update itself is planned on top.
 `owed_paths` says which unknown paths are worth that read (consent paths are not). A failed read
 is not an error here: the caller gets its message and keeps the read owed (see
-`worker.sync.FETCH_OWED`).
+`worker.sync.FETCH_OWED`); refused protected customer data is (`ProtectedDataError`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from mappings.state import SyncState
 from worker.context import WorkerContext
 from worker.errors import ApiError
 from worker.ratelimit import WaitTooLongError
+from worker.shopify_errors import ProtectedDataError
 from worker.sync_plan import plan_update
 from worker.sync_writes import MergedWrites
 
@@ -74,9 +75,13 @@ class _FetchError(Exception):
 
 
 async def _fetch(app: WorkerContext, shop: Shop, customer_id: int) -> CustomerSnapshot | None:
-    """The customer as Shopify has it now; None when Shopify has no such customer."""
+    """The customer as Shopify has it now; None when Shopify has no such customer. Refused
+    protected customer data is not a failed read but a configuration error: it is raised (a
+    dead letter naming the missing access), never planned as a customer without those fields."""
     try:
         payload = await app.shopify(shop).get_customer(customer_id)
+    except ProtectedDataError:
+        raise
     except (ApiError, WaitTooLongError) as exc:
         log.warning("customer_fetch_failed", customer_id=customer_id, error=str(exc))
         raise _FetchError(str(exc)) from None

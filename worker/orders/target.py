@@ -23,6 +23,7 @@ from mappings.orders import (
 from mappings.snapshot import JSON
 from worker.context import WorkerContext
 from worker.errors import ApiError, is_transient
+from worker.shopify_errors import ProtectedDataError
 from worker.sync import submit
 from worker.sync_update import Update
 
@@ -82,8 +83,8 @@ async def _sync_customer_first(
     try:
         payload = await app.shopify(shop).get_customer(customer_id)
     except ApiError as exc:
-        if is_transient(exc):
-            raise
+        if is_transient(exc) or isinstance(exc, ProtectedDataError):
+            raise  # refused protected data: never synced as a customer without those fields
         log.warning("order_customer_fetch_failed", customer_id=customer_id, error=str(exc))
         embedded = order.get("customer")
         payload = dict(embedded) if isinstance(embedded, Mapping) else None
