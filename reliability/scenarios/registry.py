@@ -7,7 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from reliability.report import Result
-from reliability.scenarios import faults, fuzz, load, security
+from reliability.scenarios import faults, fuzz, load, security, tokens
 from reliability.stack import RunContext
 
 Scenario = Callable[[RunContext], Awaitable[Result]]
@@ -26,6 +26,7 @@ SCENARIOS: dict[str, Scenario] = {
     "redis-restart": faults.redis_restart,
     "receiver-kill": faults.receiver_kill,
     "poison": faults.poison,
+    "token-rotation": tokens.token_rotation,
     "receiver-fuzz": fuzz.receiver_fuzz,
     "admin-and-hmac": security.admin_and_hmac,
     "log-scan": security.log_scan,

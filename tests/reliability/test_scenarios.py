@@ -24,6 +24,7 @@ CONCURRENT = (
     "token-expiry",
     "shopify-429",
     "poison",
+    "token-rotation",
     "receiver-fuzz",
     "admin-and-hmac",
     "pipeline-burst",
