@@ -20,6 +20,7 @@ from aiohttp import web
 from sandbox.shopify import oauth
 from sandbox.shopify.appkeys import COUNTERS, STORE
 from sandbox.shopify.data import CUSTOMER_BASE
+from sandbox.shopify.gql.topics import TOPIC_SCOPES
 from sandbox.shopify.models import Customer, Order
 from sandbox.shopify.pagination import (
     Cursor,
@@ -40,30 +41,6 @@ from sandbox.shopify.store import Store
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-# Topic -> the scope a subscription to it needs (None: no scope).
-TOPIC_SCOPES: dict[str, str | None] = {
-    "customers/create": "read_customers",
-    "customers/update": "read_customers",
-    "customers/delete": "read_customers",
-    "customers/enable": "read_customers",
-    "customers/disable": "read_customers",
-    "customers_email_marketing_consent/update": "read_customers",
-    "customers_marketing_consent/update": "read_customers",
-    "customer.tags_added": "read_customers",
-    "customer.tags_removed": "read_customers",
-    "orders/create": "read_orders",
-    "orders/paid": "read_orders",
-    "orders/updated": "read_orders",
-    "orders/cancelled": "read_orders",
-    "products/create": "read_products",
-    "products/update": "read_products",
-    "products/delete": "read_products",
-    "app/uninstalled": None,
-    "shop/update": None,
-    "customers/data_request": None,
-    "customers/redact": None,
-    "shop/redact": None,
-}
 SIXTY_DAYS = 60 * 86400
 CUSTOMER_FILTERS = ("ids", "since_id", "created_at_min", "created_at_max", "updated_at_min", "updated_at_max")
 ORDER_FILTERS = (
@@ -584,11 +561,16 @@ async def not_found(request: web.Request) -> web.Response:
 def create_app(store: Store) -> web.Application:
     """The whole simulator: Admin REST and GraphQL, plus the `/_sandbox/` control API."""
     from sandbox.shopify import control, graphql
+    from sandbox.shopify.gql import context as gql_context
+    from sandbox.shopify.gql import endpoint
+    from sandbox.shopify.ratelimit import CostBuckets
 
     app = web.Application(middlewares=[shopify_middleware], client_max_size=2**20)
     app[STORE] = store
     app[COUNTERS] = Counter()
     app[graphql.BULK] = graphql.BulkRegistry()
+    app[endpoint.BUCKETS] = CostBuckets()
+    app[gql_context.GQL_CONFIG] = gql_context.GraphQLConfig()
     api = "/admin/api/{version}"
     r = app.router
     r.add_get(f"{api}/shop.json", get_shop)
@@ -607,7 +589,7 @@ def create_app(store: Store) -> web.Application:
     r.add_get(api + r"/webhooks/{id:\d+}.json", get_webhook)
     r.add_put(api + r"/webhooks/{id:\d+}.json", update_webhook)
     r.add_delete(api + r"/webhooks/{id:\d+}.json", delete_webhook)
-    r.add_post(f"{api}/graphql.json", graphql.handle)
+    r.add_post(f"{api}/graphql.json", endpoint.handle)
     r.add_get("/admin/oauth/access_scopes.json", access_scopes)
     control.add_routes(app)
     oauth.add_routes(app)

@@ -15,6 +15,7 @@ from aiohttp import web
 from sandbox.shopify import graphql
 from sandbox.shopify.activity import ACTIVITY, Activity
 from sandbox.shopify.appkeys import COUNTERS, STORE
+from sandbox.shopify.gql.context import GQL_CONFIG
 from sandbox.shopify.serialize import (
     serialize_customer,
     serialize_order,
@@ -167,6 +168,7 @@ async def state(request: web.Request) -> web.Response:
             "scopes": sorted(store.scopes),
             "subscriptions": [serialize_subscription(s) for s in store.subscriptions.values()],
             "rate_limit": dataclasses.asdict(store.rate_limit),
+            "graphql": dataclasses.asdict(request.app[GQL_CONFIG]),
             "delivery": {
                 k: v for k, v in dataclasses.asdict(store.deliverer.config).items() if not k.startswith("_")
             },
@@ -196,7 +198,12 @@ async def configure(request: web.Request) -> web.Response:
     """`{"rate_limit": {...}, "delivery": {...}, "scopes": [...]}`: change settings at run time."""
     store = request.app[STORE]
     body = await _body(request)
-    for section, target in (("rate_limit", store.rate_limit), ("delivery", store.deliverer.config)):
+    sections = (
+        ("rate_limit", store.rate_limit),
+        ("delivery", store.deliverer.config),
+        ("graphql", request.app[GQL_CONFIG]),
+    )
+    for section, target in sections:
         for key, value in (body.get(section) or {}).items():
             if not hasattr(target, key):
                 return _json({"error": f"unknown {section} setting {key}"}, 422)

@@ -1,33 +1,33 @@
-"""A minimal GraphQL Admin endpoint: customer bulk exports and their polling, with query costs.
+"""Bulk operations of the simulated store: the registry, their life cycle and the JSONL result.
 
-Queries are recognised by operation name, not parsed: `bulkOperationRunQuery` starts an export
-of every customer (one bulk operation at a time per shop), `currentBulkOperation` (or `node(id:)` / `bulkOperation(id:)`) reports it
-(CREATED -> RUNNING -> COMPLETED over a time proportional to the store size). The export is a
-snapshot taken at start and is streamed as JSONL, generated lazily, from `/_sandbox/bulk/{n}.jsonl`.
-Every answer carries Shopify's `extensions.cost` with the cost bucket's throttle status.
+`bulkOperationRunQuery` (see `gql/admin_resolvers.py`) checks the export query against the
+schema (`gql/bulk_query.py`) and starts an operation here: a snapshot of the customers at that
+moment that runs CREATED -> RUNNING -> COMPLETED over `count / objects_per_second` seconds (or
+FAILED with `ACCESS_DENIED` when it selects protected fields the app may not read). Shopify runs
+up to 5 bulk query operations at once per app and shop from API version 2026-01, one before.
+The result is streamed as JSONL from `/_sandbox/bulk/{n}.jsonl`, generated lazily, one line per
+customer holding exactly the fields the export query selected, in its order, under its aliases.
 """
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
+from graphql import FieldNode, FragmentDefinitionNode, FragmentSpreadNode, InlineFragmentNode, SelectionNode
 
 from sandbox.shopify.appkeys import STORE
 from sandbox.shopify.data import CUSTOMER_BASE
+from sandbox.shopify.gql.shapes import customer_node
 from sandbox.shopify.models import Customer
-from sandbox.shopify.serialize import fmt_utc, gid, graphql_customer
+from sandbox.shopify.serialize import fmt_utc, gid
 from sandbox.shopify.store import Store
 
-RUN_COST = 10
-POLL_COST = 1
-_BY_ID = re.compile(r"\b(node|bulkOperation)\s*\(\s*id\s*:")
-_GID = re.compile(r"gid://shopify/BulkOperation/(\d+)")
+CONCURRENT_FROM_2026_01 = 5
 
 
 @dataclass
@@ -40,6 +40,9 @@ class BulkOperation:
     overrides: dict[int, Customer]
     count: int
     duration: float
+    selections: Sequence[SelectionNode] = ()
+    fragments: dict[str, FragmentDefinitionNode] = field(default_factory=dict)
+    error_code: str | None = None
     completed_at: float | None = None
 
     @property
@@ -48,11 +51,15 @@ class BulkOperation:
 
     def status(self, now: float) -> str:
         elapsed = now - self.created
+        if elapsed < min(0.01, self.duration / 10):
+            return "CREATED"
+        if self.error_code is not None:
+            return "FAILED"
         if elapsed >= self.duration:
             if self.completed_at is None:
                 self.completed_at = self.created + self.duration
             return "COMPLETED"
-        return "CREATED" if elapsed < min(0.01, self.duration / 10) else "RUNNING"
+        return "RUNNING"
 
 
 @dataclass
@@ -64,7 +71,21 @@ class BulkRegistry:
     current: int | None = None
     _next: int = 3_000_000_001
 
-    def start(self, store: Store, query: str) -> BulkOperation:
+    def running(self, now: float) -> list[BulkOperation]:
+        return [op for op in self.operations.values() if op.status(now) in ("CREATED", "RUNNING")]
+
+    @staticmethod
+    def concurrent_limit(version: str) -> int:
+        return CONCURRENT_FROM_2026_01 if version >= "2026-01" else 1
+
+    def start(
+        self,
+        store: Store,
+        query: str,
+        selections: Sequence[SelectionNode] = (),
+        fragments: dict[str, FragmentDefinitionNode] | None = None,
+        error_code: str | None = None,
+    ) -> BulkOperation:
         count = store.customer_count()
         op = BulkOperation(
             number=self._next,
@@ -75,11 +96,17 @@ class BulkRegistry:
             overrides=dict(store.overrides),
             count=count,
             duration=max(0.02, count / self.objects_per_second),
+            selections=selections,
+            fragments=fragments or {},
+            error_code=error_code,
         )
         self._next += 1
         self.operations[op.number] = op
         self.current = op.number
         return op
+
+    def latest(self) -> BulkOperation | None:
+        return self.operations.get(self.current) if self.current is not None else None
 
 
 BULK: web.AppKey[BulkRegistry] = web.AppKey("shopify_bulk", BulkRegistry)
@@ -98,37 +125,25 @@ def snapshot_customers(store: Store, op: BulkOperation) -> Iterator[Customer]:
             yield customer
 
 
-def _cost(store: Store, requested: int, actual: int, now: float) -> dict[str, Any]:
-    bucket = store.graphql_bucket
-    return {
-        "cost": {
-            "requestedQueryCost": requested,
-            "actualQueryCost": actual,
-            "throttleStatus": {
-                "maximumAvailable": bucket.maximum,
-                "currentlyAvailable": int(bucket.refill(now)),
-                "restoreRate": bucket.restore_rate,
-            },
-        }
-    }
-
-
-def _json(data: Any) -> web.Response:
-    return web.Response(body=orjson.dumps(data), content_type="application/json", charset="utf-8")
-
-
 def describe(op: BulkOperation, base_url: str, now: float) -> dict[str, Any]:
+    """The `BulkOperation` object as the GraphQL API shows it."""
     status = op.status(now)
     done = status == "COMPLETED"
-    progress = op.count if done else int(op.count * min(1.0, (now - op.created) / op.duration))
+    progress = (
+        op.count
+        if done
+        else 0
+        if status == "FAILED"
+        else int(op.count * min(1.0, (now - op.created) / op.duration))
+    )
     wall = time.time() - (now - op.created)
     return {
         "id": op.gid,
         "type": "QUERY",
         "status": status,
-        "errorCode": None,
+        "errorCode": op.error_code if status == "FAILED" else None,
         "createdAt": fmt_utc(int(wall)),
-        "completedAt": fmt_utc(int(wall + op.duration)) if done else None,
+        "completedAt": fmt_utc(int(wall + op.duration)) if done or status == "FAILED" else None,
         "objectCount": str(progress),
         "rootObjectCount": str(progress),
         "fileSize": str(op.count * 900) if done and op.count else None,
@@ -138,105 +153,29 @@ def describe(op: BulkOperation, base_url: str, now: float) -> dict[str, Any]:
     }
 
 
-async def handle(request: web.Request) -> web.Response:
-    store = request.app[STORE]
-    registry = request.app[BULK]
-    try:
-        body = orjson.loads(await request.read())
-        query = str(body["query"])
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return web.Response(
-            status=400,
-            body=orjson.dumps({"errors": {"query": "Required parameter missing or invalid"}}),
-            content_type="application/json",
-        )
-    now = store.monotonic()
-    bucket = store.graphql_bucket
-    bucket.maximum = store.rate_limit.graphql_maximum
-    bucket.restore_rate = store.rate_limit.graphql_restore_rate
-    running = "bulkOperationRunQuery" in query
-    by_id = _BY_ID.search(query)  # `node(id: ...)` / `bulkOperation(id: ...)`: poll one operation
-    polling = "currentBulkOperation" in query or by_id is not None
-    if not running and not polling:
-        return _json(
-            {
-                "errors": [
-                    {
-                        "message": "The sandbox only serves bulkOperationRunQuery and currentBulkOperation",
-                        "extensions": {"code": "UNSUPPORTED"},
-                    }
-                ]
-            }
-        )
-    cost = RUN_COST if running else POLL_COST
-    if not bucket.spend(cost, now):
-        return _json(
-            {
-                "errors": [
-                    {
-                        "message": "Throttled",
-                        "extensions": {
-                            "code": "THROTTLED",
-                            "documentation": "https://shopify.dev/api/usage/rate-limits",
-                        },
-                    }
-                ],
-                "extensions": _cost(store, cost, 0, now),
-            }
-        )
-    base_url = str(request.url.origin())
-    if polling and not running:
-        if by_id is not None:
-            found = _GID.search(query + " " + orjson.dumps(body.get("variables") or {}).decode())
-            op = registry.operations.get(int(found.group(1))) if found else None
-            data = {by_id.group(1): describe(op, base_url, now) if op else None}
-        else:
-            op = registry.operations.get(registry.current) if registry.current is not None else None
-            data = {"currentBulkOperation": describe(op, base_url, now) if op else None}
-        return _json({"data": data, "extensions": _cost(store, cost, cost, now)})
-    if "read_customers" not in store.granted_scopes:
-        return _json(
-            {
-                "errors": [
-                    {
-                        "message": "Access denied for customers field. Required access: `read_customers` access scope.",
-                        "extensions": {"code": "ACCESS_DENIED"},
-                    }
-                ],
-                "extensions": _cost(store, cost, cost, now),
-            }
-        )
-    inner = _inner_query(query, body.get("variables"))
-    user_errors: list[dict[str, Any]] = []
-    result: dict[str, Any] | None = None
-    current = registry.operations.get(registry.current) if registry.current is not None else None
-    if current is not None and current.status(now) != "COMPLETED":
-        user_errors.append(
-            {
-                "field": None,
-                "message": f"A bulk query operation for this app and shop is already in progress: {current.gid}.",
-            }
-        )
-    elif "customers" not in inner:
-        user_errors.append({"field": ["query"], "message": "The sandbox can only export customers."})
-    else:
-        op = registry.start(store, inner)
-        result = {"id": op.gid, "status": "CREATED", "createdAt": fmt_utc(int(time.time()))}
-    data = {"bulkOperationRunQuery": {"bulkOperation": result, "userErrors": user_errors}}
-    return _json({"data": data, "extensions": _cost(store, cost, cost, now)})
-
-
-def _inner_query(query: str, variables: Any) -> str:
-    """The export query: a triple-quoted block in the mutation, or a string variable."""
-    if '"""' in query:
-        parts = query.split('"""')
-        if len(parts) >= 3:
-            return parts[1].strip()
-    if isinstance(variables, dict):
-        for value in variables.values():
-            if isinstance(value, str):
-                return value
-    return query
+def project(
+    value: dict[str, Any], selections: Sequence[SelectionNode], fragments: dict[str, FragmentDefinitionNode]
+) -> dict[str, Any]:
+    """The fields a selection set asks for, from a record dict, in selection order."""
+    out: dict[str, Any] = {}
+    for selection in selections:
+        if isinstance(selection, FieldNode):
+            name = selection.name.value
+            key = selection.alias.value if selection.alias else name
+            item = value.get(name)
+            if selection.selection_set is not None and item is not None:
+                inner = selection.selection_set.selections
+                item = (
+                    [project(x, inner, fragments) for x in item]
+                    if isinstance(item, list)
+                    else project(item, inner, fragments)
+                )
+            out[key] = item
+        elif isinstance(selection, InlineFragmentNode):
+            out.update(project(value, selection.selection_set.selections, fragments))
+        elif isinstance(selection, FragmentSpreadNode):
+            out.update(project(value, fragments[selection.name.value].selection_set.selections, fragments))
+    return out
 
 
 async def download(request: web.Request) -> web.StreamResponse:
@@ -249,7 +188,7 @@ async def download(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     chunk: list[bytes] = []
     for customer in snapshot_customers(store, op):
-        chunk.append(orjson.dumps(graphql_customer(customer)))
+        chunk.append(orjson.dumps(project(customer_node(customer), op.selections, op.fragments)))
         if len(chunk) >= 500:
             await response.write(b"\n".join(chunk) + b"\n")
             chunk.clear()

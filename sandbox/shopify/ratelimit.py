@@ -1,13 +1,22 @@
 """Shopify's two throttles: the REST leaky bucket (requests) and the GraphQL cost bucket (points).
 
 Both are plain objects read and changed on the event loop thread only, with the clock passed in,
-so tests can drive them without sleeping.
+so tests can drive them without sleeping. GraphQL limits are per app and store: `CostBuckets`
+keeps one bucket per app (the access token it calls with). Its restore rate follows the store's
+plan (https://shopify.dev/docs/apps/build/apis/graphql-admin/rate-limits: Standard 100 points/s,
+Advanced 200, Plus 1,000, Enterprise 2,000); the bucket holds 20 seconds of restore (2,000 points
+on Standard, as in Shopify's example throttle status). `graphql_maximum` / `graphql_restore_rate`
+override both when set (non-zero). A single query may not cost more than 1,000 points.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+
+PLAN_RESTORE_RATES = {"standard": 100.0, "advanced": 200.0, "plus": 1000.0, "enterprise": 2000.0}
+BUCKET_SECONDS = 20.0
+SINGLE_QUERY_MAX_COST = 1000
 
 
 @dataclass
@@ -18,8 +27,18 @@ class RateLimitConfig:
     leak_rate: float = 2.0  # requests per second; Advanced 4, Plus 20
     retry_after_omit_rate: float = 0.0  # share of 429 answers without a Retry-After header
     fault_429_rate: float = 0.0  # share of requests answered 429 whatever the bucket says
-    graphql_maximum: float = 1000.0
-    graphql_restore_rate: float = 50.0
+    plan: str = "standard"  # standard | advanced | plus | enterprise: the GraphQL restore rate
+    graphql_maximum: float = 0.0  # 0: from the plan
+    graphql_restore_rate: float = 0.0  # 0: from the plan
+    fault_5xx_rate: float = 0.0  # share of GraphQL requests answered 503
+    latency_s: float = 0.0  # added before every GraphQL answer
+
+    def graphql_limits(self) -> tuple[float, float]:
+        """(maximumAvailable, restoreRate) of the GraphQL cost bucket."""
+        restore = self.graphql_restore_rate or PLAN_RESTORE_RATES.get(
+            self.plan, PLAN_RESTORE_RATES["standard"]
+        )
+        return (self.graphql_maximum or restore * BUCKET_SECONDS), restore
 
 
 @dataclass
@@ -71,3 +90,22 @@ class CostBucket:
             return False
         self.available -= cost
         return True
+
+    def refund(self, points: float) -> None:
+        """Give back what a query asked for but did not use (requested - actual cost)."""
+        self.available = min(self.maximum, self.available + max(0.0, points))
+
+
+@dataclass
+class CostBuckets:
+    """One GraphQL cost bucket per app (keyed by its access token) on this store."""
+
+    buckets: dict[str, CostBucket] = field(default_factory=dict)
+
+    def for_app(self, app: str, config: RateLimitConfig) -> CostBucket:
+        maximum, restore = config.graphql_limits()
+        bucket = self.buckets.get(app)
+        if bucket is None:
+            bucket = self.buckets[app] = CostBucket(maximum, restore)
+        bucket.maximum, bucket.restore_rate = maximum, restore  # plan changes apply at once
+        return bucket
