@@ -21,6 +21,7 @@ from mappings.normalize import customer_id as payload_customer_id
 from mappings.snapshot import PayloadError
 from worker import coalesce, fullsync, orders
 from worker.context import WorkerContext
+from worker.install import install_shop
 from worker.runtime import JOB_TRY, run_job
 from worker.sync import delete_customer as delete_profile
 from worker.sync import submit
@@ -200,6 +201,7 @@ def realtime_functions() -> list[Any]:
         uninstall_shop,
         record_order,
         refresh_product,
+        install_shop,
     ]
 
 
