@@ -46,4 +46,4 @@ sandbox: $(STAMP)
 	$(BIN)/shopsync sandbox
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache bench/results
+	rm -rf $(VENV) .mypy_cache .ruff_cache bench/results .cache/shopify-schema
