@@ -85,6 +85,10 @@ class Keys:
     def full_sync(self, shop: str) -> str:
         return f"{self.prefix}:fullsync:{shop}"
 
+    def audit(self, shop: str) -> str:
+        """JSON: the last drift audit's counts and time (`shopsync audit`, worker/audit.py)."""
+        return f"{self.prefix}:audit:{shop}"
+
     def product(self, shop: str, product_id: str | int) -> str:
         return f"{self.prefix}:product:{shop}:{product_id}"
 
