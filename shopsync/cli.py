@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("domain")
     rs.add_argument("customer_id", type=int)
 
+    au = sub.add_parser("audit", help="compare APSIS with the store; exit 1 on drift")
+    au.add_argument("domain")
+    au.add_argument("--json", action="store_true")
+    au.add_argument("--repair", action="store_true", help="enqueue sync jobs for the differing customers")
+    au.add_argument("--examples", type=int, default=10, metavar="N", help="examples per kind (default 10)")
+
     st = sub.add_parser("status", help="queues, workers, failures, dead letters, full syncs, limiters")
     st.add_argument("domain", nargs="?")
     st.add_argument("--json", action="store_true")
@@ -138,6 +144,7 @@ _COMMANDS: dict[str, Callable[[], Callable[[argparse.Namespace, Settings], int]]
     "worker": _worker,
     "full-sync": _command("shopsync.fullsync_cli", "run"),
     "resync": _command("shopsync.shop_commands", "resync"),
+    "audit": _command("shopsync.audit_command", "run"),
     "status": _command("shopsync.redis_commands", "status"),
     "jobs": _command("shopsync.redis_commands", "jobs"),
     "job": _command("shopsync.redis_commands", "job"),

@@ -20,6 +20,7 @@ from mappings.installation import Installations, Shop
 from mappings.normalize import customer_id as payload_customer_id
 from mappings.snapshot import PayloadError
 from worker import coalesce, fullsync, orders
+from worker.audit_repair import audit_remove_profile
 from worker.context import WorkerContext
 from worker.install import install_shop
 from worker.runtime import JOB_TRY, run_job
@@ -202,6 +203,7 @@ def realtime_functions() -> list[Any]:
         record_order,
         refresh_product,
         install_shop,
+        audit_remove_profile,
     ]
 
 

@@ -1,0 +1,112 @@
+"""`shopsync audit DOMAIN [--json] [--repair] [--examples N]`: does APSIS match the store?
+
+Walks the store's customers and their APSIS profiles (`worker.audit`), prints the counts of
+missing profiles, extra profiles, differing attributes and differing consents with the first N
+examples of each by customer id (never an address), keeps the result for `shopsync status`,
+`/admin/status` and `/metrics`, and with `--repair` enqueues ordinary sync jobs for the differing
+customers (`worker.audit_repair`; the worker pool runs them). Exit 0 without drift, 1 with drift
+or a failure it reports, 2 on bad usage. `--json` prints
+`{"customers", "missing", "extra", "attributes", "consent", "examples", ...}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from core.keys import Keys
+from core.settings import Settings
+from mappings.installation import InstallationError
+from shopsync.command_support import fail, print_json, redact
+from shopsync.shops import load_installations, warn_installations
+
+# Report keys: the kinds as `mappings.audit` names them, and as the JSON report names them.
+_JSON_NAMES = {"missing": "missing", "extra": "extra", "attribute": "attributes", "consent": "consent"}
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.examples < 0:
+        return fail("--examples must be 0 or more", 2)
+    try:
+        installations = load_installations(settings.shops_file)
+    except InstallationError as exc:
+        return fail(str(exc))
+    if not args.json:
+        warn_installations(installations)
+    shop = installations.get(args.domain)
+    if shop is None:
+        return fail(f"no shop {args.domain!r} in {settings.shops_file}")
+
+    async def go() -> int:
+        from arq.connections import create_pool
+
+        from core.jobs import deserialize, serialize
+        from core.redis_conn import arq_settings
+        from worker.audit import run_audit, save_result
+        from worker.audit_repair import repair
+        from worker.context import WorkerContext
+        from worker.errors import ApiError
+
+        pool = await create_pool(
+            arq_settings(settings.redis_url), job_serializer=serialize, job_deserializer=deserialize
+        )
+        app = WorkerContext(
+            settings=settings, installations=installations, redis=pool, keys=Keys(settings.key_prefix)
+        )
+        try:
+            try:
+                audit = await run_audit(app, shop, examples=args.examples)
+                repaired = await repair(app, shop, audit) if args.repair else {}
+            except ApiError as exc:
+                return fail(f"audit of {shop.domain} stopped: {exc}")
+            await save_result(app, shop, audit, repaired)
+            output = report_json(audit.report.to_json(), repaired)
+            output["skipped"] = audit.skipped
+            if args.json:
+                print_json(output)
+            else:
+                print_report(shop.domain, output, args.repair)
+            return 1 if audit.report.drift else 0
+        finally:
+            await app.close()
+            await pool.aclose()
+
+    try:
+        return asyncio.run(go())
+    except (RedisError, OSError) as exc:
+        return fail(f"Redis at {redact(settings.redis_url)} is not answering: {exc}")
+
+
+def report_json(report: dict[str, Any], repaired: dict[str, int]) -> dict[str, Any]:
+    """The report with the contract's key names, and what a repair enqueued."""
+    out: dict[str, Any] = {"customers": report["customers"]}
+    for kind, name in _JSON_NAMES.items():
+        out[name] = report[kind]
+    out["examples"] = {_JSON_NAMES[k]: v for k, v in report["examples"].items() if v}
+    if repaired:
+        out["repair"] = repaired
+    return out
+
+
+def print_report(domain: str, output: dict[str, Any], repair: bool) -> None:
+    drift = sum(output[name] for name in _JSON_NAMES.values())
+    print(f"{domain}: {output['customers']} customers audited, {drift} difference(s)")
+    for name in _JSON_NAMES.values():
+        print(f"  {name:<11} {output[name]}")
+    if output.get("skipped"):
+        print(f"  unreadable  {output['skipped']} (see the worker log)")
+    for name, rows in output["examples"].items():
+        print(f"{name}:")
+        for row in rows:
+            where = " ".join(str(row[k]) for k in ("section", "detail") if k in row)
+            print(f"  customer {row['customer_id']}" + (f": {where}" if where else ""))
+    if repair:
+        done = output.get("repair", {})
+        print(
+            f"repair enqueued: {done.get('resync', 0)} re-sync(s), {done.get('delete', 0)} delete(s), "
+            f"{done.get('remove', 0)} removal(s) of profiles outside the conditions; "
+            "run the audit again once the worker has run them"
+        )
