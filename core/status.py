@@ -52,6 +52,16 @@ async def needs_approval(redis: aioredis.Redis, keys: Keys, shop: str | None = N
     return {s: r for s, r in sorted(marked.items()) if shop is None or s == shop}
 
 
+async def audits(redis: aioredis.Redis, keys: Keys, shops: Iterable[str]) -> dict[str, Any]:
+    """Per shop: the last drift audit's counts and time (`shopsync audit`, worker/audit.py)."""
+    found: dict[str, Any] = {}
+    for shop in shops:
+        raw = await redis.get(keys.audit(shop))
+        if raw is not None:
+            found[shop] = orjson.loads(raw)
+    return found
+
+
 async def collect(
     redis: aioredis.Redis, keys: Keys, shop: str | None = None, shops: Iterable[str] = ()
 ) -> dict[str, Any]:
@@ -87,6 +97,7 @@ async def collect(
         "limiters": limiter,
         "suppressed_profiles": await suppressed_counts(redis, keys, [shop] if shop else shops),
         "needs_approval": await needs_approval(redis, keys, shop),
+        "audits": await audits(redis, keys, [shop] if shop else shops),
     }
 
 

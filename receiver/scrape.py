@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from core import sharedmetrics
 from core.keys import Keys
 from core.redis_conn import hgetall
-from core.status import needs_approval, queue_report, suppressed_counts
+from core.status import audits, needs_approval, queue_report, suppressed_counts
 
 WORKER_ALIVE_S = 90  # three missed heartbeats
 FINISHED_STATES = frozenset({"done", "finished", "completed", "failed", "cancelled", "canceled"})
@@ -83,6 +83,15 @@ async def gauges(redis: aioredis.Redis, keys: Keys, shops: Iterable[str] = ()) -
             "shopsync_shop_needs_approval",
             "1 while the shop's Shopify token cannot be had until the merchant approves the app again",
             [({"shop": shop}, float(shop in waiting)) for shop in sorted({*shops, *waiting})],
+        ),
+        *_gauge(
+            "shopsync_audit_drift",
+            "Differences the shop's last drift audit found, by kind (missing, extra, attribute, consent)",
+            [
+                ({"shop": shop, "kind": kind}, float(result.get(kind, 0)))
+                for shop, result in sorted((await audits(redis, keys, shops)).items())
+                for kind in ("missing", "extra", "attribute", "consent")
+            ],
         ),
     ]
     return "\n".join(lines) + "\n"

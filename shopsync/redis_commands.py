@@ -101,6 +101,14 @@ def render_status(report: dict[str, Any]) -> None:
     suppressed = {shop: n for shop, n in report.get("suppressed_profiles", {}).items() if n}
     for shop, n in sorted(suppressed.items()):
         console.print(f"{shop}: {n} profile(s) with an address APSIS suppresses (no opt-in reaches them)")
+    for shop, audit in sorted(report.get("audits", {}).items()):
+        drift = sum(int(audit.get(k, 0)) for k in ("missing", "extra", "attribute", "consent"))
+        counts = ", ".join(f"{k} {audit.get(k, 0)}" for k in ("missing", "extra", "attribute", "consent"))
+        colour = "red" if drift else "green"
+        console.print(
+            f"{shop}: last audit {ago(audit.get('at'))}, {audit.get('customers', 0)} customers,"
+            f" [{colour}]{drift} difference(s)[/] ({counts})"
+        )
     for shop, reason in sorted(report.get("needs_approval", {}).items()):
         console.print(
             f"[bold red]{shop}: needs approval[/] ({reason}): its jobs wait; approve the app again"
