@@ -8,17 +8,23 @@ each, `repair` enqueues ordinary jobs, and once the workers ran them a second au
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import tomllib
+from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from core import fullsync_control as control
 from core.keys import Keys
+from core.settings import Settings
 from mappings.writes import OPT_OUT
 from reliability import oracle
-from sandbox.installation import DEMO
+from sandbox.installation import DEMO, installation_document, write_installation
 from sandbox.shopify.data import CUSTOMER_BASE
+from shopsync import audit_command
 from tests.e2e.harness import SECTION_MAIN, pipeline
 from tests.fullsync.helpers import FAST_LIMITS, open_limits, wait_finished
 from worker.audit import run_audit, save_result
@@ -37,7 +43,9 @@ def sections() -> list[dict[str, Any]]:
     return found
 
 
-async def test_planted_drift_is_reported_then_repaired(redis_url: str, keys: Keys) -> None:
+async def test_planted_drift_is_reported_then_repaired(
+    redis_url: str, keys: Keys, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     async with pipeline(
         redis_url,
         keys,
@@ -115,3 +123,27 @@ async def test_planted_drift_is_reported_then_repaired(redis_url: str, keys: Key
         problems = [line for line in p.mismatches(kept) if "opted-in topics" in line]
         assert problems == [], "\n".join(problems)
         assert await p.dead_letters() == []
+
+        # The command: --json, exit 0 without drift, 2 on bad usage.
+        document = installation_document(p.shopify.url, p.apsis.url, p.shop.api_version, section=sections())
+        settings = Settings(
+            redis_url=redis_url,
+            key_prefix=keys.prefix,
+            shops_file=str(write_installation(tmp_path / "shops.toml", document)),
+        )
+        capsys.readouterr()
+        args = argparse.Namespace(domain=p.shop.domain, json=True, repair=False, examples=5)
+        assert await asyncio.to_thread(audit_command.run, args, settings) == 0
+        report = orjson.loads(capsys.readouterr().out)
+        assert {
+            k: report[k] for k in ("customers", "missing", "extra", "attributes", "consent", "examples")
+        } == {
+            "customers": SIZE - 1,
+            "missing": 0,
+            "extra": 0,
+            "attributes": 0,
+            "consent": 0,
+            "examples": {},
+        }
+        args.examples = -1
+        assert audit_command.run(args, settings) == 2
