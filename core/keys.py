@@ -126,6 +126,10 @@ class Keys:
         """Counter: the fencing token of the latest lock; a store by an older holder is refused."""
         return f"{self.prefix}:shopify-token-fence:{shop}"
 
+    def oauth_state(self, state: str) -> str:
+        """The shop (and public origin) an OAuth install's single-use `state` was issued for (EX)."""
+        return f"{self.prefix}:oauth-state:{state}"
+
     @property
     def needs_approval(self) -> str:
         """Hash shop domain -> reason: shops whose token cannot be had until the merchant approves."""

@@ -86,7 +86,7 @@ def requested_scopes(shop: Shop) -> list[str]:
 
 
 def state_key(keys: Keys, state: str) -> str:
-    return f"{keys.prefix}:oauth-state:{state}"
+    return keys.oauth_state(state)
 
 
 def public_origin(request: web.Request) -> str:
