@@ -129,8 +129,9 @@ def _phone_consent(phone: Mapping[str, Any] | None) -> Consent | None:
         obj = opt_object(phone["smsMarketingConsent"], "defaultPhoneNumber.smsMarketingConsent")
         if obj is None:
             return None
-        renamed = {
-            "marketingState": obj.get("state"),
+        state = obj.get("state")
+        renamed = {  # 2026-10's CustomerMarketingConsentState says NEVER_SUBSCRIBED for not_subscribed
+            "marketingState": "NOT_SUBSCRIBED" if state == "NEVER_SUBSCRIBED" else state,
             "marketingOptInLevel": obj.get("optInLevel"),
             "marketingUpdatedAt": obj.get("updatedAt"),
         }

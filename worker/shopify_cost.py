@@ -10,9 +10,10 @@ difference to `actualQueryCost` given back after. Every answer reports
 - `estimate_cost(document, variables)`: the requested cost as Shopify computes it (scalars and
   enums 0, objects 1, connections 2 + first x the node's cost, mutations 10), refined by the
   requested cost Shopify reported for the same document and variables.
-- `CostLimiter.spend(cost)`: a slot in the store's GCRA bucket (`worker.ratelimit`), sized from
+- `CostLimiter.turn(cost)` / `spend(cost)`: a slot in the store's GCRA bucket (`worker.ratelimit`), sized from
   what Shopify last reported for the store (kept in Redis, so every process shares it; no
-  configuration); `settle(extensions)` learns it, gives back what the query did not use and
+  configuration; until it is known a process sends one request at a time); `settle(extensions)`
+  learns it, gives back what the query did not use and
   catches up with Shopify's view when its bucket is emptier than ours; `throttled` holds every
   sender for the time the points take to come back.
 - `page_size(node_cost, overhead)`: the most nodes one query may ask for (at most 250) within
@@ -21,9 +22,11 @@ difference to `actualQueryCost` given back after. Every answer reports
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +52,7 @@ MUTATION_COST = 10
 DEFAULT_MAXIMUM = 1000.0  # until the store's first answer says otherwise
 DEFAULT_RESTORE_PER_S = 100.0  # Standard plan
 LEARNED_TTL_S = 7 * 24 * 3600
+PROBE_TTL_S = 5.0  # how long the pool waits for the one request that learns the bucket
 _REFINED: dict[tuple[int, str], int] = {}  # (document, variables) -> Shopify's requested cost
 
 # KEYS[1] bucket; ARGV amount_us. Give back: TAT earlier by amount, never before now.
@@ -186,7 +190,8 @@ class CostLimiter:
         self.name = f"shopify-graphql:{shop.domain}"
         self._learned_key = keys.limiter(f"{self.name}:learned")
         self.maximum, self.restore_per_s = DEFAULT_MAXIMUM, DEFAULT_RESTORE_PER_S
-        self._loaded = False
+        self.known = False  # learned from Redis or from an answer
+        self._probe = asyncio.Lock()
         self._refund = redis.register_script(_REFUND)
 
     def bucket(self) -> Bucket:
@@ -200,14 +205,46 @@ class CostLimiter:
         )
 
     async def load(self) -> None:
-        """What Shopify last said of the store's bucket (another process may have learned it)."""
-        if self._loaded:
+        """What Shopify last said of the store's bucket (another process may have learned it);
+        read again until it is known."""
+        if self.known:
             return
         raw = await self.redis.hgetall(self._learned_key)  # type: ignore[misc]
         if raw:
             self.maximum = float(raw.get(b"maximum", DEFAULT_MAXIMUM))
             self.restore_per_s = float(raw.get(b"restore", DEFAULT_RESTORE_PER_S))
-        self._loaded = True
+            self.known = True
+
+    @contextlib.asynccontextmanager
+    async def turn(self, cost: float, *, max_wait_s: float | None) -> AsyncIterator[float]:
+        """Spend `cost` and hold the turn while the request is out; the points spent. Until the
+        store's bucket is known, one request of the whole pool goes first and spends nothing at a
+        guessed rate: its answer tells the bucket, and how full Shopify's is
+        (`settle` fills ours to match)."""
+        await self.load()
+        if not self.known:
+            async with self._probe:
+                if await self._first_of_pool():
+                    yield 0.0
+                    return
+        await self.spend(cost, max_wait_s=max_wait_s)
+        yield cost
+
+    async def _first_of_pool(self) -> bool:
+        """True when this request is to learn the bucket: it is unknown and no other process
+        of the pool is learning it (else wait, a bounded while, for what that one learns)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PROBE_TTL_S
+        while True:
+            await self.load()
+            if self.known:
+                return False
+            probe_key = self.keys.limiter(f"{self.name}:probe")
+            if await self.redis.set(probe_key, b"1", nx=True, px=round(PROBE_TTL_S * 1000)):
+                return True
+            if loop.time() > deadline:
+                return True  # the other process's answer never came: learn it ourselves
+            await asyncio.sleep(0.05)
 
     async def spend(self, cost: float, *, max_wait_s: float | None) -> float:
         """Wait for `cost` points (raises `WaitTooLongError` past `max_wait_s`); seconds waited."""
@@ -246,10 +283,10 @@ class CostLimiter:
         return wait
 
     async def _learn(self, throttle: Throttle) -> None:
-        if (throttle.maximum, throttle.restore_per_s) == (self.maximum, self.restore_per_s):
+        if self.known and (throttle.maximum, throttle.restore_per_s) == (self.maximum, self.restore_per_s):
             return
         self.maximum, self.restore_per_s = throttle.maximum, throttle.restore_per_s
-        self._loaded = True
+        self.known = True
         await self.redis.hset(  # type: ignore[misc]
             self._learned_key, mapping={"maximum": throttle.maximum, "restore": throttle.restore_per_s}
         )

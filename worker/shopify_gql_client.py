@@ -1,7 +1,8 @@
 """The Shopify Admin client: every call through the GraphQL Admin API, REST shapes out.
 
-(It takes the place of `worker.shopify_client`'s REST client, with the same public methods, as
-soon as the sandbox store answers GraphQL; until then the worker still wires the REST one.)
+(It takes the place of `worker.shopify_client`'s REST client, with the same public methods, once
+the sandbox store's GraphQL agrees with its REST on redacted customers and counts requests per
+operation; until then the worker still wires the REST one. See docs/SHOPIFY.md.)
 
 `{admin_url}/admin/api/{shop.graphql_api_version}/graphql.json` (2026-10 unless the shop pins
 another), independent of the webhook payload version (`shop.api_version`). Each call goes

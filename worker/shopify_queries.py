@@ -103,7 +103,8 @@ _ORDER_LINE = f"""
     product {{ legacyResourceId }}
     variant {{ legacyResourceId }}
     originalUnitPriceSet {{ {_MONEY} }}
-    totalDiscountSet {{ {_MONEY} }}
+    originalTotalSet {{ {_MONEY} }}
+    discountedTotalSet(withCodeDiscounts: true) {{ {_MONEY} }}
 """
 
 ORDERS_QUERY = f"""
@@ -188,7 +189,6 @@ SHOP_QUERY = """
 query shop {
   shop {
     id name email myshopifyDomain currencyCode ianaTimezone createdAt
-    primaryDomain { host }
     plan { publicDisplayName partnerDevelopment shopifyPlus }
   }
 }

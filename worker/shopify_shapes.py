@@ -10,6 +10,7 @@ of the result (unknown), a `null` stays `None` (known and empty), as `mappings.n
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 Json = dict[str, Any]
@@ -76,6 +77,17 @@ def _amount(bag: Any) -> str | None:
     return None if not isinstance(money, Mapping) else money.get("amount")
 
 
+def _discount(original: Any, discounted: Any) -> str | None:
+    """REST's `total_discount` of a line: its original total less its total after every discount."""
+    before, after = _amount(original), _amount(discounted)
+    if before is None or after is None:
+        return None
+    try:
+        return str(Decimal(str(before)) - Decimal(str(after)))
+    except InvalidOperation:
+        return None
+
+
 def _id_of(node: Any) -> int | None:
     return legacy_id(node) if isinstance(node, Mapping) else None
 
@@ -115,7 +127,7 @@ def _sms_consent(phone: Mapping[str, Any] | None) -> Json | None:
     if state is None:
         return None
     return {
-        "state": _lower(state),
+        "state": "not_subscribed" if state == "NEVER_SUBSCRIBED" else _lower(state),
         "opt_in_level": _lower(level),
         "consent_updated_at": when,
         "consent_collected_from": source,
@@ -168,7 +180,7 @@ def rest_line_item(node: Mapping[str, Any]) -> Json:
         "variant_id": _id_of(node.get("variant")),
         "quantity": node.get("quantity"),
         "price": _amount(node.get("originalUnitPriceSet")),
-        "total_discount": _amount(node.get("totalDiscountSet")),
+        "total_discount": _discount(node.get("originalTotalSet"), node.get("discountedTotalSet")),
         "sku": node.get("sku"),
         "title": node.get("title"),
         "variant_title": node.get("variantTitle"),
@@ -246,13 +258,11 @@ def rest_webhook(node: Mapping[str, Any]) -> Json:
 
 def rest_shop(node: Mapping[str, Any]) -> Json:
     plan = node.get("plan") or {}
-    domain = node.get("primaryDomain") or {}
     return {
         "id": legacy_id(node),
         "name": node.get("name"),
         "email": node.get("email"),
         "myshopify_domain": node.get("myshopifyDomain"),
-        "domain": domain.get("host") if isinstance(domain, Mapping) else None,
         "currency": node.get("currencyCode"),
         "iana_timezone": node.get("ianaTimezone"),
         "created_at": node.get("createdAt"),

@@ -20,12 +20,14 @@ from typing import Any, Protocol
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from core.logging import get_logger
 from core.shopify_auth import TokenSource
 from mappings.installation import Shop
+from worker import metrics
 from worker.errors import AuthError, LimiterTimeoutError, error_from_response
-from worker.http import build_url, send
+from worker.http import Answer, build_url, send
 from worker.ratelimit import RateLimiter, WaitTooLongError
 from worker.retry import RetryPolicy, call_with_retries
 from worker.shopify_cost import SINGLE_QUERY_MAX, CostLimiter, estimate_cost, refine
@@ -93,8 +95,9 @@ async def graphql(
 
     async def attempt() -> dict[str, Any]:
         async with conn.permit(name):
+            turn = conn.cost.turn(requested, max_wait_s=conn.max_wait_s)
             try:
-                await conn.cost.spend(requested, max_wait_s=conn.max_wait_s)
+                spent = await turn.__aenter__()
             except WaitTooLongError as exc:
                 raise LimiterTimeoutError(
                     "shopify",
@@ -105,33 +108,50 @@ async def graphql(
                     method="POST",
                     route=ROUTE,
                 ) from None
-            answer = await _post(conn, url, body)
-        if answer.status >= 400:
-            raise error_from_response("shopify", answer.status, answer.body, method="POST", route=ROUTE)
-        payload = answer.json()
-        if not isinstance(payload, Mapping):
-            raise error_from_response("shopify", 502, answer.body, method="POST", route=ROUTE)
-        extensions = payload.get("extensions")
-        errors = payload.get("errors")
-        if errors and is_throttled(errors):
-            wait = await conn.cost.throttled(extensions, requested)
-            log.warning("shopify_throttled", shop=conn.store.domain, operation=name, wait_s=round(wait, 2))
-            raise graphql_error(errors, retry_after=wait)
-        await conn.cost.settle(extensions, requested)
-        cost_info = extensions.get("cost") if isinstance(extensions, Mapping) else None
-        if isinstance(cost_info, Mapping):
-            refine(query, variables, cost_info.get("requestedQueryCost"))
-        if errors:
-            error = graphql_error(errors, requested=requested)
-            log.warning("shopify_graphql_error", shop=conn.store.domain, operation=name, error=str(error))
-            raise error
-        data = payload.get("data")
-        return dict(data) if isinstance(data, Mapping) else {}
+            try:
+                answer = await _post(conn, url, body)
+                return await _answered(conn, query, variables, requested, spent, answer)
+            finally:
+                await turn.__aexit__(None, None, None)
 
     return await call_with_retries(attempt, conn.retry, api="shopify")
 
 
-async def _post(conn: ShopifyConnection, url: Any, body: bytes) -> Any:
+async def _answered(
+    conn: ShopifyConnection,
+    query: str,
+    variables: Mapping[str, Any],
+    requested: float,
+    spent: float,
+    answer: Answer,
+) -> dict[str, Any]:
+    """The answer's `data`, its cost fed back to the bucket; its errors raised, typed."""
+    if answer.status >= 400:
+        raise error_from_response("shopify", answer.status, answer.body, method="POST", route=ROUTE)
+    payload = answer.json()
+    if not isinstance(payload, Mapping):
+        raise error_from_response("shopify", 502, answer.body, method="POST", route=ROUTE)
+    extensions = payload.get("extensions")
+    errors = payload.get("errors")
+    name = operation_name(query)
+    if errors and is_throttled(errors):
+        wait = await conn.cost.throttled(extensions, requested)
+        metrics.fed_back("shopify-graphql", "throttled")
+        log.warning("shopify_throttled", shop=conn.store.domain, operation=name, wait_s=round(wait, 2))
+        raise graphql_error(errors, retry_after=wait)
+    await conn.cost.settle(extensions, spent)
+    cost_info = extensions.get("cost") if isinstance(extensions, Mapping) else None
+    if isinstance(cost_info, Mapping):
+        refine(query, variables, cost_info.get("requestedQueryCost"))
+    if errors:
+        error = graphql_error(errors, requested=requested)
+        log.warning("shopify_graphql_error", shop=conn.store.domain, operation=name, error=str(error))
+        raise error
+    data = payload.get("data")
+    return dict(data) if isinstance(data, Mapping) else {}
+
+
+async def _post(conn: ShopifyConnection, url: URL, body: bytes) -> Answer:
     """One POST with the current token; on 401 the token is invalidated and the POST sent once
     more with a fresh one (a second 401 is an `AuthError`)."""
     for first in (True, False):

@@ -27,6 +27,7 @@ from worker.shopify_errors import (
 )
 from worker.shopify_gql_client import ShopifyClient
 from worker.shopify_queries import CUSTOMERS_QUERY, ORDERS_QUERY, customer_documents
+from worker.shopify_shapes import rest_customer
 
 ADMIN = "http://shop.test"
 URL = f"{ADMIN}/admin/api/2026-10/graphql.json"
@@ -156,7 +157,11 @@ async def test_cost_estimate_follows_shopify_rules() -> None:
     assert estimate_cost("mutation { a { b } }") == 10
     doc = "query { products(first: 10) { edges { node { title variants(first: 5) { edges { node { price } } } } } } }"
     assert estimate_cost(doc) == 2 + 10 * (1 + 2 + 5 * 1)
-    assert estimate_cost(ORDERS_QUERY, {"first": 1, "lines": 10}) < 100
+    # An order: itself, its customer, five money bags (2 each), its lines' connection with 10
+    # lines of 1 + product + variant + three money bags.
+    assert estimate_cost(ORDERS_QUERY, {"first": 1, "lines": 10}) == 2 + (
+        1 + 1 + 5 * 2 + 2 + 10 * (3 + 3 * 2)
+    )
 
 
 async def test_the_bucket_is_learned_from_the_answers(
@@ -441,6 +446,12 @@ async def test_bulk_busy_is_transient(http: aioresponses, client: ShopifyClient)
     with pytest.raises(BulkOperationBusyError) as raised:
         await client.run_bulk_customer_export()
     assert "at most 5 at once" in str(raised.value)
+
+
+def test_sms_never_subscribed_is_rests_not_subscribed() -> None:
+    phone = {"phoneNumber": "+4670", "smsMarketingConsent": {"state": "NEVER_SUBSCRIBED", "optInLevel": None}}
+    customer = rest_customer({**CUSTOMER_NODE, "defaultPhoneNumber": phone})
+    assert customer["sms_marketing_consent"]["state"] == "not_subscribed"
 
 
 def test_versions_pick_their_documents() -> None:
