@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 
 from core.keys import Keys
 from mappings.installation import Shop
+from shopsync import installcheck_shopify
 from shopsync.installcheck_apsis import check_apsis, unreachable
 from shopsync.installcheck_auth import check_auth, check_tokens
 from worker.apsis_client import ApsisClient
@@ -112,6 +113,7 @@ async def check(shop: Shop, clients: Clients, address: str | None = None) -> Rep
         report.checked.extend(part.checked)
         report.problems.extend(part.problems)
     report.warnings.extend(apsis_part.warnings)
+    await installcheck_shopify.check_graphql(shop, clients.shopify.redis, clients.shopify.keys, report)
     return report
 
 
