@@ -2,6 +2,8 @@
 
 1. the sandbox (a Shopify store with a few thousand customers and steady activity, an APSIS One
    account), the receiver and a worker, each a `shopsync` subprocess in its own process group;
+   the store is connected through the client credentials grant, as the sandbox's Dev Dashboard
+   app (`installation_file`), its token minted and kept encrypted in Redis;
 2. `shopsync install` registers the webhooks in the sandbox store (and checks the installation);
 3. a full sync with a progress bar;
 4. what flows, live: webhooks in, profiles written, consent changes, email changes, purchase
@@ -38,6 +40,7 @@ from core.keys import Keys
 from core.logging import mask_email
 from core.redis_conn import connect
 from core.shopify_auth import TokenCipher
+from sandbox.shopify.oauth import OAuthConfig
 from shopsync import fullsync_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,13 +146,19 @@ def _port_free(port: int) -> bool:
 
 
 def installation_file(args: argparse.Namespace, directory: Path) -> Path:
-    """mappings/demo.toml itself, or a copy pointing at other sandbox ports."""
-    if args.shopify_port == 8081 and args.apsis_port == 8082:
-        return DEMO_TOML
+    """mappings/demo.toml pointed at this run's sandbox ports and connected the way a Dev Dashboard
+    app of the merchant's own store connects: the client credentials grant with the sandbox app's
+    client id and secret (the store's webhook secret) instead of the static token."""
     document = tomllib.loads(DEMO_TOML.read_text())
     shop = document["shop"][0]
     shop["admin_url"] = f"http://127.0.0.1:{args.shopify_port}"
     shop["apsis"]["base_url"] = f"http://127.0.0.1:{args.apsis_port}"
+    shop.pop("access_token", None)
+    shop["auth"] = {
+        "mode": "client_credentials",
+        "client_id": OAuthConfig().client_id,
+        "client_secret": shop["webhook_secret"],
+    }
     path = directory / "demo.toml"
     path.write_text(tomli_w.dumps(document))
     return path
@@ -295,7 +304,7 @@ async def run_demo(args: argparse.Namespace, children: Children, workdir: Path) 
         }
         say(f"shopsync demo  (logs in {children.logs})")
         say(f"  sandbox: a Shopify store with {args.customers} customers, {args.activity:g} changes/s,")
-        say("           and an APSIS One account")
+        say("           and an APSIS One account; Shopify connected by the client credentials grant")
         children.start(
             "sandbox",
             ["sandbox", "--customers", str(args.customers), "--activity", str(args.activity),

@@ -21,6 +21,7 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from core.keys import Keys
+from core.shopify_auth import NeedsApprovalError
 from mappings.installation import Shop
 from shopsync import installcheck_shopify
 from shopsync.installcheck_apsis import check_apsis, unreachable
@@ -123,6 +124,12 @@ async def check_shopify(shop: Shop, client: ShopifyClient, address: str | None) 
         return r
     try:
         info = await client.shop()
+    except NeedsApprovalError as exc:
+        r.problems.append(
+            f"Shopify: {shop.domain} needs approval ({exc.reason}): open /auth/install?shop={shop.domain}"
+            " on the receiver and approve the app"
+        )
+        return r
     except AuthError as exc:
         r.problems.append(refused_token(shop, exc.status))
         return r

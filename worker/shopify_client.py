@@ -23,6 +23,7 @@ from yarl import URL
 
 from core.keys import Keys
 from core.logging import get_logger
+from core.shopify_auth import StaticToken, TokenSource
 from mappings.installation import Shop
 from worker import metrics, shopify_graphql
 from worker.errors import (
@@ -95,9 +96,10 @@ class ShopifyClient:
         retry: RetryPolicy | None = None,
         max_wait_s: float | None = None,
         pool_concurrency: int | None = None,
-        tokens: Any = None,  # the shop's core.shopify_auth.TokenSource (worker/context.py), for 22a's client
+        tokens: TokenSource | None = None,  # the shop's token source (worker/context.py)
     ) -> None:
         self.store = shop
+        self.tokens: TokenSource = tokens or StaticToken(shop.access_token)
         self.redis = redis
         self.keys = keys
         self.limiter = limiter
@@ -298,17 +300,14 @@ class ShopifyClient:
         return await call_with_retries(attempt, self.retry, api="shopify")
 
     async def _attempt(self, method: str, url: URL, route: str, body: bytes | None) -> Answer:
-        headers = {"X-Shopify-Access-Token": self.store.access_token, "Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = "application/json"
         async with self._permit(method, route):
-            try:
-                await self.limiter.acquire_bucket(self.bucket, max_wait_s=self.max_wait_s)
-            except WaitTooLongError as exc:
-                raise LimiterTimeoutError(
-                    "shopify", None, "rate limit", "store bucket busy", exc.wait_s, method=method, route=route
-                ) from None
-            answer = await send(self.session, "shopify", method, url, route, headers=headers, body=body)
+            answer, token = await self._send_once(method, url, route, body)
+            if answer.status == 401:
+                # Expired early or revoked: the token source mints or refreshes once, one more try
+                # (a static token cannot be renewed: no second try with the same one).
+                await self.tokens.invalidate(token)
+                if await self.tokens.token() != token:
+                    answer, _ = await self._send_once(method, url, route, body)
         await self._feed_back(answer)
         if answer.status < 400:
             return answer
@@ -324,6 +323,20 @@ class ShopifyClient:
         raise error_from_response(
             "shopify", answer.status, answer.body, retry_after=retry_after, method=method, route=route
         )
+
+    async def _send_once(self, method: str, url: URL, route: str, body: bytes | None) -> tuple[Answer, str]:
+        token = await self.tokens.token()
+        headers = {"X-Shopify-Access-Token": token, "Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            await self.limiter.acquire_bucket(self.bucket, max_wait_s=self.max_wait_s)
+        except WaitTooLongError as exc:
+            raise LimiterTimeoutError(
+                "shopify", None, "rate limit", "store bucket busy", exc.wait_s, method=method, route=route
+            ) from None
+        answer = await send(self.session, "shopify", method, url, route, headers=headers, body=body)
+        return answer, token
 
     async def _feed_back(self, answer: Answer) -> None:
         """Slow down when Shopify's bucket has less room than ours expects (another client of

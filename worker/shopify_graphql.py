@@ -21,6 +21,7 @@ import aiohttp
 import orjson
 
 from core.logging import get_logger
+from core.shopify_auth import TokenSource
 from mappings.installation import Shop
 from worker.errors import (
     AuthError,
@@ -98,6 +99,9 @@ class ShopifyConnection(Protocol):
     def api_base(self) -> str: ...
 
     @property
+    def tokens(self) -> TokenSource: ...
+
+    @property
     def limiter(self) -> RateLimiter: ...
 
     @property
@@ -132,13 +136,13 @@ async def graphql(
     bucket = graphql_bucket(client)
     url = build_url(client.api_base, GRAPHQL)
     body = orjson.dumps({"query": query, "variables": dict(variables or {})})
-    headers = {
-        "X-Shopify-Access-Token": client.store.access_token,
-        "Content-Type": "application/json",
-        "Accept": "application/json",
-    }
 
     async def attempt() -> dict[str, Any]:
+        headers = {
+            "X-Shopify-Access-Token": await client.tokens.token(),
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
         try:
             await client.limiter.acquire_bucket(bucket, cost, max_wait_s=client.max_wait_s)
         except WaitTooLongError as exc:

@@ -26,7 +26,7 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from core.shopify_auth import ENV_VAR, TokenCipher, TokenStore, authorization_code
-from mappings.installation import Shop
+from mappings.installation import Limits, Shop
 from reliability.report import Result
 from reliability.scenarios.common import finish
 from reliability.stack import DOMAIN, RunContext, Stack, StackConfig, orders_available
@@ -40,7 +40,11 @@ TOKEN_LIFE_S = 10.0
 RENEW_EVERY_S = TOKEN_LIFE_S * 0.9  # renewed 10 % of its life ahead
 WORKERS = 4
 SLOW_S = 3.0
-MAX_401_PER_REFRESH = 8  # requests in flight with a replaced token: a few per rotation, never a storm
+# A refresh revokes the token it replaces (one active expiring token per app and shop), so each
+# request slot of each worker may meet one 401 per rotation (the token endpoint is slow here: the
+# window is seconds) and then waits for the new token. More than that would be 401s feeding more
+# 401s or more refreshes: a storm.
+MAX_401_PER_REFRESH = WORKERS * Limits().shopify_concurrency
 
 
 class TokenStack(Stack):

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import signal
 import sys
+from pathlib import Path
 
 import psutil  # type: ignore[import-untyped]
 
 from core.keys import Keys
+from sandbox.shopify.oauth import OAuthConfig
+from sandbox.shopify.store import Store
+from shopsync.demo import DOMAIN, installation_file
 from shopsync.devredis import free_port
+from shopsync.shops import load_installations
 from tests.ops.helpers import ROOT, cli_env
 
 
@@ -51,3 +57,13 @@ async def test_demo_runs_a_full_sync_and_ctrl_c_stops_every_child(redis_url: str
         for child in children:
             if child.is_running():
                 child.kill()
+
+
+def test_the_demo_store_connects_through_the_client_credentials_grant(tmp_path: Path) -> None:
+    args = argparse.Namespace(shopify_port=18081, apsis_port=18082)
+    shop = load_installations(str(installation_file(args, tmp_path)), env={}).shops[DOMAIN]
+    assert shop.admin_url == "http://127.0.0.1:18081" and shop.apsis.base_url == "http://127.0.0.1:18082"
+    assert (shop.auth.mode, shop.auth.client_id) == ("client_credentials", OAuthConfig().client_id)
+    assert (
+        shop.access_token == "" and shop.auth.client_secret == shop.webhook_secret == Store().webhook_secret
+    )

@@ -8,15 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 import redis.asyncio as aioredis
 
 from core.keys import Keys
-from core.shopify_auth import TokenCipher, TokenRecord, TokenStore
+from core.shopify_auth import TokenCipher, TokenRecord, TokenStore, client_credentials
 from sandbox.apsis.server import ApsisSandbox
 from sandbox.shopify.server import ShopifySandbox
 from sandbox.shopify.store import Store
+from shopsync.shops import load_installations
 from tests.ops.helpers import cli_env, run_cli, sandbox_document, write_shops_file
 
 DOMAIN = "demo-store.myshopify.com"
@@ -49,6 +51,7 @@ class Setup:
     async def check(self, env: dict[str, str]) -> dict[str, Any]:
         done = await run_cli(["check", DOMAIN, "--json"], env)
         assert done.code in (0, 1), done.stderr
+        assert done.stdout, done.stderr
         report: dict[str, Any] = orjson.loads(done.stdout)
         return report
 
@@ -96,11 +99,19 @@ async def test_oauth_needs_approval_until_a_pair_is_stored(setup: Setup, redis: 
         f"Shopify: {DOMAIN} needs approval (refresh refused: invalid_grant)"
     )
 
-    scope = "read_customers,read_orders,read_products"
-    await store.put(DOMAIN, TokenRecord("shpat_stored", None, "shprt_x", None, scope))
+    # A pair Shopify accepts (the sandbox mints one; an installation's callback would store it).
+    shop = load_installations(env["SHOPS_FILE"], env).shops[DOMAIN]
+    async with aiohttp.ClientSession() as session:
+        minted = await client_credentials.mint(session, shop)
+    await store.put(DOMAIN, TokenRecord(minted.access_token, None, "shprt_x", None, minted.scope))
     report = await setup.check(env)
     assert "Shopify: a token pair is stored (authorization code grant)" in report["checked"]
     assert not [p for p in report["problems"] if "approval" in p or "lacks" in p]
+
+    # A stored token Shopify no longer takes, whose refresh is refused: needs approval, said once.
+    await store.put(DOMAIN, TokenRecord("shpat_revoked", None, "shprt_x", None, minted.scope))
+    report = await setup.check(env)
+    assert [p for p in report["problems"] if "needs approval" in p]
 
 
 async def test_minted_modes_need_the_token_key(setup: Setup) -> None:
