@@ -17,6 +17,7 @@ import orjson
 from redis.asyncio import Redis
 
 from core.keys import Keys
+from core.redis_conn import typed
 from mappings.installation import CHANNELS
 from mappings.state import SyncState
 from mappings.writes import ConsentWrite
@@ -138,14 +139,14 @@ async def test_a_suppressed_address_is_reported_not_fixed(redis_url: str, keys: 
 
         assert await sync.submit(p.app, p.shop, "wh:sub", _hook(p, subscribed)) == "written"
 
-        raw = await p.redis.hget(keys.suppressed(p.shop.domain), str(customer.id))
+        raw = await typed(p.redis.hget(keys.suppressed(p.shop.domain), str(customer.id)))
         assert raw is not None and orjson.loads(raw)["channels"] == ["email"]
         assert p.account.suppressed(OLD)  # an opt-in does not lift a suppression, and we do not try
         p.account.unsuppress(OLD)
         wait_until_time_moves()
         moved = await p.store.change_email(customer.id, NEW)
         assert await sync.submit(p.app, p.shop, "wh:moved", _hook(p, moved)) == "written"
-        assert await p.redis.hget(keys.suppressed(p.shop.domain), str(customer.id)) is None
+        assert await typed(p.redis.hget(keys.suppressed(p.shop.domain), str(customer.id))) is None
 
 
 async def test_staged_consent_1_writes_are_upgraded_or_dropped(redis: Redis, keys: Keys) -> None:

@@ -12,7 +12,7 @@ from arq.connections import ArqRedis, create_pool
 
 from core.jobs import deserialize, serialize
 from core.keys import Keys
-from core.redis_conn import arq_settings
+from core.redis_conn import arq_settings, typed
 from core.settings import Settings
 from core.shopify_auth import TokenCipher, TokenStore
 from mappings.installation import Installations, ShopAuth
@@ -75,7 +75,7 @@ async def test_held_then_released_once_connected(app: WorkerContext, authority: 
         queue,
     )
     assert "invalid_client" in job.reason
-    assert await app.redis.hlen(app.keys.dead_letters) == 0
+    assert await typed(app.redis.hlen(app.keys.dead_letters)) == 0
     assert await app.redis.zcard(queue) == 0
 
     assert await app.release_held() == 0  # still refused: stays held
@@ -96,7 +96,7 @@ async def test_held_then_released_once_connected(app: WorkerContext, authority: 
 async def test_release_skips_shops_still_needing_approval(app: WorkerContext) -> None:
     job = held.HeldJob("j", "f", [], app.keys.realtime_queue, "other.myshopify.com", "refresh refused", 0.0)
     await held.hold(app.redis, app.keys, job)
-    await app.redis.hset(app.keys.needs_approval, "other.myshopify.com", "refresh refused")
+    await typed(app.redis.hset(app.keys.needs_approval, "other.myshopify.com", "refresh refused"))
     assert await app.release_held() == 0
-    await app.redis.hdel(app.keys.needs_approval, "other.myshopify.com")
+    await typed(app.redis.hdel(app.keys.needs_approval, "other.myshopify.com"))
     assert await app.release_held() == 1
