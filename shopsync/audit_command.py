@@ -12,16 +12,15 @@ or a failure it reports, 2 on bad usage. `--json` prints
 from __future__ import annotations
 
 import argparse
-import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import RedisError
-
-from core.keys import Keys
 from core.settings import Settings
-from mappings.installation import InstallationError
-from shopsync.command_support import fail, print_json, redact
-from shopsync.shops import load_installations, warn_installations
+from mappings.installation import Shop
+from shopsync.command_support import fail, print_json
+from shopsync.worker_session import CommandFailed, load_shop, with_worker
+
+if TYPE_CHECKING:
+    from worker.context import WorkerContext
 
 # Report keys: the kinds as `mappings.audit` names them, and as the JSON report names them.
 _JSON_NAMES = {"missing": "missing", "extra": "extra", "attribute": "attributes", "consent": "consent"}
@@ -31,53 +30,30 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.examples < 0:
         return fail("--examples must be 0 or more", 2)
     try:
-        installations = load_installations(settings.shops_file)
-    except InstallationError as exc:
+        installations, shop = load_shop(settings, args.domain, warn=not args.json)
+        return with_worker(settings, installations, lambda app: _audit(app, shop, args))
+    except CommandFailed as exc:
         return fail(str(exc))
-    if not args.json:
-        warn_installations(installations)
-    shop = installations.get(args.domain)
-    if shop is None:
-        return fail(f"no shop {args.domain!r} in {settings.shops_file}")
 
-    async def go() -> int:
-        from arq.connections import create_pool
 
-        from core.jobs import deserialize, serialize
-        from core.redis_conn import arq_settings
-        from worker.audit import run_audit, save_result
-        from worker.audit_repair import repair
-        from worker.context import WorkerContext
-        from worker.errors import ApiError
-
-        pool = await create_pool(
-            arq_settings(settings.redis_url), job_serializer=serialize, job_deserializer=deserialize
-        )
-        app = WorkerContext(
-            settings=settings, installations=installations, redis=pool, keys=Keys(settings.key_prefix)
-        )
-        try:
-            try:
-                audit = await run_audit(app, shop, examples=args.examples)
-                repaired = await repair(app, shop, audit) if args.repair else {}
-            except ApiError as exc:
-                return fail(f"audit of {shop.domain} stopped: {exc}")
-            await save_result(app, shop, audit, repaired)
-            output = report_json(audit.report.to_json(), repaired)
-            output["skipped"] = audit.skipped
-            if args.json:
-                print_json(output)
-            else:
-                print_report(shop.domain, output, args.repair)
-            return 1 if audit.report.drift else 0
-        finally:
-            await app.close()
-            await pool.aclose()
+async def _audit(app: WorkerContext, shop: Shop, args: argparse.Namespace) -> int:
+    from worker.audit import run_audit, save_result
+    from worker.audit_repair import repair
+    from worker.errors import ApiError
 
     try:
-        return asyncio.run(go())
-    except (RedisError, OSError) as exc:
-        return fail(f"Redis at {redact(settings.redis_url)} is not answering: {exc}")
+        audit = await run_audit(app, shop, examples=args.examples)
+        repaired = await repair(app, shop, audit) if args.repair else {}
+    except ApiError as exc:
+        return fail(f"audit of {shop.domain} stopped: {exc}")
+    await save_result(app, shop, audit, repaired)
+    output = report_json(audit.report.to_json(), repaired)
+    output["skipped"] = audit.skipped
+    if args.json:
+        print_json(output)
+    else:
+        print_report(shop.domain, output, args.repair)
+    return 1 if audit.report.drift else 0
 
 
 def report_json(report: dict[str, Any], repaired: dict[str, int]) -> dict[str, Any]:

@@ -9,19 +9,21 @@ the shop installed, then checks. Each returns the exit status: 0 success, 1 a re
 from __future__ import annotations
 
 import argparse
-import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from core.keys import Keys
 from core.settings import Settings
-from mappings.installation import InstallationError
+from mappings.installation import InstallationError, Shop
 from shopsync import installcheck
-from shopsync.command_support import fail, print_json, redact, with_redis
-from shopsync.shops import load_installations, warn_installations
+from shopsync.command_support import fail, print_json, with_redis
+from shopsync.shops import load_installations
+from shopsync.worker_session import CommandFailed, load_shop, with_worker
+
+if TYPE_CHECKING:
+    from worker.context import WorkerContext
 
 # --- resync ----------------------------------------------------------------------------------
 
@@ -29,52 +31,30 @@ from shopsync.shops import load_installations, warn_installations
 def resync(args: argparse.Namespace, settings: Settings) -> int:
     """Fetch one customer from Shopify now and run the same sync a webhook would."""
     try:
-        installations = load_installations(settings.shops_file)
-    except InstallationError as exc:
+        installations, shop = load_shop(settings, args.domain)
+        return with_worker(settings, installations, lambda app: _resync(app, shop, args.customer_id))
+    except CommandFailed as exc:
         return fail(str(exc))
-    warn_installations(installations)
-    shop = installations.get(args.domain)
-    if shop is None:
-        return fail(f"no shop {args.domain!r} in {settings.shops_file}")
 
-    async def go() -> int:
-        from arq.connections import create_pool
 
-        from core.jobs import deserialize, serialize
-        from core.redis_conn import arq_settings
-        from worker.context import WorkerContext
-        from worker.errors import ApiError
-        from worker.sync import submit
-        from worker.sync_update import Update
-
-        pool = await create_pool(
-            arq_settings(settings.redis_url), job_serializer=serialize, job_deserializer=deserialize
-        )
-        app = WorkerContext(
-            settings=settings, installations=installations, redis=pool, keys=Keys(settings.key_prefix)
-        )
-        try:
-            try:
-                customer = await app.shopify(shop).get_customer(args.customer_id)
-            except ApiError as exc:
-                return fail(f"Shopify: {exc}")
-            if customer is None:
-                return fail(f"customer {args.customer_id} does not exist in {shop.domain}")
-            update = Update(kind="rest", payload=customer, received_at=time.time(), source="resync")
-            try:
-                outcome = await submit(app, shop, f"resync:{args.customer_id}:{time.time_ns()}", update)
-            except ApiError as exc:
-                return fail(f"APSIS: {exc}")
-            print(f"customer {args.customer_id}: {outcome}")
-            return 0
-        finally:
-            await app.close()
-            await pool.aclose()
+async def _resync(app: WorkerContext, shop: Shop, customer_id: int) -> int:
+    from worker.errors import ApiError
+    from worker.sync import submit
+    from worker.sync_update import Update
 
     try:
-        return asyncio.run(go())
-    except (RedisError, OSError) as exc:
-        return fail(f"Redis at {redact(settings.redis_url)} is not answering: {exc}")
+        customer = await app.shopify(shop).get_customer(customer_id)
+    except ApiError as exc:
+        return fail(f"Shopify: {exc}")
+    if customer is None:
+        return fail(f"customer {customer_id} does not exist in {shop.domain}")
+    update = Update(kind="rest", payload=customer, received_at=time.time(), source="resync")
+    try:
+        outcome = await submit(app, shop, f"resync:{customer_id}:{time.time_ns()}", update)
+    except ApiError as exc:
+        return fail(f"APSIS: {exc}")
+    print(f"customer {customer_id}: {outcome}")
+    return 0
 
 
 # --- check and install -----------------------------------------------------------------------
