@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from reliability.report import Result
 from reliability.scenarios import registry
 from reliability.stack import RunContext
@@ -24,7 +26,6 @@ CONCURRENT = (
     "token-expiry",
     "shopify-429",
     "poison",
-    "token-rotation",
     "receiver-fuzz",
     "admin-and-hmac",
     "pipeline-burst",
@@ -41,8 +42,20 @@ def explain(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+# Four worker processes of their own: too heavy to run beside the others on two cores; it runs
+# alone under `make test-all` and in `make reliability`.
+ALONE = ("token-rotation",)
+
+
 def test_every_scenario_is_run_here() -> None:
-    assert set(registry.NAMES) == {*CONCURRENT, "receiver-load", "log-scan"}
+    assert set(registry.NAMES) == {*CONCURRENT, *ALONE, "receiver-load", "log-scan"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ALONE)
+async def test_heavy_scenarios_short(reliability_run: RunContext, name: str) -> None:
+    result = await registry.run_one(name, reliability_run)
+    assert result.passed, explain([result])
 
 
 async def test_receiver_load_short(reliability_run: RunContext) -> None:
