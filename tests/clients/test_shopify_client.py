@@ -397,6 +397,20 @@ async def test_a_401_mints_a_new_token_once(
             await c.shop()
 
 
+async def test_a_401_with_a_static_token_is_not_retried(
+    http: aioresponses, redis: Redis, keys: Keys, limiter: RateLimiter
+) -> None:
+    """A static token cannot be renewed: one POST, then the AuthError (no second try with it)."""
+    http.post(URL, status=401, payload={"errors": "[API] Invalid API key or access token"})
+    http.post(URL, status=401, payload={"errors": "[API] Invalid API key or access token"})
+    shop = make_shop(ADMIN)
+    async with ShopifyClient(shop, redis, limiter, keys, retry=NO_RETRY) as c:
+        with pytest.raises(AuthError):
+            await c.shop()
+    sent = [kw["headers"]["X-Shopify-Access-Token"] for _, kw in calls(http, "POST", URL)]
+    assert sent == [shop.access_token]
+
+
 async def test_a_query_above_the_maximum_is_refused_before_sending(
     http: aioresponses, client: ShopifyClient
 ) -> None:
