@@ -24,8 +24,8 @@ from shopsync.installcheck_auth import check_tokens
 from worker.errors import ApiError
 from worker.ratelimit import RateLimiter
 from worker.retry import RetryPolicy
+from worker.shopify_client import ShopifyClient
 from worker.shopify_errors import AccessDeniedError, ProtectedDataError
-from worker.shopify_gql_client import ShopifyClient
 from worker.shopify_versions import version_warning
 
 PROTECTED_DATA_DOC = "https://shopify.dev/docs/apps/launch/protected-customer-data"

@@ -21,8 +21,8 @@ import orjson
 from core.logging import get_logger
 from worker.errors import PermanentApiError, TransientApiError, error_from_response
 from worker.shopify_errors import ROUTE, UserErrorsError
+from worker.shopify_graphql import ShopifyConnection, graphql
 from worker.shopify_queries import BULK_OPERATION_QUERY, BULK_RUN_MUTATION
-from worker.shopify_transport import ShopifyConnection, graphql
 
 log = get_logger(__name__)
 

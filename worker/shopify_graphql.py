@@ -1,105 +1,59 @@
-"""Shopify GraphQL for whole-store exports: a bulk operation, polled, its JSONL streamed by line.
+"""One call to Shopify's GraphQL Admin API: `POST {admin_url}/admin/api/{graphql_api_version}/graphql.json`.
 
-A bulk operation exports every customer without the REST bucket's per-request limit: one
-mutation starts it, a few cheap polls follow it, and the result is one JSONL file at a signed URL
-that is read as a stream (a line at a time: a store of millions never sits in memory).
+Each attempt: this process's Shopify permit, the query's estimated cost spent from the store's
+shared cost bucket (`worker.shopify_cost`), the token from the shop's `TokenSource`, one POST.
+The answer's `extensions.cost` is fed back (the bucket learned, unused points given back).
+A 401 invalidates the token; retried once only when the source hands out a different one. `errors` (even beside partial
+`data`) fail the call with a typed error (`worker.shopify_errors`): `THROTTLED` waits for the
+points and is retried within the retry policy, the rest as their type says. A query whose cost
+is above what one query may request fails before it is sent (`CostTooHighError`).
 
-GraphQL has its own throttle (query cost points, `extensions.cost.throttleStatus`); a shared Redis
-bucket per store spends the query's cost before each call, and a `THROTTLED` answer delays it by
-the time the points need to come back. The calls take any `ShopifyConnection` (in practice the
-`ShopifyClient`, which offers them as methods); this module never imports the client.
+The calls take any `ShopifyConnection` (in practice the `ShopifyClient`); this module never
+imports the client.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import contextlib
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from core.logging import get_logger
 from core.shopify_auth import TokenSource
 from mappings.installation import Shop
-from worker.errors import (
-    AuthError,
-    LimiterTimeoutError,
-    PermanentApiError,
-    RateLimitedError,
-    TransientApiError,
-    error_from_response,
-)
-from worker.http import build_url, send
-from worker.ratelimit import Bucket, RateLimiter, WaitTooLongError
+from worker import metrics
+from worker.errors import AuthError, LimiterTimeoutError, error_from_response
+from worker.http import Answer, build_url, send
+from worker.ratelimit import RateLimiter, WaitTooLongError
 from worker.retry import RetryPolicy, call_with_retries
+from worker.shopify_cost import SINGLE_QUERY_MAX, CostLimiter, estimate_cost, refine
+from worker.shopify_errors import ROUTE, CostTooHighError, graphql_error, is_throttled
 
 log = get_logger(__name__)
 
 GRAPHQL = "/graphql.json"
-RUN_COST = 10
-POLL_COST = 1
-GRAPHQL_MAXIMUM = 1000.0  # points (standard plans); restore 50/s
-GRAPHQL_RESTORE_PER_S = 50.0
-
-BULK_CUSTOMERS_QUERY = """
-{
-  customers {
-    edges {
-      node {
-        id email phone firstName lastName tags state verifiedEmail note numberOfOrders
-        amountSpent { amount currencyCode }
-        createdAt updatedAt
-        defaultAddress {
-          firstName lastName company address1 address2 city province provinceCode country
-          countryCodeV2 zip phone
-        }
-        emailMarketingConsent { marketingState marketingOptInLevel consentUpdatedAt }
-        smsMarketingConsent { marketingState marketingOptInLevel consentUpdatedAt }
-      }
-    }
-  }
-}
-"""
-
-_RUN = """
-mutation bulkOperationRunQuery($query: String!) {
-  bulkOperationRunQuery(query: $query) {
-    bulkOperation { id status }
-    userErrors { field message }
-  }
-}
-"""
-
-_POLL = """
-query bulkOperation($id: ID!) {
-  node(id: $id) {
-    ... on BulkOperation { id status errorCode createdAt completedAt objectCount fileSize url partialDataUrl }
-  }
-}
-"""
-
-_DONE = frozenset({"COMPLETED", "FAILED", "CANCELED", "EXPIRED"})
-
-
-class BulkOperationBusyError(TransientApiError):
-    """Shopify runs one bulk query per app and shop at a time (on older API versions)."""
 
 
 class ShopifyConnection(Protocol):
-    """What a GraphQL call needs from the client of one store: the shop (domain, token, limits),
-    the Admin API base URL, the shared rate limiter and how long to wait for it, the HTTP
-    session and the retry policy."""
+    """What a GraphQL call needs from the client of one store: the shop, the GraphQL endpoint's
+    base URL, the token source, the cost bucket, the shared limiter and how long to wait for it,
+    a request permit, the HTTP session and the retry policy."""
 
     @property
     def store(self) -> Shop: ...
 
     @property
-    def api_base(self) -> str: ...
+    def graphql_base(self) -> str: ...
 
     @property
     def tokens(self) -> TokenSource: ...
+
+    @property
+    def cost(self) -> CostLimiter: ...
 
     @property
     def limiter(self) -> RateLimiter: ...
@@ -113,166 +67,113 @@ class ShopifyConnection(Protocol):
     @property
     def retry(self) -> RetryPolicy: ...
 
+    def permit(self, operation: str) -> contextlib.AbstractAsyncContextManager[None]: ...
 
-def graphql_bucket(client: ShopifyConnection) -> Bucket:
-    safety = client.store.limits.safety
-    return Bucket(
-        f"shopify-graphql:{client.store.domain}",
-        GRAPHQL_RESTORE_PER_S * safety,
-        GRAPHQL_MAXIMUM * safety,
-        kind="shopify-graphql",
-        shiftable=True,
-    )
+
+def operation_name(query: str) -> str:
+    """`query customers(...)` -> `customers` (for logs and metrics); `graphql` when anonymous."""
+    head = query.lstrip().split("(", 1)[0].split("{", 1)[0].split()
+    return head[1] if len(head) >= 2 else "graphql"
 
 
 async def graphql(
-    client: ShopifyConnection,
+    conn: ShopifyConnection,
     query: str,
     variables: Mapping[str, Any] | None = None,
     *,
-    cost: int = POLL_COST,
+    cost: float | None = None,
 ) -> dict[str, Any]:
-    """Run one GraphQL query or mutation; its `data`. Errors become typed `ApiError`s."""
-    bucket = graphql_bucket(client)
-    url = build_url(client.api_base, GRAPHQL)
-    body = orjson.dumps({"query": query, "variables": dict(variables or {})})
+    """Run one query or mutation; its `data`. Every failure is a typed `ApiError`."""
+    variables = dict(variables or {})
+    requested = float(cost if cost is not None else estimate_cost(query, variables))
+    limit = min(SINGLE_QUERY_MAX, conn.cost.maximum)
+    if requested > limit:
+        raise CostTooHighError(requested, limit)
+    url = build_url(conn.graphql_base, GRAPHQL)
+    body = orjson.dumps({"query": query, "variables": variables})
+    name = operation_name(query)
 
     async def attempt() -> dict[str, Any]:
-        headers = {
-            "X-Shopify-Access-Token": await client.tokens.token(),
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-        }
-        try:
-            await client.limiter.acquire_bucket(bucket, cost, max_wait_s=client.max_wait_s)
-        except WaitTooLongError as exc:
-            raise LimiterTimeoutError(
-                "shopify", None, "rate limit", "GraphQL bucket busy", exc.wait_s, method="POST", route=GRAPHQL
-            ) from None
-        answer = await send(client.session, "shopify", "POST", url, GRAPHQL, headers=headers, body=body)
-        if answer.status >= 400:
-            raise error_from_response("shopify", answer.status, answer.body, method="POST", route=GRAPHQL)
-        payload: dict[str, Any] = answer.json() or {}
-        errors = payload.get("errors")
-        if errors:
-            raise await _graphql_error(client, bucket, errors, payload.get("extensions"), cost)
-        return dict(payload.get("data") or {})
+        async with conn.permit(name):
+            turn = conn.cost.turn(requested, max_wait_s=conn.max_wait_s)
+            try:
+                spent = await turn.__aenter__()
+            except WaitTooLongError as exc:
+                raise LimiterTimeoutError(
+                    "shopify",
+                    None,
+                    "rate limit",
+                    "GraphQL cost bucket busy",
+                    exc.wait_s,
+                    method="POST",
+                    route=ROUTE,
+                ) from None
+            try:
+                answer = await _post(conn, url, body)
+                return await _answered(conn, query, variables, requested, spent, answer)
+            finally:
+                await turn.__aexit__(None, None, None)
 
-    return await call_with_retries(attempt, client.retry, api="shopify")
-
-
-async def _graphql_error(
-    client: ShopifyConnection, bucket: Bucket, errors: Any, extensions: Any, cost: int
-) -> Exception:
-    first = errors[0] if isinstance(errors, list) and errors else {}
-    code = str((first.get("extensions") or {}).get("code") or "") if isinstance(first, dict) else ""
-    message = str(first.get("message") or "") if isinstance(first, dict) else str(errors)
-    if code == "THROTTLED":
-        status = ((extensions or {}).get("cost") or {}).get("throttleStatus") or {}
-        available = float(status.get("currentlyAvailable") or 0)
-        restore = float(status.get("restoreRate") or GRAPHQL_RESTORE_PER_S)
-        wait = max(0.5, (cost - available) / restore)
-        await client.limiter.delay(bucket, wait, guard_s=wait / 2)
-        return RateLimitedError("shopify", 200, "THROTTLED", message, wait, method="POST", route=GRAPHQL)
-    if code == "ACCESS_DENIED":
-        return AuthError("shopify", 200, code, message, method="POST", route=GRAPHQL)
-    if code in ("INTERNAL_SERVER_ERROR", "SERVICE_UNAVAILABLE"):
-        return TransientApiError("shopify", 200, code, message, method="POST", route=GRAPHQL)
-    return PermanentApiError("shopify", 200, code or "GraphQL error", message, method="POST", route=GRAPHQL)
+    return await call_with_retries(attempt, conn.retry, api="shopify")
 
 
-async def run_bulk_customer_export(client: ShopifyConnection, query: str = BULK_CUSTOMERS_QUERY) -> str:
-    """Start a bulk export of `query`; the operation's id (`gid://shopify/BulkOperation/...`)."""
-    data = await graphql(client, _RUN, {"query": query}, cost=RUN_COST)
-    result = data.get("bulkOperationRunQuery") or {}
-    user_errors = result.get("userErrors") or []
-    if user_errors:
-        message = "; ".join(str(e.get("message")) for e in user_errors)
-        if "already in progress" in message:
-            raise BulkOperationBusyError("shopify", 200, "bulk operation busy", message, 10.0, route=GRAPHQL)
-        raise PermanentApiError("shopify", 200, "bulk operation refused", message, route=GRAPHQL)
-    operation = result.get("bulkOperation") or {}
-    log.info("shopify_bulk_started", shop=client.store.domain, operation=operation.get("id"))
-    return str(operation["id"])
-
-
-async def bulk_operation(client: ShopifyConnection, operation_id: str) -> dict[str, Any] | None:
-    """The operation's state: `status`, `objectCount`, `url` (when COMPLETED), `errorCode`..."""
-    data = await graphql(client, _POLL, {"id": operation_id}, cost=POLL_COST)
-    node = data.get("node")
-    return dict(node) if isinstance(node, dict) else None
-
-
-async def wait_for_bulk_operation(
-    client: ShopifyConnection,
-    operation_id: str,
-    *,
-    poll_s: float = 2.0,
-    timeout_s: float = 6 * 3600,
-    on_progress: Callable[[dict[str, Any]], Awaitable[None] | None] | None = None,
+async def _answered(
+    conn: ShopifyConnection,
+    query: str,
+    variables: Mapping[str, Any],
+    requested: float,
+    spent: float,
+    answer: Answer,
 ) -> dict[str, Any]:
-    """Poll until the operation ends; its final state. FAILED/CANCELED/EXPIRED raise."""
-    deadline = time.monotonic() + timeout_s
-    delay = min(0.25, poll_s)
-    while True:
-        state = await bulk_operation(client, operation_id)
-        if state is None:
-            raise PermanentApiError(
-                "shopify", 404, "bulk operation", f"{operation_id} not found", route=GRAPHQL
-            )
-        if on_progress is not None:
-            maybe = on_progress(state)
-            if maybe is not None:
-                await maybe
-        status = str(state.get("status"))
-        if status == "COMPLETED":
-            return state
-        if status in _DONE:
-            raise PermanentApiError(
-                "shopify",
-                200,
-                f"bulk operation {status.lower()}",
-                str(state.get("errorCode") or ""),
-                route=GRAPHQL,
-            )
-        if time.monotonic() > deadline:
-            raise TransientApiError(
-                "shopify", None, "bulk operation", "still running at the timeout", route=GRAPHQL
-            )
-        await asyncio.sleep(delay)
-        delay = min(poll_s, delay * 2)  # small exports finish in a moment; big ones are polled calmly
+    """The answer's `data`, its cost fed back to the bucket; its errors raised, typed."""
+    if answer.status >= 400:
+        raise error_from_response("shopify", answer.status, answer.body, method="POST", route=ROUTE)
+    payload = answer.json()
+    if not isinstance(payload, Mapping):
+        raise error_from_response("shopify", 502, answer.body, method="POST", route=ROUTE)
+    extensions = payload.get("extensions")
+    errors = payload.get("errors")
+    name = operation_name(query)
+    if errors and is_throttled(errors):
+        wait = await conn.cost.throttled(extensions, requested)
+        metrics.fed_back("shopify-graphql", "throttled")
+        log.warning("shopify_throttled", shop=conn.store.domain, operation=name, wait_s=round(wait, 2))
+        raise graphql_error(errors, retry_after=wait)
+    await conn.cost.settle(extensions, spent)
+    cost_info = extensions.get("cost") if isinstance(extensions, Mapping) else None
+    if isinstance(cost_info, Mapping):
+        refine(query, variables, cost_info.get("requestedQueryCost"))
+    if errors:
+        error = graphql_error(errors, requested=requested)
+        log.warning("shopify_graphql_error", shop=conn.store.domain, operation=name, error=str(error))
+        raise error
+    data = payload.get("data")
+    return dict(data) if isinstance(data, Mapping) else {}
 
 
-async def stream_jsonl(
-    client: ShopifyConnection, url: str, *, chunk_size: int = 1 << 16
-) -> AsyncIterator[dict[str, Any]]:
-    """The export's objects one line at a time, whatever the file size or a line's length.
-
-    The URL is pre-signed storage, not the Admin API: no access token goes with it."""
-    timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=120)
-    async with client.session.get(url, timeout=timeout) as response:
-        if response.status >= 400:
-            raise error_from_response("shopify", response.status, await response.read(), route="bulk-jsonl")
-        pending = b""
-        async for chunk in response.content.iter_chunked(chunk_size):
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                if line.strip():
-                    yield orjson.loads(line)
-        if pending.strip():
-            yield orjson.loads(pending)
+async def _post(conn: ShopifyConnection, url: URL, body: bytes) -> Answer:
+    """One POST with the token source's token. On 401 (expired early or revoked) the token is
+    invalidated and the POST sent once more, only when the source renews it (a static token
+    cannot be renewed: no second try with the same one); a 401 left is an `AuthError`."""
+    answer, token = await _send_once(conn, url, body)
+    if answer.status == 401:
+        await conn.tokens.invalidate(token)
+        if await conn.tokens.token() != token:
+            log.info("shopify_token_refused_retrying", shop=conn.store.domain)
+            answer, _ = await _send_once(conn, url, body)
+    if answer.status == 401:
+        raise error_from_response("shopify", 401, answer.body, method="POST", route=ROUTE)
+    return answer
 
 
-async def iter_bulk_customers(
-    client: ShopifyConnection, query: str = BULK_CUSTOMERS_QUERY, *, poll_s: float = 2.0
-) -> AsyncIterator[dict[str, Any]]:
-    """Start an export, wait for it, stream its lines (customers; child lines if the query has
-    connections, carrying `__parentId`)."""
-    operation_id = await run_bulk_customer_export(client, query)
-    state = await wait_for_bulk_operation(client, operation_id, poll_s=poll_s)
-    url = state.get("url")
-    if not url:  # an empty store exports no file
-        return
-    async for line in stream_jsonl(client, str(url)):
-        yield line
+async def _send_once(conn: ShopifyConnection, url: URL, body: bytes) -> tuple[Answer, str]:
+    token = await conn.tokens.token()
+    headers = {
+        "X-Shopify-Access-Token": token,
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+    }
+    return await send(conn.session, "shopify", "POST", url, ROUTE, headers=headers, body=body), token
+
+
+__all__ = ["GRAPHQL", "AuthError", "ShopifyConnection", "graphql", "operation_name"]

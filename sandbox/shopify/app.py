@@ -18,7 +18,7 @@ import orjson
 from aiohttp import web
 
 from sandbox.shopify import oauth
-from sandbox.shopify.appkeys import COUNTERS, STORE
+from sandbox.shopify.appkeys import COUNTERS, GRAPHQL_COUNTERS, STORE
 from sandbox.shopify.data import CUSTOMER_BASE
 from sandbox.shopify.gql.topics import TOPIC_SCOPES
 from sandbox.shopify.models import Customer, Order
@@ -568,6 +568,7 @@ def create_app(store: Store) -> web.Application:
     app = web.Application(middlewares=[shopify_middleware], client_max_size=2**20)
     app[STORE] = store
     app[COUNTERS] = Counter()
+    app[GRAPHQL_COUNTERS] = Counter()
     app[graphql.BULK] = graphql.BulkRegistry()
     app[endpoint.BUCKETS] = CostBuckets()
     app[gql_context.GQL_CONFIG] = gql_context.GraphQLConfig()

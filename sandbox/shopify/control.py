@@ -14,7 +14,7 @@ from aiohttp import web
 
 from sandbox.shopify import graphql
 from sandbox.shopify.activity import ACTIVITY, Activity
-from sandbox.shopify.appkeys import COUNTERS, STORE
+from sandbox.shopify.appkeys import COUNTERS, GRAPHQL_COUNTERS, STORE
 from sandbox.shopify.gql.context import GQL_CONFIG
 from sandbox.shopify.serialize import (
     serialize_customer,
@@ -185,6 +185,13 @@ async def requests(request: web.Request) -> web.Response:
     )
 
 
+async def graphql_requests(request: web.Request) -> web.Response:
+    counters = request.app[GRAPHQL_COUNTERS]
+    return _json(
+        [{"operation": op, "field": field, "count": n} for (op, field), n in sorted(counters.items())]
+    )
+
+
 async def deliveries(request: web.Request) -> web.Response:
     records = list(request.app[STORE].deliverer.records.values())
     topic = request.query.get("topic")
@@ -233,6 +240,7 @@ def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/_sandbox/state", state)
     r.add_get("/_sandbox/requests", requests)
+    r.add_get("/_sandbox/graphql_requests", graphql_requests)
     r.add_get("/_sandbox/deliveries", deliveries)
     r.add_post("/_sandbox/config", configure)
     r.add_post("/_sandbox/activity", activity)

@@ -582,6 +582,11 @@ class Generator:
                 None if e_state == "not_subscribed" else created + int((updated - created) * rng.random())
             )
             email_consent = EmailConsent(e_state, opt_in_level(rng, e_state), e_time)
+            if e_state == "redacted":
+                # Shopify's REDACTED: "the customer's personal data is erased". The address is
+                # gone (GraphQL's `CustomerEmailAddressMarketingState` has no REDACTED: no
+                # `defaultEmailAddress`), so REST, GraphQL and orders all show no email.
+                email, email_consent = None, None
         sms_consent = None
         if phone is not None:
             s_state = pick_weighted(rng, SMS_STATE_WEIGHTS)
@@ -606,7 +611,10 @@ class Generator:
             phone=phone,
             tags=tuple(tags),
             state=state,
-            verified_email=has_email and (state != "invited" or rng.random() < 0.3) and rng.random() < 0.95,
+            verified_email=has_email
+            and (state != "invited" or rng.random() < 0.3)
+            and rng.random() < 0.95
+            and email is not None,
             currency=SHOP_CURRENCY,
             orders_count=len(orders),
             total_spent_cents=spent,

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from sandbox.shopify.activity import ACTIVITY, Activity
 from sandbox.shopify.app import create_app
-from sandbox.shopify.appkeys import COUNTERS
+from sandbox.shopify.appkeys import COUNTERS, GRAPHQL_COUNTERS
 from sandbox.shopify.store import Store
 
 
@@ -49,6 +49,11 @@ class ShopifySandbox:
     def request_counts(self) -> dict[tuple[str, int], int]:
         """Requests served so far, by (`METHOD /route`, status)."""
         counters = self.app[COUNTERS]
+        return {key: counters[key] for key in counters}
+
+    def graphql_counts(self) -> dict[tuple[str, str], int]:
+        """GraphQL operations executed so far, by (operation name, root field)."""
+        counters = self.app[GRAPHQL_COUNTERS]
         return {key: counters[key] for key in counters}
 
     async def start(self) -> None:

@@ -308,7 +308,7 @@ class Store:
         if email is None:
             email = f"new.customer.{index}@{country.email_domain}"
         self._check_email_free(email, None)
-        _check_state(email_state, EMAIL_STATES)
+        _check_email_state(email_state)
         _check_state(sms_state, SMS_STATES)
         now = max(self.now(), self.anchor)
         address = Address(
@@ -415,7 +415,7 @@ class Store:
         self, customer_id: int, state: str, opt_in_level: str | None = "single_opt_in"
     ) -> Customer:
         old = self._require(customer_id)
-        _check_state(state, EMAIL_STATES)
+        _check_email_state(state)
         if opt_in_level is not None:
             _check_state(opt_in_level, OPT_IN_LEVELS)
         if old.email is None:
@@ -672,6 +672,14 @@ class Store:
 def _check_state(value: str, allowed: Sequence[str]) -> None:
     if value not in allowed:
         raise SandboxError(f"{value!r} is not one of {', '.join(allowed)}")
+
+
+def _check_email_state(value: str) -> None:
+    """`redacted` is set by Shopify only, when it erases the customer's data (and the address
+    with it): a customer cannot keep an address in that state."""
+    if value == "redacted":
+        raise SandboxError("'redacted' is internally set when the customer's data is erased")
+    _check_state(value, EMAIL_STATES)
 
 
 def _move(customer: Customer, city: str | None, country_code: str | None) -> tuple[Address, ...]:

@@ -74,9 +74,7 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
         assert shopify is not None
         while True:
             try:
-                async for _page in shopify.iter_customer_pages(
-                    limit=50, fields=["id", "email", "updated_at"]
-                ):
+                async for _page in shopify.iter_customer_pages(limit=cfg["shopify_page"]):
                     pass
             except ApiError as exc:
                 count_error(exc)
@@ -96,7 +94,7 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
     if shopify is not None:
         await shopify.close()
     await redis.aclose()
-    return {"requests": _requests(), "errors": errors}
+    return {"requests": _requests(), "errors": errors, "throttled": _throttled()}
 
 
 def _requests() -> dict[str, int]:
@@ -107,6 +105,16 @@ def _requests() -> dict[str, int]:
                 key = f"{sample.labels['api']}:{sample.labels['route']}:{sample.labels['status']}"
                 out[key] = out.get(key, 0) + int(sample.value)
     return out
+
+
+def _throttled() -> int:
+    """GraphQL answers THROTTLED this process saw (each fed back to the shared bucket)."""
+    total = 0
+    for metric in metrics.LIMITER_FEEDBACK.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total") and sample.labels.get("reason") == "throttled":
+                total += int(sample.value)
+    return total
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from core import fullsync_control as control
 from core.keys import Keys
 from sandbox.apsis.account import Account
 from sandbox.shopify.store import Store
+from worker.shopify_cost import page_size, per_node_cost
+from worker.shopify_queries import customer_documents
 
 # Installation limits far above the documented ones, for tests that must not wait on them.
 FAST_LIMITS: dict[str, Any] = {
@@ -23,11 +25,23 @@ FAST_LIMITS: dict[str, Any] = {
 }
 
 
+def customers_per_page(graphql_api_version: str) -> int:
+    """Customers in one GraphQL page (one full-sync batch) as the client sizes it with an open
+    bucket: as many as Shopify's single-query maximum of 1,000 points allows."""
+    documents = customer_documents(graphql_api_version)
+    return page_size(per_node_cost(documents.customers, {"after": None, "query": None}))
+
+
 def open_limits(store: Store, account: Account) -> None:
     store.rate_limit.bucket_size = 400
     store.rate_limit.leak_rate = 400.0
     store.bucket.size = 400
     store.bucket.rate = 400.0
+    # The GraphQL cost bucket (per app, sized from `rate_limit` at every request): far above
+    # Shopify's plans (Enterprise restores 2,000 points/s), so a walk never waits for points.
+    store.rate_limit.plan = "enterprise"
+    store.rate_limit.graphql_maximum = 100_000.0
+    store.rate_limit.graphql_restore_rate = 100_000.0
     account.set_rate_limits(account=None, profile=None)
 
 

@@ -162,18 +162,16 @@ def event_posts(p: Pipeline, profile_key: str | None = None, section: str | None
 
 
 def product_gets(p: Pipeline) -> int:
-    return sum(
-        n
-        for (name, _status), n in p.shopify.request_counts().items()
-        if name.startswith("GET ") and "/products" in name
-    )
+    """Product reads: the client's `products` queries (`nodes(ids:)`), as the sandbox counted them."""
+    return sum(n for (operation, _field), n in p.shopify.graphql_counts().items() if operation == "products")
 
 
 def customer_gets(p: Pipeline) -> int:
+    """Reads of one customer by id: the client's `customer` queries."""
     return sum(
         n
-        for (name, _status), n in p.shopify.request_counts().items()
-        if name.startswith("GET ") and "/customers/{id" in name
+        for (operation, field), n in p.shopify.graphql_counts().items()
+        if operation == "customer" and field == "customer"
     )
 
 

@@ -1,6 +1,6 @@
-"""Where a full sync's customers come from: REST pages from a saved cursor, or a bulk export's lines.
+"""Where a full sync's customers come from: GraphQL pages from a saved cursor, or a bulk export's lines.
 
-Both are resumable: a REST walk restarts from the `page_info` of the next page (saved with the
+Both are resumable: a page walk restarts from the cursor of the next page (saved with the
 batch that holds the previous one), a bulk walk re-reads the export's file and skips the lines
 already batched. Customers are trimmed to the fields the installation reads, so the batches
 waiting in Redis stay small.
@@ -11,12 +11,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
-
 from mappings.installation import Shop
 from mappings.plan import tracked_paths
-from worker.errors import error_from_response
-from worker.shopify_client import CUSTOMERS, MAX_PAGE_SIZE, ShopifyClient, next_page_info
+from worker.shopify_bulk import stream_lines
+from worker.shopify_client import ShopifyClient
+from worker.shopify_cost import MAX_PAGE_SIZE
 
 Json = dict[str, Any]
 # Always needed beside the tracked paths' roots: identity, ordering, and every consent form
@@ -37,7 +36,7 @@ _CORE_FIELDS = (
 
 
 def customer_fields(shop: Shop) -> tuple[str, ...]:
-    """The REST `fields` a full sync asks for: the roots of every path the installation reads."""
+    """The (REST-shaped) fields a full sync keeps: the roots of every path the installation reads."""
     roots = {path.partition(".")[0] for path in tracked_paths(shop)}
     return tuple(sorted(roots.union(_CORE_FIELDS)))
 
@@ -55,39 +54,13 @@ async def customer_page(
     fields: tuple[str, ...],
     limit: int = MAX_PAGE_SIZE,
 ) -> tuple[list[Json], str | None]:
-    """One page of customers and the `page_info` of the next (None at the end).
+    """One page of customers (REST-shaped, trimmed) and the cursor of the next (None at the end).
 
-    The client's page iterator hides the cursor; a resumable walk needs it, so this goes through
-    the client's request path (same bucket, feedback, retries) one page at a time."""
-    query: dict[str, Any] = {"limit": limit, "fields": ",".join(fields)}
-    if page_info is not None:
-        query["page_info"] = page_info  # with page_info Shopify takes only limit and fields
-    elif updated_at_min is not None:
-        query["updated_at_min"] = updated_at_min
-    answer = await client._request("GET", CUSTOMERS, query=query)
-    assert answer is not None
-    page = [compact(c, fields) for c in answer.json()["customers"]]
-    return page, next_page_info(answer.headers.get("Link"))
+    The filter goes with every page (a GraphQL cursor continues the same query)."""
+    page, cursor = await client.customer_page(page_info, updated_at_min=updated_at_min, limit=limit)
+    return [compact(c, fields) for c in page], cursor
 
 
-async def bulk_lines(client: ShopifyClient, url: str, skip: int) -> AsyncIterator[bytes]:
+def bulk_lines(client: ShopifyClient, url: str, skip: int) -> AsyncIterator[bytes]:
     """The export's lines after the first `skip`, as raw bytes (skipped lines are not parsed)."""
-    timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=120)
-    async with client.session.get(url, timeout=timeout) as response:
-        if response.status >= 400:
-            raise error_from_response("shopify", response.status, await response.read(), route="bulk-jsonl")
-        seen = 0
-        pending = b""
-        async for chunk in response.content.iter_chunked(1 << 16):
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                if not line.strip():
-                    continue
-                seen += 1
-                if seen > skip:
-                    yield line
-        if pending.strip():
-            seen += 1
-            if seen > skip:
-                yield pending
+    return stream_lines(client.session, url, skip)

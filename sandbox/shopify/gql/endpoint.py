@@ -10,6 +10,8 @@ The app middleware has already checked the version and the access token. Then, i
 5. execution: `data` (partial when a field fails) with `errors`; the bucket is refunded the
    difference between the requested and the actual cost.
 Every answer after step 3 carries `extensions.cost` with the bucket's `throttleStatus`.
+Each executed operation counts once per root field in `app[GRAPHQL_COUNTERS]`, keyed by
+(operation name, root field), for tests that count reads (`/_sandbox/graphql_requests`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from graphql import (
+    FieldNode,
     FragmentDefinitionNode,
     GraphQLError,
     OperationDefinitionNode,
@@ -30,7 +33,7 @@ from graphql import (
     validate,
 )
 
-from sandbox.shopify.appkeys import STORE
+from sandbox.shopify.appkeys import GRAPHQL_COUNTERS, STORE
 from sandbox.shopify.gql.context import GQL_CONFIG, Context
 from sandbox.shopify.gql.cost import operation_cost
 from sandbox.shopify.gql.schema import SCHEMA
@@ -140,6 +143,11 @@ async def handle(request: web.Request) -> web.Response:
             "extensions": {"code": "THROTTLED", "documentation": RATE_LIMITS_DOC},
         }
         return _json({"errors": [error], "extensions": {"cost": _cost(bucket, now, requested, None)}})
+    counters = request.app[GRAPHQL_COUNTERS]
+    name = operation.name.value if operation.name else ""
+    for selection in operation.selection_set.selections:
+        if isinstance(selection, FieldNode):
+            counters[(name, selection.name.value)] += 1
     context = Context(
         store=store,
         bulk=request.app[BULK],
