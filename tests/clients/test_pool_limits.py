@@ -128,16 +128,23 @@ async def run_pool(duration: float) -> dict[str, Any]:
     return figures
 
 
-def check(figures: dict[str, Any]) -> None:
+def check(figures: dict[str, Any], *, shares: bool = True) -> None:
+    """The limits held. `shares`: also the 429 and rate shares, which are ratios of a timed run
+    (asserted over 20 s under the slow marker; a 5 s run on two shared cores only reports them)."""
     duration = figures["duration_s"]
+    # Refreshed at 80% of the lifetime: one request per 8 s window, whatever the process count.
+    assert 1 <= figures["apsis_token_requests"] <= math.ceil(duration / (0.8 * TOKEN_LIFETIME))
+    assert figures["apsis_401"] == 0
+    # A pool that did not share its limits would draw a large share of 429s even in 5 s; the first
+    # second's burst on busy cores can cost a few, so the tight 1 % bound waits for the 20 s run.
+    assert figures["apsis_429_share"] <= 0.05
+    if not shares:
+        return
     assert figures["apsis_429_share"] <= 0.01
     assert figures["apsis_rate_share"] >= 0.9
     # The hot key (16 coroutines in 4 processes) stayed under its limit (no 429 above) and was
     # served: it waits in the profile queue, then in the saturated account's like everyone else.
     assert figures["apsis_hot_profile_per_s"] >= 0.5 * PROFILE_LIMIT
-    # Refreshed at 80% of the lifetime: one request per 8 s window, whatever the process count.
-    assert 1 <= figures["apsis_token_requests"] <= math.ceil(duration / (0.8 * TOKEN_LIFETIME))
-    assert figures["apsis_401"] == 0
     if "shopify_requests" in figures:
         assert figures["shopify_throttled_share"] <= 0.01
         assert figures["shopify_rate_share"] >= 0.9
@@ -270,7 +277,7 @@ async def _run_processes(
 
 
 async def test_four_processes_share_the_limits() -> None:
-    check(await run_pool(duration=5.0))
+    check(await run_pool(duration=5.0), shares=False)
 
 
 @pytest.mark.slow
