@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 
 from core.keys import Keys
 from core.status import queue_report
@@ -69,6 +70,10 @@ async def test_sigterm_lets_running_jobs_finish_and_loses_nothing(
         assert await p.dead_letters() == []
 
 
+# Timing-bound: it must catch a job in progress on the real-time queue, and webhook jobs hand
+# their slow APSIS writes to apply jobs within a second; on two busy cores it misses that moment
+# now and then (it passes alone). It runs in `make test-all`.
+@pytest.mark.slow
 async def test_jobs_still_running_after_the_grace_period_are_requeued_not_lost(
     redis_url: str, keys: Keys, tmp_path: Path
 ) -> None:
