@@ -1,10 +1,11 @@
 """The APSIS One client: typed methods over one aiohttp session, shared limits, shared token.
 
-Every request: a permit of this process's APSIS semaphore, the account's shared token, a slot in
-the profile key's bucket (profile routes, consents included) and then in the account's bucket, one
-HTTP request.
+Every request: a permit of this process's APSIS semaphore, a slot in the profile key's bucket
+(profile routes, consents included) and then in the account's bucket, the account's shared token
+(taken after the slots, so a wait in the limiter cannot outlive it), one HTTP request.
 401/403 invalidates the token, fetches a fresh one and tries once more (not a 403 on a consent
-route: that is the keyspace's `manage_subscriptions` refusing, and a new token cannot change it). Transient failures are
+route: that is the keyspace's `manage_subscriptions` refusing, and a new token cannot change it);
+a 401 again is transient (bad credentials fail at the token endpoint, as `AuthError`). Transient failures are
 retried inside the retry policy's budget, then raised as `TransientApiError`; the rest raise
 `PermanentApiError` subclasses carrying APSIS's problem `detail`.
 
@@ -45,6 +46,7 @@ from worker.errors import (
     NotFoundError,
     PayloadTooLargeError,
     PermanentApiError,
+    TransientApiError,
     error_from_response,
     parse_retry_after,
 )
@@ -338,13 +340,20 @@ class ApsisClient:
         consent_route: bool = False,
     ) -> Answer:
         async with self._permit(method, route):
-            token = await self.tokens.get()
-            answer = await self._send(method, url, route, body, content_type, token, buckets)
+            answer, token = await self._send(method, url, route, body, content_type, buckets)
             if answer.status == 401 or (answer.status == 403 and not consent_route):
                 # Maybe revoked or expired early: one fresh token, one more try.
                 await self.tokens.invalidate(token)
-                token = await self.tokens.get()
-                answer = await self._send(method, url, route, body, content_type, token, buckets)
+                answer, token = await self._send(method, url, route, body, content_type, buckets)
+                if answer.status == 401:
+                    # A token minted moments ago refused: revoked again, or expired while the
+                    # request waited. Bad credentials fail at the token endpoint instead, so this
+                    # is worth a later try, never a dropped write.
+                    await self.tokens.invalidate(token)
+                    log.warning("apsis_token_refused", route=route)
+                    raise TransientApiError(
+                        "apsis", 401, "Unauthorized", "a fresh token was refused", method=method, route=route
+                    )
         if answer.status < 400:
             return answer
         retry_after = parse_retry_after(answer.headers.get("Retry-After"))
@@ -376,9 +385,9 @@ class ApsisClient:
         route: str,
         body: bytes | None,
         content_type: str,
-        token: str,
         buckets: list[Bucket],
-    ) -> Answer:
+    ) -> tuple[Answer, str]:
+        """Slots in `buckets` first, then the token: a wait in the limiter cannot outlive it."""
         for bucket in buckets:
             try:
                 await self.limiter.acquire_bucket(bucket, max_wait_s=self.max_wait_s)
@@ -392,7 +401,8 @@ class ApsisClient:
                     method=method,
                     route=route,
                 ) from None
+        token = await self.tokens.get()
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
-        return await send(self.session, "apsis", method, url, route, headers=headers, body=body)
+        return await send(self.session, "apsis", method, url, route, headers=headers, body=body), token

@@ -154,7 +154,7 @@ async def test_401_refreshes_the_token_once_and_retries(http: aioresponses, clie
     assert auth_headers(http, "GET", url) == ["Bearer tok-1", "Bearer tok-2"]
 
 
-async def test_401_twice_is_an_auth_error(http: aioresponses, client: ApsisClient) -> None:
+async def test_403_after_a_fresh_token_is_an_auth_error(http: aioresponses, client: ApsisClient) -> None:
     token_ok(http, "tok-1")
     token_ok(http, "tok-2")
     url = f"{BASE}/audience/keyspaces"
@@ -164,6 +164,22 @@ async def test_401_twice_is_an_auth_error(http: aioresponses, client: ApsisClien
     assert raised.value.detail == "no access"
     assert len(calls(http, "GET", url)) == 2
     assert len(calls(http, "POST", TOKEN_URL)) == 2
+
+
+async def test_401_after_a_fresh_token_is_transient(http: aioresponses, client: ApsisClient) -> None:
+    """Revoked again, or expired while the request waited for its slot: a later try, never a
+    dropped write (bad credentials fail at the token endpoint, the test below)."""
+    token_ok(http, "tok-1")
+    token_ok(http, "tok-2")
+    token_ok(http, "tok-3")
+    url = f"{BASE}/audience/keyspaces"
+    http.get(url, status=401, payload={"title": "Unauthorized", "status": 401}, headers=PROBLEM, repeat=True)
+    client.retry = NO_RETRY
+    with pytest.raises(TransientApiError) as raised:
+        await client.keyspaces()
+    assert raised.value.status == 401
+    assert not isinstance(raised.value, AuthError)
+    assert auth_headers(http, "GET", url) == ["Bearer tok-1", "Bearer tok-2"]
 
 
 async def test_bad_credentials_are_an_auth_error(http: aioresponses, client: ApsisClient) -> None:
