@@ -144,6 +144,11 @@ class Keys:
         """Set of shop domains with held jobs."""
         return f"{self.prefix}:held-shops"
 
+    def shopify_bulk_slots(self, shop: str) -> str:
+        """Sorted set holder -> lease expiry (ms, Redis clock): the shop's bulk-operation slots in
+        use by the pool (worker/shopify_bulk_slots.py); at most the version's limit at once."""
+        return f"{self.prefix}:shopify-bulk-slots:{shop}"
+
     def shopify_reconnect_probe(self, shop: str) -> str:
         """Set NX EX while one process tries to reconnect a client-credentials shop (one try a period)."""
         return f"{self.prefix}:shopify-reconnect:{shop}"
