@@ -161,7 +161,7 @@ class ApsisClient:
                 "apsis", None, "payload too large", str(exc), method="PATCH", route=PROFILE_ATTRIBUTES
             ) from None
         for part in parts:
-            await self._request(
+            await self.request(
                 "PATCH",
                 PROFILE_ATTRIBUTES,
                 body=orjson.dumps(part),
@@ -173,7 +173,7 @@ class ApsisClient:
 
     async def get_attributes(self, keyspace: str, profile_key: str, section: str) -> Json | None:
         """The profile's attributes in `section`, or None when the profile does not exist."""
-        answer = await self._request(
+        answer = await self.request(
             "GET",
             PROFILE_ATTRIBUTES,
             profile=(keyspace, profile_key),
@@ -198,7 +198,7 @@ class ApsisClient:
                 "apsis", None, "payload too large", str(exc), method="POST", route=PROFILE_EVENTS
             ) from None
         for batch in batches:
-            await self._request(
+            await self.request(
                 "POST",
                 PROFILE_EVENTS,
                 body=orjson.dumps({"items": batch}),
@@ -209,7 +209,7 @@ class ApsisClient:
 
     async def delete_profile(self, keyspace: str, profile_key: str) -> bool:
         """Delete the profile and its events; False if it was already gone (idempotent)."""
-        answer = await self._request(
+        answer = await self.request(
             "DELETE",
             PROFILE,
             profile=(keyspace, profile_key),
@@ -241,7 +241,7 @@ class ApsisClient:
             "source": CONSENT_SOURCE,
         }
         try:
-            answer = await self._request(
+            answer = await self.request(
                 "POST",
                 PROFILE_CONSENTS,
                 body=orjson.dumps(body),
@@ -263,7 +263,7 @@ class ApsisClient:
         """The profile's consents in the section (every type), and which of its addresses (and of
         `suppression_addresses`) are suppressed. A profile APSIS does not know has none."""
         query: list[tuple[str, str]] = [("suppression_addresses", a) for a in suppression_addresses if a]
-        answer = await self._request(
+        answer = await self.request(
             "GET",
             PROFILE_CONSENTS,
             profile=(keyspace, profile_key),
@@ -276,7 +276,7 @@ class ApsisClient:
 
     # --- plumbing: permits ----------------------------------------------------------------
 
-    def _permit(self, method: str, route: str) -> contextlib.AbstractAsyncContextManager[None]:
+    def request_permit(self, method: str, route: str) -> contextlib.AbstractAsyncContextManager[None]:
         return permit(
             self.limiter,
             self._semaphore,
@@ -291,12 +291,12 @@ class ApsisClient:
     # --- plumbing: requests ---------------------------------------------------------------
 
     async def _items(self, route: str, **params: str) -> list[Json]:
-        answer = await self._request("GET", route, params=params)
+        answer = await self.request("GET", route, params=params)
         assert answer is not None
         data = answer.json() or {}
         return list(data.get("items") or [])
 
-    async def _request(
+    async def request(
         self,
         method: str,
         route: str,
@@ -309,7 +309,7 @@ class ApsisClient:
         query: Sequence[tuple[str, str]] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> Answer | None:
-        """One call with retries; None for a 404 when `missing_ok`."""
+        """One call with retries; None for a 404 when `missing_ok` (public: imports and reports use it)."""
         url = build_url(self.account.base_url, route, None, **(params or {}))
         if query:
             url = url.with_query(query)
@@ -339,7 +339,7 @@ class ApsisClient:
         buckets: list[Bucket],
         consent_route: bool = False,
     ) -> Answer:
-        async with self._permit(method, route):
+        async with self.request_permit(method, route):
             answer, token = await self._send(method, url, route, body, content_type, buckets)
             if answer.status == 401 or (answer.status == 403 and not consent_route):
                 # Maybe revoked or expired early: one fresh token, one more try.
