@@ -102,10 +102,17 @@ class OrderSettings:
     guests: Literal["skip", "email"] = "skip"
 
 
+# A full sync of a store with more customers than this goes through APSIS profile imports.
+DEFAULT_IMPORT_THRESHOLD = 5000
+
+
 @dataclass(frozen=True, slots=True)
 class SyncSettings:
     reconcile_interval_s: int = 3600
     bulk_export: bool = False
+    # A full sync of a store with more customers than this goes through APSIS profile imports
+    # (worker/fullsync/imports.py); at or below it, one profile at a time. 0: never through imports.
+    import_threshold: int = DEFAULT_IMPORT_THRESHOLD
 
 
 AUTH_MODES = ("static", "client_credentials", "oauth")

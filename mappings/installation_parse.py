@@ -19,6 +19,7 @@ from mappings.installation import (
     AUTH_MODES,
     CONDITION_OPERATORS,
     DEFAULT_GRAPHQL_VERSION,
+    DEFAULT_IMPORT_THRESHOLD,
     DEFAULT_SCOPES,
     MIN_API_VERSION,
     ORDER_EVENT_TOPICS,
@@ -307,10 +308,17 @@ def _parse_orders(ctx: ParseContext, raw: Any, key: str) -> OrderSettings:
 
 def _parse_sync(ctx: ParseContext, raw: Any, key: str) -> SyncSettings:
     table = ctx.table(raw, key)
-    ctx.only(table, key, ("reconcile_interval", "bulk_export"))
+    ctx.only(table, key, ("reconcile_interval", "bulk_export", "import_threshold"))
+    threshold = table.get("import_threshold", DEFAULT_IMPORT_THRESHOLD)
+    if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 0:
+        raise ctx.fail(
+            join_key(key, "import_threshold"),
+            f"must be a whole number of customers, 0 or more (0: never through imports), not {threshold!r}",
+        )
     return SyncSettings(
         reconcile_interval_s=int(ctx.number(table, key, "reconcile_interval", 3600, minimum=59)),
         bulk_export=ctx.boolean(table, key, "bulk_export", False),
+        import_threshold=threshold,
     )
 
 
