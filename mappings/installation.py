@@ -110,6 +110,7 @@ DEFAULT_IMPORT_THRESHOLD = 5000
 class SyncSettings:
     reconcile_interval_s: int = 3600
     bulk_export: bool = False
+    weight: int = 1  # the shop's share of the pool's full-sync batch slots (worker/fullsync/dispatch.py)
     # A full sync of a store with more customers than this goes through APSIS profile imports
     # (worker/fullsync/imports.py); at or below it, one profile at a time. 0: never through imports.
     import_threshold: int = DEFAULT_IMPORT_THRESHOLD

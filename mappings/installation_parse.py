@@ -308,7 +308,10 @@ def _parse_orders(ctx: ParseContext, raw: Any, key: str) -> OrderSettings:
 
 def _parse_sync(ctx: ParseContext, raw: Any, key: str) -> SyncSettings:
     table = ctx.table(raw, key)
-    ctx.only(table, key, ("reconcile_interval", "bulk_export", "import_threshold"))
+    ctx.only(table, key, ("reconcile_interval", "bulk_export", "import_threshold", "weight"))
+    weight = table.get("weight", 1)
+    if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= 100:
+        raise ctx.fail(join_key(key, "weight"), f"must be a whole number from 1 to 100, not {weight!r}")
     threshold = table.get("import_threshold", DEFAULT_IMPORT_THRESHOLD)
     if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 0:
         raise ctx.fail(
@@ -319,6 +322,7 @@ def _parse_sync(ctx: ParseContext, raw: Any, key: str) -> SyncSettings:
         reconcile_interval_s=int(ctx.number(table, key, "reconcile_interval", 3600, minimum=59)),
         bulk_export=ctx.boolean(table, key, "bulk_export", False),
         import_threshold=threshold,
+        weight=weight,
     )
 
 
