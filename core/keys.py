@@ -157,3 +157,42 @@ class Keys:
     def metrics(self) -> str:
         """Hash of metric series -> value that every worker process adds to."""
         return f"{self.prefix}:metrics"
+
+    # Many shops on one deployment (issue 17): the fair full-sync dispatcher, per-shop backoff.
+    def fair_ready(self, shop: str) -> str:
+        """List of the shop's full-sync batch job ids written and waiting for a dispatch slot."""
+        return f"{self.prefix}:fair:ready:{shop}"
+
+    @property
+    def fair_shops(self) -> str:
+        """Set of shops whose ready list may hold batch jobs (the dispatcher's round)."""
+        return f"{self.prefix}:fair:shops"
+
+    @property
+    def fair_weights(self) -> str:
+        """Hash shop -> weight of the shops in the installations file (absent: parked)."""
+        return f"{self.prefix}:fair:weights"
+
+    @property
+    def fair_credit(self) -> str:
+        """Hash shop -> its running credit in the smooth weighted round-robin."""
+        return f"{self.prefix}:fair:credit"
+
+    @property
+    def fair_inflight(self) -> str:
+        """Set of dispatched batch job ids still in the full-sync queue."""
+        return f"{self.prefix}:fair:inflight"
+
+    def shop_backoff(self, shop: str) -> str:
+        """Hash: the shop's backoff (open until, period, reason, opened at) while its APIs fail."""
+        return f"{self.prefix}:backoff:{shop}"
+
+    @property
+    def backoff_shops(self) -> str:
+        """Set of shops with a backoff record."""
+        return f"{self.prefix}:backoff-shops"
+
+    @property
+    def shop_errors(self) -> str:
+        """Hash shop -> JSON of its last API or job error (status pages)."""
+        return f"{self.prefix}:shop-errors"
