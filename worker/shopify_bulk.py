@@ -2,16 +2,22 @@
 
 One `bulkOperationRunQuery` starts an export, cheap `node(id:)` polls follow it, and the result
 is one JSONL file at a signed URL, read as a stream (a line at a time: a store of millions never
-sits in memory; the URL is pre-signed storage, no access token goes with it). Shopify runs up to
-`max_bulk_operations(version)` bulk queries per app and shop at once (5 from 2026-01, one
-before); one more is refused with `OPERATION_IN_PROGRESS`/`LIMIT_REACHED`, which is the
-transient `BulkOperationBusyError` (retry later), never a silent skip.
+sits in memory; the URL is pre-signed storage, no access token goes with it).
+
+Shopify runs up to `max_bulk_operations(version)` bulk queries per app and shop at once (5 from
+2026-01, one before). With `slots` (`worker.shopify_bulk_slots.BulkSlots`, the pool's lease of
+them in Redis) a start first waits up to `slot_wait_s` for a free slot, the slot passes to the
+operation once Shopify accepted it, each poll renews it and a terminal status releases it. No
+slot within the wait, or Shopify refusing anyway (`OPERATION_IN_PROGRESS`/`LIMIT_REACHED`: an
+operation the pool does not know of, such as one whose starter died), is the transient
+`BulkOperationBusyError` (retry later), never a silent skip.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -20,9 +26,11 @@ import orjson
 
 from core.logging import get_logger
 from worker.errors import PermanentApiError, TransientApiError, error_from_response
+from worker.shopify_bulk_slots import BulkSlots
 from worker.shopify_errors import ROUTE, UserErrorsError
 from worker.shopify_graphql import ShopifyConnection, graphql
 from worker.shopify_queries import BULK_OPERATION_QUERY, BULK_RUN_MUTATION
+from worker.shopify_versions import max_bulk_operations
 
 log = get_logger(__name__)
 
@@ -30,44 +38,67 @@ _DONE = frozenset({"COMPLETED", "FAILED", "CANCELED", "EXPIRED"})
 _BUSY = frozenset({"OPERATION_IN_PROGRESS", "LIMIT_REACHED"})
 
 
-def max_bulk_operations(version: str) -> int:
-    """Bulk queries Shopify runs at once per app and shop on `version`."""
-    return 5 if version >= "2026-01" else 1
-
-
 class BulkOperationBusyError(TransientApiError):
     """Shopify already runs as many bulk queries for this app and shop as the version allows."""
 
 
-async def run_bulk_query(conn: ShopifyConnection, query: str) -> str:
-    """Start a bulk export of `query`; the operation's id (`gid://shopify/BulkOperation/...`)."""
-    data = await graphql(conn, BULK_RUN_MUTATION, {"query": query})
-    result = data.get("bulkOperationRunQuery") or {}
-    user_errors = result.get("userErrors") or []
-    if user_errors:
-        codes = {str(e.get("code") or "") for e in user_errors}
-        message = "; ".join(str(e.get("message")) for e in user_errors)
-        if codes & _BUSY or "already in progress" in message:
-            limit = max_bulk_operations(conn.store.graphql_api_version)
-            raise BulkOperationBusyError(
-                "shopify",
-                200,
-                "bulk operation busy",
-                f"{message} (at most {limit} at once)",
-                10.0,
-                route=ROUTE,
-            )
-        raise UserErrorsError("bulkOperationRunQuery", user_errors)
-    operation = result.get("bulkOperation") or {}
-    log.info("shopify_bulk_started", shop=conn.store.domain, operation=operation.get("id"))
-    return str(operation["id"])
+SLOT_WAIT_S = 60.0  # a start waits this long for a free slot, then is retried later
 
 
-async def bulk_operation(conn: ShopifyConnection, operation_id: str) -> dict[str, Any] | None:
-    """The operation's state: `status`, `objectCount`, `url` (when COMPLETED), `errorCode`..."""
+def _busy(conn: ShopifyConnection, detail: str) -> BulkOperationBusyError:
+    limit = max_bulk_operations(conn.store.graphql_api_version)
+    return BulkOperationBusyError(
+        "shopify", 200, "bulk operation busy", f"{detail} (at most {limit} at once)", 10.0, route=ROUTE
+    )
+
+
+async def run_bulk_query(
+    conn: ShopifyConnection,
+    query: str,
+    *,
+    slots: BulkSlots | None = None,
+    slot_wait_s: float = SLOT_WAIT_S,
+) -> str:
+    """Start a bulk export of `query`; the operation's id (`gid://shopify/BulkOperation/...`).
+    With `slots`, one of the shop's bulk slots is taken first (waiting up to `slot_wait_s`)."""
+    holder = f"starting:{uuid.uuid4().hex}"
+    if slots is not None and not await slots.wait(holder, slot_wait_s):
+        raise _busy(conn, f"all {slots.limit} bulk slots of the shop held by the pool for {slot_wait_s:g} s")
+    try:
+        data = await graphql(conn, BULK_RUN_MUTATION, {"query": query})
+        result = data.get("bulkOperationRunQuery") or {}
+        user_errors = result.get("userErrors") or []
+        if user_errors:
+            codes = {str(e.get("code") or "") for e in user_errors}
+            message = "; ".join(str(e.get("message")) for e in user_errors)
+            if codes & _BUSY or "already in progress" in message:
+                raise _busy(conn, message)
+            raise UserErrorsError("bulkOperationRunQuery", user_errors)
+        operation_id = str((result.get("bulkOperation") or {})["id"])
+    except BaseException:
+        if slots is not None:
+            await slots.release(holder)
+        raise
+    if slots is not None:
+        await slots.hand_over(holder, operation_id)
+    log.info("shopify_bulk_started", shop=conn.store.domain, operation=operation_id)
+    return operation_id
+
+
+async def bulk_operation(
+    conn: ShopifyConnection, operation_id: str, *, slots: BulkSlots | None = None
+) -> dict[str, Any] | None:
+    """The operation's state: `status`, `objectCount`, `url` (when COMPLETED), `errorCode`...
+    With `slots`, a running operation's lease is renewed and an ended one's released."""
     data = await graphql(conn, BULK_OPERATION_QUERY, {"id": operation_id})
     node = data.get("node")
-    return dict(node) if isinstance(node, dict) else None
+    state = dict(node) if isinstance(node, dict) else None
+    if slots is not None:
+        if state is None or str(state.get("status")) in _DONE:
+            await slots.release(operation_id)
+        else:
+            await slots.renew(operation_id)
+    return state
 
 
 async def wait_for_bulk_operation(
@@ -77,12 +108,13 @@ async def wait_for_bulk_operation(
     poll_s: float = 2.0,
     timeout_s: float = 6 * 3600,
     on_progress: Callable[[dict[str, Any]], Awaitable[None] | None] | None = None,
+    slots: BulkSlots | None = None,
 ) -> dict[str, Any]:
     """Poll until the operation ends; its final state. FAILED/CANCELED/EXPIRED raise."""
     deadline = time.monotonic() + timeout_s
     delay = min(0.25, poll_s)
     while True:
-        state = await bulk_operation(conn, operation_id)
+        state = await bulk_operation(conn, operation_id, slots=slots)
         if state is None:
             raise PermanentApiError(
                 "shopify", 404, "bulk operation", f"{operation_id} not found", route=ROUTE
@@ -137,11 +169,16 @@ async def stream_jsonl(conn: ShopifyConnection, url: str) -> AsyncIterator[dict[
 
 
 async def iter_bulk(
-    conn: ShopifyConnection, query: str, *, poll_s: float = 2.0
+    conn: ShopifyConnection,
+    query: str,
+    *,
+    poll_s: float = 2.0,
+    slots: BulkSlots | None = None,
+    slot_wait_s: float = SLOT_WAIT_S,
 ) -> AsyncIterator[dict[str, Any]]:
     """Start an export, wait for it, stream its lines (child lines carry `__parentId`)."""
-    operation_id = await run_bulk_query(conn, query)
-    state = await wait_for_bulk_operation(conn, operation_id, poll_s=poll_s)
+    operation_id = await run_bulk_query(conn, query, slots=slots, slot_wait_s=slot_wait_s)
+    state = await wait_for_bulk_operation(conn, operation_id, poll_s=poll_s, slots=slots)
     url = state.get("url")
     if not url:  # an empty store exports no file
         return

@@ -31,9 +31,11 @@ from worker import shopify_shapes as shapes
 from worker.http import new_session
 from worker.ratelimit import RateLimiter, permit
 from worker.retry import RetryPolicy
+from worker.shopify_bulk_slots import BulkSlots
 from worker.shopify_cost import MAX_PAGE_SIZE, CostLimiter, page_size, per_node_cost
 from worker.shopify_errors import CostTooHighError, check_user_errors
 from worker.shopify_graphql import graphql
+from worker.shopify_versions import max_bulk_operations
 
 log = get_logger(__name__)
 
@@ -85,6 +87,8 @@ class ShopifyClient:
         self.graphql_base = f"{shop.admin_url}/admin/api/{shop.graphql_api_version}"
         self.documents = q.customer_documents(shop.graphql_api_version)
         self._semaphore = limiter.concurrency(f"shopify:{shop.domain}", shop.limits.shopify_concurrency)
+        # The shop's bulk-operation slots, leased by the whole pool (worker.shopify_bulk_slots).
+        self.bulk_slots = BulkSlots(redis, keys, shop.domain, max_bulk_operations(shop.graphql_api_version))
 
     async def close(self) -> None:
         if self._own_session:
@@ -252,21 +256,37 @@ class ShopifyClient:
 
     # --- bulk export (see worker.shopify_bulk) -----------------------------------------------
 
-    async def run_bulk_customer_export(self, query: str | None = None) -> str:
-        return await shopify_bulk.run_bulk_query(self, query or self.documents.bulk)
+    async def run_bulk_customer_export(
+        self, query: str | None = None, *, slot_wait_s: float = shopify_bulk.SLOT_WAIT_S
+    ) -> str:
+        """Start the customer export once one of the shop's bulk slots is free (see
+        worker.shopify_bulk_slots); polls through `bulk_operation` renew and release it."""
+        return await shopify_bulk.run_bulk_query(
+            self, query or self.documents.bulk, slots=self.bulk_slots, slot_wait_s=slot_wait_s
+        )
 
     async def bulk_operation(self, operation_id: str) -> Json | None:
-        return await shopify_bulk.bulk_operation(self, operation_id)
+        return await shopify_bulk.bulk_operation(self, operation_id, slots=self.bulk_slots)
 
     async def wait_for_bulk_operation(self, operation_id: str, *, poll_s: float = 2.0) -> Json:
-        return await shopify_bulk.wait_for_bulk_operation(self, operation_id, poll_s=poll_s)
+        return await shopify_bulk.wait_for_bulk_operation(
+            self, operation_id, poll_s=poll_s, slots=self.bulk_slots
+        )
 
     def stream_jsonl(self, url: str) -> AsyncIterator[Json]:
         return shopify_bulk.stream_jsonl(self, url)
 
-    def iter_bulk_customers(self, query: str | None = None, *, poll_s: float = 2.0) -> AsyncIterator[Json]:
+    def iter_bulk_customers(
+        self,
+        query: str | None = None,
+        *,
+        poll_s: float = 2.0,
+        slot_wait_s: float = shopify_bulk.SLOT_WAIT_S,
+    ) -> AsyncIterator[Json]:
         """Every customer of the store from one bulk export, streamed a line at a time."""
-        return shopify_bulk.iter_bulk(self, query or self.documents.bulk, poll_s=poll_s)
+        return shopify_bulk.iter_bulk(
+            self, query or self.documents.bulk, poll_s=poll_s, slots=self.bulk_slots, slot_wait_s=slot_wait_s
+        )
 
     # --- plumbing: connection pages -------------------------------------------------------
 

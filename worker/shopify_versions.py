@@ -53,3 +53,12 @@ def version_warning(version: str, today: date, *, what: str = "api_version") -> 
     if (until - today).days <= WARN_DAYS:
         return f"{what} {version} leaves Shopify's support window on {until.isoformat()}: move to {target}"
     return None
+
+
+BULK_CONCURRENT_FROM = "2026-01"  # https://shopify.dev/docs/api/usage/bulk-operations/queries
+
+
+def max_bulk_operations(version: str) -> int:
+    """Bulk query operations Shopify runs at once per app and shop on `version`: up to five from
+    2026-01 (and `unstable`), one before."""
+    return 5 if version >= BULK_CONCURRENT_FROM else 1

@@ -169,6 +169,7 @@ async def state(request: web.Request) -> web.Response:
             "subscriptions": [serialize_subscription(s) for s in store.subscriptions.values()],
             "rate_limit": dataclasses.asdict(store.rate_limit),
             "graphql": dataclasses.asdict(request.app[GQL_CONFIG]),
+            "bulk": request.app[graphql.BULK].describe_counts(store.monotonic()),
             "delivery": {
                 k: v for k, v in dataclasses.asdict(store.deliverer.config).items() if not k.startswith("_")
             },
@@ -202,7 +203,8 @@ async def deliveries(request: web.Request) -> web.Response:
 
 
 async def configure(request: web.Request) -> web.Response:
-    """`{"rate_limit": {...}, "delivery": {...}, "scopes": [...]}`: change settings at run time."""
+    """`{"rate_limit": {...}, "delivery": {...}, "graphql": {...}, "scopes": [...], "bulk":
+    {"objects_per_second": N}}`: change settings at run time."""
     store = request.app[STORE]
     body = await _body(request)
     sections = (
@@ -218,6 +220,9 @@ async def configure(request: web.Request) -> web.Response:
             setattr(target, key, tuple(value) if isinstance(current, tuple) else type(current)(value))
     if "scopes" in body:
         store.scopes = {str(s) for s in body["scopes"]}
+    bulk = body.get("bulk") or {}
+    if "objects_per_second" in bulk:  # how fast a bulk export 'runs' (slower: operations overlap)
+        request.app[graphql.BULK].objects_per_second = max(0.001, float(bulk["objects_per_second"]))
     return await state(request)
 
 

@@ -4,7 +4,10 @@
 schema (`gql/bulk_query.py`) and starts an operation here: a snapshot of the customers at that
 moment that runs CREATED -> RUNNING -> COMPLETED over `count / objects_per_second` seconds (or
 FAILED with `ACCESS_DENIED` when it selects protected fields the app may not read). Shopify runs
-up to 5 bulk query operations at once per app and shop from API version 2026-01, one before.
+up to 5 bulk query operations at once per app and shop from API version 2026-01, one before
+(https://shopify.dev/docs/api/usage/bulk-operations/queries): the version of the start call
+decides, and one more is refused (`OPERATION_IN_PROGRESS` where one is allowed, `LIMIT_REACHED`
+where five are) and counted; `/_sandbox/state` shows the most that ever ran at once (`peak`).
 The result is streamed as JSONL from `/_sandbox/bulk/{n}.jsonl`, generated lazily, one line per
 customer holding exactly the fields the export query selected, in its order, under its aliases.
 """
@@ -69,6 +72,8 @@ class BulkRegistry:
     objects_per_second: float = 50_000.0
     operations: dict[int, BulkOperation] = field(default_factory=dict)
     current: int | None = None
+    peak: int = 0  # the most bulk queries that ever ran at once
+    refused: int = 0  # starts refused because as many as the version allows were running
     _next: int = 3_000_000_001
 
     def running(self, now: float) -> list[BulkOperation]:
@@ -103,7 +108,18 @@ class BulkRegistry:
         self._next += 1
         self.operations[op.number] = op
         self.current = op.number
+        self.peak = max(self.peak, len(self.running(op.created)))
         return op
+
+    def describe_counts(self, now: float) -> dict[str, Any]:
+        """For `/_sandbox/state`: how the store's bulk queries ran against the limit."""
+        return {
+            "objects_per_second": self.objects_per_second,
+            "running": len(self.running(now)),
+            "started": len(self.operations),
+            "peak": self.peak,
+            "refused": self.refused,
+        }
 
     def latest(self) -> BulkOperation | None:
         return self.operations.get(self.current) if self.current is not None else None

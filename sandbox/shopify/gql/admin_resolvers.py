@@ -157,6 +157,7 @@ def bulk_operation_run_query(
             else f"Bulk operations limit reached: {limit} bulk query operations are already running for this app and shop."
         )
         code = "OPERATION_IN_PROGRESS" if limit == 1 else "LIMIT_REACHED"
+        registry.refused += 1
         return {"bulkOperation": None, "userErrors": [{"field": None, "message": message, "code": code}]}
     export = plan_export(info.schema, query)
     if export.errors:
