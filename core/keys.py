@@ -113,6 +113,16 @@ class Keys:
     def full_sync_record(self, sync_id: str) -> str:
         return f"{self.prefix}:fullsync-run:{sync_id}"
 
+    def full_sync_import(self, sync_id: str) -> str:
+        """Prefix of a full sync's import state (worker/fullsync/import_files.py): `:files` hash
+        file number -> file JSON, `:file:{n}` the CSV, `:rows:{n}` hash customer id -> expected state."""
+        return f"{self.prefix}:fullsync-run:{sync_id}:import"
+
+    def apsis_import_slots(self, client_id: str) -> str:
+        """Sorted set of the APSIS account's pending imports (member: sync and file, score: the
+        lease's expiry): at most 3 pending per account, shared by every shop using it."""
+        return f"{self.prefix}:apsis-import-slots:{client_id}"
+
     # Shopify access tokens (core/shopify_auth/)
     def shopify_token(self, shop: str) -> str:
         """The shop's token pair (`TokenRecord` JSON, Fernet-encrypted): one value, one write."""
