@@ -12,6 +12,11 @@ pure `mappings.audit.compare`:
   still holds a profile (only customers with a sync state are asked: a customer never synced has
   no profile from us).
 
+A shop whose full sync reads a bulk export (`[shop.sync] bulk_export`) is audited from one too
+(`ShopifyClient.iter_bulk_customers`): it takes one of the shop's bulk slots, leased by the whole
+pool (`worker.shopify_bulk_slots`), so it runs beside a full sync's export where the shop's API
+version allows several at once (2026-01 on) and waits for it where it does not.
+
 Every APSIS read draws from the shared rate limiter (`ApsisClient`), at most `CONCURRENCY`
 customers at once: the audit stays inside APSIS's 100 requests/s per account and 10/s per
 profile whatever else the pool does, and slows down instead of causing 429s. The report is
@@ -41,13 +46,16 @@ from mappings.snapshot import PayloadError
 from mappings.state import SyncState
 from worker.apsis_client import CONSENT_SOURCE
 from worker.context import WorkerContext
-from worker.fullsync.source import customer_fields, customer_page
+from worker.fullsync.source import compact, customer_fields, customer_page
+from worker.shopify_shapes import rest_customer
 from worker.sync_consents import address_attributes
 
 log = structlog.get_logger("worker.audit")
 
 CONCURRENCY = 8  # customers read from APSIS at once (each read still waits for the limiter)
 RESULT_TTL_S = 90 * 24 * 3600
+BULK_SLOT_WAIT_S = 30 * 60  # a bulk audit waits this long for a bulk slot (a full sync's export)
+BULK_CHUNK = 250  # bulk lines compared together
 
 Json = dict[str, Any]
 
@@ -70,8 +78,17 @@ async def run_audit(app: WorkerContext, shop: Shop, *, examples: int = 10) -> Au
     fields = customer_fields(shop)
     seen: set[int] = set()
     gate = asyncio.Semaphore(CONCURRENCY)
+    if shop.sync.bulk_export:
+        chunk: list[Json] = []
+        async for line in client.iter_bulk_customers(slot_wait_s=BULK_SLOT_WAIT_S):
+            if "__parentId" not in line:
+                chunk.append(compact(rest_customer(line), fields))
+            if len(chunk) >= BULK_CHUNK:
+                await asyncio.gather(*(_one(app, shop, audit, addresses, c, gate, seen) for c in chunk))
+                chunk = []
+        await asyncio.gather(*(_one(app, shop, audit, addresses, c, gate, seen) for c in chunk))
     cursor: str | None = None
-    while True:
+    while not shop.sync.bulk_export:
         page, cursor = await customer_page(client, cursor, updated_at_min=None, fields=fields)
         await asyncio.gather(*(_one(app, shop, audit, addresses, c, gate, seen) for c in page))
         if cursor is None:
