@@ -23,8 +23,10 @@ from aiohttp import web
 from sandbox.apsis.account import CONSENT_1_ROUTES, Account, default_account
 from sandbox.apsis.control import add_control_routes
 from sandbox.apsis.http import ACCOUNT_KEY, JSON_HEADERS, json_response
+from sandbox.apsis.import_routes import add_import_routes
 from sandbox.apsis.limits import retry_after_header
 from sandbox.apsis.problems import ApiError, problem
+from sandbox.apsis.upload_storage import STORAGE_PREFIX
 
 TOKEN_ROUTE = "/oauth/token"
 CONTROL_PREFIX = "/_sandbox"
@@ -55,6 +57,7 @@ def create_app(account: Account | None = None) -> web.Application:
     r.add_get("/v2" + profile + "/sections/{section}/consents", get_consents)
     for route in CONSENT_1_ROUTES:  # a migrated account refuses every method on them
         r.add_route("*", route, consent_1_blocked)
+    add_import_routes(app)  # imports, their presigned upload, the consent report
     add_control_routes(app)
     return app
 
@@ -67,6 +70,8 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     match_info = request.match_info
     resource = match_info.route.resource
     template = resource.canonical if resource is not None else "<unmatched>"
+    if template.startswith(STORAGE_PREFIX):  # the upload URL: storage, not the API (no token, no limits)
+        return await handler(request)
     if template.startswith(CONTROL_PREFIX):
         try:
             return await handler(request)

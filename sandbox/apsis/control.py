@@ -28,7 +28,9 @@ For people running `shopsync sandbox` and for tests in other processes. Routes:
     PATCH  /_sandbox/limits                           {account_per_second, profile_per_second,
                                                        token_per_minute (null disables), token_lifetime}
     POST   /_sandbox/reset                            forget profiles, consents, suppressions, tokens,
-                                                       counters, log (definitions and flags stay)
+                                                       counters, log, imports and reports (definitions
+                                                       and flags stay)
+    /_sandbox/imports                                 imports and the consent report: import_routes.py
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ from sandbox.apsis.account import Account
 from sandbox.apsis.consents import OPTED_IN
 from sandbox.apsis.definitions import channel_discriminator
 from sandbox.apsis.http import ACCOUNT_KEY, json_response
+from sandbox.apsis.imports import imports_of
 from sandbox.apsis.problems import ApiError
+from sandbox.apsis.reports import reports_of
 
 P = "/_sandbox"
 
@@ -299,4 +303,6 @@ async def patch_limits(request: web.Request) -> web.Response:
 
 async def reset(request: web.Request) -> web.Response:
     _account(request).reset_state()
+    imports_of(_account(request)).reset()
+    reports_of(_account(request)).reset()
     return json_response({"reset": True})
