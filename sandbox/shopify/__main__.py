@@ -15,7 +15,6 @@ from sandbox.shopify.store import Store
 async def serve(args: argparse.Namespace) -> None:
     store = Store(seed=args.seed, size=args.customers)
     if args.no_limits:
-        store.rate_limit.bucket_size = 10**9
         store.rate_limit.graphql_maximum = 10.0**9
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -35,7 +34,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--customers", type=int, default=1000)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--activity", type=float, default=0.0, help="changes per second (0: none)")
-    p.add_argument("--no-limits", action="store_true", help="disable the REST and GraphQL throttles")
+    p.add_argument("--no-limits", action="store_true", help="disable the GraphQL cost throttle")
     p.add_argument("--print-url", action="store_true", help="print the base URL once listening")
     return p
 

@@ -1,6 +1,7 @@
-"""Shopify's two throttles: the REST leaky bucket (requests) and the GraphQL cost bucket (points).
+"""Shopify's GraphQL throttle, the cost bucket (points), and the fault switches of the Admin API.
 
-Both are plain objects read and changed on the event loop thread only, with the clock passed in,
+(The REST Admin API's leaky bucket went with the REST routes: the sandbox serves GraphQL only.)
+The buckets are plain objects read and changed on the event loop thread only, with the clock passed in,
 so tests can drive them without sleeping. GraphQL limits are per app and store: `CostBuckets`
 keeps one bucket per app (the access token it calls with). Its restore rate follows the store's
 plan (https://shopify.dev/docs/apps/build/apis/graphql-admin/rate-limits: Standard 100 points/s,
@@ -11,7 +12,6 @@ override both when set (non-zero). A single query may not cost more than 1,000 p
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 PLAN_RESTORE_RATES = {"standard": 100.0, "advanced": 200.0, "plus": 1000.0, "enterprise": 2000.0}
@@ -21,12 +21,10 @@ SINGLE_QUERY_MAX_COST = 1000
 
 @dataclass
 class RateLimitConfig:
-    """REST throttle and 429 fault injection; change the fields at run time to reconfigure."""
+    """GraphQL limits and fault injection; change the fields at run time to reconfigure."""
 
-    bucket_size: int = 40  # Advanced plan 80, Plus 400
-    leak_rate: float = 2.0  # requests per second; Advanced 4, Plus 20
-    retry_after_omit_rate: float = 0.0  # share of 429 answers without a Retry-After header
-    fault_429_rate: float = 0.0  # share of requests answered 429 whatever the bucket says
+    retry_after_omit_rate: float = 0.0  # share of injected 429 answers without a Retry-After header
+    fault_429_rate: float = 0.0  # share of GraphQL requests answered 429 whatever the bucket says
     plan: str = "standard"  # standard | advanced | plus | enterprise: the GraphQL restore rate
     graphql_maximum: float = 0.0  # 0: from the plan
     graphql_restore_rate: float = 0.0  # 0: from the plan
@@ -39,33 +37,6 @@ class RateLimitConfig:
             self.plan, PLAN_RESTORE_RATES["standard"]
         )
         return (self.graphql_maximum or restore * BUCKET_SECONDS), restore
-
-
-@dataclass
-class LeakyBucket:
-    """Each request adds one drop; drops leak at `rate` per second; a full bucket refuses."""
-
-    size: int
-    rate: float
-    level: float = 0.0
-    stamp: float = field(default=0.0)
-
-    def _leak(self, now: float) -> None:
-        if self.stamp:
-            self.level = max(0.0, self.level - (now - self.stamp) * self.rate)
-        self.stamp = now
-
-    def take(self, now: float) -> bool:
-        self._leak(now)
-        if self.level + 1 > self.size + 1e-9:
-            return False
-        self.level += 1
-        return True
-
-    def used(self, now: float) -> int:
-        """What `X-Shopify-Shop-Api-Call-Limit` shows before the slash."""
-        self._leak(now)
-        return min(self.size, math.ceil(self.level - 1e-9))
 
 
 @dataclass

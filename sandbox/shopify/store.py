@@ -44,7 +44,7 @@ from sandbox.shopify.models import (
     Subscription,
     Variant,
 )
-from sandbox.shopify.ratelimit import CostBucket, LeakyBucket, RateLimitConfig
+from sandbox.shopify.ratelimit import CostBucket, RateLimitConfig
 from sandbox.shopify.serialize import (
     delete_payload,
     email_consent_payload,
@@ -108,7 +108,6 @@ class Store:
         self.subscriptions: dict[int, Subscription] = {}
         self._next_subscription = 1_100_000_000
         self.rate_limit = rate_limit or RateLimitConfig()
-        self.bucket = LeakyBucket(self.rate_limit.bucket_size, self.rate_limit.leak_rate)
         self.graphql_bucket = CostBucket(
             self.rate_limit.graphql_maximum, self.rate_limit.graphql_restore_rate
         )
@@ -609,6 +608,9 @@ class Store:
                 return customer_id
         return None
 
+    def _plus(self) -> bool:
+        return self.rate_limit.plan in ("plus", "enterprise")
+
     def shop_json(self) -> dict[str, Any]:
         from sandbox.shopify.serialize import fmt_time
 
@@ -644,8 +646,8 @@ class Store:
             "taxes_included": True,
             "tax_shipping": None,
             "county_taxes": True,
-            "plan_display_name": "Shopify Plus" if self.rate_limit.bucket_size >= 400 else "Basic",
-            "plan_name": "shopify_plus" if self.rate_limit.bucket_size >= 400 else "basic",
+            "plan_display_name": "Shopify Plus" if self._plus() else "Basic",
+            "plan_name": "shopify_plus" if self._plus() else "basic",
             "has_discounts": True,
             "has_gift_cards": False,
             "myshopify_domain": self.domain,

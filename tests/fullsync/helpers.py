@@ -33,10 +33,6 @@ def customers_per_page(graphql_api_version: str) -> int:
 
 
 def open_limits(store: Store, account: Account) -> None:
-    store.rate_limit.bucket_size = 400
-    store.rate_limit.leak_rate = 400.0
-    store.bucket.size = 400
-    store.bucket.rate = 400.0
     # The GraphQL cost bucket (per app, sized from `rate_limit` at every request): far above
     # Shopify's plans (Enterprise restores 2,000 points/s), so a walk never waits for points.
     store.rate_limit.plan = "enterprise"

@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 
 from sandbox.shopify import DeliveryConfig, ShopifySandbox, Store
+from sandbox.shopify.gql.shapes import topic_enum
 
 TOKEN = "shpat_sandbox_token"
 HEADERS = {"X-Shopify-Access-Token": TOKEN}
@@ -26,34 +27,10 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 @pytest.fixture
 async def sandbox() -> AsyncIterator[ShopifySandbox]:
     store = Store(seed=7, size=120, delivery=DeliveryConfig(time_scale=1e-4, seed=1))
-    store.rate_limit.bucket_size = 100_000  # these tests are about behaviour, not throttling
+    store.rate_limit.graphql_maximum = 100_000  # these tests are about behaviour, not throttling
+    store.rate_limit.graphql_restore_rate = 100_000
     async with ShopifySandbox(store) as running:
         yield running
-
-
-async def walk(
-    session: aiohttp.ClientSession, url: str, params: dict[str, str] | None = None, key: str = "customers"
-) -> tuple[list[dict[str, Any]], int]:
-    """Follow `rel="next"` links from the first page; returns (records, number of pages)."""
-    records: list[dict[str, Any]] = []
-    pages = 0
-    next_url: str | None = url
-    first = True
-    while next_url:
-        async with session.get(next_url, params=params if first else None) as resp:
-            assert resp.status == 200, await resp.text()
-            body = await resp.json()
-            link = resp.headers.get("Link")
-        first = False
-        pages += 1
-        records.extend(body[key])
-        next_url = None
-        if link:
-            for part in link.split(","):
-                target, rel = part.split(";")
-                if 'rel="next"' in rel:
-                    next_url = target.strip()[1:-1]
-    return records, pages
 
 
 @dataclass
@@ -102,13 +79,39 @@ async def receiver() -> AsyncIterator[Receiver]:
     await runner.cleanup()
 
 
+SUBSCRIBE = """
+mutation subscribe($topic: WebhookSubscriptionTopic!, $sub: WebhookSubscriptionInput!) {
+  webhookSubscriptionCreate(topic: $topic, webhookSubscription: $sub) {
+    webhookSubscription { id legacyResourceId topic uri format apiVersion { handle } }
+    userErrors { field message }
+  }
+}
+"""
+
+
+async def graphql(
+    session: aiohttp.ClientSession,
+    sandbox: ShopifySandbox,
+    query: str,
+    variables: dict[str, Any] | None = None,
+    version: str = VERSION,
+) -> dict[str, Any]:
+    """One GraphQL Admin API call (HTTP 200 expected); the whole answer."""
+    url = f"{sandbox.url}/admin/api/{version}/graphql.json"
+    async with session.post(url, json={"query": query, "variables": variables or {}}) as resp:
+        assert resp.status == 200, await resp.text()
+        body: dict[str, Any] = await resp.json()
+        return body
+
+
 async def subscribe(
     session: aiohttp.ClientSession, sandbox: ShopifySandbox, topic: str, address: str, version: str = VERSION
 ) -> dict[str, Any]:
-    async with session.post(
-        f"{sandbox.url}/admin/api/{version}/webhooks.json",
-        json={"webhook": {"topic": topic, "address": address, "format": "json"}},
-    ) as resp:
-        assert resp.status == 201, await resp.text()
-        body: dict[str, Any] = (await resp.json())["webhook"]
-        return body
+    """`webhookSubscriptionCreate` called at `version`: Shopify delivers the subscription's payloads
+    in the version of the call that made it. The created subscription node."""
+    variables = {"topic": topic_enum(topic), "sub": {"uri": address, "format": "JSON"}}
+    answer = await graphql(session, sandbox, SUBSCRIBE, variables, version)
+    result = answer["data"]["webhookSubscriptionCreate"]
+    assert result["userErrors"] == [], result
+    node: dict[str, Any] = result["webhookSubscription"]
+    return node

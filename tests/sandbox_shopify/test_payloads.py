@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import orjson
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from sandbox.shopify import ShopifySandbox, Store, serialize_customer, shopify_json
 from sandbox.shopify.models import EMAIL_STATES, SMS_STATES
 from sandbox.shopify.serialize import delete_payload, email_consent_payload, sms_consent_payload, tags_payload
+from tests.sandbox_shopify.conftest import Receiver, subscribe
 
 BASE = {
     "id", "email", "created_at", "updated_at", "first_name", "last_name", "orders_count", "state", "total_spent",
@@ -59,12 +62,25 @@ def test_webhooks_from_2025_01_drop_tags_and_consent(store: Store, version: str)
     assert set(serialize_customer(customer, version, for_webhook=True)) == WEBHOOK_2025
 
 
-async def test_versions_over_http(session: aiohttp.ClientSession) -> None:
-    async with ShopifySandbox(Store(size=10)) as running:
-        for version, fields in EXPECTED.items():
-            async with session.get(f"{running.url}/admin/api/{version}/customers.json?limit=3") as resp:
-                for c in (await resp.json())["customers"]:
-                    assert set(c) == expect(fields, bool(c["addresses"])), version
+async def test_versions_over_http(
+    sandbox: ShopifySandbox, session: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    """REST shapes live on as webhook payloads: each subscription's version, delivered over HTTP."""
+    for version in EXPECTED:
+        await subscribe(session, sandbox, "customers/update", f"{receiver.url}?v={version}", version)
+    store = sandbox.store
+    with_address = next(c.id for c in store.customers() if c.addresses)
+    without = next(c.id for c in store.customers() if not c.addresses)
+    for customer_id in (with_address, without):
+        await store.update_customer(customer_id, note="seen over HTTP")
+    async with asyncio.timeout(30):
+        await store.deliverer.settled()
+    assert len(receiver.received) == 2 * len(EXPECTED)
+    for got in receiver.received:
+        version = got.headers["X-Shopify-API-Version"]
+        payload = orjson.loads(got.body)
+        fields = EXPECTED[version] if version < "2025-01" else WEBHOOK_2025
+        assert set(payload) == expect(fields, payload["id"] == with_address), version
 
 
 def test_consent_shapes(store: Store) -> None:

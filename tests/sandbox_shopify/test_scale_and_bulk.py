@@ -1,4 +1,4 @@
-"""A million-customer store stays lazy; the GraphQL bulk export returns every customer once."""
+"""A million-customer store stays lazy through GraphQL reads; the bulk export returns every customer once."""
 
 from __future__ import annotations
 
@@ -27,36 +27,48 @@ RUN = (
 POLL = "query { currentBulkOperation { id status errorCode objectCount url } }"
 
 
+PAGE = """query($q: String, $reverse: Boolean) {
+  customers(first: 250, query: $q, sortKey: ID, reverse: $reverse) {
+    nodes { legacyResourceId } pageInfo { hasNextPage }
+  }
+}"""
+
+
 async def test_million_customers_without_materialising(session: aiohttp.ClientSession) -> None:
     tracemalloc.start()
     try:
         store = Store(seed=9, size=1_000_000)
+        store.rate_limit.graphql_maximum = 100_000
         async with ShopifySandbox(store) as running:
-            base = f"{running.url}/admin/api/{VERSION}"
-            async with session.get(f"{base}/customers.json", params={"limit": "250"}) as resp:
-                first = (await resp.json())["customers"]
+            url = f"{running.url}/admin/api/{VERSION}/graphql.json"
+            newest = await graphql(session, url, PAGE, {"reverse": True})
             since = CUSTOMER_BASE + 999_900
-            async with session.get(
-                f"{base}/customers.json", params={"limit": "250", "since_id": str(since)}
-            ) as resp:
-                last = (await resp.json())["customers"]
-                assert "Link" not in resp.headers
-            async with session.get(f"{base}/customers/count.json") as resp:
-                assert (await resp.json())["count"] == 1_000_000
-            async with session.get(f"{base}/customers/{CUSTOMER_BASE + 654_321}.json") as resp:
-                assert resp.status == 200
+            last = await graphql(session, url, PAGE, {"q": f"id:>{since}"})
+            assert last["data"]["customers"]["pageInfo"]["hasNextPage"] is False
+            count = await graphql(session, url, "{ customersCount(limit: null) { count precision } }")
+            assert count["data"]["customersCount"] == {"count": 1_000_000, "precision": "EXACT"}
+            one = await graphql(
+                session,
+                url,
+                f'{{ customer(id: "gid://shopify/Customer/{CUSTOMER_BASE + 654_321}") {{ id }} }}',
+            )
+            assert one["data"]["customer"] is not None
             await store.update_customer(CUSTOMER_BASE + 500_000, first_name="Łukasz")
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     top = CUSTOMER_BASE + 999_999
-    assert [c["id"] for c in first] == list(range(top, top - 250, -1))  # newest first
-    assert [c["id"] for c in last] == list(range(since + 1, CUSTOMER_BASE + 1_000_000))
+    first_ids = [int(n["legacyResourceId"]) for n in newest["data"]["customers"]["nodes"]]
+    last_ids = [int(n["legacyResourceId"]) for n in last["data"]["customers"]["nodes"]]
+    assert first_ids == list(range(top, top - 250, -1))  # newest first
+    assert last_ids == list(range(since + 1, CUSTOMER_BASE + 1_000_000))
     assert peak < 150 * 2**20, f"peak {peak / 2**20:.0f} MiB"
 
 
-async def graphql(session: aiohttp.ClientSession, url: str, query: str) -> dict[str, Any]:
-    async with session.post(url, json={"query": query}) as resp:
+async def graphql(
+    session: aiohttp.ClientSession, url: str, query: str, variables: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    async with session.post(url, json={"query": query, "variables": variables or {}}) as resp:
         assert resp.status == 200
         body: dict[str, Any] = await resp.json()
         return body

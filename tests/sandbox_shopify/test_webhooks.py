@@ -13,7 +13,7 @@ import orjson
 
 from sandbox.shopify import SandboxError, ShopifySandbox
 from sandbox.shopify.activity import WEIGHTS
-from tests.sandbox_shopify.conftest import VERSION, Receiver, subscribe
+from tests.sandbox_shopify.conftest import SUBSCRIBE, Receiver, graphql, subscribe
 
 ALL_HEADERS = (
     "X-Shopify-Topic",
@@ -36,30 +36,18 @@ async def settle(sandbox: ShopifySandbox) -> None:
         await sandbox.store.deliverer.settled()
 
 
-async def test_subscription_crud(
+async def test_subscription_keeps_the_version_of_its_call(
     sandbox: ShopifySandbox, session: aiohttp.ClientSession, receiver: Receiver
 ) -> None:
-    base = f"{sandbox.url}/admin/api/{VERSION}"
-    created = await subscribe(session, sandbox, "customers/update", receiver.url)
-    assert created["api_version"] == VERSION and created["format"] == "json"
-    async with session.post(
-        f"{base}/webhooks.json", json={"webhook": {"topic": "customers/update", "address": receiver.url}}
-    ) as resp:
-        assert resp.status == 422
-    async with session.post(
-        f"{base}/webhooks.json", json={"webhook": {"topic": "nope/nope", "address": receiver.url}}
-    ) as resp:
-        assert resp.status == 422
-    async with session.put(
-        f"{base}/webhooks/{created['id']}.json", json={"webhook": {"address": receiver.url + "?v=2"}}
-    ) as resp:
-        assert (await resp.json())["webhook"]["address"].endswith("?v=2")
-    async with session.get(f"{base}/webhooks.json") as resp:
-        assert [w["id"] for w in (await resp.json())["webhooks"]] == [created["id"]]
-    async with session.delete(f"{base}/webhooks/{created['id']}.json") as resp:
-        assert resp.status == 200
-    async with session.get(f"{base}/webhooks.json") as resp:
-        assert (await resp.json())["webhooks"] == []
+    created = await subscribe(session, sandbox, "customers/update", receiver.url, "2025-01")
+    assert created["apiVersion"]["handle"] == "2025-01" and created["format"] == "JSON"
+    assert sandbox.store.subscriptions[int(created["legacyResourceId"])].api_version == "2025-01"
+    variables = {"topic": "CUSTOMERS_UPDATE", "sub": {"uri": receiver.url}}
+    again = (await graphql(session, sandbox, SUBSCRIBE, variables))["data"]["webhookSubscriptionCreate"]
+    assert again["userErrors"][0]["message"] == "Address for this topic has already been taken"
+    unknown = await graphql(session, sandbox, SUBSCRIBE, {**variables, "topic": "NOPE_NOPE"})
+    assert unknown.get("data") is None and "NOPE_NOPE" in unknown["errors"][0]["message"]
+    assert len(sandbox.store.subscriptions) == 1
 
 
 async def test_signed_delivery_with_every_header(

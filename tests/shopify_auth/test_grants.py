@@ -20,8 +20,10 @@ from tests.shopify_auth.conftest import CLIENT_ID, CLIENT_SECRET, Clock, shop_fo
 
 
 async def admin_status(session: aiohttp.ClientSession, sandbox: ShopifySandbox, token: str) -> int:
-    async with session.get(
-        f"{sandbox.url}/admin/api/2024-10/shop.json", headers={"X-Shopify-Access-Token": token}
+    async with session.post(
+        f"{sandbox.url}/admin/api/2026-10/graphql.json",
+        json={"query": "{ shop { name } }"},
+        headers={"X-Shopify-Access-Token": token},
     ) as resp:
         return resp.status
 

@@ -65,6 +65,11 @@ def list_source(keyed: Sequence[tuple[Key, Any]]) -> Source:
     return source
 
 
+def _any_beyond(source: Source, key: Key | None, descending: bool) -> bool:
+    """Whether any record lies beyond `key` in that direction (None: whether any record exists)."""
+    return next(source(key, descending), None) is not None
+
+
 def connection(
     source: Source,
     node: Callable[[Any], Any],
@@ -91,13 +96,14 @@ def connection(
         picked = list(islice((kv for kv in source(lo, reverse) if inside(kv[0], hi, True)), size + 1))
         has_next = len(picked) > size
         picked = picked[:size]
-        has_prev = lo is not None and next(source(lo, not reverse), None) is not None
+        # Records before this page's first one (the cursor's own record among them).
+        has_prev = lo is not None and _any_beyond(source, picked[0][0] if picked else None, not reverse)
     else:
         back = (kv for kv in source(hi, not reverse) if inside(kv[0], lo, False))
         picked = list(islice(back, size + 1))
         has_prev = len(picked) > size
         picked = list(reversed(picked[:size]))
-        has_next = hi is not None and next(source(hi, reverse), None) is not None
+        has_next = hi is not None and _any_beyond(source, picked[-1][0] if picked else None, reverse)
     edges = [{"cursor": encode_cursor(key), "node": node(item)} for key, item in picked]
     return {
         "edges": edges,

@@ -2,7 +2,7 @@
 
 The app middleware has already checked the version and the access token. Then, in order:
 1. fault switches (`store.rate_limit`): `latency_s` delays the answer, `fault_5xx_rate` answers
-   503, `fault_429_rate` answers 429 with `Retry-After`;
+   503, `fault_429_rate` answers 429 with `Retry-After` (left out on `retry_after_omit_rate` of them);
 2. a body that is not JSON with a string `query` -> 400 `{"errors": {"query": ...}}`;
 3. a syntax error or a document the schema rejects -> 200 with `errors` only (nothing charged);
 4. requested cost over 1,000 -> `MAX_COST_EXCEEDED`; more than the app's bucket holds ->
@@ -86,7 +86,8 @@ async def handle(request: web.Request) -> web.Response:
     if config.fault_5xx_rate > 0 and store.rng.random() < config.fault_5xx_rate:
         return _json({"errors": "Internal Server Error"}, 503)
     if config.fault_429_rate > 0 and store.rng.random() < config.fault_429_rate:
-        return _json({"errors": "Too Many Requests"}, 429, {"Retry-After": "2.0"})
+        omit = config.retry_after_omit_rate > 0 and store.rng.random() < config.retry_after_omit_rate
+        return _json({"errors": "Too Many Requests"}, 429, None if omit else {"Retry-After": "2.0"})
     try:
         body = orjson.loads(await request.read())
         query = body["query"]
