@@ -1,10 +1,11 @@
-"""Shopify sandbox throughput: customer pages/s, single reads/s, and signed webhook deliveries/s.
+"""Shopify sandbox throughput: GraphQL customer pages/s, single reads/s, signed webhook deliveries/s.
 
 The store runs alone in a subprocess (`python -m sandbox.shopify --no-limits`, 100,000 customers),
-pinned to one core where the OS allows it; concurrent aiohttp clients in this process walk
-`customers.json?limit=250` from random `since_id`s and read single customers. Webhook delivery is
-measured in-process: N mutations to one subscription pointing at a bare receiver, timed until
-every delivery has settled.
+pinned to one core where the OS allows it; concurrent aiohttp clients in this process send the
+worker's own GraphQL documents (`worker.shopify_queries`, 2026-10): the customers page at the
+largest size its cost allows (Shopify's single-query maximum of 1,000 points) from random
+`id:>N` starts, and the single customer by global id. Webhook delivery is measured in-process: N
+mutations to one subscription pointing at a bare receiver, timed until every delivery has settled.
 
     python -m bench.bench_shopify_sandbox [--quick]
 """
@@ -27,10 +28,16 @@ from aiohttp import web
 
 from sandbox.shopify import ShopifySandbox, Store
 from sandbox.shopify.data import CUSTOMER_BASE
+from worker.shopify_cost import page_size, per_node_cost
+from worker.shopify_queries import customer_documents
 
 ROOT = Path(__file__).resolve().parent.parent
 CUSTOMERS = 100_000
 HEADERS = {"X-Shopify-Access-Token": "shpat_sandbox_token"}
+VERSION = "2026-10"
+GRAPHQL = f"/admin/api/{VERSION}/graphql.json"
+DOCUMENTS = customer_documents(VERSION)
+PAGE_SIZE = page_size(per_node_cost(DOCUMENTS.customers, {"after": None, "query": None}))
 
 
 def _cores() -> tuple[set[int] | None, set[int] | None]:
@@ -90,20 +97,22 @@ async def _load(url: str, seconds: float, connections: int, pages: bool) -> dict
             while time.perf_counter() < deadline:
                 start = CUSTOMER_BASE + rng.randrange(CUSTOMERS - 300)
                 if pages:
-                    path, params = (
-                        "/admin/api/2024-10/customers.json",
-                        {"limit": "250", "since_id": str(start)},
-                    )
+                    body = {
+                        "query": DOCUMENTS.customers,
+                        "variables": {"first": PAGE_SIZE, "after": None, "query": f"id:>{start}"},
+                    }
                 else:
-                    path, params = f"/admin/api/2024-10/customers/{start}.json", {}
+                    body = {
+                        "query": DOCUMENTS.customer,
+                        "variables": {"id": f"gid://shopify/Customer/{start}"},
+                    }
                 t0 = time.perf_counter()
-                async with s.get(path, params=params) as resp:
-                    body = await resp.read()
-                    if resp.status != 200:
+                async with s.post(GRAPHQL, json=body) as resp:
+                    answer = await resp.json()
+                    if resp.status != 200 or "errors" in answer:
                         errors += 1
                 latencies.append(time.perf_counter() - t0)
-                records += 250 if pages else 1
-                del body
+                records += PAGE_SIZE if pages else 1
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(connections)))
@@ -136,7 +145,7 @@ async def _webhooks(count: int) -> dict[str, Any]:
     store = Store(size=10_000)
     try:
         async with ShopifySandbox(store):
-            store.add_subscription("customers/update", address, "2024-10")
+            store.add_subscription("customers/update", address, "2024-10")  # a REST payload version
             ids = list(store.customer_ids())
             started = time.perf_counter()
             for n in range(count):
@@ -167,10 +176,12 @@ def run(quick: bool = False) -> dict[str, Any]:
         "name": "shopify_sandbox",
         "customers": CUSTOMERS,
         "server_pinned_to_one_core": server_core is not None,
-        "page_250_requests_per_s": pages["requests_per_s"],
-        "page_250_customers_per_s": pages["customers_per_s"],
-        "page_250_p50_ms": pages["p50_ms"],
-        "page_250_p99_ms": pages["p99_ms"],
+        "graphql_version": VERSION,
+        "page_size": PAGE_SIZE,
+        "page_requests_per_s": pages["requests_per_s"],
+        "page_customers_per_s": pages["customers_per_s"],
+        "page_p50_ms": pages["p50_ms"],
+        "page_p99_ms": pages["p99_ms"],
         "single_customer_requests_per_s": singles["requests_per_s"],
         "single_customer_p50_ms": singles["p50_ms"],
         "single_customer_p99_ms": singles["p99_ms"],
