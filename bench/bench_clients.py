@@ -2,8 +2,9 @@
 
 - `limiter_*`: one `RateLimiter.acquire` (one Lua script, one round trip) on an uncontended
   bucket, sequentially and 64 at a time, against `REDIS_URL`.
-- `pool_*`: four worker processes hammering the sandbox APSIS (100/s) and Shopify (20/s) through
-  the real clients (tests/clients/test_pool_limits.py): achieved rate and 429 share.
+- `pool_*`: four worker processes hammering the sandbox APSIS (100 requests/s) and Shopify (its
+  GraphQL cost bucket: points restored per second) through the real clients
+  (tests/clients/test_pool_limits.py): achieved rate, APSIS 429 share, Shopify THROTTLED answers.
 """
 
 from __future__ import annotations
