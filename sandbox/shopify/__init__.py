@@ -1,4 +1,4 @@
-"""A faithful, fast simulator of a Shopify store (Admin REST + bulk GraphQL + signed webhooks).
+"""A faithful, fast simulator of a Shopify store (GraphQL Admin API, bulk operations, signed webhooks).
 
 Start with `ShopifySandbox(Store(seed=1, size=1000))`; see `server.py`, `store.py` (mutations),
 `app.py` (routes) and `control.py` (the `/_sandbox/` control API).

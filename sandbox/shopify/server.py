@@ -2,7 +2,7 @@
 
 async with ShopifySandbox(Store(size=10_000), port=0) as sandbox:
     sandbox.url          # http://127.0.0.1:54321 (the store's admin_url)
-    sandbox.store        # mutate it; webhooks flow to subscriptions made via webhooks.json
+    sandbox.store        # mutate it; webhooks flow to subscriptions (webhookSubscriptionCreate)
     await sandbox.store.deliverer.settled()
 """
 
