@@ -25,6 +25,7 @@ from core.config import ConfigFileError, read_config_file
 from core.jobs import deserialize, serialize
 from core.keys import Keys
 from core.redis_conn import arq_settings
+from core.reload import FileWatcher
 from core.settings import Settings
 from mappings.installation import InstallationError, Installations
 from mappings.installation_parse import parse_installations_toml
@@ -55,6 +56,9 @@ RESTART_PAUSE_S = 1.0
 BOOKKEEPING_S = 5
 REALTIME_JOB_TIMEOUT_S = REALTIME_TIMEOUT_S + BOOKKEEPING_S
 FULLSYNC_JOB_TIMEOUT_S = fullsync.JOB_TIMEOUT_S
+# Full-sync job slots per process (walks and batches; batches are handed out to them fairly
+# across shops by worker/fair_dispatch.py). Real-time and apply jobs have slots of their own.
+FULLSYNC_MAX_JOBS = int(os.environ.get("SHOPSYNC_FULLSYNC_MAX_JOBS") or 8)
 log = structlog.get_logger("worker")
 
 
@@ -83,6 +87,8 @@ async def _serve(settings: Settings, installations: Installations, kinds: list[s
     app = WorkerContext(settings=settings, installations=installations, redis=pool, keys=keys)
     workers = [build_worker(kind, app, burst=burst) for kind in with_apply(kinds)]
     loop = asyncio.get_running_loop()
+    watcher = FileWatcher(settings.shops_file, lambda: reload_installations(app, settings.shops_file))
+    watcher.install_sighup()
 
     def stop(signum: int) -> None:
         log.info("worker_stopping", signal=signal.Signals(signum).name, grace_s=SHUTDOWN_GRACE_S)
@@ -92,6 +98,7 @@ async def _serve(settings: Settings, installations: Installations, kinds: list[s
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop, sig)
     await app.start()
+    watching = asyncio.create_task(watcher.run())
     log.info("worker_started", queues=[w.queue_name for w in workers], worker_id=app.worker_id)
     try:
         # return_exceptions: an idle queue's worker stops (its main task cancelled) at once; that
@@ -100,6 +107,7 @@ async def _serve(settings: Settings, installations: Installations, kinds: list[s
     except asyncio.CancelledError:
         pass
     finally:
+        watching.cancel()
         for w in workers:
             with contextlib.suppress(Exception):
                 await w.close()
@@ -107,6 +115,15 @@ async def _serve(settings: Settings, installations: Installations, kinds: list[s
         await pool.aclose()
     log.info("worker_stopped")
     return 0
+
+
+async def reload_installations(app: WorkerContext, path: str) -> dict[str, list[str]]:
+    """Read and parse the installations file again and serve it (core/reload.py calls this on a
+    change of the file or SIGHUP); a bad file raises and the process keeps what it had."""
+    installations = parse_installations_toml(read_config_file(path), os.environ, source=path)
+    for warning in installations.warnings:
+        log.warning("installations_warning", detail=warning)
+    return await app.reload(installations)
 
 
 async def keep_running(worker: Worker, pause_s: float = RESTART_PAUSE_S) -> None:
@@ -205,7 +222,7 @@ def build_worker(kind: str, app: WorkerContext, *, burst: bool = False) -> Worke
         # real-time recovery behind a long in-progress timeout.
         # Apply jobs (worker/coalesce.py): APSIS-bound, so their own slots; they are deferred
         # anyway, so a slower poll costs nothing.
-        max_jobs=APPLY_MAX_JOBS if kind == "apply" else 50 if realtime else 8,
+        max_jobs=APPLY_MAX_JOBS if kind == "apply" else 50 if realtime else FULLSYNC_MAX_JOBS,
         poll_delay=0.1 if kind == "apply" else 0.02 if realtime else 0.2,
         job_timeout=REALTIME_JOB_TIMEOUT_S if realtime else FULLSYNC_JOB_TIMEOUT_S,
         max_tries=ARQ_MAX_TRIES,

@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import structlog
@@ -28,7 +28,7 @@ from arq import Retry
 from redis.exceptions import RedisError
 
 from core.shopify_auth import NeedsApprovalError, TokenUnavailableError
-from worker import budget
+from worker import budget, lanes, shop_backoff
 from worker.deadletters import DeadLetter, bury, record_failure
 from worker.errors import is_transient as api_error_is_transient
 from worker.held import HeldJob, hold
@@ -64,6 +64,42 @@ def is_transient(exc: BaseException) -> bool:
     return api_error_is_transient(exc)  # the API clients' errors say whether to retry
 
 
+def _park_reason(app: Any, shop: str | None) -> str | None:
+    """Why a job of `shop` must wait instead of running now, if it must (worker/shop_backoff.py)."""
+    if shop is None:
+        return None
+    if app.installations.get(shop) is None:
+        return "not in the installations file"
+    parked = lanes.parked(shop, time.time())
+    return None if parked is None else f"backoff: {parked[1]}"
+
+
+def _finished(app: Any, shop: str | None, function: str, outcome: str, seconds: float) -> None:
+    app.metrics.job_finished(function, outcome, seconds)
+    if shop is not None and app.installations.get(shop) is not None:
+        # Bounded: only shops of the installations file (jobs of others are parked unrun).
+        app.metrics.inc("shopsync_shop_jobs_total", {"shop": shop, "outcome": outcome})
+
+
+async def _park(app: Any, job: HeldJob) -> None:
+    await shop_backoff.park(app.redis, app.keys, job)
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def _cause(exc: BaseException, kind: type[E]) -> E | None:
+    """`exc` itself, or its cause or context, when it is a `kind`."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return None
+        if isinstance(seen, kind):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def needs_approval(exc: BaseException) -> NeedsApprovalError | None:
     """The `NeedsApprovalError` behind `exc` (itself, or its cause or context), if any."""
     seen: BaseException | None = exc
@@ -97,9 +133,17 @@ async def run_job(
     job_try: int = ctx.get("job_try", 1)
     started = time.monotonic()
     JOB_TRY.set(job_try)  # each arq job runs in a task of its own, with its own context
+    shop = (bind or {}).get("shop")
+    shop = str(shop) if shop else None
+    lanes.enter(shop, "bulk" if queue == app.keys.fullsync_queue else "realtime")
     with structlog.contextvars.bound_contextvars(
         job_id=job_id, function=function, job_try=job_try, **(bind or {})
     ):
+        parked = _park_reason(app, shop)
+        if parked is not None and shop is not None:
+            await _park(app, HeldJob(job_id, function, list(args), queue, shop, parked, time.time()))
+            _finished(app, shop, function, "parked", time.monotonic() - started)
+            return {"parked": True, "shop": shop, "reason": parked}
         try:
             # The waits inside see the budget and end with a transient error before it is spent
             # (worker/budget.py); the timeout only cuts what no wait accounts for.
@@ -115,18 +159,26 @@ async def run_job(
                     job_id, function, list(args), queue, approval.shop, approval.reason, time.time()
                 )
                 await hold(app.redis, app.keys, held)
-                app.metrics.job_finished(function, "held", time.monotonic() - started)
+                _finished(app, shop, function, "held", time.monotonic() - started)
                 log.warning("job_held", shop=approval.shop, reason=approval.reason)
                 return {"held": True, "shop": approval.shop}
+            backing_off = _cause(exc, lanes.ShopParkedError)
+            if backing_off is not None and shop is not None and queue != app.keys.fullsync_queue:
+                reason = f"backoff: {backing_off.reason}"
+                await _park(app, HeldJob(job_id, function, list(args), queue, shop, reason, time.time()))
+                _finished(app, shop, function, "parked", time.monotonic() - started)
+                return {"parked": True, "shop": shop, "reason": reason}
             error = f"{type(exc).__name__}: {exc}"
             transient = is_transient(exc)
             final = not transient or job_try >= MAX_TRIES
+            if shop is not None:
+                await shop_backoff.record_error(
+                    app.redis, app.keys, shop, {"at": time.time(), "job": function, "error": error[:300]}
+                )
             await record_failure(
                 app.redis, app.keys, job_id=job_id, function=function, error=error, tries=job_try, final=final
             )
-            app.metrics.job_finished(
-                function, "dead_letter" if final else "retry", time.monotonic() - started
-            )
+            _finished(app, shop, function, "dead_letter" if final else "retry", time.monotonic() - started)
             if not final:
                 delay = backoff_s(job_try)
                 log.warning("job_retry", error=error, retry_in_s=round(delay, 1))
@@ -148,5 +200,5 @@ async def run_job(
             )
             log.error("job_dead_letter", error=error, transient=transient, exc_info=not transient)
             return {"dead_letter": True, "error": error}
-        app.metrics.job_finished(function, "ok", time.monotonic() - started)
+        _finished(app, shop, function, "ok", time.monotonic() - started)
         return result

@@ -23,9 +23,11 @@ from core import fullsync_control as control
 from core.fullsync_control import RUNNING, SyncKeys
 from core.redis_conn import command, typed
 from mappings.installation import Shop
+from worker import lanes
 from worker.context import WorkerContext
+from worker.fair_dispatch import park_batch
 from worker.fullsync.lease import Lease
-from worker.fullsync.records import fail_sync, load, maybe_finish
+from worker.fullsync.records import load, maybe_finish
 from worker.runtime import MAX_TRIES, TransientError, is_transient, run_job
 from worker.sync import Outcome, submit
 from worker.sync_update import Update
@@ -96,9 +98,14 @@ async def _batch(app: WorkerContext, sync_id: str, batch: int, *, last_try: bool
     if await typed(app.redis.sismember(sk.done, str(batch))):
         return {"skipped": "done"}
     shop = app.installations.get(str(record["shop"]))
-    if shop is None:
-        await fail_sync(app, sync_id, str(record["shop"]), "shop not in the installations file")
-        return {"failed": "unknown shop"}
+    parked = "not in the installations file" if shop is None else _backing_off(shop.domain)
+    if parked is not None:
+        # Kept for later, not failed: parked at the front of the shop's ready list.
+        job_id = await park_batch(app.redis, app.keys, sync_id, batch, str(record["shop"]))
+        log.warning("full_sync_batch_parked", sync_id=sync_id, batch=batch, job_id=job_id, reason=parked)
+        return {"parked": parked}
+    assert shop is not None
+    lanes.enter(shop.domain)
     lease = Lease(app, sk.lease(batch))
     if not await lease.acquire():
         return {"skipped": "batch lease held"}
@@ -112,6 +119,10 @@ async def _batch(app: WorkerContext, sync_id: str, batch: int, *, last_try: bool
         }
         runner = _BatchRunner(app, shop, sync_id, batch, record, recorded)
         transient = await runner.run(customers)
+        if transient and (reason := _backing_off(shop.domain)) is not None:
+            job_id = await park_batch(app.redis, app.keys, sync_id, batch, shop.domain)
+            log.warning("full_sync_batch_parked", sync_id=sync_id, batch=batch, job_id=job_id, reason=reason)
+            return {"parked": reason, "left": len(transient)}  # the next run skips what was done
         if transient and not last_try:
             raise TransientError(f"{len(transient)} customer(s) failed transiently: {transient[0][1]}")
         for cid, error in transient:  # out of tries: count them failed, finish the batch
@@ -155,7 +166,7 @@ class _BatchRunner:
         todo = customers
         while True:
             transient = await self._pass(todo)
-            if not transient or time.monotonic() > deadline:
+            if not transient or time.monotonic() > deadline or _backing_off(self.shop.domain):
                 return transient
             await asyncio.sleep(1.0)
             failed = {cid for cid, _ in transient}
@@ -217,6 +228,12 @@ class _BatchRunner:
         self.app.metrics.inc("shopsync_customers_total", {"source": self.source, "outcome": outcome})
         if outcome == "failed":
             log.error("full_sync_customer_failed", sync_id=self.sync_id, customer_id=cid, error=error)
+
+
+def _backing_off(shop: str) -> str | None:
+    """The reason, while the shop backs off (worker/shop_backoff.py)."""
+    parked = lanes.parked(shop, time.time())
+    return None if parked is None else f"backoff: {parked[1]}"
 
 
 def _numeric_id(cid: str) -> int | str:

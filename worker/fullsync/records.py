@@ -20,6 +20,7 @@ from core.fullsync_control import SyncKeys
 from core.jobs import JOB_TTL_MS, job_bytes, now_ms
 from core.redis_conn import command, typed
 from worker.context import WorkerContext
+from worker.fair_dispatch import push_ready
 
 log = structlog.get_logger("worker.fullsync")
 
@@ -41,10 +42,23 @@ async def load(app: WorkerContext, sync_id: str) -> dict[str, Any] | None:
     return await control.read_sync(app.redis, app.keys, sync_id)
 
 
-def enqueue_job(pipe: Any, app: WorkerContext, job_id: str, function: str, args: tuple[Any, ...]) -> None:
-    """arq's enqueue (job key + queue entry), inside the caller's transaction."""
+def enqueue_job(
+    pipe: Any,
+    app: WorkerContext,
+    job_id: str,
+    function: str,
+    args: tuple[Any, ...],
+    *,
+    shop: str | None = None,
+) -> None:
+    """arq's enqueue (job key + queue entry), inside the caller's transaction. With `shop`, the
+    job goes to the shop's ready list instead, and the fair dispatcher puts it on the queue at
+    the shop's turn (worker/fair_dispatch.py)."""
     pipe.psetex(f"arq:job:{job_id}", JOB_TTL_MS, job_bytes(function, args))
-    pipe.zadd(app.keys.fullsync_queue, {job_id: now_ms()})
+    if shop is not None:
+        push_ready(pipe, app.keys, shop, job_id)
+    else:
+        pipe.zadd(app.keys.fullsync_queue, {job_id: now_ms()})
 
 
 async def fail_sync(app: WorkerContext, sync_id: str, shop: str, error: str) -> None:

@@ -25,6 +25,7 @@ from core.fullsync_control import RUNNING, SyncKeys
 from core.jobs import JOB_TTL_MS, job_bytes, now_ms
 from core.redis_conn import typed
 from mappings.installation import Shop
+from worker import lanes
 from worker.context import WorkerContext
 from worker.fullsync.lease import Lease
 from worker.fullsync.records import enqueue_job, fail_sync, load, maybe_finish
@@ -40,6 +41,8 @@ MAX_AHEAD = int(os.environ.get("SHOPSYNC_FULLSYNC_MAX_AHEAD", "12"))
 WALK_SLICE_S = 120.0
 WALK_TIMEOUT_S = WALK_SLICE_S + 120  # the slice, then finishing the page or export poll under way
 BULK_POLL_S = 2.0
+ROOM_WAIT_S = 5.0  # a REST walk waits this long for room, then hands over (worker/fair_dispatch.py)
+ROOM_DEFER_S = 2.0
 
 
 async def full_sync_walk(ctx: dict[str, Any], sync_id: str, gen: int) -> Any:
@@ -65,8 +68,13 @@ async def _walk(app: WorkerContext, sync_id: str, gen: int) -> dict[str, Any]:
         return {"skipped": "walk done"}
     shop = app.installations.get(str(record["shop"]))
     if shop is None:
-        await fail_sync(app, sync_id, str(record["shop"]), "shop not in the installations file")
-        return {"failed": "unknown shop"}
+        # Parked, not failed: the shop was removed from the installations file (maybe for a
+        # moment); the watchdog leaves its sync alone and revives the walk once it is back.
+        log.warning(
+            "full_sync_parked", sync_id=sync_id, shop=record["shop"], reason="not in the installations file"
+        )
+        return {"parked": "shop not in the installations file"}
+    lanes.enter(shop.domain)
     if await typed(app.redis.sismember(app.keys.uninstalled, shop.domain)):
         await fail_sync(app, sync_id, shop.domain, "the shop uninstalled the app")
         return {"failed": "shop uninstalled"}
@@ -164,7 +172,10 @@ class _Walker:
                 pipe.set(self.keys.page(n), orjson.dumps(customers), ex=control.DATA_TTL_S)
                 pipe.hset(self.keys.pending, str(n), job_id)
                 pipe.expire(self.keys.pending, control.DATA_TTL_S)
-                enqueue_job(pipe, self.app, job_id, control.BATCH_FUNCTION, (self.sync_id, n))
+                # To the shop's ready list: the fair dispatcher hands it a slot (worker/fair_dispatch.py).
+                enqueue_job(
+                    pipe, self.app, job_id, control.BATCH_FUNCTION, (self.sync_id, n), shop=self.shop.domain
+                )
                 pipe.hincrby(self.keys.record, "walked", len(customers))
             pipe.hset(self.keys.record, mapping=fields)
             if done and self.record.get("total") is None:
@@ -185,7 +196,10 @@ class _Walker:
             await self._emit([], {}, done=True)  # the last page was batched; the flag was lost
             return True
         while time.monotonic() < deadline:
-            if not await self._room(deadline):
+            # A walk waiting for room must not hold a job slot the batches need (with many shops
+            # syncing, waiting walks took every slot): after ROOM_WAIT_S it hands over, deferred.
+            if not await self._room(min(deadline, time.monotonic() + ROOM_WAIT_S)):
+                self.defer_s = ROOM_DEFER_S
                 return False
             page, next_cursor = await customer_page(
                 client,

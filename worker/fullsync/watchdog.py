@@ -18,6 +18,7 @@ from core import fullsync_control as control
 from core.fullsync_control import RUNNING, SyncKeys
 from core.redis_conn import typed
 from worker.context import WorkerContext
+from worker.fair_dispatch import is_ready
 from worker.fullsync.records import enqueue_job, load, maybe_finish
 from worker.fullsync.walker import hand_over
 
@@ -36,10 +37,11 @@ async def full_sync_watchdog(ctx: dict[str, Any]) -> dict[str, Any]:
     return {"revived": revived}
 
 
-async def _job_alive(app: WorkerContext, job_id: str) -> bool | None:
-    """True: waiting in the queue; None: started (in progress); False: gone from the queue."""
+async def _job_alive(app: WorkerContext, job_id: str, shop: str = "") -> bool | None:
+    """True: waiting in the queue or the shop's ready list; None: started (in progress); False:
+    gone from both."""
     if await app.redis.zscore(app.keys.fullsync_queue, job_id) is None:
-        return False
+        return bool(shop) and await is_ready(app.redis, app.keys, shop, job_id)
     return None if await app.redis.exists(f"arq:in-progress:{job_id}") else True
 
 
@@ -50,6 +52,9 @@ async def supervise(app: WorkerContext, sync_id: str, *, grace_s: float = 2.0) -
     if record is None or record.get("state") != RUNNING:
         await typed(app.redis.srem(control.active_set(app.keys), sync_id))
         return 0
+    shop = str(record.get("shop") or "")
+    if app.installations.get(shop) is None:
+        return 0  # parked while the shop is out of the installations file (its jobs wait)
     suspects: list[tuple[str, str]] = []  # (lease name, job id)
     if not record.get("walk_done"):
         gen = int(record.get("walk_gen") or 0)
@@ -60,13 +65,13 @@ async def supervise(app: WorkerContext, sync_id: str, *, grace_s: float = 2.0) -
     for name, job_id in suspects:
         if await app.redis.exists(sk.lease(name)):
             continue
-        if await _job_alive(app, job_id) is not True:
+        if await _job_alive(app, job_id, shop) is not True:
             dead.append((name, job_id))
     if dead:
         await asyncio.sleep(grace_s)  # a job that just started takes its lease in a moment
     revived = 0
     for name, job_id in dead:
-        if await app.redis.exists(sk.lease(name)) or await _job_alive(app, job_id) is True:
+        if await app.redis.exists(sk.lease(name)) or await _job_alive(app, job_id, shop) is True:
             continue
         current = await load(app, sync_id) or {}
         if name == "walk":
@@ -82,7 +87,7 @@ async def supervise(app: WorkerContext, sync_id: str, *, grace_s: float = 2.0) -
             new_id = f"{control.batch_job_id(sync_id, int(name))}:r{os.urandom(3).hex()}"
             async with app.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(sk.pending, name, new_id)
-                enqueue_job(pipe, app, new_id, control.BATCH_FUNCTION, (sync_id, int(name)))
+                enqueue_job(pipe, app, new_id, control.BATCH_FUNCTION, (sync_id, int(name)), shop=shop)
                 await pipe.execute()
         revived += 1
         await typed(app.redis.hincrby(sk.record, "revived", 1))

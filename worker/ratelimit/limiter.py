@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Literal
 
 from redis.asyncio import Redis
 
 from core.keys import Keys
-from worker import budget, metrics
+from worker import budget, lanes, metrics
 from worker.ratelimit import scripts
 from worker.ratelimit.buckets import MICROS, Bucket
 from worker.ratelimit.state import BucketState, limiter_state, state_key
@@ -44,6 +47,7 @@ class RateLimiter:
         self._raise = redis.register_script(scripts.RAISE)
         self._delay = redis.register_script(scripts.DELAY)
         self._lease = redis.register_script(scripts.LEASE)
+        self._share = redis.register_script(scripts.SHARE)
         self._semaphores: dict[str, asyncio.Semaphore] = {}
 
     @property
@@ -69,7 +73,11 @@ class RateLimiter:
     async def acquire_bucket(
         self, bucket: Bucket, cost: float = 1, *, max_wait_s: float | None = None
     ) -> float:
+        lanes.check(time.time())  # a shop that backs off sends nothing (worker/shop_backoff.py)
         limit = budget.cap_wait(self.max_wait_s if max_wait_s is None else max_wait_s)
+        shared_wait = 0.0
+        if bucket.kind == "apsis" and (who := lanes.participant()) is not None:
+            shared_wait = await self._shop_share(bucket, who, cost, limit)
         keys = [self.keys.limiter(bucket.name), self._shift_key(bucket)]
         if bucket.listed:
             keys.append(self.registry_key)
@@ -87,6 +95,35 @@ class RateLimiter:
             if bucket.shiftable:
                 wait += await self._follow_shift(bucket, int(shift_us), limit)
         metrics.limiter_waited(bucket.kind or "other", wait)
+        return wait + shared_wait
+
+    async def _shop_share(self, account: Bucket, who: str, cost: float, limit_s: float) -> float:
+        """Wait for a slot in this shop's (and lane's) share of an APSIS account bucket; see
+        `scripts.SHARE`. Returns the seconds waited; `WaitTooLongError` past `limit_s`."""
+        client = account.name.split(":", 1)[1]
+        name = f"apsis-share:{client}:{who}"
+        admitted, wait_us, _cap, _n = await self._share(
+            keys=[
+                self.keys.limiter(name),
+                self.keys.limiter(f"apsis-share-use:{client}"),
+                self.registry_key,
+            ],
+            args=[
+                _num(account.rate_per_s),
+                who,
+                _num(SHARE_BURST),
+                _num(cost),
+                round(limit_s * MICROS),
+                _num(BULK_HEADROOM),
+                name,
+            ],
+        )
+        wait = int(wait_us) / MICROS
+        if not admitted:
+            raise WaitTooLongError(name, wait)
+        if wait > 0:
+            await asyncio.sleep(wait + random.uniform(0, self.jitter_s))
+            metrics.limiter_waited("apsis-share", wait)
         return wait
 
     async def _follow_shift(self, bucket: Bucket, seen_us: int, limit_s: float) -> float:
@@ -141,10 +178,11 @@ class RateLimiter:
         return await self.raise_level(bucket, level)
 
     def concurrency(self, name: str, size: int) -> asyncio.Semaphore:
-        """This process's semaphore for `name` (created on first use with `size` permits)."""
+        """This process's semaphore for `name` (created on first use with `size` permits): a
+        `LaneSemaphore`, so full-sync requests never hold the permits real-time ones wait for."""
         semaphore = self._semaphores.get(name)
         if semaphore is None:
-            semaphore = self._semaphores[name] = asyncio.Semaphore(max(1, size))
+            semaphore = self._semaphores[name] = LaneSemaphore(size)
         return semaphore
 
     @contextlib.asynccontextmanager
@@ -174,6 +212,38 @@ class RateLimiter:
     async def state(self) -> list[BucketState]:
         """Every listed bucket's level right now (for `shopsync status` and `/admin/status`)."""
         return await limiter_state(self.redis, self.keys)
+
+
+# A participant's share bucket admits this many requests at once before pacing.
+SHARE_BURST = 2.0
+# The part of an APSIS account's rate a full sync leaves free while real-time work is active on it.
+BULK_HEADROOM = float(os.environ.get("SHOPSYNC_BULK_HEADROOM", "0.1"))
+
+
+class LaneSemaphore(asyncio.Semaphore):
+    """Two semaphores behind one: `size` permits for the real-time lane, three quarters of that
+    for the bulk lane (`worker.lanes.LANE` of the task that acquires and releases). Full-sync
+    batches run many requests at once; with one semaphore they took every permit and real-time
+    requests queued behind them in this process."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(max(1, size))
+        self.size = max(1, size)
+        self._bulk = asyncio.Semaphore(max(1, size * 3 // 4))
+
+    async def acquire(self) -> Literal[True]:
+        if lanes.LANE.get() == "bulk":
+            return await self._bulk.acquire()
+        return await super().acquire()
+
+    def release(self) -> None:
+        if lanes.LANE.get() == "bulk":
+            self._bulk.release()
+        else:
+            super().release()
+
+    def locked(self) -> bool:
+        return self._bulk.locked() if lanes.LANE.get() == "bulk" else super().locked()
 
 
 def _num(value: float) -> str:

@@ -80,3 +80,66 @@ redis.call('ZADD', KEYS[1], now + ttl, ARGV[3])
 redis.call('PEXPIRE', KEYS[1], math.ceil(ttl / 1000) + 1000)
 return 1
 """
+
+
+# One shop's share of an APSIS account bucket, taken before the account's own slot. Participants
+# are "shop/lane" (lane: realtime or bulk); the account's usage hash counts each participant's
+# requests per second ("participant|second" -> count; older seconds are dropped here). Alone on
+# the account, a participant has no cap (nothing reserved). With others active (a request in
+# this or the last second), its cap is max(rate / participants, rate - what the others used in
+# the last whole second): an equal share when everyone wants more, the others' unused part
+# otherwise. A bulk (full-sync) participant leaves `headroom` of the rate free while any
+# real-time participant is active, so the account bucket never fills and real-time requests do
+# not queue behind full-sync reservations. The cap is a GCRA bucket of its own (KEYS[1]).
+# KEYS[1] share bucket, KEYS[2] usage hash, KEYS[3] (optional) state registry.
+# ARGV rate_per_s, participant, burst, cost, max_wait_us, headroom, state name.
+# Returns {admitted (1|0), wait_us, cap per s (0: no cap), participants}.
+SHARE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local sec = math.floor(now / 1000000)
+local rate = tonumber(ARGV[1])
+local me = ARGV[2]
+local bulk = string.sub(me, -5) == '/bulk'
+local raw = redis.call('HGETALL', KEYS[2])
+local seen, n, others_used, realtime_other = {}, 0, 0, false
+for i = 1, #raw, 2 do
+  local field = raw[i]
+  local sep = string.find(field, '|', 1, true)
+  local who = string.sub(field, 1, sep - 1)
+  local s = tonumber(string.sub(field, sep + 1))
+  if s < sec - 1 then
+    redis.call('HDEL', KEYS[2], field)
+  elseif who ~= me then
+    if not seen[who] then seen[who] = true; n = n + 1 end
+    if s == sec - 1 then others_used = others_used + tonumber(raw[i + 1]) end
+    if string.sub(who, -9) == '/realtime' then realtime_other = true end
+  end
+end
+local cost = tonumber(ARGV[4])
+local wait, cap = 0, 0
+if n > 0 then
+  cap = math.max(rate / (n + 1), rate - others_used)
+  if bulk and realtime_other then cap = cap - rate * tonumber(ARGV[6]) end
+  if cap < rate * 0.02 then cap = rate * 0.02 end
+  local interval = 1000000 / cap
+  local burst = tonumber(ARGV[3])
+  local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+  if tat < now then tat = now end
+  local new_tat = tat + cost * interval
+  wait = new_tat - burst * interval - now
+  if wait < 0 then wait = 0 end
+  local max_wait = tonumber(ARGV[5])
+  if max_wait >= 0 and wait > max_wait then return {0, math.floor(wait), math.floor(cap), n + 1} end
+  redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+  if #KEYS > 2 then
+    redis.call('HSET', KEYS[3], ARGV[7], cjson.encode({
+      interval_us = math.floor(interval), rate_per_s = cap, burst = burst,
+      level = (new_tat - now) / interval, wait_s = wait / 1000000, at = now / 1000000,
+      participants = n + 1}))
+  end
+end
+redis.call('HINCRBY', KEYS[2], me .. '|' .. sec, cost)
+redis.call('PEXPIRE', KEYS[2], 5000)
+return {1, math.floor(wait), math.floor(cap), n + 1}
+"""
