@@ -15,6 +15,7 @@ from mappings.installation import Installations
 from receiver import admin, auth, scrape
 from receiver.appkeys import ADMIN_TOKEN, ENQUEUER, INSTALLATIONS, KEYS, METRICS, REDIS
 from receiver.enqueue import BatchEnqueuer
+from receiver.live import LiveInstallations
 from receiver.metrics import ReceiverMetrics
 from receiver.problems import json_response, problem
 from receiver.redis_pipe import RedisAddress, RedisPipe
@@ -22,7 +23,7 @@ from receiver.webhooks import MAX_BODY_BYTES, webhook_handler
 
 
 def create_app(
-    installations: Installations,
+    installations: Installations | LiveInstallations,
     redis: aioredis.Redis,
     *,
     keys: Keys | None = None,
@@ -32,7 +33,8 @@ def create_app(
     # No middlewares: each one costs every webhook a layer of calls; admin routes check their
     # token themselves (receiver.admin.require_token).
     app = web.Application(client_max_size=MAX_BODY_BYTES)
-    app[INSTALLATIONS] = installations
+    live = installations if isinstance(installations, LiveInstallations) else LiveInstallations(installations)
+    app[INSTALLATIONS] = live
     app[REDIS] = redis
     app[KEYS] = keys or Keys()
     app[METRICS] = ReceiverMetrics()
@@ -41,7 +43,7 @@ def create_app(
     pipe = RedisPipe(RedisAddress.of_client(redis))
     app[ENQUEUER] = BatchEnqueuer(pipe, app[KEYS], app[KEYS].realtime_queue)
     app[ADMIN_TOKEN] = admin_token or ""
-    app.router.add_post("/webhooks/shopify", webhook_handler(installations, app[ENQUEUER], app[METRICS]))
+    app.router.add_post("/webhooks/shopify", webhook_handler(live, app[ENQUEUER], app[METRICS]))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -6,11 +6,11 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from core.keys import Keys
-from mappings.installation import Installations
 from receiver.enqueue import BatchEnqueuer
+from receiver.live import LiveInstallations
 from receiver.metrics import ReceiverMetrics
 
-INSTALLATIONS = web.AppKey("installations", Installations)
+INSTALLATIONS = web.AppKey("installations", LiveInstallations)  # replaced on a reload
 ENQUEUER = web.AppKey("enqueuer", BatchEnqueuer)
 METRICS = web.AppKey("metrics", ReceiverMetrics)
 KEYS = web.AppKey("keys", Keys)

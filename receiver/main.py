@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import sys
+from collections.abc import AsyncIterator, Callable
 
 import structlog
 from aiohttp import web
@@ -13,10 +15,12 @@ from aiohttp import web
 from core.config import ConfigFileError, read_config_file
 from core.keys import Keys
 from core.redis_conn import connect
+from core.reload import FileWatcher
 from core.settings import Settings
 from mappings.installation import InstallationError
 from mappings.installation_parse import parse_installations_toml
 from receiver.app import create_app
+from receiver.appkeys import INSTALLATIONS
 
 log = structlog.get_logger("receiver")
 
@@ -35,6 +39,7 @@ def run(settings: Settings, host: str = "0.0.0.0") -> int:
         app = create_app(
             installations, redis, keys=Keys(settings.key_prefix), admin_token=settings.admin_token
         )
+        app.cleanup_ctx.append(watching(settings.shops_file))
         _tune_gc()
         return app
 
@@ -46,6 +51,27 @@ def run(settings: Settings, host: str = "0.0.0.0") -> int:
     web.run_app(build(), host=host, port=settings.port, access_log=None, shutdown_timeout=10, print=None)
     log.info("receiver_stopped")
     return 0
+
+
+def watching(path: str) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Reload the installations file when it changes or on SIGHUP (core/reload.py), for as long
+    as the application runs: shops are added or removed without a restart."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        live = app[INSTALLATIONS]
+
+        async def reload() -> None:
+            live.replace(parse_installations_toml(read_config_file(path), os.environ, source=path))
+
+        watcher = FileWatcher(path, reload)
+        watcher.install_sighup()
+        task = asyncio.create_task(watcher.run())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return ctx
 
 
 def _tune_gc() -> None:

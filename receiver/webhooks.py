@@ -24,6 +24,7 @@ from core.jobs import TOPIC_JOBS, webhook_job_bytes
 from mappings.installation import Installations
 from receiver.enqueue import BatchEnqueuer, EnqueueError
 from receiver.jsoncheck import is_json
+from receiver.live import LiveInstallations
 from receiver.metrics import ReceiverMetrics
 from receiver.problems import problem
 from receiver.signature import verify
@@ -43,7 +44,7 @@ class _Rejected(Exception):
 
 
 def webhook_handler(
-    installations: Installations, enqueuer: BatchEnqueuer, metrics: ReceiverMetrics
+    installations: Installations | LiveInstallations, enqueuer: BatchEnqueuer, metrics: ReceiverMetrics
 ) -> Handler:
     """The route's handler with its collaborators bound once (not looked up per request)."""
 
@@ -96,7 +97,10 @@ def webhook_handler(
 
 
 def _accept(
-    installations: Installations, headers: Mapping[str, str], topic: str | None, body: bytes
+    installations: Installations | LiveInstallations,
+    headers: Mapping[str, str],
+    topic: str | None,
+    body: bytes,
 ) -> tuple[str, bytes] | None:
     """The dedup key and the job of an authentic delivery of a known topic; None for an authentic
     one of a topic we do not act on; `_Rejected` for anything else."""
