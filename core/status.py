@@ -82,6 +82,8 @@ async def collect(
         if record:
             entry = {_text(k): _value(v) for k, v in record.items()}
             if shop is None or entry.get("shop") == shop:
+                if entry.get("path") == "import":
+                    entry["import_phase"] = import_phase(entry)
                 full_syncs.append(entry)
     counters = {_text(k): int(v) for k, v in (await hgetall(redis, keys.counters)).items()}
     limiter = await _limiter_state(redis, keys)
@@ -98,6 +100,25 @@ async def collect(
         "suppressed_profiles": await suppressed_counts(redis, keys, [shop] if shop else shops),
         "needs_approval": await needs_approval(redis, keys, shop),
         "audits": await audits(redis, keys, [shop] if shop else shops),
+    }
+
+
+def import_phase(record: dict[str, Any]) -> dict[str, Any]:
+    """A full sync through APSIS profile imports (worker/fullsync/imports.py): its files built,
+    uploaded, processing in APSIS, verified (or failed for good), and its rows imported, sent
+    per profile instead, re-sent after verification, refused before upload."""
+    files = record.get("import_files") or {}
+    return {
+        "files_built": int(files.get("built", 0)),
+        "files_uploaded": int(files.get("uploaded", 0)),
+        "files_processing": int(files.get("processing", 0)),
+        "files_completed": int(files.get("completed", 0)),
+        "files_failed": int(files.get("failed", 0)),
+        "verified": bool(record.get("import_verified")),
+        "rows": int(record.get("import_rows") or 0),
+        "rows_per_profile": int(record.get("import_rows_per_profile") or 0),
+        "rows_resent": int(record.get("import_rows_resent") or 0),
+        "rows_refused": int(record.get("import_rows_refused") or 0),
     }
 
 

@@ -23,8 +23,6 @@ Routing (`route_customer`), given the customer's stored state (None: never synce
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -44,9 +42,9 @@ Route = Literal["import", "per_profile", "stale", "skipped", "unchanged", "refus
 
 PROFILE_KEY_COLUMN = "profile_key"
 CONSENT_YES = "true"
-# APSIS documents no per-value length; its attribute values are short texts. A value over this
-# is refused before upload (the row would fail in the import's report, which the API never shows).
-MAX_VALUE_CHARS = 2000
+# APSIS documents no per-value length; the sandbox imports values up to 1,000 characters (docs/APSIS.md,
+# worker/apsis_imports.MAX_VALUE_CHARS): a longer value is refused before upload, not skipped silently.
+MAX_VALUE_CHARS = 1000
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 _MOBILE_RE = re.compile(r"^\+[0-9]{8,15}$")  # E.164: a plus and 8 to 15 digits
 
@@ -175,9 +173,14 @@ def cell(value: JSON) -> str:
 
 
 def csv_line(cells: Sequence[str]) -> bytes:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\r\n").writerow(cells)
-    return buffer.getvalue().encode()
+    """One CSV record (RFC 4180): a field with a comma, quote or line break is quoted, quotes doubled."""
+    return (",".join(_quoted(c) for c in cells) + "\r\n").encode()
+
+
+def _quoted(text: str) -> str:
+    if any(ch in text for ch in ',"\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
 
 
 def refusal(layout: Layout, values: Mapping[str, JSON]) -> str | None:

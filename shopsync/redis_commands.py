@@ -91,6 +91,17 @@ def render_status(report: dict[str, Any]) -> None:
                 ago(s.get("started_at")),
             )
         console.print(syncs)
+        for s in report["full_syncs"]:
+            phase = s.get("import_phase")
+            if phase:  # a full sync through APSIS profile imports
+                console.print(
+                    f"import phase of {s.get('sync_id')}: files {phase['files_built']} built, "
+                    f"{phase['files_uploaded']} uploaded, {phase['files_processing']} processing, "
+                    f"{phase['files_completed']} completed, {phase['files_failed']} failed"
+                    f"{' (verified)' if phase['verified'] else ''}  ·  rows {phase['rows']} imported, "
+                    f"{phase['rows_per_profile']} per profile, {phase['rows_resent']} re-sent, "
+                    f"{phase['rows_refused']} refused"
+                )
     if report["limiters"]:
         limits = Table(title="Rate limiters")
         limits.add_column("bucket")

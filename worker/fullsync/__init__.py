@@ -18,7 +18,9 @@ from arq.worker import func
 
 from core import fullsync_control as control
 from mappings.installation import Installations
+from worker.fullsync import imports  # noqa: F401 (registers the profile-import path with the walk)
 from worker.fullsync.batches import BATCH_TIMEOUT_S, full_sync_batch
+from worker.fullsync.import_letters import RESEND_FUNCTION, RESEND_TIMEOUT_S, full_sync_import_resend
 from worker.fullsync.lease import LEASE_TTL_MS
 from worker.fullsync.reconcile import full_sync_reconcile
 from worker.fullsync.walker import WALK_TIMEOUT_S, full_sync_walk
@@ -49,6 +51,9 @@ def functions() -> list[Any]:
     return [
         func(full_sync_walk, name=control.WALK_FUNCTION, timeout=JOB_TIMEOUT_S, keep_result=0),
         func(full_sync_batch, name=control.BATCH_FUNCTION, timeout=JOB_TIMEOUT_S, keep_result=0),
+        func(
+            full_sync_import_resend, name=RESEND_FUNCTION, timeout=int(RESEND_TIMEOUT_S) + 30, keep_result=0
+        ),
     ]
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -43,6 +44,9 @@ WALK_TIMEOUT_S = WALK_SLICE_S + 120  # the slice, then finishing the page or exp
 BULK_POLL_S = 2.0
 ROOM_WAIT_S = 5.0  # a REST walk waits this long for room, then hands over (worker/fair_dispatch.py)
 ROOM_DEFER_S = 2.0
+# Walk paths besides the per-profile one register here (worker/fullsync/imports.py): given the
+# slice's walker, a walker of their own to use instead, or None.
+PATHS: list[Callable[[_Walker], Awaitable[_Walker | None]]] = []
 
 
 async def full_sync_walk(ctx: dict[str, Any], sync_id: str, gen: int) -> Any:
@@ -81,13 +85,12 @@ async def _walk(app: WorkerContext, sync_id: str, gen: int) -> dict[str, Any]:
     lease = Lease(app, SyncKeys(app.keys, sync_id).lease("walk"))
     if not await lease.acquire():
         return {"skipped": "walk lease held"}
-    walker = _Walker(app, shop, sync_id, record, lease)
     try:
+        walker = _Walker(app, shop, sync_id, record, lease)
+        for choose in PATHS:  # another path (profile imports, worker/fullsync/imports.py) may take it
+            walker = await choose(walker) or walker
         deadline = time.monotonic() + WALK_SLICE_S
-        if record.get("source") == "bulk":
-            done = await walker.bulk(deadline)
-        else:
-            done = await walker.rest(deadline)
+        done = await walker.run(deadline)
     except Exception as exc:
         if is_transient(exc):
             raise  # retried with backoff (and revived by the watchdog after the last try)
@@ -116,6 +119,8 @@ async def hand_over(app: WorkerContext, sync_id: str, gen: int, *, defer_s: floa
 
 
 class _Walker:
+    """Reads the store a page at a time into batches (the per-profile path)."""
+
     def __init__(
         self, app: WorkerContext, shop: Shop, sync_id: str, record: dict[str, Any], lease: Lease
     ) -> None:
@@ -125,6 +130,12 @@ class _Walker:
         self.pages = 0
         self.walked = 0  # customers batched by this slice
         self.defer_s = 0.0
+
+    async def run(self, deadline: float) -> bool:
+        """Walk until the slice's deadline; True when the walk is over."""
+        if self.record.get("source") == "bulk":
+            return await self.bulk(deadline)
+        return await self.rest(deadline)
 
     async def _set(self, **fields: bytes) -> None:
         await typed(self.app.redis.hset(self.keys.record, mapping=dict(fields)))

@@ -1,0 +1,66 @@
+"""Full sync through APSIS profile imports, end to end: sandbox store -> walk into CSV files ->
+the sandbox's import v2 -> verification by consent report -> stored states (real Redis, arq workers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from core import fullsync_control as control
+from core.keys import Keys
+from core.status import collect
+from sandbox.apsis.imports import imports_of
+from tests.e2e.harness import pipeline
+from tests.fullsync.helpers import FAST_LIMITS, open_limits, wait_finished
+from tests.fullsync.test_fullsync import WORKERS, store_ids
+from worker.deadletters import list_letters
+
+SYNC = {"import_threshold": 100}
+
+
+@pytest.mark.slow
+async def test_full_sync_above_the_threshold_goes_through_imports(redis_url: str, keys: Keys) -> None:
+    size = 600
+    async with pipeline(redis_url, keys, customers=size, workers=WORKERS, limits=FAST_LIMITS, sync=SYNC) as p:
+        open_limits(p.store, p.account)
+        started = await control.start_full_sync(p.redis, keys, p.shop.domain)
+        record: dict[str, Any] = await wait_finished(p.redis, keys, started.sync_id, limit_s=120)
+        assert record["state"] == "finished", record
+        assert record["path"] == "import"
+        # Every profile as the per-profile path would have written it (the oracle of the e2e tests).
+        assert p.mismatches(store_ids(size)) == []
+        assert record["seen"] == size and record["failed"] == 0
+        files = record["import_files"]
+        assert files["built"] >= 2 and files["completed"] == files["built"] and files["failed"] == 0
+        status = await collect(p.redis, keys)
+        phase = next(s["import_phase"] for s in status["full_syncs"] if s["sync_id"] == started.sync_id)
+        assert phase["files_completed"] == files["built"] and phase["verified"] and phase["rows_refused"] == 0
+        imports = imports_of(p.account).summary()
+        assert imports["imports"]["completed"] == files["built"]
+        assert imports["rows_applied"] >= record["import_rows"] > 0
+        # The stored states were saved: a second full sync finds nothing to write.
+        second = await control.start_full_sync(p.redis, keys, p.shop.domain)
+        again = await wait_finished(p.redis, keys, second.sync_id, limit_s=120)
+        assert again["state"] == "finished" and again["path"] == "import"
+        assert again["unchanged"] + again["skipped"] == size, again
+        assert imports_of(p.account).summary()["imports"]["completed"] == files["built"]
+
+
+@pytest.mark.slow
+async def test_an_import_failing_every_try_is_dead_lettered(redis_url: str, keys: Keys) -> None:
+    size = 150
+    async with pipeline(redis_url, keys, customers=size, workers=WORKERS, limits=FAST_LIMITS, sync=SYNC) as p:
+        open_limits(p.store, p.account)
+        service = imports_of(p.account)
+        service.settings.fail_next = 1000  # every import ends in `error`
+        started = await control.start_full_sync(p.redis, keys, p.shop.domain)
+        record = await wait_finished(p.redis, keys, started.sync_id, limit_s=120)
+        assert record["state"] == "finished", record
+        assert record["import_files"]["failed"] == record["import_files"]["built"] >= 1
+        assert record["import_retries"] == 2 * record["import_files"]["built"]  # 3 tries each
+        letters = [x for x in await list_letters(p.redis, keys) if x.job_id.startswith("import-failed:")]
+        assert len(letters) == record["import_files"]["built"]
+        dead = {cid for letter in letters for cid in letter.args[1]}
+        assert len(dead) == record["import_rows"]
+        assert record["failed"] == record["import_rows"]
