@@ -39,6 +39,12 @@ HELP: Mapping[str, tuple[str, str]] = {
         "counter",
         "Consent 2.0 writes by type and outcome (created, updated, unchanged; kept out: an APSIS opt-out is newer)",
     ),
+    # `shop` label: only shops of the installations file (jobs of others are parked unrun).
+    "shopsync_shop_jobs_total": ("counter", "Jobs finished, by shop and outcome"),
+    "shopsync_shop_api_requests_total": (
+        "counter",
+        "Outside API answers inside a shop's jobs, by shop, api and outcome",
+    ),
     "shopsync_suppressed_seen_total": (
         "counter",
         "Syncs that found a profile address suppressed in APSIS, by shop",

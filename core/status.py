@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 from core.keys import Keys
 from core.redis_conn import hgetall, typed
+from core.shop_status import shop_reports
 
 _IN_PROGRESS_PREFIX = "arq:in-progress:"
 _SCAN_HEAD = 1000  # in-progress jobs are among the oldest queue members; look at this many
@@ -63,8 +64,13 @@ async def audits(redis: aioredis.Redis, keys: Keys, shops: Iterable[str]) -> dic
 
 
 async def collect(
-    redis: aioredis.Redis, keys: Keys, shop: str | None = None, shops: Iterable[str] = ()
+    redis: aioredis.Redis,
+    keys: Keys,
+    shop: str | None = None,
+    shops: Iterable[str] = (),
+    accounts: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
+    shops = list(shops)
     now = time.time()
     now_ms = int(now * 1000)
     queues = [await queue_report(redis, q, now_ms) for q in keys.queues]
@@ -100,6 +106,12 @@ async def collect(
         "suppressed_profiles": await suppressed_counts(redis, keys, [shop] if shop else shops),
         "needs_approval": await needs_approval(redis, keys, shop),
         "audits": await audits(redis, keys, [shop] if shop else shops),
+        # Per shop: backlog, rate-limit use, backoff, last error (core/shop_status.py).
+        "shops": {
+            name: report
+            for name, report in (await shop_reports(redis, keys, shops, accounts)).items()
+            if shop is None or name == shop
+        },
     }
 
 

@@ -40,7 +40,8 @@ def add_routes(app: web.Application) -> None:
 
 async def get_status(request: web.Request) -> web.StreamResponse:
     shops = request.app[INSTALLATIONS].shops
-    report = await status.collect(request.app[REDIS], request.app[KEYS], shops=shops)
+    accounts = {domain: shop.apsis.client_id for domain, shop in shops.items()}
+    report = await status.collect(request.app[REDIS], request.app[KEYS], shops=shops, accounts=accounts)
     # Jobs finished so far, by outcome (from the workers' shared metrics): the page's jobs/s.
     report["jobs_total"] = await jobs_total(request.app[REDIS], request.app[KEYS])
     return json_response(report)

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from core import sharedmetrics
 from core.keys import Keys
 from core.redis_conn import hgetall
+from core.shop_status import shop_reports
 from core.status import audits, needs_approval, queue_report, suppressed_counts
 
 WORKER_ALIVE_S = 90  # three missed heartbeats
@@ -65,6 +66,7 @@ async def gauges(redis: aioredis.Redis, keys: Keys, shops: Iterable[str] = ()) -
         if record.get("total") is not None:
             total.append((labels, _number(record.get("total"))))
     waiting = await needs_approval(redis, keys)
+    per_shop = await shop_reports(redis, keys, shops)
     lines = [
         *_gauge("shopsync_queue_jobs", "Jobs in each queue, by state", depth),
         *_gauge("shopsync_queue_oldest_job_seconds", "Age of the oldest due job in each queue", oldest),
@@ -93,8 +95,38 @@ async def gauges(redis: aioredis.Redis, keys: Keys, shops: Iterable[str] = ()) -
                 for kind in ("missing", "extra", "attribute", "consent")
             ],
         ),
+        *shop_gauges(per_shop),
     ]
     return "\n".join(lines) + "\n"
+
+
+def shop_gauges(reports: dict[str, dict[str, Any]]) -> list[str]:
+    """Per-shop gauges (core/shop_status.py). Their `shop` label takes the installations file's
+    shops and shops with parked work only: bounded by the file (plus shops removed from it while
+    work of theirs waits), never by what arrives from outside."""
+    backlog: list[tuple[dict[str, Any], float]] = []
+    levels: list[tuple[dict[str, Any], float]] = []
+    backing_off: list[tuple[dict[str, Any], float]] = []
+    for shop, report in sorted(reports.items()):
+        b = report["backlog"]
+        for kind in ("realtime", "apply", "fullsync_batches_ready", "held"):
+            backlog.append(({"shop": shop, "kind": kind}, float(b[kind])))
+        for bucket, value in sorted(report["rate_limits"].items()):
+            if isinstance(value, dict) and value.get("burst"):
+                kind = bucket.split(":", 1)[0]
+                lane = bucket.rsplit("/", 1)[-1] if kind == "apsis-share" else ""
+                labels = {"shop": shop, "bucket": kind, **({"lane": lane} if lane else {})}
+                levels.append((labels, _number(value.get("level")) / _number(value.get("burst"))))
+        backing_off.append(({"shop": shop}, float(bool((report.get("backoff") or {}).get("active")))))
+    return [
+        *_gauge("shopsync_shop_backlog_jobs", "Jobs waiting per shop, by kind (real-time sampled)", backlog),
+        *_gauge(
+            "shopsync_shop_limiter_fill_ratio",
+            "Level of the shop's rate-limit buckets at their last use, as a share of the burst",
+            levels,
+        ),
+        *_gauge("shopsync_shop_backoff", "1 while the shop backs off (its API kept failing)", backing_off),
+    ]
 
 
 async def shared(redis: aioredis.Redis, keys: Keys) -> str:

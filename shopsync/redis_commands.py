@@ -9,6 +9,7 @@ takes the parsed arguments and the settings, prints for people (rich tables) or 
 from __future__ import annotations
 
 import argparse
+import time
 from typing import Any
 
 import orjson
@@ -29,7 +30,8 @@ from worker import deadletters
 
 def status(args: argparse.Namespace, settings: Settings) -> int:
     async def action(redis: aioredis.Redis, keys: Keys) -> int:
-        report = await status_mod.collect(redis, keys, shop=args.domain, shops=_shops(settings))
+        shops = _shops(settings)
+        report = await status_mod.collect(redis, keys, shop=args.domain, shops=shops, accounts=shops)
         if args.json:
             print_json(report)
         else:
@@ -39,12 +41,14 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
     return with_redis(settings, action)
 
 
-def _shops(settings: Settings) -> list[str]:
-    """The installations file's shops, for the per-shop lines (none when it cannot be read)."""
+def _shops(settings: Settings) -> dict[str, str]:
+    """The installations file's shops and their APSIS accounts, for the per-shop lines (none when
+    it cannot be read)."""
     try:
-        return list(load_installations(settings.shops_file).shops)
+        shops = load_installations(settings.shops_file).shops
     except InstallationError:
-        return []
+        return {}
+    return {domain: shop.apsis.client_id for domain, shop in shops.items()}
 
 
 def render_status(report: dict[str, Any]) -> None:
@@ -125,6 +129,7 @@ def render_status(report: dict[str, Any]) -> None:
             f"[bold red]{shop}: needs approval[/] ({reason}): its jobs wait; approve the app again"
             f" (oauth: open /auth/install?shop={shop} on the receiver)"
         )
+    render_shops(report.get("shops", {}))
     if report["recent_failures"]:
         fails = Table(title="Recent failures")
         for col in ("when", "job", "function", "try", "error"):
@@ -132,6 +137,53 @@ def render_status(report: dict[str, Any]) -> None:
         for f in report["recent_failures"][:10]:
             fails.add_row(ago(f.get("at")), f["job_id"], f["function"], str(f["try"]), f["error"][:80])
         console.print(fails)
+
+
+def render_shops(shops: dict[str, Any]) -> None:
+    """One line per shop: backlog, rate-limit use, backoff and last error (core/shop_status.py)."""
+    if not shops:
+        return
+    table = Table(title="Shops")
+    for col in (
+        "shop",
+        "weight",
+        "real-time",
+        "fs batches",
+        "fs left",
+        "held",
+        "limits",
+        "backoff",
+        "last error",
+    ):
+        table.add_column(col)
+    for name, s in sorted(shops.items()):
+        b = s["backlog"]
+        limits = ", ".join(
+            f"{bucket.split(':', 1)[0]} {float(v.get('level', 0)):.0f}/{float(v.get('burst', 0)):.0f}"
+            f" @{float(v.get('rate_per_s', 0)):.0f}/s"
+            for bucket, v in sorted(s["rate_limits"].items())
+            if isinstance(v, dict)
+        )
+        backoff = s.get("backoff") or {}
+        error = s.get("last_error") or {}
+        table.add_row(
+            name if s.get("in_installations") else f"{name} (removed: parked)",
+            str(s.get("weight") or "-"),
+            f"{b['realtime'] + b['apply']}{'+' if b['sampled'] else ''}",
+            str(b["fullsync_batches_ready"]),
+            "-" if b["fullsync_customers_left"] is None else str(b["fullsync_customers_left"]),
+            str(b["held"]),
+            limits or "-",
+            f"{float(backoff['until']) - time.time():.0f}s more: {backoff.get('reason', '')}"
+            if backoff.get("active")
+            else "-",
+            f"{ago(error.get('at'))}: {error.get('api') or error.get('job', '')} {error.get('status') or error.get('error', '')}"[
+                :70
+            ]
+            if error
+            else "-",
+        )
+    console.print(table)
 
 
 # --- jobs ------------------------------------------------------------------------------------

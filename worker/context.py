@@ -70,6 +70,7 @@ class WorkerContext:
         self.metrics = SharedMetrics(self.redis, self.keys.metrics)
         worker_metrics.add_sink(self.metrics)  # API-client metrics reach Redis too
         worker_metrics.add_sink(self.observer)  # and each shop's answers its backoff
+        self.observer.counts = self.metrics
         self.limiter = RateLimiter(self.redis, self.keys)
         self.customers = CustomerStore(self.redis, self.keys)
 

@@ -81,6 +81,7 @@ class ApiObserver:
     def __init__(self, clock: Any = time.monotonic) -> None:
         self.clock = clock
         self.shops: dict[str, _Answers] = {}
+        self.counts: Any = None  # a metrics sink for the per-shop answer counter (the shared metrics)
 
     def inc(self, name: str, labels: Mapping[str, str] | None = None, value: float = 1.0) -> None:
         if name != REQUESTS_METRIC or labels is None:
@@ -90,6 +91,12 @@ class ApiObserver:
             return
         status = str(labels.get("status", ""))
         failed = status in ("error", "429") or status.startswith("5")
+        if self.counts is not None:
+            outcome = "throttled" if status == "429" else "failed" if failed else "ok"
+            api = str(labels.get("api", ""))
+            self.counts.inc(
+                "shopsync_shop_api_requests_total", {"shop": shop, "api": api, "outcome": outcome}
+            )
         answers = self.shops.setdefault(shop, _Answers())
         answers.events.append((self.clock(), failed))
         answers.streak = 0 if failed else answers.streak + 1
