@@ -1,0 +1,139 @@
+"""The fair full-sync dispatcher against real Redis: weighted round-robin across shops, the
+look-ahead bound, parked shops (removed from the file, backing off) skipped, nothing lost."""
+
+from __future__ import annotations
+
+import time
+
+import redis.asyncio as aioredis
+
+from core.jobs import JOB_TTL_MS, job_bytes
+from core.keys import Keys
+from worker import fair_dispatch
+
+
+async def _ready(redis: aioredis.Redis, keys: Keys, shop: str, n: int) -> list[str]:
+    ids = [f"fullsync:{shop}:batch:{i}" for i in range(n)]
+    async with redis.pipeline(transaction=True) as pipe:
+        for job_id in ids:
+            pipe.psetex(f"arq:job:{job_id}", JOB_TTL_MS, job_bytes("full_sync_batch", (shop, 0)))
+            fair_dispatch.push_ready(pipe, keys, shop, job_id)
+        await pipe.execute()
+    return ids
+
+
+async def _cleanup(redis: aioredis.Redis, ids: list[str]) -> None:
+    if ids:
+        await redis.delete(*(f"arq:job:{i}" for i in ids))
+
+
+async def test_weighted_round_robin_across_shops(redis: aioredis.Redis, keys: Keys) -> None:
+    await fair_dispatch.set_weights(
+        redis, keys, {"a.myshopify.com": 2, "b.myshopify.com": 1, "c.myshopify.com": 1}
+    )
+    ids = [
+        *await _ready(redis, keys, "a.myshopify.com", 8),
+        *await _ready(redis, keys, "b.myshopify.com", 8),
+        *await _ready(redis, keys, "c.myshopify.com", 2),
+    ]
+    try:
+        picked = await fair_dispatch.dispatch(redis, keys, lookahead=100)
+        # Smooth weighted round-robin: per round of four, A twice, B and C once each.
+        a, b, c = "a.myshopify.com", "b.myshopify.com", "c.myshopify.com"
+        assert picked[:4] == [a, b, c, a]
+        for start in range(0, 8, 4):
+            window = picked[start : start + 4]
+            assert (window.count(a), window.count(b), window.count(c)) == (2, 1, 1)
+        assert sorted(picked) == sorted(
+            ["a.myshopify.com"] * 8 + ["b.myshopify.com"] * 8 + ["c.myshopify.com"] * 2
+        )
+        # C done, A keeps twice B's share: in the next 6 picks A four times, B twice.
+        assert (picked[8:14].count(a), picked[8:14].count(b)) == (4, 2)
+        # Every job is on the queue exactly once, none left in a ready list.
+        queued = {m.decode() for m in await redis.zrange(keys.fullsync_queue, 0, -1)}
+        assert queued == set(ids)
+        for shop in ("a", "b", "c"):
+            assert await redis.llen(keys.fair_ready(f"{shop}.myshopify.com")) == 0
+    finally:
+        await _cleanup(redis, ids)
+
+
+async def test_late_shop_is_served_at_its_turn_not_after_the_backlog(
+    redis: aioredis.Redis, keys: Keys
+) -> None:
+    await fair_dispatch.set_weights(redis, keys, {"a.myshopify.com": 1, "b.myshopify.com": 1})
+    ids = await _ready(redis, keys, "a.myshopify.com", 20)
+    try:
+        first = await fair_dispatch.dispatch(redis, keys, lookahead=4)
+        assert first == ["a.myshopify.com"] * 4
+        # Nothing started: the look-ahead is full, nothing more is dispatched.
+        assert await fair_dispatch.dispatch(redis, keys, lookahead=4) == []
+        ids += await _ready(redis, keys, "b.myshopify.com", 5)  # B starts its sync later
+        # Two of A's dispatched jobs finish (arq drops them from the queue): two slots, B first.
+        done = [m.decode() for m in await redis.zrange(keys.fullsync_queue, 0, 1)]
+        await redis.zrem(keys.fullsync_queue, *done)
+        # B's first batch is among the next two, not behind A's sixteen waiting ones.
+        assert sorted(await fair_dispatch.dispatch(redis, keys, lookahead=4)) == [
+            "a.myshopify.com",
+            "b.myshopify.com",
+        ]
+        # A job that started (arq's in-progress mark) no longer counts as waiting.
+        running = (await redis.zrange(keys.fullsync_queue, 0, 0))[0].decode()
+        await redis.set(f"arq:in-progress:{running}", b"1", px=5000)
+        assert await fair_dispatch.dispatch(redis, keys, lookahead=4) == ["a.myshopify.com"]
+        assert await redis.scard(keys.fair_inflight) == 5
+        # From here on the two alternate as slots free up.
+        for _ in range(3):
+            await redis.zrem(keys.fullsync_queue, (await redis.zrange(keys.fullsync_queue, -1, -1))[0])
+        assert await fair_dispatch.dispatch(redis, keys, lookahead=4) == [
+            "b.myshopify.com",
+            "a.myshopify.com",
+            "b.myshopify.com",
+        ]
+    finally:
+        await _cleanup(redis, ids)
+
+
+async def test_parked_shops_are_skipped_and_keep_their_jobs(redis: aioredis.Redis, keys: Keys) -> None:
+    await fair_dispatch.set_weights(
+        redis, keys, {"a.myshopify.com": 1, "b.myshopify.com": 1, "c.myshopify.com": 1}
+    )
+    ids = [
+        *await _ready(redis, keys, "a.myshopify.com", 3),
+        *await _ready(redis, keys, "b.myshopify.com", 3),
+        *await _ready(redis, keys, "c.myshopify.com", 3),
+    ]
+    try:
+        dropped = await fair_dispatch.set_weights(redis, keys, {"a.myshopify.com": 1, "c.myshopify.com": 1})
+        assert dropped == ["b.myshopify.com"]  # removed from the installations file
+        await redis.hset(keys.shop_backoff("c.myshopify.com"), "until", str(time.time() + 60))  # backing off
+        picked = await fair_dispatch.dispatch(redis, keys, lookahead=100)
+        assert picked == ["a.myshopify.com"] * 3
+        assert await redis.llen(keys.fair_ready("b.myshopify.com")) == 3
+        assert await redis.llen(keys.fair_ready("c.myshopify.com")) == 3
+        assert await fair_dispatch.is_ready(
+            redis, keys, "b.myshopify.com", "fullsync:b.myshopify.com:batch:1"
+        )
+        # Back in the file, backoff over: their jobs go out, none lost, none twice.
+        await fair_dispatch.set_weights(
+            redis, keys, {"a.myshopify.com": 1, "b.myshopify.com": 1, "c.myshopify.com": 1}
+        )
+        await redis.hset(keys.shop_backoff("c.myshopify.com"), "until", str(time.time() - 1))
+        picked = await fair_dispatch.dispatch(redis, keys, lookahead=100)
+        assert sorted(picked) == ["b.myshopify.com"] * 3 + ["c.myshopify.com"] * 3
+        assert await redis.zcard(keys.fullsync_queue) == 9
+    finally:
+        await _cleanup(redis, ids)
+
+
+async def test_park_batch_puts_it_first_in_its_shops_list(redis: aioredis.Redis, keys: Keys) -> None:
+    await fair_dispatch.set_weights(redis, keys, {"a.myshopify.com": 1})
+    ids = await _ready(redis, keys, "a.myshopify.com", 2)
+    new_id = await fair_dispatch.park_batch(redis, keys, "fs-1", 7, "a.myshopify.com")
+    ids.append(new_id)
+    try:
+        assert (await redis.lindex(keys.fair_ready("a.myshopify.com"), 0)).decode() == new_id
+        assert (await redis.hget(f"{keys.full_sync_record('fs-1')}:pending", "7")).decode() == new_id
+        assert await redis.exists(f"arq:job:{new_id}")
+    finally:
+        await _cleanup(redis, ids)
