@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 
 from core.jobs import JOB_TTL_MS, job_bytes
 from core.keys import Keys
+from core.redis_conn import typed
 from worker import fair_dispatch
 
 
@@ -53,7 +54,7 @@ async def test_weighted_round_robin_across_shops(redis: aioredis.Redis, keys: Ke
         queued = {m.decode() for m in await redis.zrange(keys.fullsync_queue, 0, -1)}
         assert queued == set(ids)
         for shop in ("a", "b", "c"):
-            assert await redis.llen(keys.fair_ready(f"{shop}.myshopify.com")) == 0
+            assert await typed(redis.llen(keys.fair_ready(f"{shop}.myshopify.com"))) == 0
     finally:
         await _cleanup(redis, ids)
 
@@ -81,7 +82,7 @@ async def test_late_shop_is_served_at_its_turn_not_after_the_backlog(
         running = (await redis.zrange(keys.fullsync_queue, 0, 0))[0].decode()
         await redis.set(f"arq:in-progress:{running}", b"1", px=5000)
         assert await fair_dispatch.dispatch(redis, keys, lookahead=4) == ["a.myshopify.com"]
-        assert await redis.scard(keys.fair_inflight) == 5
+        assert await typed(redis.scard(keys.fair_inflight)) == 5
         # From here on the two alternate as slots free up.
         for _ in range(3):
             await redis.zrem(keys.fullsync_queue, (await redis.zrange(keys.fullsync_queue, -1, -1))[0])
@@ -106,11 +107,13 @@ async def test_parked_shops_are_skipped_and_keep_their_jobs(redis: aioredis.Redi
     try:
         dropped = await fair_dispatch.set_weights(redis, keys, {"a.myshopify.com": 1, "c.myshopify.com": 1})
         assert dropped == ["b.myshopify.com"]  # removed from the installations file
-        await redis.hset(keys.shop_backoff("c.myshopify.com"), "until", str(time.time() + 60))  # backing off
+        await typed(
+            redis.hset(keys.shop_backoff("c.myshopify.com"), "until", str(time.time() + 60))
+        )  # backing off
         picked = await fair_dispatch.dispatch(redis, keys, lookahead=100)
         assert picked == ["a.myshopify.com"] * 3
-        assert await redis.llen(keys.fair_ready("b.myshopify.com")) == 3
-        assert await redis.llen(keys.fair_ready("c.myshopify.com")) == 3
+        assert await typed(redis.llen(keys.fair_ready("b.myshopify.com"))) == 3
+        assert await typed(redis.llen(keys.fair_ready("c.myshopify.com"))) == 3
         assert await fair_dispatch.is_ready(
             redis, keys, "b.myshopify.com", "fullsync:b.myshopify.com:batch:1"
         )
@@ -118,7 +121,7 @@ async def test_parked_shops_are_skipped_and_keep_their_jobs(redis: aioredis.Redi
         await fair_dispatch.set_weights(
             redis, keys, {"a.myshopify.com": 1, "b.myshopify.com": 1, "c.myshopify.com": 1}
         )
-        await redis.hset(keys.shop_backoff("c.myshopify.com"), "until", str(time.time() - 1))
+        await typed(redis.hset(keys.shop_backoff("c.myshopify.com"), "until", str(time.time() - 1)))
         picked = await fair_dispatch.dispatch(redis, keys, lookahead=100)
         assert sorted(picked) == ["b.myshopify.com"] * 3 + ["c.myshopify.com"] * 3
         assert await redis.zcard(keys.fullsync_queue) == 9
@@ -132,8 +135,9 @@ async def test_park_batch_puts_it_first_in_its_shops_list(redis: aioredis.Redis,
     new_id = await fair_dispatch.park_batch(redis, keys, "fs-1", 7, "a.myshopify.com")
     ids.append(new_id)
     try:
-        assert (await redis.lindex(keys.fair_ready("a.myshopify.com"), 0)).decode() == new_id
-        assert (await redis.hget(f"{keys.full_sync_record('fs-1')}:pending", "7")).decode() == new_id
+        first: object = await typed(redis.lindex(keys.fair_ready("a.myshopify.com"), 0))
+        pending: object = await typed(redis.hget(f"{keys.full_sync_record('fs-1')}:pending", "7"))
+        assert first == pending == new_id.encode()
         assert await redis.exists(f"arq:job:{new_id}")
     finally:
         await _cleanup(redis, ids)

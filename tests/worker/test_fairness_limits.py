@@ -1,0 +1,169 @@
+"""A shop's share of a shared APSIS account, the full sync's headroom for real-time work, the lane
+semaphores and the per-shop backoff's decisions, against real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import time
+
+import pytest
+import redis.asyncio as aioredis
+
+from core.keys import Keys
+from core.redis_conn import typed
+from mappings.installation import ApsisAccount, Limits
+from worker import lanes, shop_backoff
+from worker.ratelimit import RateLimiter, apsis_account_bucket
+from worker.ratelimit.limiter import LaneSemaphore
+
+ACCOUNT = ApsisAccount("http://apsis", "shared-client", "secret", "ks")
+LIMITS = Limits(apsis_requests_per_s=100.0, safety=1.0)
+
+
+def _in(shop: str | None, lane: lanes.Lane) -> contextvars.Context:
+    ctx = contextvars.copy_context()
+    ctx.run(lanes.SHOP.set, shop)
+    ctx.run(lanes.LANE.set, lane)
+    return ctx
+
+
+async def _seed_usage(redis: aioredis.Redis, keys: Keys, who: str, count: int) -> None:
+    """`who` made `count` requests in the last whole second (as the SHARE script counts them)."""
+    sec = int((await redis.time())[0])
+    await typed(redis.hset(keys.limiter("apsis-share-use:shared-client"), f"{who}|{sec - 1}", str(count)))
+
+
+async def _share_waits(limiter: RateLimiter, who: str, lane: lanes.Lane, n: int) -> list[float]:
+    """Reserve `n` share slots at once (no sleeping) and return each one's wait."""
+    waits = []
+    bucket = apsis_account_bucket(ACCOUNT, LIMITS)
+    name = f"apsis-share:shared-client:{who}/{lane}"
+    for _ in range(n):
+        _ok, wait_us, _cap, _n = await limiter._share(
+            keys=[
+                limiter.keys.limiter(name),
+                limiter.keys.limiter("apsis-share-use:shared-client"),
+                limiter.registry_key,
+            ],
+            args=[str(bucket.rate_per_s), f"{who}/{lane}", "2", "1", 60_000_000, "0.1", name],
+        )
+        waits.append(int(wait_us) / 1e6)
+    return waits
+
+
+async def test_alone_a_shop_has_the_whole_account(redis: aioredis.Redis, keys: Keys) -> None:
+    limiter = RateLimiter(redis, keys)
+    assert await _share_waits(limiter, "a.myshopify.com", "realtime", 50) == [0.0] * 50
+
+
+async def test_two_busy_shops_split_the_account(redis: aioredis.Redis, keys: Keys) -> None:
+    limiter = RateLimiter(redis, keys)
+    await _seed_usage(redis, keys, "b.myshopify.com/realtime", 90)  # B took 90 of 100 last second
+    waits = await _share_waits(limiter, "a.myshopify.com", "realtime", 12)
+    # A's cap: max(100 / 2, 100 - 90) = 50/s, a burst of 2: the k-th slot 20 ms after the one before.
+    assert waits[:2] == [0.0, 0.0]
+    assert waits[11] == pytest.approx(10 * 0.020, abs=0.002)
+
+
+async def test_a_quiet_neighbour_leaves_its_unused_part(redis: aioredis.Redis, keys: Keys) -> None:
+    limiter = RateLimiter(redis, keys)
+    await _seed_usage(redis, keys, "b.myshopify.com/realtime", 10)
+    waits = await _share_waits(limiter, "a.myshopify.com", "realtime", 12)
+    assert waits[11] == pytest.approx(10 / 90, abs=0.002)  # cap 100 - 10 = 90/s
+
+
+async def test_a_full_sync_leaves_headroom_for_real_time(redis: aioredis.Redis, keys: Keys) -> None:
+    limiter = RateLimiter(redis, keys)
+    await _seed_usage(redis, keys, "b.myshopify.com/realtime", 20)
+    waits = await _share_waits(limiter, "a.myshopify.com", "bulk", 12)
+    # max(50, 100 - 20) - 10 (headroom) = 70/s: with B's 20/s the account stays under 100/s.
+    assert waits[11] == pytest.approx(10 / 70, abs=0.002)
+
+
+async def test_acquire_takes_the_share_inside_a_shops_job(redis: aioredis.Redis, keys: Keys) -> None:
+    limiter = RateLimiter(redis, keys)
+    bucket = apsis_account_bucket(ACCOUNT, LIMITS)
+    await _seed_usage(redis, keys, "b.myshopify.com/bulk", 100)
+    ctx = _in("a.myshopify.com", "realtime")
+    started = time.monotonic()
+    for _ in range(6):
+        await asyncio.get_running_loop().create_task(limiter.acquire_bucket(bucket), context=ctx)
+    # Share 50/s (burst 2) then the account bucket (100/s): about 4 * 20 ms.
+    assert time.monotonic() - started >= 0.07
+    state = await typed(
+        redis.hget(keys.limiter("state"), "apsis-share:shared-client:a.myshopify.com/realtime")
+    )
+    assert state is not None  # listed for the status pages
+
+
+async def test_a_backing_off_shop_sends_nothing(redis: aioredis.Redis, keys: Keys) -> None:
+    limiter = RateLimiter(redis, keys)
+    bucket = apsis_account_bucket(ACCOUNT, LIMITS)
+    lanes.set_parked({"a.myshopify.com": (time.time() + 30, "5 of 5 apsis answers failed")})
+    try:
+        with pytest.raises(lanes.ShopParkedError):
+            await asyncio.get_running_loop().create_task(
+                limiter.acquire_bucket(bucket), context=_in("a.myshopify.com", "realtime")
+            )
+        # Another shop on the same account goes on.
+        await asyncio.get_running_loop().create_task(
+            limiter.acquire_bucket(bucket), context=_in("b.myshopify.com", "realtime")
+        )
+    finally:
+        lanes.set_parked({})
+
+
+async def test_bulk_requests_never_hold_real_time_permits() -> None:
+    semaphore = LaneSemaphore(4)
+    loop = asyncio.get_running_loop()
+
+    async def hold_bulk(release: asyncio.Event) -> None:
+        async with semaphore:
+            await release.wait()
+
+    release = asyncio.Event()
+    bulk = [loop.create_task(hold_bulk(release), context=_in("a", "bulk")) for _ in range(10)]
+    await asyncio.sleep(0.01)
+    # Bulk has its 3 permits (three quarters of 4) and 7 waiting; real time gets in at once.
+    got = loop.create_task(asyncio.wait_for(semaphore.acquire(), 0.1), context=_in("b", "realtime"))
+    assert await got is True
+    loop.call_soon(semaphore.release, context=_in("b", "realtime"))
+    release.set()
+    await asyncio.gather(*bulk)
+
+
+def test_backoff_verdict_needs_a_long_run_of_failures() -> None:
+    now = [1000.0]
+    observer = shop_backoff.ApiObserver(clock=lambda: now[0])
+    ctx = _in("a.myshopify.com", "realtime")
+
+    def answer(status: str) -> None:
+        ctx.run(
+            observer.inc, "shopsync_api_requests_total", {"api": "apsis", "status": status, "route": "/x"}
+        )
+
+    for _ in range(20):  # a burst of 503s within a second: not a long outage
+        answer("503")
+    assert observer.verdict("a.myshopify.com") is None
+    for _ in range(10):
+        now[0] += 1.0
+        answer("503")
+    assert "apsis" in (observer.verdict("a.myshopify.com") or "")
+    # Mostly successes: no backoff, whatever the failures.
+    for _ in range(100):
+        answer("200")
+    assert observer.verdict("a.myshopify.com") is None
+    assert observer.verdict("b.myshopify.com") is None  # another shop saw nothing
+
+
+async def test_trip_doubles_and_close_resets(redis: aioredis.Redis, keys: Keys) -> None:
+    shop = "a.myshopify.com"
+    assert await shop_backoff.trip(redis, keys, shop, "503s") == shop_backoff.FIRST_S
+    assert await shop_backoff.trip(redis, keys, shop, "503s") == 0  # already open
+    await typed(redis.hset(keys.shop_backoff(shop), "until", str(time.time() - 1)))  # lapsed, not recovered
+    assert await shop_backoff.trip(redis, keys, shop, "503s") == 2 * shop_backoff.FIRST_S
+    records = await shop_backoff.records(redis, keys)
+    assert records[shop]["trips"] == 2 and records[shop]["reason"] == "503s"
+    assert await shop_backoff.close(redis, keys, shop)
+    assert await shop_backoff.trip(redis, keys, shop, "429s") == shop_backoff.FIRST_S
