@@ -167,6 +167,9 @@ async def shopify(
     redis: Redis, keys: Keys, limiter: RateLimiter
 ) -> AsyncIterator[tuple[ShopifyClient, Store]]:
     store = Store(size=600)
+    # A Plus shop (1,000 points/s): these tests are about what the client reads, not about the
+    # bucket (the tests below set their own), and a Standard bucket makes the walks a minute long.
+    store.rate_limit.plan = "plus"
     async with ShopifySandbox(store) as sandbox:
         shop = Shop(
             domain=store.domain,
