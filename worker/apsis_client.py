@@ -33,9 +33,9 @@ from core.logging import get_logger
 from mappings.installation import ApsisAccount, Limits
 from worker.apsis_consent import (
     CONSENT_OUTCOMES,
-    ConsentForbiddenError,
     ConsentOutcome,
     ProfileConsents,
+    consent_forbidden,
     parse_profile_consents,
 )
 from worker.apsis_definitions import channel_discriminator, current_versions
@@ -365,15 +365,7 @@ class ApsisClient:
             "apsis", answer.status, answer.body, retry_after=retry_after, method=method, route=route
         )
         if consent_route and answer.status == 403:
-            error = ConsentForbiddenError(
-                "apsis",
-                403,
-                error.title,
-                f"{error.detail} (the keyspace may not manage consent: its manage_subscriptions flag must be"
-                " true, see `shopsync check`)",
-                method=method,
-                route=route,
-            )
+            error = consent_forbidden(error)
         elif isinstance(error, AuthError):
             log.error("apsis_auth_failed", status=answer.status, client_id=self.account.client_id)
         raise error

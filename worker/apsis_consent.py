@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from worker.errors import PermanentApiError
+from worker.errors import ApiError, PermanentApiError
 
 ConsentOutcome = Literal["created", "updated", "unchanged"]
 CONSENT_OUTCOMES: dict[int, ConsentOutcome] = {201: "created", 204: "updated", 200: "unchanged"}
@@ -16,6 +16,19 @@ CONSENT_OUTCOMES: dict[int, ConsentOutcome] = {201: "created", 204: "updated", 2
 
 class ConsentForbiddenError(PermanentApiError):
     """403 on a consent route: the keyspace may not manage consent (`manage_subscriptions`)."""
+
+
+def consent_forbidden(error: ApiError) -> ConsentForbiddenError:
+    """A consent route's 403, its detail saying what to fix."""
+    return ConsentForbiddenError(
+        "apsis",
+        403,
+        error.title,
+        f"{error.detail} (the keyspace may not manage consent: its manage_subscriptions flag must be"
+        " true, see `shopsync check`)",
+        method=error.method,
+        route=error.route,
+    )
 
 
 @dataclass(frozen=True, slots=True)
