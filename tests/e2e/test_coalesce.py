@@ -18,7 +18,8 @@ from sandbox.shopify.serialize import serialize_customer
 from shopsync import jobview
 from tests.e2e.harness import DOMAIN, SECTION_MAIN, Pipeline, pipeline
 from tests.e2e.test_realtime_failures import _undeprecate
-from worker import coalesce, deadletters, jobs, runtime
+from worker import apsis_client, coalesce, deadletters, jobs, runtime
+from worker.retry import RetryPolicy
 from worker.sync import Applied, apply_pending
 
 FIRST_NAME = "1002"  # demo.toml: first_name's attribute version in the main section
@@ -172,6 +173,9 @@ async def test_an_apply_job_that_fails_mid_apply_is_retried_with_its_updates(
     redis_url: str, keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(runtime, "backoff_s", lambda _try: 0.2)
+    # The client's own retries would sit out 30 s of the outage before the job fails once.
+    fast = RetryPolicy(max_attempts=2, base_delay_s=0.05, max_delay_s=0.1, budget_s=1.0)
+    monkeypatch.setattr(apsis_client, "RetryPolicy", lambda: fast)
     async with pipeline(redis_url, keys, customers=3, workers=()) as p:
         cid = await changed_customer(p, "Outage")
         first = await jobs.sync_customer(ctx(p), delivery(p, cid, "w-1", waited_s=5.0))
