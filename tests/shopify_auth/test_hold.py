@@ -94,9 +94,18 @@ async def test_held_then_released_once_connected(app: WorkerContext, authority: 
 
 
 async def test_release_skips_shops_still_needing_approval(app: WorkerContext) -> None:
-    job = held.HeldJob("j", "f", [], app.keys.realtime_queue, "other.myshopify.com", "refresh refused", 0.0)
+    domain = next(iter(app.installations.shops))  # a shop of the file: others' jobs stay parked
+    await app.redis.set(app.keys.shopify_reconnect_probe(domain), "0")  # this period's probe is taken
+    job = held.HeldJob("j", "f", [], app.keys.realtime_queue, domain, "refresh refused", 0.0)
     await held.hold(app.redis, app.keys, job)
-    await typed(app.redis.hset(app.keys.needs_approval, "other.myshopify.com", "refresh refused"))
+    await typed(app.redis.hset(app.keys.needs_approval, domain, "refresh refused"))
     assert await app.release_held() == 0
-    await typed(app.redis.hdel(app.keys.needs_approval, "other.myshopify.com"))
+    await typed(app.redis.hdel(app.keys.needs_approval, domain))
     assert await app.release_held() == 1
+
+
+async def test_jobs_of_a_shop_out_of_the_file_stay_held(app: WorkerContext) -> None:
+    job = held.HeldJob("j", "f", [], app.keys.realtime_queue, "other.myshopify.com", "removed", 0.0)
+    await held.hold(app.redis, app.keys, job)
+    assert await app.release_held() == 0
+    assert await app.blocked_shops() == {"other.myshopify.com": "not in the installations file"}
