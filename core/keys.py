@@ -89,6 +89,36 @@ class Keys:
         """JSON: the last drift audit's counts and time (`shopsync audit`, worker/audit.py)."""
         return f"{self.prefix}:audit:{shop}"
 
+    @property
+    def audit_queue(self) -> str:
+        """Scheduled drift audits (worker/audit_schedule.py): long, low-priority jobs on their own
+        queue, so their long timeout never delays the re-run of a killed worker's full-sync jobs."""
+        return f"{self.prefix}:queue:audit"
+
+    def audit_lease(self, shop: str) -> str:
+        """The running audit's holder id, with a renewed expiry: one scheduled audit per shop at once."""
+        return f"{self.prefix}:audit-lease:{shop}"
+
+    def audit_queued(self, shop: str) -> str:
+        """Set while a scheduled audit job of the shop waits in the audit queue (no second enqueue)."""
+        return f"{self.prefix}:audit-queued:{shop}"
+
+    def audit_schedule(self, shop: str) -> str:
+        """Hash: the scheduled audit's last start, end and failure (times, error line)."""
+        return f"{self.prefix}:audit-schedule:{shop}"
+
+    def audit_report(self, shop: str, run: str, n: int) -> str:
+        """Hash profile key -> JSON row: the n-th APSIS consent report of an audit run, staged."""
+        return f"{self.prefix}:audit-run:{shop}:{run}:report:{n}"
+
+    def audit_seen(self, shop: str, run: str) -> str:
+        """Set: the customer ids an audit run's walk of the store has seen."""
+        return f"{self.prefix}:audit-run:{shop}:{run}:seen"
+
+    def audit_left(self, shop: str, run: str) -> str:
+        """Set: ids APSIS or the sync state knows that an audit run's walk did not see."""
+        return f"{self.prefix}:audit-run:{shop}:{run}:left"
+
     def product(self, shop: str, product_id: str | int) -> str:
         return f"{self.prefix}:product:{shop}:{product_id}"
 
