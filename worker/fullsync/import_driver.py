@@ -173,7 +173,7 @@ class Driver:
         await acquire_slot(self.app, self.client_id, self._member(file))  # renews the lease
         status = await self.imports.import_status(file.section, file.import_id)
         if status.status == "completed":
-            file.state = "completed"
+            file.state, file.extra["completed_at"] = "completed", time.time()
             await release_slot(self.app, self.client_id, self._member(file))
             await self._save(file)
             log.info("full_sync_import_completed", sync_id=self.walker.sync_id, file=file.number)
