@@ -114,6 +114,10 @@ class SyncSettings:
     # A full sync of a store with more customers than this goes through APSIS profile imports
     # (worker/fullsync/imports.py); at or below it, one profile at a time. 0: never through imports.
     import_threshold: int = DEFAULT_IMPORT_THRESHOLD
+    # A drift audit every this many seconds in the worker pool (worker/audit_schedule.py); None: none.
+    audit_interval_s: int | None = None
+    # A scheduled audit enqueues the fixes it finds (worker/audit_repair.py); off unless set.
+    audit_repair: bool = False
 
 
 AUTH_MODES = ("static", "client_credentials", "oauth")

@@ -308,7 +308,11 @@ def _parse_orders(ctx: ParseContext, raw: Any, key: str) -> OrderSettings:
 
 def _parse_sync(ctx: ParseContext, raw: Any, key: str) -> SyncSettings:
     table = ctx.table(raw, key)
-    ctx.only(table, key, ("reconcile_interval", "bulk_export", "import_threshold", "weight"))
+    ctx.only(
+        table,
+        key,
+        ("reconcile_interval", "bulk_export", "import_threshold", "weight", "audit_interval", "audit_repair"),
+    )
     weight = table.get("weight", 1)
     if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= 100:
         raise ctx.fail(join_key(key, "weight"), f"must be a whole number from 1 to 100, not {weight!r}")
@@ -323,7 +327,32 @@ def _parse_sync(ctx: ParseContext, raw: Any, key: str) -> SyncSettings:
         bulk_export=ctx.boolean(table, key, "bulk_export", False),
         import_threshold=threshold,
         weight=weight,
+        audit_interval_s=_interval(ctx, table.get("audit_interval"), join_key(key, "audit_interval")),
+        audit_repair=ctx.boolean(table, key, "audit_repair", False),
     )
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+MIN_AUDIT_INTERVAL_S = 600  # an audit reads the whole store: not more often than every 10 minutes
+
+
+def _interval(ctx: ParseContext, value: Any, key: str) -> int | None:
+    """`[shop.sync] audit_interval`: seconds (a whole number) or a duration such as "24h", "90m",
+    "7d" (units s, m, h, d); absent: no scheduled audit."""
+    if value is None:
+        return None
+    seconds: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        seconds = value
+    elif isinstance(value, str) and value[:-1].isdigit() and value[-1:] in _UNITS:
+        seconds = int(value[:-1]) * _UNITS[value[-1]]
+    elif isinstance(value, str) and value.isdigit():
+        seconds = int(value)
+    if seconds is None:
+        raise ctx.fail(key, f'must be seconds or a duration such as "24h", "90m", "7d", not {value!r}')
+    if seconds < MIN_AUDIT_INTERVAL_S:
+        raise ctx.fail(key, f"must be at least {MIN_AUDIT_INTERVAL_S} seconds (10m), not {seconds}")
+    return seconds
 
 
 def _url(ctx: ParseContext, value: str, key: str) -> str:
