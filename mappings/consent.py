@@ -14,7 +14,12 @@ address receives nothing more because it is no longer the profile's.
   and topic. Consent writes are never forced: re-sending an opt-in would override an opt-out given
   in APSIS since (an unsubscribe link), which only a newer change in Shopify may do.
 - `guard_opt_ins`: before an opt-in is sent, the profile's consents read from APSIS decide whether
-  it still may be: an opt-out there newer than Shopify's consent stays.
+  it still may be: an opt-out there newer than Shopify's consent stays. An opt-out this service
+  wrote does not hold back Shopify's newer subscribe: one written per profile carries our `source`;
+  one written by a profile import carries whatever source APSIS gives imports (the import request
+  has no source field), so the import leaves a mark per opt-out in the customer's stored marks
+  (`imported_mark`, the time the import was seen completed) and an opt-out no newer than that
+  mark is ours (`written_by_us`). An opt-out given in APSIS after the import is newer: it stays.
 """
 
 from __future__ import annotations
@@ -30,6 +35,10 @@ OPT_OUT_STATES: Final = frozenset({"unsubscribed", "redacted", "invalid"})
 QUIET_STATES: Final = frozenset({"not_subscribed", "pending"})
 # APSIS consent types that let a profile receive a topic.
 APSIS_OPTED_IN: Final = frozenset({"opt-in", "confirmed-opt-in"})
+IMPORTED_PREFIX: Final = "imported_out:"
+# APSIS's clock against ours: an import's opt-out stamped up to this much after we saw the import
+# complete is still the import's.
+IMPORT_CLOCK_SLACK_S: Final = 2.0
 
 
 def decide(state: Any, previous: Any) -> ConsentType | None:
@@ -76,6 +85,28 @@ class ApsisConsent(NamedTuple):
     type: str
     modified_at: datetime | None
     ours: bool = False
+
+
+def imported_mark(key: ConsentKey) -> str:
+    """The name of the stored mark saying a profile import wrote an opt-out for `key`."""
+    return f"{IMPORTED_PREFIX}{key.section}|{key.channel}|{key.topic}"
+
+
+def written_by_us(
+    key: ConsentKey,
+    kind: str,
+    modified_at: datetime | None,
+    source_ours: bool,
+    marks: Mapping[str, float],
+) -> bool:
+    """Whether APSIS's consent for `key` is one this service wrote: our `source`, or an opt-out a
+    profile import of ours wrote (its mark, and APSIS's time no newer than the mark)."""
+    if source_ours:
+        return True
+    if kind != OPT_OUT or modified_at is None:
+        return False
+    imported_at = marks.get(imported_mark(key))
+    return imported_at is not None and modified_at.timestamp() <= imported_at + IMPORT_CLOCK_SLACK_S
 
 
 class Guarded(NamedTuple):

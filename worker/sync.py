@@ -215,7 +215,7 @@ async def _apply(
         marks[_PATCHED] = time.time()
     # Opt-ins and address changes ask APSIS first: an opt-out given there since stays (Consent 2.0).
     changed = bool(address_changes(stored.state, state))
-    writes, state = await guard_consents(app, shop, customer_id, writes, state, changed)
+    writes, state = await guard_consents(app, shop, customer_id, writes, state, changed, marks)
     held.check()  # never send on a lock another worker may hold by now
     if writes and state is not None:
         await store.stage(shop.domain, customer_id, held.token, writes, state, marks)

@@ -7,7 +7,9 @@
 - `guard_consents`: before an apply sends opt-ins, or when it changes an address, one read of the
   profile's consents per section concerned (`GET /v2/.../consents`). Opt-ins APSIS already has
   are not sent, and an APSIS opt-out newer than Shopify's consent (an unsubscribe link) is kept
-  (`mappings.consent.guard_opt_ins`); the state records what APSIS holds. The same read reports
+  (`mappings.consent.guard_opt_ins`); the state records what APSIS holds. An opt-out we wrote
+  ourselves never holds an opt-in back: our `source`, or a profile import's opt-out named by the
+  customer's marks (`mappings.consent.written_by_us`). The same read reports
   suppressed addresses: kept per shop in Redis for `status` and `/metrics`, logged masked, and
   never "fixed": an opt-in cannot lift a suppression, and we do not try.
 """
@@ -16,13 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import orjson
 import structlog
 
 from core.redis_conn import typed
-from mappings.consent import ApsisConsent, guard_opt_ins
+from mappings.consent import ApsisConsent, guard_opt_ins, written_by_us
 from mappings.installation import CHANNELS, Shop
 from mappings.plan import AddressAttributes
 from mappings.state import SyncState
@@ -66,6 +68,7 @@ async def guard_consents(
     writes: Sequence[Write],
     state: SyncState | None,
     address_changed: bool,
+    marks: Mapping[str, float] | None = None,
 ) -> tuple[list[Write], SyncState | None]:
     """The writes to send and the state to save, after asking APSIS (see the module docstring)."""
     opt_in_sections = {w.section for w in writes if isinstance(w, ConsentWrite) and w.type == OPT_IN}
@@ -85,8 +88,9 @@ async def guard_consents(
         )
         suppressed |= answer.suppressed
         for (channel, topic), (kind, modified_at, source) in answer.consents.items():
-            ours = source == CONSENT_SOURCE
-            known[ConsentKey(section, channel, topic)] = ApsisConsent(kind, modified_at, ours)
+            key = ConsentKey(section, channel, topic)
+            ours = written_by_us(key, kind, modified_at, source == CONSENT_SOURCE, marks or {})
+            known[key] = ApsisConsent(kind, modified_at, ours)
     await _record_suppression(app, shop, customer_id, state, suppressed)
     times = {
         CHANNELS["email"]: state.times.get("email_consent"),

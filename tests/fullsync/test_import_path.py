@@ -1,5 +1,10 @@
 """Full sync through APSIS profile imports, end to end: sandbox store -> walk into CSV files ->
-the sandbox's import v2 -> verification by consent report -> stored states (real Redis, arq workers)."""
+the sandbox's import v2 -> verification by consent report -> stored states (real Redis, arq workers).
+
+The first test is the fast representative one (`make test`); the rest are under the slow marker.
+More in test_import_path_*.py: faults and refused rows, webhooks and consent during an import,
+a SIGKILLed worker process.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,37 @@ from core import fullsync_control as control
 from core.keys import Keys
 from core.status import collect
 from sandbox.apsis.imports import imports_of
+from sandbox.apsis.reports import reports_of
 from tests.e2e.harness import pipeline
 from tests.fullsync.helpers import FAST_LIMITS, open_limits, wait_finished
+from tests.fullsync.import_helpers import SYNC, fast_imports
 from tests.fullsync.test_fullsync import WORKERS, store_ids
 from worker.deadletters import list_letters
 
-SYNC = {"import_threshold": 100}
+
+async def test_an_import_full_sync_writes_verifies_and_saves_every_customer(
+    redis_url: str, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fast: 250 customers over the threshold go through imports, are verified in bulk (one report
+    per mapped topic, streamed) and saved, so a second sync finds nothing to do."""
+    size = 250
+    async with pipeline(redis_url, keys, customers=size, workers=WORKERS, limits=FAST_LIMITS, sync=SYNC) as p:
+        open_limits(p.store, p.account)
+        fast_imports(p.account, monkeypatch)
+        started = await control.start_full_sync(p.redis, keys, p.shop.domain)
+        record: dict[str, Any] = await wait_finished(p.redis, keys, started.sync_id, limit_s=60)
+        assert record["state"] == "finished" and record["path"] == "import", record
+        assert record["seen"] == size and record["failed"] == 0
+        assert record["import_rows"] > 0 and record.get("import_rows_resent", 0) == 0
+        assert p.mismatches(store_ids(size)) == []
+        topics = sum(len(m.topics) for s in p.shop.sections for m in s.consents)
+        assert reports_of(p.account).summary()["requested"] == topics  # verified in bulk
+        assert not await p.redis.keys(f"{keys.full_sync_import(started.sync_id)}:seen:*")
+        state = await p.app.customers.load(p.shop.domain, store_ids(size)[0])
+        assert state.state is not None and state.state.sections
+        second = await control.start_full_sync(p.redis, keys, p.shop.domain)
+        again = await wait_finished(p.redis, keys, second.sync_id, limit_s=60)
+        assert again["unchanged"] + again["skipped"] == size, again
 
 
 @pytest.mark.slow

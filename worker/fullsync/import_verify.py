@@ -1,26 +1,34 @@
 """After the imports: verify their outcome in bulk, save the customers' states, re-send the rest.
 
-1. Verify (once per sync): per section, one consent report per mapped topic
-   (`POST /audience/profiles/reports/consents`, a polled download, 1 request per second), the
-   first also carrying the section's attribute columns. A customer of a completed file that is
-   missing from the report, or whose consent or attribute values differ from what its rows
-   wrote, is marked for a re-send. No read per profile.
+1. Verify (once per section, the section's mark kept on the record): consent reports through
+   `worker.apsis_reports.ApsisReports` (`POST /audience/profiles/reports/consents`, a polled
+   download, 1 request per second, the rows streamed as they arrive). One report per mapped topic,
+   the first also carrying the section's attribute columns. A section without a consent mapping
+   is verified the same way through one report on any topic of the section (read from APSIS):
+   the report lists every profile of the section whatever its consent, so its attribute columns
+   check the import (docs/APSIS.md). Only a section without any topic falls back to a bounded
+   sample of per-profile reads (`SAMPLE`), a weaker check. A customer of a completed file missing
+   from the first report, or whose consent or attribute values differ from what its rows wrote,
+   is marked for a re-send. Memory stays bounded whatever the size: rows are compared a chunk
+   at a time against the files' expected states in Redis, and the keys seen go to a Redis set
+   (`:seen:{section}`), not to the process.
 2. Save: for every customer of a completed file, under its lock, the state its rows lead to is
-   saved (so later webhooks diff against what APSIS holds), unless its stored state is newer
-   than its row (a webhook or a per-profile write while the import ran): then it is re-sent,
-   since the import may have written older data over it.
+   saved (so later webhooks diff against what APSIS holds), with a mark per opt-out the import
+   wrote (`mappings.consent.imported_mark`, the time the import was seen completed): APSIS may not
+   record such an opt-out as ours, and the opt-in guard needs to know it was. A customer whose
+   stored state is newer than its row (a webhook or a per-profile write while the import ran), or
+   who has writes staged by a cut-off apply, is re-sent instead: the import may have written
+   older data over it.
 3. Re-send those customers per profile (`import_letters.resend`, from Shopify's current state).
-Each step records its progress (the file's `settled` mark, the re-send hash) so a later slice
-picks up where a killed one stopped; a customer is counted once (`:counted`).
+Each step records its progress (the section marks, the file's `settled` mark, the re-send hash)
+so a later slice picks up where a killed one stopped; a customer is counted once (`:counted`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -28,18 +36,21 @@ import structlog
 
 from core.redis_conn import command, typed
 from mappings.audit import same_value
+from mappings.consent import imported_mark
 from mappings.state import SyncState
 from mappings.writes import OPT_IN, OPT_OUT, ConsentKey
+from worker.apsis_reports import ApsisReports, ConsentReportSpec
 from worker.fullsync.import_files import ImportSync
 from worker.fullsync.import_letters import resend
 
 log = structlog.get_logger("worker.fullsync")
 
-REPORTS = "/audience/profiles/reports/consents"
-REPORT_GAP_S = 1.1  # exports: 1 request per second per account
 CHUNK = 500
 SAVE_CONCURRENCY = 32
+SAMPLE = 200  # per-profile reads for a section APSIS gives no topic to report on
+REPORT_TIMEOUT_S = 1800.0
 ADDRESS = "address"
+DATA_TTL_S = 7 * 24 * 3600
 # KEYS: counted, record. ARGV: customer id, counter, ttl. Counts a customer once.
 _COUNT = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], 1) == 0 then return 0 end
@@ -53,8 +64,8 @@ return 1
 class Verifier:
     def __init__(self, walker: ImportSync) -> None:
         self.walker, self.app, self.shop = walker, walker.app, walker.shop
-        base = self.app.keys.full_sync_import(walker.sync_id)
-        self.resend_key, self.counted_key = f"{base}:resend", f"{base}:counted"
+        self.base = self.app.keys.full_sync_import(walker.sync_id)
+        self.resend_key, self.counted_key = f"{self.base}:resend", f"{self.base}:counted"
         self.record_key = walker.keys.record
 
     def _completed(self, section: str | None = None) -> list[int]:
@@ -67,17 +78,21 @@ class Verifier:
     async def run(self, deadline: float) -> bool:
         if not self.walker.record.get("import_verified"):
             for section in self.shop.sections:
+                mark = f"import_verified:{section.discriminator}"
+                if await typed(self.app.redis.hexists(self.record_key, mark)):
+                    continue
                 await self._verify_section(
                     section.discriminator,
                     [(m.channel_discriminator, t) for m in section.consents for t in m.topics],
                 )
+                await typed(self.app.redis.hset(self.record_key, mark, "true"))
             await typed(self.app.redis.hset(self.record_key, "import_verified", "true"))
             self.walker.record["import_verified"] = True
         for number in self._completed():
             file = self.walker.files[number]
             if file.extra.get("settled"):
                 continue
-            await self._save_file(number)
+            await self._save_file(number, float(file.extra.get("completed_at") or time.time()))
             file.extra["settled"] = True
             async with self.app.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(self.walker.fkeys.files, str(number), file.to_json())
@@ -104,107 +119,169 @@ class Verifier:
 
     async def _count(self, cid: int, counter: str) -> None:
         await command(self.app.redis)(
-            "EVAL", _COUNT, 2, self.counted_key, self.record_key, cid, counter, 7 * 24 * 3600
+            "EVAL", _COUNT, 2, self.counted_key, self.record_key, cid, counter, DATA_TTL_S
         )
 
     async def _mark(self, cids: dict[str, str]) -> None:
         if cids:
-            await typed(self.app.redis.hset(self.resend_key, mapping=cids))
-            await typed(self.app.redis.expire(self.resend_key, 7 * 24 * 3600))
+            async with self.app.redis.pipeline(transaction=False) as pipe:
+                pipe.hset(self.resend_key, mapping=cids)
+                pipe.expire(self.resend_key, DATA_TTL_S)
+                await pipe.execute()
 
     # --- 1. verify -----------------------------------------------------------------------------
 
     async def _verify_section(self, section: str, topics: list[tuple[str, str]]) -> None:
         files = self._completed(section)
-        if not files or not topics:
-            return  # a report needs a topic: a section without consent is trusted to its import
+        if not files:
+            return
         attributes = list(self.walker.layouts[(section, "in")].attributes)
-        for index, (channel, topic) in enumerate(topics):
+        reported = topics or await self._any_topic(section)
+        if not reported:
+            await self._verify_sample(section, files, attributes)
+            return
+        seen_key = f"{self.base}:seen:{section}"
+        await typed(self.app.redis.delete(seen_key))
+        for index, (channel, topic) in enumerate(reported):
             columns = attributes if index == 0 else []
-            text = await self._report(section, channel, topic, columns)
-            seen: set[str] = set()
-            for chunk in _chunks(csv.DictReader(io.StringIO(text, newline=""))):
-                keys = [row["profile_key"] for row in chunk]
+            rows = self._report_rows(section, channel, topic, columns)
+            async for chunk in _chunks(rows):
+                keys = [row.get("profile_key", "") for row in chunk]
                 expected = await self._expected(files, keys)
                 marks: dict[str, str] = {}
                 for row in chunk:
-                    state = expected.get(row["profile_key"])
+                    state = expected.get(row.get("profile_key", ""))
                     if state is None:
                         continue
-                    seen.add(row["profile_key"])
                     reason = _differs(state, section, channel, topic, row, columns)
                     if reason:
                         marks[row["profile_key"]] = reason
                 await self._mark(marks)
-            if index == 0:
-                await self._mark_missing(files, seen)
+                if index == 0 and expected:
+                    async with self.app.redis.pipeline(transaction=False) as pipe:
+                        pipe.sadd(seen_key, *expected)
+                        pipe.expire(seen_key, DATA_TTL_S)
+                        await pipe.execute()
+        await self._mark_missing(files, seen_key)
+        await typed(self.app.redis.delete(seen_key))
         log.info(
-            "full_sync_import_verified", sync_id=self.walker.sync_id, section=section, reports=len(topics)
+            "full_sync_import_verified",
+            sync_id=self.walker.sync_id,
+            section=section,
+            reports=len(reported),
+            mapped_consent=bool(topics),
         )
 
-    async def _mark_missing(self, files: list[int], seen: set[str]) -> None:
+    async def _any_topic(self, section: str) -> list[tuple[str, str]]:
+        """One topic of the section to run the report on (its consent columns are not compared)."""
+        for topic in await self.app.apsis(self.shop).topics(section):
+            name = topic.get("discriminator")
+            if isinstance(name, str) and name:
+                return [(str(topic.get("channel_discriminator") or "com.apsis1.channels.email"), name)]
+        return []
+
+    def _report_rows(
+        self, section: str, channel: str, topic: str, attributes: list[str]
+    ) -> AsyncIterator[dict[str, str]]:
+        reports = ApsisReports(self.app.apsis(self.shop))
+        spec = ConsentReportSpec(
+            section,
+            self.shop.apsis.keyspace,
+            [topic],
+            channels={ADDRESS: channel},
+            attribute_version_ids=attributes,
+        )
+
+        async def rows() -> AsyncIterator[dict[str, str]]:
+            ticket = await reports.request_consent_report(spec)
+            async for row in reports.consent_rows(ticket, timeout_s=REPORT_TIMEOUT_S):
+                yield row
+
+        return rows()
+
+    async def _mark_missing(self, files: list[int], seen_key: str) -> None:
         for number in files:
-            async for key, _ in self.app.redis.hscan_iter(self.walker.fkeys.rows(number), count=1000):
-                cid = key.decode() if isinstance(key, bytes) else str(key)
-                if cid not in seen:
-                    await self._mark({cid: "profile missing after the import"})
+            async for keys in _key_chunks(self.app, self.walker.fkeys.rows(number)):
+                flags = await typed(self.app.redis.smismember(seen_key, keys))
+                await self._mark(
+                    {k: "profile missing after the import" for k, f in zip(keys, flags, strict=True) if not f}
+                )
 
     async def _expected(self, files: list[int], keys: list[str]) -> dict[str, SyncState]:
+        """The expected states of `keys` among the files' rows (one pipelined round trip)."""
         found: dict[str, SyncState] = {}
-        for number in files:
-            raws = await typed(self.app.redis.hmget(self.walker.fkeys.rows(number), keys))
+        if not keys:
+            return found
+        async with self.app.redis.pipeline(transaction=False) as pipe:
+            for number in files:
+                pipe.hmget(self.walker.fkeys.rows(number), keys)
+            answers = await pipe.execute()
+        for raws in answers:
             for key, raw in zip(keys, raws, strict=True):
-                if raw is not None:
+                if raw is not None and key not in found:
                     found[key] = SyncState.from_dict(orjson.loads(raw)["state"])
         return found
 
-    async def _report(self, section: str, channel: str, topic: str, attributes: list[str]) -> str:
-        client = self.app.apsis(self.shop)
-        body = {
-            "section_discriminator": section,
-            "keyspace_discriminator": self.shop.apsis.keyspace,
-            "topic_discriminators": [topic],
-            "channels": [{"field_name": ADDRESS, "channel_discriminator": channel}],
-            "attribute_version_ids": attributes,
-        }
-        await asyncio.sleep(REPORT_GAP_S)
-        answer = await client.request("POST", REPORTS, body=orjson.dumps(body))
-        assert answer is not None
-        poll_url = str((answer.json() or {}).get("poll_url") or "")
-        route = poll_url.removeprefix(client.account.base_url.rstrip("/"))
-        delay = 0.2
-        while True:
-            await asyncio.sleep(delay)
-            got = await client.request("GET", route, missing_ok=True)
-            if got is not None:
-                return got.body.decode("utf-8")
-            delay = min(delay * 2, 2.0)
+    async def _verify_sample(self, section: str, files: list[int], attributes: list[str]) -> None:
+        """No topic to report on: read a bounded random sample of the files' profiles one by one."""
+        apsis, keyspace = self.app.apsis(self.shop), self.shop.apsis.keyspace
+        per_file = max(1, SAMPLE // len(files))
+        checked = marked = 0
+        for number in files:
+            picked = await typed(self.app.redis.hrandfield(self.walker.fkeys.rows(number), per_file))
+            keys = [k.decode() if isinstance(k, bytes) else str(k) for k in picked or []]
+            expected = await self._expected([number], keys)
+            marks: dict[str, str] = {}
+            for key, state in expected.items():
+                got = await apsis.get_attributes(keyspace, key, section)
+                checked += 1
+                if got is None:
+                    marks[key] = "profile missing after the import"
+                    continue
+                row = {v: _cell(got.get(v)) for v in attributes}
+                reason = _differs(state, section, "", "", row, attributes)
+                if reason:
+                    marks[key] = reason
+            marked += len(marks)
+            await self._mark(marks)
+        log.warning(
+            "full_sync_import_verified_by_sample",
+            sync_id=self.walker.sync_id,
+            section=section,
+            checked=checked,
+            differing=marked,
+            reason="APSIS lists no topic for the section: no consent report to verify it with",
+        )
 
     # --- 2. save ------------------------------------------------------------------------------
 
-    async def _save_file(self, number: int) -> None:
+    async def _save_file(self, number: int, completed_at: float) -> None:
         semaphore = asyncio.Semaphore(SAVE_CONCURRENCY)
-        resent = await typed(self.app.redis.hkeys(self.resend_key))
-        skip = {k.decode() for k in resent}
         tasks: list[asyncio.Task[None]] = []
 
         async def one(cid: str, raw: bytes) -> None:
             async with semaphore:
-                await self._save_one(cid, raw)
+                await self._save_one(cid, raw, completed_at)
 
-        async for key, raw in self.app.redis.hscan_iter(self.walker.fkeys.rows(number), count=1000):
-            cid = key.decode()
-            if cid in skip:
-                continue
-            tasks.append(asyncio.create_task(one(cid, raw)))
+        async for keys in _key_chunks(self.app, self.walker.fkeys.rows(number)):
+            async with self.app.redis.pipeline(transaction=False) as pipe:
+                pipe.hmget(self.walker.fkeys.rows(number), keys)
+                pipe.hmget(self.resend_key, keys)
+                raws, resent = await pipe.execute()
+            for cid, raw, skip in zip(keys, raws, resent, strict=True):
+                if raw is not None and skip is None:
+                    tasks.append(asyncio.create_task(one(cid, raw)))
             if len(tasks) >= 1000:
                 await asyncio.gather(*tasks)
                 tasks = []
         await asyncio.gather(*tasks)
 
-    async def _save_one(self, cid: str, raw: bytes) -> None:
+    async def _save_one(self, cid: str, raw: bytes, completed_at: float) -> None:
         data = orjson.loads(raw)
         expected = SyncState.from_dict(data["state"])
+        imported = {
+            imported_mark(key): completed_at for key, kind in expected.consents.items() if kind == OPT_OUT
+        }
         store, domain = self.app.customers, self.shop.domain
         while (token := await store.try_lock(domain, int(cid))) is None:  # noqa: ASYNC110 (a Redis lock)
             await asyncio.sleep(0.05)
@@ -212,10 +289,16 @@ class Verifier:
             stored = await store.load(domain, int(cid))
             if stored.deleted_at is not None:
                 return
-            if stored.state is not None and _newer(stored.state, expected):
+            if stored.staged is not None or (stored.state is not None and _newer(stored.state, expected)):
                 await self._mark({cid: "written while the import ran"})
+                if stored.staged is None and stored.state is not None and imported:
+                    # The import's opt-outs may sit over the newer write in APSIS: the re-send's
+                    # opt-in guard must know they are ours (the state itself is kept).
+                    await store.settle(
+                        domain, int(cid), token, [], stored.state, {**stored.marks, **imported}
+                    )
                 return
-            await store.settle(domain, int(cid), token, [], expected, stored.marks)
+            await store.settle(domain, int(cid), token, [], expected, {**stored.marks, **imported})
         finally:
             await store.unlock(domain, int(cid), token)
         if data.get("count"):
@@ -242,20 +325,57 @@ def _differs(
         return f"{channel} {topic}: still opted in"
     want = state.attributes.get(section, {})
     for version in attributes:
-        got: Any = row.get(version) or None
-        if isinstance(want[version], bool) and got is not None:
-            got = got.lower()  # a boolean attribute may come back as True / true
-        if version in want and not same_value(got, want[version]):
+        if version not in want:
+            continue
+        if not same_value(_reported(row.get(version) or None, want[version]), want[version]):
             return f"attribute {version} differs"
     return None
 
 
-def _chunks(reader: Any) -> Iterator[list[dict[str, str]]]:
+def _reported(cell: str | None, want: Any) -> Any:
+    """A report's CSV cell in the JSON type of the value it is compared with: a boolean may come
+    back as True / true, a number as 795.0 for 795."""
+    if cell is None:
+        return None
+    if isinstance(want, bool):
+        return cell.lower()
+    if isinstance(want, int | float):
+        try:
+            return float(cell)
+        except ValueError:
+            return cell
+    return cell
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+async def _chunks(rows: AsyncIterator[dict[str, str]]) -> AsyncIterator[list[dict[str, str]]]:
     chunk: list[dict[str, str]] = []
-    for row in reader:
+    async for row in rows:
         chunk.append(row)
         if len(chunk) >= CHUNK:
             yield chunk
             chunk = []
     if chunk:
         yield chunk
+
+
+async def _key_chunks(app: Any, key: str) -> AsyncIterator[list[str]]:
+    """The fields of a hash, `CHUNK` at a time (HSCAN; the values are dropped as they come)."""
+    chunk: list[str] = []
+    async for field, _ in app.redis.hscan_iter(key, count=1000):
+        chunk.append(field.decode() if isinstance(field, bytes) else str(field))
+        if len(chunk) >= CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+__all__ = ["Verifier"]
