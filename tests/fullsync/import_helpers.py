@@ -42,3 +42,13 @@ async def wait_for(
             if predicate(record):
                 return record
             await asyncio.sleep(0.02)
+
+
+async def until(predicate: Any, limit_s: float = 60.0, every_s: float = 0.01) -> Any:
+    """`predicate()`'s first truthy answer, polled (the sandboxes share the test's loop)."""
+    async with asyncio.timeout(limit_s):
+        while True:
+            got = predicate()
+            if got:
+                return got
+            await asyncio.sleep(every_s)
