@@ -51,23 +51,37 @@ async def repair(app: WorkerContext, shop: Shop, audit: Audit) -> dict[str, int]
     """Enqueue the fixes of every differing customer; counts per kind of job enqueued."""
     done = {"resync": 0, "delete": 0, "remove": 0}
     for cid, (differences, customer) in sorted(audit.drifted.items()):
-        extra = next((d for d in differences if d.kind == "extra"), None)
-        if extra is not None and extra.detail == "deleted":
-            await _enqueue_delete(app, shop, cid)
-            done["delete"] += 1
-        elif extra is not None:
-            await app.redis.enqueue_job(
-                REMOVE_JOB,
-                {"shop": shop.domain, "customer_id": cid},
-                _queue_name=app.keys.realtime_queue,
-                _job_id=f"audit-remove-{shop.domain}-{cid}-{time.time_ns()}",
-            )
-            done["remove"] += 1
-        elif customer is not None:
-            await _resync(app, shop, cid, differences, customer)
-            done["resync"] += 1
+        kind = await repair_one(app, shop, cid, differences, customer)
+        if kind is not None:
+            done[kind] += 1
     log.info("audit_repair_enqueued", shop=shop.domain, **done)
     return done
+
+
+async def repair_one(
+    app: WorkerContext,
+    shop: Shop,
+    cid: int,
+    differences: list[Difference],
+    customer: Mapping[str, Any] | None,
+) -> str | None:
+    """Enqueue the fix of one differing customer (see the module docstring); the kind of job."""
+    extra = next((d for d in differences if d.kind == "extra"), None)
+    if extra is not None and extra.detail == "deleted":
+        await _enqueue_delete(app, shop, cid)
+        return "delete"
+    if extra is not None:
+        await app.redis.enqueue_job(
+            REMOVE_JOB,
+            {"shop": shop.domain, "customer_id": cid},
+            _queue_name=app.keys.realtime_queue,
+            _job_id=f"audit-remove-{shop.domain}-{cid}-{time.time_ns()}",
+        )
+        return "remove"
+    if customer is not None:
+        await _resync(app, shop, cid, differences, customer)
+        return "resync"
+    return None
 
 
 async def _resync(

@@ -29,7 +29,7 @@ from core.reload import FileWatcher
 from core.settings import Settings
 from mappings.installation import InstallationError, Installations
 from mappings.installation_parse import parse_installations_toml
-from worker import fullsync
+from worker import audit_schedule, fullsync
 from worker.coalesce import APPLY_MAX_JOBS
 from worker.context import WorkerContext
 from worker.jobs import (
@@ -85,7 +85,7 @@ async def _serve(settings: Settings, installations: Installations, kinds: list[s
         arq_settings(settings.redis_url), job_serializer=serialize, job_deserializer=deserialize
     )
     app = WorkerContext(settings=settings, installations=installations, redis=pool, keys=keys)
-    workers = [build_worker(kind, app, burst=burst) for kind in with_apply(kinds)]
+    workers = [build_worker(kind, app, burst=burst) for kind in with_audit(with_apply(kinds))]
     loop = asyncio.get_running_loop()
     watcher = FileWatcher(settings.shops_file, lambda: reload_installations(app, settings.shops_file))
     watcher.install_sighup()
@@ -204,13 +204,25 @@ def with_apply(kinds: list[str]) -> list[str]:
     return [k for kind in kinds for k in ((kind, "apply") if kind == "realtime" else (kind,))]
 
 
+def with_audit(kinds: list[str]) -> list[str]:
+    """A full-sync worker also serves scheduled drift audits (worker/audit_schedule.py), on their
+    own queue: their long timeout must not hold back the re-run of killed full-sync jobs."""
+    return [*kinds, "audit"] if "fullsync" in kinds else kinds
+
+
 def build_worker(kind: str, app: WorkerContext, *, burst: bool = False) -> Worker:
+    if kind == "audit":
+        return _audit_worker(app, burst=burst)
     realtime = kind in ("realtime", "apply")
     functions = {"realtime": realtime_functions, "apply": apply_functions}.get(kind, fullsync_functions)
     queues = {"realtime": app.keys.realtime_queue, "apply": app.keys.apply_queue}
     return Worker(
         functions=functions(),
-        cron_jobs=realtime_cron_jobs(app.installations) if kind == "realtime" else None,
+        cron_jobs=(
+            [*realtime_cron_jobs(app.installations), *audit_schedule.cron_jobs(app.installations)]
+            if kind == "realtime"
+            else None
+        ),
         queue_name=queues.get(kind, app.keys.fullsync_queue),
         redis_pool=app.redis,
         ctx={"app": app},
@@ -231,4 +243,24 @@ def build_worker(kind: str, app: WorkerContext, *, burst: bool = False) -> Worke
         job_serializer=serialize,
         job_deserializer=deserialize,
         expires_extra_ms=7 * 24 * 3600 * 1000,
+    )
+
+
+def _audit_worker(app: WorkerContext, *, burst: bool = False) -> Worker:
+    return Worker(
+        functions=audit_schedule.functions(),
+        queue_name=app.keys.audit_queue,
+        redis_pool=app.redis,
+        ctx={"app": app},
+        burst=burst,
+        handle_signals=False,
+        job_completion_wait=SHUTDOWN_GRACE_S,
+        max_jobs=audit_schedule.MAX_JOBS,
+        poll_delay=1.0,
+        job_timeout=audit_schedule.AUDIT_TIMEOUT_S,
+        max_tries=1,
+        keep_result=0,
+        health_check_interval=HEALTH_CHECK_S,
+        job_serializer=serialize,
+        job_deserializer=deserialize,
     )
