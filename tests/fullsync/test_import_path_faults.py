@@ -37,7 +37,10 @@ async def test_rows_apsis_would_reject_become_dead_letters_and_nothing_else_chan
         open_limits(p.store, p.account)
         fast_imports(p.account, monkeypatch)
         ids = store_ids(SIZE)
-        bad = {ids[10]: {"email": "not-an-address"}, ids[20]: {"first_name": "x" * 1500}}
+        bad: dict[int, dict[str, Any]] = {
+            ids[10]: {"email": "not-an-address"},
+            ids[20]: {"first_name": "x" * 1500},
+        }
         phone = next(c for c in ids[30:] if (found := p.store.customer(c)) is not None and found.phone)
         bad[phone] = {"phone": "+12"}
         for cid, change in bad.items():
@@ -72,7 +75,8 @@ async def test_an_expired_upload_url_is_requested_anew_and_the_import_succeeds(
         open_limits(p.store, p.account)
         fast_imports(p.account, monkeypatch)
         service = imports_of(p.account)
-        request, expired = service.request_import, []
+        request = service.request_import
+        expired: list[str] = []
 
         def request_then_expire(*args: Any, **kwargs: Any) -> dict[str, Any]:
             answer = request(*args, **kwargs)
