@@ -51,6 +51,7 @@ async def test_an_import_full_sync_writes_verifies_and_saves_every_customer(
 
 @pytest.mark.slow
 async def test_full_sync_above_the_threshold_goes_through_imports(redis_url: str, keys: Keys) -> None:
+    """At APSIS's own import-request limit (10 a minute: the client's shared bucket)."""
     size = 600
     async with pipeline(redis_url, keys, customers=size, workers=WORKERS, limits=FAST_LIMITS, sync=SYNC) as p:
         open_limits(p.store, p.account)
@@ -78,10 +79,13 @@ async def test_full_sync_above_the_threshold_goes_through_imports(redis_url: str
 
 
 @pytest.mark.slow
-async def test_an_import_failing_every_try_is_dead_lettered(redis_url: str, keys: Keys) -> None:
+async def test_an_import_failing_every_try_is_dead_lettered(
+    redis_url: str, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     size = 150
     async with pipeline(redis_url, keys, customers=size, workers=WORKERS, limits=FAST_LIMITS, sync=SYNC) as p:
         open_limits(p.store, p.account)
+        fast_imports(p.account, monkeypatch)
         service = imports_of(p.account)
         service.settings.fail_next = 1000  # every import ends in `error`
         started = await control.start_full_sync(p.redis, keys, p.shop.domain)
