@@ -1,4 +1,6 @@
-"""`shopsync audit DOMAIN [--json] [--repair] [--examples N]`: does APSIS match the store?
+"""`shopsync audit DOMAIN [--json] [--repair] [--examples N] [--apsis-read auto|reports|profiles]`.
+
+Does APSIS match the store?
 
 Walks the store's customers and their APSIS profiles (`worker.audit`), prints the counts of
 missing profiles, extra profiles, differing attributes and differing consents with the first N
@@ -6,7 +8,9 @@ examples of each by customer id (never an address), keeps the result for `shopsy
 `/admin/status` and `/metrics`, and with `--repair` enqueues ordinary sync jobs for the differing
 customers (`worker.audit_repair`; the worker pool runs them). Exit 0 without drift, 1 with drift
 or a failure it reports, 2 on bad usage. `--json` prints
-`{"customers", "missing", "extra", "attributes", "consent", "examples", ...}`.
+`{"customers", "missing", "extra", "attributes", "consent", "examples", ...}` plus `old_address`
+(attribute differences where an old address is still opted in), `apsis_read` (how APSIS was
+read: `reports`, consent report exports, or `profiles`, one profile at a time) and `skipped`.
 """
 
 from __future__ import annotations
@@ -42,12 +46,16 @@ async def _audit(app: WorkerContext, shop: Shop, args: argparse.Namespace) -> in
     from worker.errors import ApiError
 
     try:
-        audit = await run_audit(app, shop, examples=args.examples)
+        audit = await run_audit(
+            app, shop, examples=args.examples, apsis_read=getattr(args, "apsis_read", "auto")
+        )
         repaired = await repair(app, shop, audit) if args.repair else {}
     except ApiError as exc:
         return fail(f"audit of {shop.domain} stopped: {exc}")
     await save_result(app, shop, audit, repaired)
     output = report_json(audit.report.to_json(), repaired)
+    output["old_address"] = audit.report.old_address
+    output["apsis_read"] = audit.apsis_read
     output["skipped"] = audit.skipped
     if args.json:
         print_json(output)
@@ -69,9 +77,14 @@ def report_json(report: dict[str, Any], repaired: dict[str, int]) -> dict[str, A
 
 def print_report(domain: str, output: dict[str, Any], repair: bool) -> None:
     drift = sum(output[name] for name in _JSON_NAMES.values())
-    print(f"{domain}: {output['customers']} customers audited, {drift} difference(s)")
+    print(
+        f"{domain}: {output['customers']} customers audited, {drift} difference(s)"
+        f" (APSIS read through {output.get('apsis_read', 'profiles')})"
+    )
     for name in _JSON_NAMES.values():
         print(f"  {name:<11} {output[name]}")
+    if output.get("old_address"):
+        print(f"  of which    {output['old_address']} old address(es) still opted in after an email change")
     if output.get("skipped"):
         print(f"  unreadable  {output['skipped']} (see the worker log)")
     for name, rows in output["examples"].items():

@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--json", action="store_true")
     au.add_argument("--repair", action="store_true", help="enqueue sync jobs for the differing customers")
     au.add_argument("--examples", type=int, default=10, metavar="N", help="examples per kind (default 10)")
+    au.add_argument(
+        "--apsis-read",
+        choices=("auto", "reports", "profiles"),
+        default="auto",
+        help="read APSIS through consent report exports or one profile at a time (default auto)",
+    )
 
     st = sub.add_parser("status", help="queues, workers, failures, dead letters, full syncs, limiters")
     st.add_argument("domain", nargs="?")

@@ -264,6 +264,8 @@ async def save_result(app: WorkerContext, shop: Shop, audit: Audit, repaired: Ma
         "at": time.time(),
         "customers": report.customers,
         **report.counts,
+        "old_address": report.old_address,
+        "apsis_read": audit.apsis_read,
         "differing_customers": len(audit.drifted),
         "repaired": dict(repaired),
     }
