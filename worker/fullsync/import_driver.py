@@ -34,7 +34,7 @@ from worker.apsis_imports import (
 )
 from worker.errors import ApiError, RateLimitedError
 from worker.fullsync.import_files import ImportFile, ImportSync, acquire_slot, release_slot, stream
-from worker.fullsync.import_letters import bury_in, failed_file_letter
+from worker.fullsync.import_letters import bury_in, failed_file_letters
 from worker.fullsync.import_verify import Verifier
 from worker.fullsync.records import maybe_finish
 from worker.runtime import is_transient
@@ -197,11 +197,12 @@ class Driver:
         file.state = "dead"
         rows = await typed(self.app.redis.hgetall(self.walker.fkeys.rows(file.number)))
         cids = sorted(int(k) for k in rows)
-        letter = failed_file_letter(self.app, self.shop, self.walker.sync_id, file.number, cids, error)
+        letters = failed_file_letters(self.app, self.shop, self.walker.sync_id, file.number, cids, error)
         counted = sum(1 for v in rows.values() if orjson.loads(v)["count"])
         async with self.app.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.walker.fkeys.files, str(file.number), file.to_json())
-            bury_in(pipe, self.app.keys, letter)
+            for letter in letters:
+                bury_in(pipe, self.app.keys, letter)
             pipe.hincrby(self.walker.keys.record, "failed", counted)
             pipe.hincrby(self.walker.keys.record, "seen", counted)
             pipe.delete(self.walker.fkeys.content(file.number))

@@ -33,7 +33,10 @@ from worker.sync_update import Update
 log = structlog.get_logger("worker.fullsync")
 
 RESEND_FUNCTION = "full_sync_import_resend"
-RESEND_TIMEOUT_S = 600.0
+# A replay re-sends at most RESEND_CHUNK customers (a full-sync batch's size), each a Shopify read
+# and its APSIS writes, 16 at a time: like a batch, well within the full-sync job budget.
+RESEND_CHUNK = 250
+RESEND_TIMEOUT_S = 300.0
 RESEND_CONCURRENCY = 16
 LOCK_WAIT_S = 10.0
 
@@ -47,10 +50,21 @@ def refused_letter(app: WorkerContext, shop: Shop, sync_id: str, routed: Routed)
     )
 
 
-def failed_file_letter(
+def failed_file_letters(
     app: WorkerContext, shop: Shop, sync_id: str, number: int, customer_ids: list[int], error: str
-) -> DeadLetter:
-    return _letter(app, shop, f"import-failed:{sync_id}:{number}", customer_ids, f"import failed: {error}")
+) -> list[DeadLetter]:
+    """A failed file's customers, `RESEND_CHUNK` a letter: each replay job re-sends one chunk per
+    profile within the full-sync job budget (a whole file is up to 25,000 customers)."""
+    return [
+        _letter(
+            app,
+            shop,
+            f"import-failed:{sync_id}:{number}:{start // RESEND_CHUNK}",
+            customer_ids[start : start + RESEND_CHUNK],
+            f"import failed: {error}",
+        )
+        for start in range(0, len(customer_ids), RESEND_CHUNK)
+    ]
 
 
 def _letter(app: WorkerContext, shop: Shop, job_id: str, cids: list[int], reason: str) -> DeadLetter:
