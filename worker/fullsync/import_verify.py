@@ -37,6 +37,7 @@ import structlog
 from core.redis_conn import command, typed
 from mappings.audit import same_value
 from mappings.consent import imported_mark
+from mappings.import_rows import cell
 from mappings.state import SyncState
 from mappings.writes import OPT_IN, OPT_OUT, ConsentKey
 from worker.apsis_reports import ApsisReports, ConsentReportSpec
@@ -238,7 +239,7 @@ class Verifier:
                 if got is None:
                     marks[key] = "profile missing after the import"
                     continue
-                row = {v: _cell(got.get(v)) for v in attributes}
+                row = {v: cell(got.get(v)) for v in attributes}
                 reason = _differs(state, section, "", "", row, attributes)
                 if reason:
                     marks[key] = reason
@@ -345,14 +346,6 @@ def _reported(cell: str | None, want: Any) -> Any:
         except ValueError:
             return cell
     return cell
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 async def _chunks(rows: AsyncIterator[dict[str, str]]) -> AsyncIterator[list[dict[str, str]]]:
