@@ -155,8 +155,12 @@ class ReportReads:
         return await profile_exists(self.app, self.shop, customer_id)
 
     def known_keys(self) -> list[str]:
-        """The staged hashes: their fields are the profile keys APSIS holds in each section."""
-        return list(self.keys)
+        """One staged hash per section (every report of a section lists the same profiles): its
+        fields are the profile keys APSIS holds there."""
+        first: dict[str, str] = {}
+        for part, key in zip(self.parts, self.keys, strict=True):
+            first.setdefault(part.section, key)
+        return list(first.values())
 
     async def close(self) -> None:
         if self.keys:

@@ -7,7 +7,19 @@ from typing import Any
 
 import pytest
 
-from mappings.audit import Difference, Held, Report, compare, forget_written, same_value
+from mappings.audit import (
+    Difference,
+    Held,
+    Report,
+    ReportPart,
+    compare,
+    forget_written,
+    held_from_report,
+    report_cells,
+    report_parts,
+    same_value,
+    unsettled_sections,
+)
 from mappings.consent import ApsisConsent
 from mappings.state import SyncState
 from mappings.writes import ConsentKey, ConsentType
@@ -192,3 +204,69 @@ def test_forget_written() -> None:
     assert after.times == state.times and after.sections == state.sections
     gone = forget_written(state, [Difference(CID, "missing")])
     assert gone.attributes == {} and gone.consents == {}
+
+
+# --- the consent report path -----------------------------------------------------------------
+
+ADDRESSES = {S: {"email": "1", "sms": "9"}}
+
+
+def test_an_old_address_opted_in_is_noted() -> None:
+    moved = held({"1": "old@example.com", "2": "Ann"}, {NEWS: theirs("opt-in", T0)})
+    assert compare(SHOP, CID, expected(), moved, ADDRESSES) == [
+        Difference(CID, "attribute", S, "1", "old_address")
+    ]
+    not_opted = held({"1": "old@example.com", "2": "Ann"})
+    assert compare(SHOP, CID, expected(), not_opted, ADDRESSES) == [Difference(CID, "attribute", S, "1")]
+    report = Report()
+    report.add(compare(SHOP, CID, expected(), moved, ADDRESSES))
+    assert report.to_json()["old_address"] == 1 and report.counts["attribute"] == 1
+
+
+def test_report_parts_ask_one_report_per_topic_with_the_attributes_on_the_first() -> None:
+    parts = report_parts(SHOP, ADDRESSES)
+    mapping = SHOP.sections[0]
+    topics = [t for m in mapping.consents for t in m.topics]
+    assert [p.topic for p in parts] == list(dict.fromkeys(topics))
+    assert parts[0].attributes == tuple(sorted({*mapping.attributes.values(), "1", "9"}))
+    assert all(p.attributes == () for p in parts[1:])
+    no_consent = shop(section(S, email=None, sms=None))
+    assert report_parts(no_consent, {}) == []
+    assert report_parts(no_consent, {}, {S: "topic.any"}) == [
+        ReportPart(S, "topic.any", (), tuple(sorted(no_consent.sections[0].attributes.values())))
+    ]
+
+
+def test_held_from_report_rows() -> None:
+    parts = [ReportPart(S, "topic.news", ("email",), ("1", "2")), ReportPart(S, "topic.sms", ("sms",))]
+    row0 = report_cells(
+        parts[0], {"profile_key": "7", "email": "a@example.com", "1": "a@example.com", "2": ""}
+    )
+    row1 = report_cells(parts[1], {"profile_key": "7", "sms": ""})
+    assert row0 == {"c": ["email"], "a": {"1": "a@example.com", "2": ""}}
+    got = held_from_report(parts, [row0, row1])
+    assert got.exists and got.attributes == {S: {"1": "a@example.com"}}
+    assert got.consents == {S: {NEWS: ApsisConsent("opt-in", None)}}
+    assert held_from_report(parts, [None, None]) == Held(exists=False, attributes={}, consents={})
+
+
+def test_unsettled_sections_name_a_shopify_opt_in_the_report_does_not_show() -> None:
+    want = expected({NEWS: "opt-in"})
+    assert unsettled_sections(SHOP, want, held(consents={NEWS: ApsisConsent("opt-in", None)})) == []
+    assert unsettled_sections(SHOP, want, held()) == [S]
+    assert unsettled_sections(SHOP, expected({NEWS: "opt-out"}), held()) == []
+    assert unsettled_sections(SHOP, want, Held(exists=False)) == []
+
+
+@pytest.mark.parametrize(
+    ("got", "want", "same"),
+    [
+        ("795.0", 795.0, True),
+        ("795", 795, True),
+        ("12.5", 12.5, True),
+        ("12.50", 12.4, False),
+        ("x", 1, False),
+    ],
+)
+def test_report_cells_compare_numbers_as_numbers(got: str, want: float, same: bool) -> None:
+    assert same_value(got, want) is same
