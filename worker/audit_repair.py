@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 import time
@@ -110,11 +109,9 @@ async def _forget(app: WorkerContext, shop: Shop, cid: int, differences: list[Di
 
 
 async def _lock(app: WorkerContext, shop: Shop, cid: int) -> str:
-    deadline = time.monotonic() + LOCK_WAIT_S
-    while (token := await app.customers.try_lock(shop.domain, cid)) is None:
-        if time.monotonic() > deadline:
-            raise TransientError(f"customer {cid} busy")
-        await asyncio.sleep(0.05)
+    token = await app.customers.lock_within(shop.domain, cid, LOCK_WAIT_S)
+    if token is None:
+        raise TransientError(f"customer {cid} busy")
     return token
 
 

@@ -25,7 +25,9 @@ on from their state.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -255,6 +257,16 @@ class CustomerStore:
         token = os.urandom(8).hex()
         ok = await self.redis.set(self.keys.customer_lock(shop, customer_id), token, nx=True, px=LOCK_TTL_MS)
         return token if ok else None
+
+    async def lock_within(self, shop: str, customer_id: int, seconds: float | None) -> str | None:
+        """The customer's lock, polled until it is free for up to `seconds` (None: however long
+        it takes); None when it stayed busy. Its holder may be another process: no local wait."""
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while (token := await self.try_lock(shop, customer_id)) is None:
+            if deadline is not None and time.monotonic() > deadline:
+                return None
+            await asyncio.sleep(0.05)
+        return token
 
     async def renew(self, shop: str, customer_id: int, token: str) -> bool:
         return bool(

@@ -231,11 +231,9 @@ async def _apply(
 async def delete_customer(app: WorkerContext, shop: Shop, customer_id: int, deleted_at: float) -> bool:
     """Delete the profile in APSIS and leave a tombstone so late updates cannot recreate it."""
     store = app.customers
-    deadline = time.monotonic() + DRIVE_BUDGET_S
-    while (token := await store.try_lock(shop.domain, customer_id)) is None:
-        if time.monotonic() > deadline:
-            raise TransientError(f"customer {customer_id} busy")
-        await asyncio.sleep(0.05)
+    token = await store.lock_within(shop.domain, customer_id, DRIVE_BUDGET_S)
+    if token is None:
+        raise TransientError(f"customer {customer_id} busy")
     held = HeldLock(app, shop, customer_id, token)
     try:
         existed = await app.apsis(shop).delete_profile(shop.apsis.keyspace, str(customer_id))

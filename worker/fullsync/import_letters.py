@@ -147,11 +147,9 @@ async def resend_one(app: WorkerContext, shop: Shop, cid: int) -> None:
 async def forget(app: WorkerContext, shop: Shop, cid: int) -> None:
     """The state without its written records: the next apply writes everything again."""
     store = app.customers
-    deadline = time.monotonic() + LOCK_WAIT_S
-    while (token := await store.try_lock(shop.domain, cid)) is None:
-        if time.monotonic() > deadline:
-            raise TransientError(f"customer {cid} busy")
-        await asyncio.sleep(0.05)
+    token = await store.lock_within(shop.domain, cid, LOCK_WAIT_S)
+    if token is None:
+        raise TransientError(f"customer {cid} busy")
     try:
         stored = await store.load(shop.domain, cid)
         if stored.state is None or stored.staged is not None:

@@ -284,8 +284,8 @@ class Verifier:
             imported_mark(key): completed_at for key, kind in expected.consents.items() if kind == OPT_OUT
         }
         store, domain = self.app.customers, self.shop.domain
-        while (token := await store.try_lock(domain, int(cid))) is None:  # noqa: ASYNC110 (a Redis lock)
-            await asyncio.sleep(0.05)
+        token = await store.lock_within(domain, int(cid), None)
+        assert token is not None  # no deadline: waits until the lock is free
         try:
             stored = await store.load(domain, int(cid))
             if stored.deleted_at is not None:
