@@ -1,11 +1,13 @@
 """`make bench`: run the benchmarks, write JSON under bench/results/, print a short table.
 
-`python -m bench.run [NAME ...] [--quick]`; names are the `bench/bench_<name>.py` modules.
+`python -m bench.run [NAME ...] [--quick] [--sizes N[,N...]]`; names are the `bench/bench_<name>.py`
+modules; `--sizes` goes to the benchmarks whose `run` takes `sizes` (`import`).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 import sys
 import time
@@ -26,6 +28,18 @@ def available() -> list[str]:
 
 def main(argv: list[str]) -> int:
     quick = "--quick" in argv
+    sizes: list[int] | None = None
+    if "--sizes" in argv:
+        at = argv.index("--sizes")
+        if at + 1 >= len(argv):
+            print("bench: --sizes needs a value, e.g. --sizes 20000 or --sizes 100000,1000000")
+            return 2
+        try:
+            sizes = [int(s.replace("_", "")) for s in argv[at + 1].split(",") if s]
+        except ValueError:
+            print(f"bench: --sizes takes whole numbers separated by commas, not {argv[at + 1]!r}")
+            return 2
+        argv = argv[:at] + argv[at + 2 :]
     names = [a for a in argv if not a.startswith("--")] or available()
     unknown = [n for n in names if n not in available()]
     if unknown:
@@ -36,7 +50,10 @@ def main(argv: list[str]) -> int:
     for name in names:
         module = importlib.import_module(f"bench.bench_{name}")
         print(f"== {name} ...", flush=True)
-        result: dict[str, Any] = module.run(quick=quick)
+        options: dict[str, Any] = {"quick": quick}
+        if sizes is not None and "sizes" in inspect.signature(module.run).parameters:
+            options["sizes"] = sizes
+        result: dict[str, Any] = module.run(**options)
         path = RESULTS / f"{name}-{stamp}.json"
         path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
         _table(name, result)
