@@ -83,6 +83,10 @@ class Driver:
         keys = self.walker.fkeys
         async with self.app.redis.pipeline(transaction=True) as pipe:
             pipe.hset(keys.files, str(file.number), file.to_json())
+            if file.state == "completed":
+                # APSIS has the file and never needs it again: the CSV leaves Redis now, not after
+                # the whole sync is verified (a store of a million customers held ~175 MB there).
+                pipe.delete(keys.content(file.number))
             for name, value in counters.items():
                 pipe.hincrby(self.walker.keys.record, name, value)
             pipe.hset(self.walker.keys.record, "import_files", orjson.dumps(self.summary()).decode())

@@ -177,7 +177,12 @@ class ImportWalker(walk._Walker):
                     counters["import_rows_refused"] = counters.get("import_rows_refused", 0) + 1
                     letters.append(refused_letter(self.app, self.shop, self.sync_id, result))
         for target in list(opened.values()):
-            if full(target) or done:
+            earlier = sum(
+                1
+                for f in files.values()
+                if (f.section, f.kind) == (target.section, target.kind) and f.number < target.number
+            )
+            if full(target, earlier) or done:
                 target.state = "built"
         fields = {k: orjson.dumps(v) for k, v in checkpoint.items()}
         n = self.batch
