@@ -25,7 +25,8 @@ class Keys:
 
     @property
     def queues(self) -> tuple[str, ...]:
-        return (self.realtime_queue, self.apply_queue, self.fullsync_queue)
+        """Every arq queue the workers serve: status, `shopsync jobs`, metrics and clean-ups."""
+        return (self.realtime_queue, self.apply_queue, self.fullsync_queue, self.audit_queue)
 
     def dedup(self, shop: str, webhook_id: str) -> str:
         return f"{self.dedup_prefix}{shop}:{webhook_id}"

@@ -29,8 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     sub.add_parser("receiver", help="run the webhook receiver on $PORT")
-    worker = sub.add_parser("worker", help="run a worker process (both queues by default)")
-    worker.add_argument("--queue", choices=["all", "realtime", "fullsync"], default="all")
+    worker = sub.add_parser("worker", help="run a worker process (every queue by default)")
+    worker.add_argument(
+        "--queue",
+        choices=["all", "realtime", "fullsync", "audit"],
+        default="all",
+        help="realtime also serves apply jobs; fullsync also serves scheduled audits",
+    )
     worker.add_argument("--burst", action="store_true", help="stop once the queues are empty")
 
     fs = sub.add_parser("full-sync", help="enqueue a full sync of a shop and print its id")
