@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import subprocess
 import sys
 import time
@@ -22,11 +23,12 @@ from redis.exceptions import RedisError
 from core.jobs import TOPIC_JOBS
 from core.keys import Keys
 from mappings.installation import Installations, Shop
+from mappings.installation_parse import parse_installations
 from reliability import oracle
 from reliability.procs import ROOT, RedisServer, Service, service_env
 from sandbox.apsis.account import Account, default_account
 from sandbox.apsis.server import ApsisSandbox
-from sandbox.installation import installation_document, installations_for, write_installation
+from sandbox.installation import installation_document, write_installation
 from sandbox.shopify.delivery import DeliveryConfig
 from sandbox.shopify.server import ShopifySandbox
 from sandbox.shopify.store import Store
@@ -93,6 +95,19 @@ class StackConfig:
     admin_token: str | None = None
     log_level: str = "info"
     delivery_concurrency: int = 16
+    # More shops on the same deployment (issue 17): each its own sandbox store and APSIS account.
+    extra_shops: int = 0
+
+
+@dataclass
+class ExtraShop:
+    """A shop beside the main one (`DOMAIN`): its own store, APSIS account and both sandboxes."""
+
+    domain: str
+    store: Store
+    account: Account
+    shopify: ShopifySandbox | None = None
+    apsis: ApsisSandbox | None = None
 
 
 class Stack:
@@ -118,10 +133,12 @@ class Stack:
         self.installations: Installations
         self.shops_file: Path
         self.full_sync_ids: list[str] = []
+        self.extras: list[ExtraShop] = []
         self._record_tokens()
 
-    def _record_tokens(self) -> None:
-        issue = self.account.issue_token
+    def _record_tokens(self, account: Account | None = None) -> None:
+        account = account or self.account
+        issue = account.issue_token
         secrets = self.run.secrets
 
         def recording(client_id: str) -> tuple[str, int]:
@@ -130,7 +147,7 @@ class Stack:
             secrets.add(token.rsplit(".", 1)[-1])  # the random part alone
             return token, lifetime
 
-        self.account.issue_token = recording  # type: ignore[method-assign]
+        account.issue_token = recording  # type: ignore[method-assign]
 
     @property
     def shop(self) -> Shop:
@@ -186,6 +203,8 @@ class Stack:
         for i, topic in enumerate(topics if topics is not None else handled_topics()):
             url = self.receiver_url(i % len(self.receivers))
             self.store.add_subscription(topic, f"{url}/webhooks/shopify", self.config.api_version)
+            for extra in self.extras:
+                extra.store.add_subscription(topic, f"{url}/webhooks/shopify", self.config.api_version)
 
     # --- waiting and checking -------------------------------------------------------------------
 
@@ -225,6 +244,8 @@ class Stack:
             quiet = 0
             while quiet < 3:
                 await self.store.deliverer.settled()
+                for extra in self.extras:
+                    await extra.store.deliverer.settled()
                 try:
                     busy = await self.queued() + await self.running_full_syncs()
                 except RedisError:
@@ -244,6 +265,14 @@ class Stack:
         ids = list(ids)
         self.run.remember_store(self.store, ids)
         return len(ids), oracle.mismatches(self.shop, self.store, self.account, ids)
+
+    def check_extra(self, extra: ExtraShop, ids: Iterable[int]) -> tuple[int, list[str]]:
+        """Like `check`, for one of the extra shops."""
+        ids = list(ids)
+        shop = self.installations.get(extra.domain)
+        assert shop is not None
+        self.run.remember_store(extra.store, ids)
+        return len(ids), oracle.mismatches(shop, extra.store, extra.account, ids)
 
     def check_orders(self) -> oracle.OrderCheck:
         return oracle.order_events(self.shop, self.store, self.account, self.store.new_order_ids)
@@ -301,11 +330,35 @@ async def stack(run: RunContext, name: str, config: StackConfig | None = None) -
     s.redis_server.start()
     s.redis = aioredis.Redis.from_url(s.redis_server.url)
     try:
-        async with ApsisSandbox(s.account) as apsis, ShopifySandbox(s.store) as shopify:
+        async with (
+            ApsisSandbox(s.account) as apsis,
+            ShopifySandbox(s.store) as shopify,
+            contextlib.AsyncExitStack() as extras,
+        ):
             s.apsis, s.shopify = apsis, shopify
             document = installation_document(shopify.url, apsis.url, config.api_version)
+            for i in range(1, config.extra_shops + 1):
+                extra = ExtraShop(
+                    f"shop-{i}.myshopify.com",
+                    Store(
+                        seed=config.seed + i,
+                        size=config.customers,
+                        domain=f"shop-{i}.myshopify.com",
+                        delivery=DeliveryConfig(
+                            time_scale=config.time_scale,
+                            seed=config.seed + i,
+                            concurrency=config.delivery_concurrency,
+                        ),
+                    ),
+                    default_account(client_id=f"client-{i}"),
+                )
+                s._record_tokens(extra.account)
+                extra.apsis = await extras.enter_async_context(ApsisSandbox(extra.account))
+                extra.shopify = await extras.enter_async_context(ShopifySandbox(extra.store))
+                s.extras.append(extra)
+            document["shop"] += [_extra_shop(document["shop"][0], x) for x in s.extras]
             s.shops_file = write_installation(run.log_dir / f"{name}-shops.toml", document)
-            s.installations = installations_for(shopify.url, apsis.url, config.api_version)
+            s.installations = parse_installations(document, env={}, source="sandbox-installation")
             s.run.secrets.update({s.shop.apsis.client_secret, s.shop.access_token, s.shop.webhook_secret})
             if config.admin_token:
                 s.run.secrets.add(config.admin_token)
@@ -323,6 +376,14 @@ async def stack(run: RunContext, name: str, config: StackConfig | None = None) -
         with contextlib.suppress(Exception):
             await s.redis.aclose()
         s.redis_server.stop()
+
+
+def _extra_shop(first: dict[str, Any], extra: ExtraShop) -> dict[str, Any]:
+    assert extra.shopify is not None and extra.apsis is not None
+    shop = copy.deepcopy(first)
+    shop.update(domain=extra.domain, admin_url=extra.shopify.url)
+    shop["apsis"].update(base_url=extra.apsis.url, client_id=next(iter(extra.account.clients)))
+    return shop
 
 
 def elapsed(since: float) -> float:

@@ -37,6 +37,7 @@ CONCURRENT_SLOW = (
     "receiver-fuzz",
     "pipeline-burst",
     "scale-out",
+    "shop-apsis-down",
 )
 
 

@@ -1,0 +1,360 @@
+"""Many shops on one deployment: one shop's full sync beside the real-time work of 19 others.
+
+20 sandbox shops share one receiver, two `shopsync worker` processes (every queue each) and one
+Redis. Shop A (`demo-store`) has its own Shopify store and APSIS account as separate processes
+(its store holds the full sync's customers); the 19 others each have a small store and an APSIS
+account of their own, served in this process, and receive signed `customers/update` webhooks at
+`RATE_PER_SHOP` each (a different customer each time, not subscribed and no phone, so each is
+exactly one attribute PATCH, as in bench_realtime). Every shop has its own APSIS account: at 20
+webhooks/s each, the 19 need 380 writes/s, almost four times one account's 100 requests/s, so
+they could not share accounts without the budget itself being the bottleneck; what is measured
+is the sharing of the deployment (worker processes, job slots, per-process permits, Redis, the
+CPU). Sharing one account between shops is held by tests/worker/test_fairness_limits.py.
+
+Phases, in one run:
+1. **without**: the 19 shops' webhooks for `phase_s`, no full sync;
+2. **with**: A's full sync starts (per-profile path, `import_threshold = 0`: its batches go
+   through the fair dispatcher and the bulk lane), and after `WARMUP_S` the 19 shops' webhooks
+   run again for `phase_s`; A's customers/s is measured over that window;
+3. **alone**: the webhooks stop and A's sync runs on alone; A's customers/s over the next
+   `phase_s` is its bound (the same sync, store and deployment, without the others' traffic).
+   The rate the APSIS limit allows (100 requests/s over A's requests per customer) is reported
+   beside it. Then A's sync runs to its end.
+
+Latency of a webhook: the APSIS sandbox's time of its PATCH minus the time the bench got the 200
+(one clock). `lost`: webhooks answered 200 whose write never came, plus A's failed customers.
+
+    make bench BENCH_ARGS=fairness                    # A: 200,000 customers, 60 s phases
+    make bench BENCH_ARGS='fairness --quick'          # A: 5,000 customers, 20 s phases
+    make bench BENCH_ARGS='fairness --sizes 20000'    # A's store size, 60 s phases
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import dataclasses
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import redis.asyncio as aioredis
+
+from bench.bench_realtime import _percentile, _stop, _wait_port
+from bench.fullsync_procs import _sandbox
+from core import fullsync_control as control
+from core.keys import Keys
+from receiver.signature import sign
+from sandbox.apsis.account import default_account
+from sandbox.apsis.server import ApsisSandbox
+from sandbox.installation import installation_document, write_installation
+from sandbox.shopify.models import EmailConsent
+from sandbox.shopify.serialize import serialize_customer
+from sandbox.shopify.server import ShopifySandbox
+from sandbox.shopify.store import Store
+from shopsync.devredis import embedded_redis, free_port, redis_answers
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+SHOPS = 20
+WORKERS = 2
+RATE_PER_SHOP = 20.0
+A = "demo-store.myshopify.com"
+APSIS_REQUESTS_PER_S = 100.0
+WARMUP_S = 5.0
+SECRET = "sandbox-webhook-secret"
+TIME_LIMIT_S = 4 * 3600.0
+
+
+@dataclasses.dataclass
+class Other:
+    """One of the 19 shops with real-time traffic: its store, account and prepared webhooks."""
+
+    domain: str
+    store: Store
+    apsis: ApsisSandbox
+    shopify: ShopifySandbox
+    bodies: list[tuple[int, bytes]] = dataclasses.field(default_factory=list)
+    acked: dict[str, tuple[float, str]] = dataclasses.field(default_factory=dict)  # key -> (at, phase)
+    errors: int = 0
+
+    def written(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for w in self.apsis.account.writes_of("attributes"):
+            out.setdefault(w.params["profile_key"], w.at)
+        return out
+
+
+def _say(text: str) -> None:
+    print(f"   [{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "shopsync.cli", *args], env=env, cwd=ROOT)
+
+
+def _bodies(store: Store, count: int) -> list[tuple[int, bytes]]:
+    out = []
+    for cid in list(store.customer_ids())[:count]:
+        customer = store.customer(cid)
+        assert customer is not None
+        # Not subscribed and no phone: the first sync is exactly one attribute PATCH.
+        customer = dataclasses.replace(
+            customer, phone=None, email_consent=EmailConsent("not_subscribed", None, None), sms_consent=None
+        )
+        out.append((cid, orjson.dumps(serialize_customer(customer, "2024-10", for_webhook=True))))
+    return out
+
+
+def _document(a_shopify: str, a_apsis: str, others: list[Other]) -> dict[str, Any]:
+    document = installation_document(a_shopify, a_apsis, sync={"import_threshold": 0})
+    first = document["shop"][0]
+    shops = [first]
+    for other in others:
+        shop = copy.deepcopy(first)
+        shop.update(domain=other.domain, admin_url=other.shopify.url)
+        shop["apsis"].update(base_url=other.apsis.url, client_id=next(iter(other.apsis.account.clients)))
+        shop.pop("sync", None)
+        shops.append(shop)
+    document["shop"] = shops
+    return document
+
+
+async def _traffic(url: str, others: list[Other], phase: str, seconds: float) -> None:
+    """Every other shop at `RATE_PER_SHOP`, interleaved, for `seconds`."""
+    per_shop = int(RATE_PER_SHOP * seconds)
+    rate = RATE_PER_SHOP * len(others)
+    tasks: list[asyncio.Task[None]] = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as http:
+
+        async def send(other: Other, cid: int, body: bytes) -> None:
+            headers = {
+                "Content-Type": "application/json",
+                "X-Shopify-Topic": "customers/update",
+                "X-Shopify-Shop-Domain": other.domain,
+                "X-Shopify-Hmac-Sha256": sign(SECRET, body),
+                "X-Shopify-API-Version": "2024-10",
+                "X-Shopify-Webhook-Id": uuid.uuid4().hex,
+                "X-Shopify-Triggered-At": "2026-01-01T00:00:00.000Z",
+            }
+            async with http.post(url, data=body, headers=headers) as resp:
+                if resp.status == 200:
+                    other.acked[str(cid)] = (time.time(), phase)
+                else:
+                    other.errors += 1
+
+        start = time.monotonic()
+        for i in range(per_shop * len(others)):
+            other = others[i % len(others)]
+            cid, body = other.bodies.pop()
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(send(other, cid, body)))
+        await asyncio.gather(*tasks)
+
+
+async def _wait_written(others: list[Other], limit_s: float) -> None:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if all(len(o.written().keys() & o.acked.keys()) >= len(o.acked) for o in others):
+            return
+        await asyncio.sleep(0.5)
+
+
+async def _seen(redis: aioredis.Redis, keys: Keys, sync_id: str) -> tuple[float, int, dict[str, Any]]:
+    record = await control.read_sync(redis, keys, sync_id)
+    assert record is not None
+    return time.monotonic(), int(record.get("seen") or 0), record
+
+
+def _ms(values: list[float], share: float) -> float | None:
+    return round(_percentile(values, share) * 1000, 1) if values else None
+
+
+def _latencies(others: list[Other]) -> tuple[dict[str, dict[str, list[float]]], int]:
+    """Per phase, per shop: the latencies; and the webhooks acknowledged but never written."""
+    out: dict[str, dict[str, list[float]]] = {"without": {}, "with": {}}
+    lost = 0
+    for other in others:
+        written = other.written()
+        for key, (at, phase) in other.acked.items():
+            if key not in written:
+                lost += 1
+            elif phase in out:
+                out[phase].setdefault(other.domain, []).append(written[key] - at)
+    return out, lost
+
+
+async def _apsis_counts(url: str) -> tuple[int, int]:
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/_sandbox/requests") as response:
+        rows = (await response.json())["items"]
+    api = [r for r in rows if r["route"] != "/oauth/token"]
+    writes = sum(r["count"] for r in api if r["method"] != "GET" and r["status"] < 400)
+    return sum(r["count"] for r in api), writes
+
+
+async def _run(redis_url: str, customers: int, phase_s: float) -> dict[str, Any]:
+    prefix = f"bench-fair-{uuid.uuid4().hex[:8]}"
+    keys = Keys(prefix)
+    redis = aioredis.Redis.from_url(redis_url)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-fair-"))
+    per_shop = int(RATE_PER_SHOP * phase_s) * 2 + 40  # + the warm-up's
+    procs: list[subprocess.Popen[bytes]] = []
+    async with AsyncExitStack() as stack:
+        stack.callback(lambda: _stop(*procs))  # last: every process this run started
+        a_shopify_proc, a_shopify = _sandbox(
+            "sandbox.shopify", ["--customers", str(customers), "--seed", "1"]
+        )
+        procs.append(a_shopify_proc)
+        a_apsis_proc, a_apsis = _sandbox("sandbox.apsis", [])
+        procs.append(a_apsis_proc)
+        others: list[Other] = []
+        for i in range(1, SHOPS):
+            domain = f"shop-{i:02d}.myshopify.com"
+            store = Store(seed=100 + i, size=per_shop, domain=domain)
+            apsis = await stack.enter_async_context(
+                ApsisSandbox(default_account(client_id=f"client-{i:02d}"))
+            )
+            shopify = await stack.enter_async_context(ShopifySandbox(store))
+            others.append(Other(domain, store, apsis, shopify, _bodies(store, per_shop)))
+        shops_file = write_installation(workdir / "shops.toml", _document(a_shopify, a_apsis, others))
+        port = free_port()
+        env = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "SHOPSYNC_KEY_PREFIX": prefix,
+            "SHOPS_FILE": str(shops_file),
+            "PORT": str(port),
+            "LOG_LEVEL": "warning",
+            "LOG_FORMAT": "json",
+        }
+        for args in (["receiver"], *([["worker"]] * WORKERS)):
+            procs.append(_spawn(args, env))
+        try:
+            await _wait_port(port, procs[2])
+            await asyncio.sleep(3.0)  # the workers connect and start polling
+            url = f"http://127.0.0.1:{port}/webhooks/shopify"
+            await _traffic(url, others, "warmup", 1.0)  # every account's token fetched before measuring
+            await _wait_written(others, 30)
+            _say(f"phase without: {len(others)} shops x {RATE_PER_SHOP:g} webhooks/s for {phase_s:g} s")
+            await _traffic(url, others, "without", phase_s)
+            await _wait_written(others, 30)
+            _say(f"phase with: A's full sync of {customers} customers, and the webhooks again")
+            started = await control.start_full_sync(redis, keys, A)
+            sync_id = started.sync_id
+            await asyncio.sleep(WARMUP_S)
+            t0, seen0, _ = await _seen(redis, keys, sync_id)
+            await _traffic(url, others, "with", phase_s)
+            t1, seen1, record = await _seen(redis, keys, sync_id)
+            with_rate = (seen1 - seen0) / (t1 - t0)
+            alone_rate: float | None = None
+            if record["state"] not in control.TERMINAL:
+                _say(f"phase alone: A's full sync alone ({seen1} customers seen so far)")
+                await asyncio.sleep(phase_s)
+                t2, seen2, record = await _seen(redis, keys, sync_id)
+                alone_rate = (seen2 - seen1) / (t2 - t1) if record["state"] not in control.TERMINAL else None
+            await _wait_written(others, 60)
+            _say("waiting for A's full sync to end")
+            deadline = time.monotonic() + TIME_LIMIT_S
+            while record["state"] not in control.TERMINAL and time.monotonic() < deadline:
+                await asyncio.sleep(1.0)
+                _, _, record = await _seen(redis, keys, sync_id)
+            requests, writes = await _apsis_counts(a_apsis)
+        finally:
+            async for key in redis.scan_iter(match=f"{prefix}:*", count=1000):
+                await redis.delete(key)
+            await redis.aclose()
+    return _summary(others, record, customers, phase_s, with_rate, alone_rate, requests, writes)
+
+
+def _summary(
+    others: list[Other],
+    record: dict[str, Any],
+    customers: int,
+    phase_s: float,
+    with_rate: float,
+    alone_rate: float | None,
+    requests: int,
+    writes: int,
+) -> dict[str, Any]:
+    phases, lost_webhooks = _latencies(others)
+    every = {p: [x for v in per.values() for x in v] for p, per in phases.items()}
+    per_shop = {
+        o.domain: {
+            p: {
+                "p50_ms": _ms(phases[p].get(o.domain, []), 0.5),
+                "p99_ms": _ms(phases[p].get(o.domain, []), 0.99),
+            }
+            for p in phases
+        }
+        for o in others
+    }
+    worst = max((_ms(v, 0.99) or 0.0) for per in phases.values() for v in per.values())
+    p99_without, p99_with = _ms(every["without"], 0.99), _ms(every["with"], 0.99)
+    seen = int(record.get("seen") or 0)
+    per_customer = writes / max(seen, 1)
+    limit_rate = APSIS_REQUESTS_PER_S / max(per_customer, 1e-9)
+    failed = int(record.get("failed") or 0)
+    ratio = round(with_rate / alone_rate, 3) if alone_rate else None
+    return {
+        "name": "fairness",
+        "command": "make bench BENCH_ARGS=fairness",
+        "shops": len(others) + 1,
+        "workers": WORKERS,
+        "rate_per_shop": RATE_PER_SHOP,
+        "phase_s": phase_s,
+        "fullsync_customers": customers,
+        "fullsync_state": record.get("state"),
+        "fullsync_duration_s": record.get("duration_s"),
+        "webhooks_without": len(every["without"]),
+        "webhooks_with": len(every["with"]),
+        "webhook_errors": sum(o.errors for o in others),
+        "p50_ms_without": round(statistics.median(every["without"]) * 1000, 1) if every["without"] else None,
+        "p99_ms_without": p99_without,
+        "p50_ms_with": round(statistics.median(every["with"]) * 1000, 1) if every["with"] else None,
+        "p99_ms_with": p99_with,
+        "p99_ratio": round(p99_with / p99_without, 3) if p99_with and p99_without else None,
+        "worst_shop_p99_ms": worst,
+        "fullsync_rate_with": round(with_rate, 1),
+        "fullsync_rate_alone": round(alone_rate, 1) if alone_rate else None,
+        "fullsync_bound": "A's own rate alone, measured in the same run right after the others stop",
+        "fullsync_ratio_to_bound": ratio,
+        "apsis_requests_per_customer": round(per_customer, 3),
+        "apsis_limit_customers_per_s": round(limit_rate, 1),
+        "fullsync_ratio_to_apsis_limit": round(with_rate / limit_rate, 3),
+        "apsis_requests_a": requests,
+        "lost": lost_webhooks + failed,
+        "per_shop": per_shop,
+        "goal": "p99 with <= 1.5 x without and < 500 ms; A >= 0.8 of its bound; every shop p99 < 1 s",
+    }
+
+
+def run(quick: bool = False, sizes: list[int] | None = None) -> dict[str, Any]:
+    customers = sizes[0] if sizes else 5_000 if quick else 200_000
+    phase_s = 20.0 if quick else 60.0
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+    def go(redis_url: str) -> dict[str, Any]:
+        result = asyncio.run(_run(redis_url, customers, phase_s))
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "fairness.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+        return result
+
+    if redis_answers(url):
+        return go(url)
+    with embedded_redis() as embedded:
+        return go(embedded)
+
+
+if __name__ == "__main__":
+    print(orjson.dumps(run(quick="--quick" in sys.argv), option=orjson.OPT_INDENT_2).decode())
