@@ -25,7 +25,7 @@ from core.keys import Keys
 from core.logging import get_logger
 from core.shopify_auth import StaticToken, TokenSource
 from mappings.installation import Shop
-from worker import shopify_bulk
+from worker import lanes, shopify_bulk
 from worker import shopify_queries as q
 from worker import shopify_shapes as shapes
 from worker.http import new_session
@@ -42,6 +42,7 @@ log = get_logger(__name__)
 Json = dict[str, Any]
 ORDER_LINES_FIRST = 10  # lines read with each order; the rest, if any, in pages of 100
 PRODUCT_NODE_COST = 4  # Product, featuredMedia, preview, image
+BULK_PAGE_RESTORE_S = 2.0  # the most restore time one full-sync or audit page may spend
 
 
 def _when(value: datetime | str | None) -> str | None:
@@ -297,7 +298,13 @@ class ShopifyClient:
         The page size is the most the cost allows (up to `limit`), halved while Shopify says
         the query costs too much."""
         await self.cost.load()
-        size = min(limit, page_size(per_node_cost(document, variables), 2.0, self.cost.maximum))
+        budget = self.cost.maximum
+        if lanes.LANE.get() == "bulk":
+            # A walk's page holds the shared bucket for its cost's restore time, and a webhook's
+            # read (a few points) waits behind it: at most BULK_PAGE_RESTORE_S of restore a page
+            # (the walk's rate is the restore rate either way; 200 points on a Standard plan).
+            budget = min(budget, self.cost.restore_per_s * BULK_PAGE_RESTORE_S)
+        size = min(limit, page_size(per_node_cost(document, variables), 2.0, budget))
         while True:
             try:
                 data = await self.graphql(document, {**variables, "first": max(1, size)})

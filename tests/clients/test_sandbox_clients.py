@@ -27,6 +27,7 @@ except ImportError as exc:  # pragma: no cover - built in parallel
     pytest.skip(f"Shopify sandbox not importable: {exc}", allow_module_level=True)
 
 from mappings.normalize_graphql import normalize_bulk_customer
+from worker import lanes
 from worker.shopify_bulk import BulkOperationBusyError
 from worker.shopify_client import ShopifyClient
 
@@ -199,6 +200,35 @@ async def test_walks_every_customer_page_by_page(shopify: tuple[ShopifyClient, S
     customer = await client.get_customer(first)
     assert customer is not None and customer["id"] == first
     assert await client.get_customer(1) is None
+
+
+async def test_full_sync_pages_leave_room_for_webhook_reads(
+    redis: Redis, keys: Keys, limiter: RateLimiter
+) -> None:
+    """On a Standard plan (100 points/s) a full-sync or audit page asks for at most 2 s of restore
+    (33 customers at 6 points), so a webhook's customer read never waits 10 s behind a page."""
+    store = Store(size=300)  # Standard plan by default
+    async with ShopifySandbox(store) as sandbox:
+        shop = Shop(
+            domain=store.domain,
+            admin_url=sandbox.url,
+            api_version="2024-10",
+            access_token=store.access_token,
+            webhook_secret=store.webhook_secret,
+            apsis=apsis_account("http://unused"),
+            sections=(),
+            limits=Limits(),
+        )
+        async with ShopifyClient(shop, redis, limiter, keys, retry=FAST) as client:
+            realtime, _ = await client.customer_page(None)
+            token = lanes.LANE.set("bulk")
+            try:
+                walk, _ = await client.customer_page(None)
+            finally:
+                lanes.LANE.reset(token)
+    assert client.cost.restore_per_s == 100
+    assert len(realtime) == 166  # under Shopify's 1,000-point single-query maximum
+    assert len(walk) == 33  # (200 - 2) // 6
 
 
 async def test_orders_products_scopes_shop_and_webhooks(shopify: tuple[ShopifyClient, Store]) -> None:
