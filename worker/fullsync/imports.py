@@ -19,6 +19,7 @@ once every file is verified and its customers' states saved.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from typing import Any
@@ -57,6 +58,7 @@ IMPORT_PATH = "import"
 # waiting here ends its slice, and the next slice downloads the export again from its first line
 # (skipping what was read), which at 1,000,000 customers cost the store minutes of re-reads.
 MAX_BUILT = int(os.environ.get("SHOPSYNC_IMPORT_MAX_BUILT", "48"))
+STEP_EVERY_S = 1.0  # the driver's steps while the walk reads (besides one after each page)
 _COUNTED = {"stale": "stale", "unchanged": "unchanged", "skipped": "skipped", "refused": "failed"}
 
 
@@ -97,16 +99,40 @@ class ImportWalker(walk._Walker):
         self.addresses = await address_attributes(self.app, self.shop)
         self.layouts = layouts(self.shop, self.addresses)
         self.driver = Driver(self)
-        if not self.record.get("read_done") and not await super().run(deadline):
+        if not self.record.get("read_done") and not await self._read(deadline):
             return False
         return await self.driver.finish(deadline)
+
+    async def _read(self, deadline: float) -> bool:
+        """The walk, with the files driven meanwhile even while no page comes: a new slice first
+        skips the export's lines read before (a minute and more at a million customers), and
+        APSIS would run out of files. One lock keeps a page's transaction and a step apart (both
+        change `files`); the stepper finishes its step before the walk goes on."""
+        self.files_lock = asyncio.Lock()
+        stop = asyncio.Event()
+
+        async def keep_stepping() -> None:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), STEP_EVERY_S)
+                if not stop.is_set():
+                    async with self.files_lock:
+                        await self.driver.step()
+
+        stepper = asyncio.create_task(keep_stepping(), name="import-driver-steps")
+        try:
+            return await super().run(deadline)
+        finally:
+            stop.set()
+            await stepper
 
     async def _room(self, deadline: float) -> bool:
         """The batches' backpressure, and the built files': while too many wait, upload some."""
         if not await super()._room(deadline):
             return False
         while sum(1 for f in self.files.values() if f.state == "built") >= MAX_BUILT:
-            await self.driver.step()
+            async with self.files_lock:
+                await self.driver.step()
             if time.monotonic() > deadline:
                 return False
             await asyncio.sleep(0.2)
@@ -144,6 +170,16 @@ class ImportWalker(walk._Walker):
         """One page: its rows appended to the open files, its per-profile customers as a batch,
         its refusals as dead letters, the counters and the walk's checkpoint, in one transaction."""
         routed = await self._route(customers)
+        async with self.files_lock:
+            await self._emit_routed(routed, customers, checkpoint, done)
+
+    async def _emit_routed(
+        self,
+        routed: list[tuple[Routed, dict[str, Any]]],
+        customers: list[dict[str, Any]],
+        checkpoint: dict[str, Any],
+        done: bool,
+    ) -> None:
         files = {n: ImportFile(**vars(f)) for n, f in self.files.items()}  # applied after EXEC
         opened: dict[tuple[str, str], ImportFile] = {
             (f.section, f.kind): f for f in files.values() if f.state == "building"
