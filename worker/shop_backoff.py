@@ -47,6 +47,7 @@ MIN_FAILURES = 8
 FAIL_SHARE = 0.8
 MIN_SPAN_S = 5.0
 RECOVERED_AFTER = 3  # successful answers in a row after a release that close the backoff
+PROBE_FAILURES = 3  # failed answers after a release that reopen the backoff at once
 FIRST_S = 10.0
 MAX_S = 300.0
 TICK_S = 1.0
@@ -213,11 +214,28 @@ async def tick(
             if await close(redis, keys, shop):
                 log.info("shop_backoff_closed", shop=shop, trips=record.get("trips"))
             continue
+        if until <= now and seen is not None and _probe_failed(seen, observer.clock() - (now - until)):
+            # Half-open: the released jobs' first answers failed again. Reopen at once (twice
+            # as long) rather than wait for a full window of failures, so a shop whose API is
+            # still down does not fill the pool's job slots with retrying jobs meanwhile.
+            period = await trip(redis, keys, shop, f"probe failed: {record.get('reason', '')}"[:200])
+            observer.forget(shop)
+            if period:
+                log.warning("shop_backoff_open", shop=shop, period_s=period, reason="probe failed")
+                view[shop] = (now + period, str(record.get("reason", "")))
+            continue
         if until <= now and shop in active and shop not in blocked:
             released = await release(redis, keys, shop)
             if released:
                 log.info("shop_backoff_probing", shop=shop, jobs_released=released)
     lanes.set_parked(view)
+
+
+def _probe_failed(answers: _Answers, since: float) -> bool:
+    """At least `PROBE_FAILURES` failed answers since the backoff lapsed (`since`, the observer's
+    clock) and no success in a row since the last of them."""
+    failures = sum(1 for t, failed in answers.events if failed and t >= since)
+    return failures >= PROBE_FAILURES and answers.streak == 0
 
 
 def _number_or_text(text: str) -> Any:

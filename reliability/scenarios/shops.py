@@ -21,7 +21,7 @@ import orjson
 
 from reliability.report import Result
 from reliability.scenarios.common import MAX_LISTED, finish
-from reliability.stack import ExtraShop, RunContext, StackConfig, stack
+from reliability.stack import DOMAIN, ExtraShop, RunContext, Stack, StackConfig, stack
 from reliability.traffic import Traffic
 
 OTHERS = 5
@@ -127,6 +127,8 @@ async def shop_apsis_down(run: RunContext) -> Result:
             await asyncio.sleep(3.0)
         result.load = f"{len(traffics)} shops x {RATE:g} changes/s + {OTHERS} x {PROBE_RATE:g} probes/s"
         result.faults = f"one shop's APSIS down {fault_s:g} s"
+        # Jobs the backoff parked are in no queue: `settle` would not wait for them.
+        result.figures["backoff_closed_after_s"] = await _backoff_closed(s, 300.0)
         await finish(s, result, settle_s=300, all_customers=False)
         for x in s.extras:
             checked, problems = s.check_extra(x, sorted(set(x.store.overrides) | set(x.store.deleted)))
@@ -143,6 +145,19 @@ async def shop_apsis_down(run: RunContext) -> Result:
         result.inputs = sum(t.changes for t in traffics) + sum(len(p.sent) for p in probes)
     result.seconds = round(time.monotonic() - started, 1)
     return result
+
+
+async def _backoff_closed(s: Stack, limit_s: float) -> float | None:
+    """Seconds until no shop backs off and none has parked jobs (None: not within `limit_s`)."""
+    started = time.monotonic()
+    domains = [DOMAIN, *(x.domain for x in s.extras)]
+    while time.monotonic() - started < limit_s:
+        held = sum([int(await s.redis.hlen(s.keys.held_jobs(d))) for d in domains])  # type: ignore[misc]
+        open_ = int(await s.redis.scard(s.keys.backoff_shops))  # type: ignore[misc]
+        if held == 0 and open_ == 0:
+            return round(time.monotonic() - started, 1)
+        await asyncio.sleep(1.0)
+    return None
 
 
 def _latency_figures(run: RunContext, result: Result, probes: list[Probe]) -> None:
