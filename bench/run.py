@@ -1,7 +1,7 @@
 """`make bench`: run the benchmarks, write JSON under bench/results/, print a short table.
 
 `python -m bench.run [NAME ...] [--quick] [--sizes N[,N...]]`; names are the `bench/bench_<name>.py`
-modules; `--sizes` goes to the benchmarks whose `run` takes `sizes` (`import`).
+modules; `--sizes` goes to the benchmarks whose `run` takes `sizes` (`import`; `fairness`: shop A's store size).
 """
 
 from __future__ import annotations
