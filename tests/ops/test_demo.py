@@ -13,7 +13,8 @@ import psutil  # type: ignore[import-untyped]
 from core.keys import Keys
 from sandbox.shopify.oauth import OAuthConfig
 from sandbox.shopify.store import Store
-from shopsync.demo import DOMAIN, installation_file
+from shopsync.demo import DOMAIN
+from shopsync.demo_files import installation_file
 from shopsync.devredis import free_port
 from shopsync.shops import load_installations
 from tests.ops.helpers import ROOT, cli_env
