@@ -4,7 +4,11 @@ Per sync (`Keys.full_sync_import(id)` = I):
 - `I:files` hash file number -> `ImportFile` JSON: its layout (section and kind), rows, bytes,
   state, tries and the ticket of its current import;
 - `I:file:{n}` the CSV (header first), appended a page at a time in the walk's transaction;
-- `I:rows:{n}` hash customer id -> the customer's expected state JSON once the file is imported.
+- `I:rows:{n}` hash customer id -> the customer's expected state JSON once the file is imported;
+- `I:where:{section}` hash customer id -> the numbers of the files holding its rows in that
+  section (comma-separated: an opt-in and an opt-out file), written with the rows, so the
+  verification finds a reported profile's expected state in O(1) whatever the number of files;
+  dropped once the section is verified.
 A file is `building` until its rows or bytes reach the bounds (`FILE_ROWS`, `FILE_BYTES`, far
 under APSIS's 50 MB; a layout's first files smaller, see `full`), then `built`; `requested` once an import was created for it (the ticket
 kept), `uploaded` once its upload was answered, `completed` / `failed` from the import's status,
@@ -102,6 +106,9 @@ class FileKeys:
 
     def rows(self, n: int) -> str:
         return f"{self._base}:rows:{n}"
+
+    def where(self, section: str) -> str:
+        return f"{self._base}:where:{section}"
 
 
 async def load_files(app: WorkerContext, keys: FileKeys) -> dict[int, ImportFile]:

@@ -148,7 +148,7 @@ class Verifier:
             rows = self._report_rows(section, channel, topic, columns)
             async for chunk in _chunks(rows):
                 keys = [row.get("profile_key", "") for row in chunk]
-                expected = await self._expected(files, keys)
+                expected = await self._expected(section, files, keys)
                 marks: dict[str, str] = {}
                 for row in chunk:
                     state = expected.get(row.get("profile_key", ""))
@@ -164,7 +164,7 @@ class Verifier:
                         pipe.expire(seen_key, DATA_TTL_S)
                         await pipe.execute()
         await self._mark_missing(files, seen_key)
-        await typed(self.app.redis.delete(seen_key))
+        await typed(self.app.redis.delete(seen_key, self.walker.fkeys.where(section)))
         log.info(
             "full_sync_import_verified",
             sync_id=self.walker.sync_id,
@@ -208,20 +208,42 @@ class Verifier:
                     {k: "profile missing after the import" for k, f in zip(keys, flags, strict=True) if not f}
                 )
 
-    async def _expected(self, files: list[int], keys: list[str]) -> dict[str, SyncState]:
-        """The expected states of `keys` among the files' rows (one pipelined round trip)."""
-        found: dict[str, SyncState] = {}
+    async def _expected(self, section: str, files: list[int], keys: list[str]) -> dict[str, SyncState]:
+        """The expected states of `keys` among the section's completed files: each key's files
+        from the section's index (`FileKeys.where`), then its row from one of them; two round
+        trips a chunk whatever the number of files."""
         if not keys:
-            return found
+            return {}
+        completed = set(files)
+        held = await typed(self.app.redis.hmget(self.walker.fkeys.where(section), keys))
+        by_file: dict[int, list[str]] = {}
+        for key, raw in zip(keys, held, strict=True):
+            text = raw.decode() if isinstance(raw, bytes) else str(raw or "")
+            numbers = [int(n) for n in text.split(",") if n]
+            number = next((n for n in numbers if n in completed), None)
+            if number is not None:
+                by_file.setdefault(number, []).append(key)
+        if not by_file:
+            return {}
+        found: dict[str, SyncState] = {}
         async with self.app.redis.pipeline(transaction=False) as pipe:
-            for number in files:
-                pipe.hmget(self.walker.fkeys.rows(number), keys)
+            for number, wanted in by_file.items():
+                pipe.hmget(self.walker.fkeys.rows(number), wanted)
             answers = await pipe.execute()
-        for raws in answers:
-            for key, raw in zip(keys, raws, strict=True):
-                if raw is not None and key not in found:
+        for wanted, raws in zip(by_file.values(), answers, strict=True):
+            for key, raw in zip(wanted, raws, strict=True):
+                if raw is not None:
                     found[key] = SyncState.from_dict(orjson.loads(raw)["state"])
         return found
+
+    async def _expected_in(self, number: int, keys: list[str]) -> dict[str, SyncState]:
+        """The expected states of `keys` in one file's rows."""
+        raws = await typed(self.app.redis.hmget(self.walker.fkeys.rows(number), keys)) if keys else []
+        return {
+            key: SyncState.from_dict(orjson.loads(raw)["state"])
+            for key, raw in zip(keys, raws, strict=True)
+            if raw is not None
+        }
 
     async def _verify_sample(self, section: str, files: list[int], attributes: list[str]) -> None:
         """No topic to report on: read a bounded random sample of the files' profiles one by one."""
@@ -231,7 +253,7 @@ class Verifier:
         for number in files:
             picked = await typed(self.app.redis.hrandfield(self.walker.fkeys.rows(number), per_file))
             keys = [k.decode() if isinstance(k, bytes) else str(k) for k in picked or []]
-            expected = await self._expected([number], keys)
+            expected = await self._expected_in(number, keys)
             marks: dict[str, str] = {}
             for key, state in expected.items():
                 got = await apsis.get_attributes(keyspace, key, section)

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import os
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -58,6 +59,10 @@ IMPORT_PATH = "import"
 # waiting here ends its slice, and the next slice downloads the export again from its first line
 # (skipping what was read), which at 1,000,000 customers cost the store minutes of re-reads.
 MAX_BUILT = int(os.environ.get("SHOPSYNC_IMPORT_MAX_BUILT", "48"))
+# ...and by their bytes: a file may reach `FILE_BYTES` (16 MB), and a small Redis add-on holds
+# 25-100 MB in all (docs/CONFIGURATION.md, docs/DEPLOYMENT.md).
+BUFFER_BYTES = int(float(os.environ.get("SHOPSYNC_IMPORT_BUFFER_MB", "64")) * 1024 * 1024)
+_WAITING = frozenset({"built", "requested"})  # built, not uploaded yet
 STEP_EVERY_S = 1.0  # the driver's steps while the walk reads (besides one after each page)
 _COUNTED = {"stale": "stale", "unchanged": "unchanged", "skipped": "skipped", "refused": "failed"}
 
@@ -130,7 +135,7 @@ class ImportWalker(walk._Walker):
         """The batches' backpressure, and the built files': while too many wait, upload some."""
         if not await super()._room(deadline):
             return False
-        while sum(1 for f in self.files.values() if f.state == "built") >= MAX_BUILT:
+        while _over_buffer(self.files.values()):
             async with self.files_lock:
                 await self.driver.step()
             if time.monotonic() > deadline:
@@ -186,6 +191,7 @@ class ImportWalker(walk._Walker):
         }
         appends: dict[int, list[bytes]] = {}
         expected: dict[int, dict[str, bytes]] = {}
+        where: dict[str, dict[str, str]] = {}  # section -> customer id -> its files there
         per_profile: list[dict[str, Any]] = []
         counters: dict[str, int] = {}
         letters = []
@@ -206,6 +212,10 @@ class ImportWalker(walk._Walker):
                     assert result.state is not None
                     expected.setdefault(target.number, {})[row.profile_key] = orjson.dumps(
                         {"state": result.state.to_dict(), "count": index == 0}
+                    )
+                    held = where.setdefault(row.section, {})
+                    held[row.profile_key] = ",".join(
+                        filter(None, (held.get(row.profile_key), str(target.number)))
                     )
                 counters["import_rows"] = counters.get("import_rows", 0) + 1
             elif result.route == "per_profile":
@@ -243,6 +253,9 @@ class ImportWalker(walk._Walker):
                     for number, rows in expected.items():
                         pipe.hset(self.fkeys.rows(number), mapping=rows)
                         pipe.expire(self.fkeys.rows(number), control.DATA_TTL_S)
+                    for section, held in where.items():
+                        pipe.hset(self.fkeys.where(section), mapping=held)
+                        pipe.expire(self.fkeys.where(section), control.DATA_TTL_S)
                     changed = {
                         k: v.to_json()
                         for k, v in files.items()
@@ -275,6 +288,12 @@ class ImportWalker(walk._Walker):
         self.pages += 1
         self.record.update({k: orjson.loads(v) for k, v in fields.items()})
         await self.driver.step()
+
+
+def _over_buffer(files: Iterable[ImportFile]) -> bool:
+    """Too many built files wait for their upload, by count or by bytes (their CSVs in Redis)."""
+    waiting = [f for f in files if f.state in _WAITING]
+    return len(waiting) >= MAX_BUILT or sum(f.size for f in waiting) >= BUFFER_BYTES
 
 
 def _numeric(value: Any) -> int:

@@ -1,0 +1,61 @@
+"""The import path at scale, in small: verification through the section index whatever the number
+of files, the saved states, and the built files' buffer bounded by count and by bytes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from core import fullsync_control as control
+from core.keys import Keys
+from tests.e2e.harness import pipeline
+from tests.fullsync.helpers import FAST_LIMITS, open_limits, wait_finished
+from tests.fullsync.import_helpers import SYNC, fast_imports
+from tests.fullsync.test_fullsync import WORKERS, store_ids
+from worker.fullsync import import_files, imports
+from worker.fullsync.import_files import ImportFile
+
+
+def _file(number: int, state: str, size: int) -> ImportFile:
+    return ImportFile(number, "com.apsis1.sections.s", "in", state=state, size=size)
+
+
+def test_the_built_files_buffer_is_bounded_by_count_and_by_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(imports, "MAX_BUILT", 3)
+    monkeypatch.setattr(imports, "BUFFER_BYTES", 1000)
+    assert not imports._over_buffer([_file(0, "built", 400), _file(1, "requested", 599)])
+    assert imports._over_buffer([_file(0, "built", 400), _file(1, "requested", 600)])  # bytes
+    small = [_file(n, "built", 1) for n in range(3)]
+    assert imports._over_buffer(small)  # count
+    # Files uploaded, completed or still building are not waiting for an upload.
+    others = [_file(0, "uploaded", 5000), _file(1, "completed", 5000), _file(2, "building", 5000)]
+    assert not imports._over_buffer(others)
+
+
+async def test_many_small_files_are_verified_through_the_index_and_saved(
+    redis_url: str, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files closed at 20 rows (a file per page: several per section): every reported profile finds its expected
+    state through the section index (one found nowhere would be re-sent as missing), every state
+    is saved, and the index leaves Redis with the verification."""
+    monkeypatch.setattr(import_files, "FILE_ROWS", 20)
+    monkeypatch.setattr(import_files, "FIRST_FILE_ROWS", 20)
+    size = 250
+    async with pipeline(redis_url, keys, customers=size, workers=WORKERS, limits=FAST_LIMITS, sync=SYNC) as p:
+        open_limits(p.store, p.account)
+        fast_imports(p.account, monkeypatch)
+        started = await control.start_full_sync(p.redis, keys, p.shop.domain)
+        record: dict[str, Any] = await wait_finished(p.redis, keys, started.sync_id, limit_s=90)
+        assert record["state"] == "finished" and record["path"] == "import", record
+        assert record["seen"] == size and record["failed"] == 0
+        assert record["import_files"]["completed"] >= 5, record["import_files"]
+        assert record.get("import_rows_resent", 0) == 0, record
+        assert p.mismatches(store_ids(size)) == []
+        base = keys.full_sync_import(started.sync_id)
+        assert not await p.redis.keys(f"{base}:where:*")
+        assert not await p.redis.keys(f"{base}:seen:*")
+        for cid in store_ids(size)[:20]:
+            stored = await p.app.customers.load(p.shop.domain, cid)
+            assert stored.state is not None and stored.state.sections and stored.staged is None
+            assert not await p.redis.exists(keys.customer_lock(p.shop.domain, cid))
