@@ -13,12 +13,8 @@
    at a time against the files' expected states in Redis, and the keys seen go to a Redis set
    (`:seen:{section}`), not to the process.
 2. Save: for every customer of a completed file, under its lock, the state its rows lead to is
-   saved (so later webhooks diff against what APSIS holds), with a mark per opt-out the import
-   wrote (`mappings.consent.imported_mark`, the time the import was seen completed): APSIS may not
-   record such an opt-out as ours, and the opt-in guard needs to know it was. A customer whose
-   stored state is newer than its row (a webhook or a per-profile write while the import ran), or
-   who has writes staged by a cut-off apply, is re-sent instead: the import may have written
-   older data over it.
+   saved, or, when a newer state or staged writes were there, the customer is re-sent instead
+   (`worker.fullsync.import_save`: a few round trips per chunk of customers).
 3. Re-send those customers per profile (`import_letters.resend`, from Shopify's current state).
 Each step records its progress (the section marks, the file's `settled` mark, the re-send hash)
 so a later slice picks up where a killed one stopped; a customer is counted once (`:counted`).
@@ -26,7 +22,6 @@ so a later slice picks up where a killed one stopped; a customer is counted once
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -36,18 +31,17 @@ import structlog
 
 from core.redis_conn import command, typed
 from mappings.audit import same_value
-from mappings.consent import imported_mark
 from mappings.import_rows import cell
 from mappings.state import SyncState
 from mappings.writes import OPT_IN, OPT_OUT, ConsentKey
 from worker.apsis_reports import ApsisReports, ConsentReportSpec
 from worker.fullsync.import_files import ImportSync
 from worker.fullsync.import_letters import resend
+from worker.fullsync.import_save import Saver
 
 log = structlog.get_logger("worker.fullsync")
 
 CHUNK = 500
-SAVE_CONCURRENCY = 32
 SAMPLE = 200  # per-profile reads for a section APSIS gives no topic to report on
 REPORT_TIMEOUT_S = 1800.0
 ADDRESS = "address"
@@ -68,6 +62,7 @@ class Verifier:
         self.base = self.app.keys.full_sync_import(walker.sync_id)
         self.resend_key, self.counted_key = f"{self.base}:resend", f"{self.base}:counted"
         self.record_key = walker.keys.record
+        self.saver = Saver(self, self.shop.domain, walker.fkeys)
 
     def _completed(self, section: str | None = None) -> list[int]:
         return [
@@ -93,7 +88,7 @@ class Verifier:
             file = self.walker.files[number]
             if file.extra.get("settled"):
                 continue
-            await self._save_file(number, float(file.extra.get("completed_at") or time.time()))
+            await self.saver.save_file(number, float(file.extra.get("completed_at") or time.time()))
             file.extra["settled"] = True
             async with self.app.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(self.walker.fkeys.files, str(number), file.to_json())
@@ -275,66 +270,6 @@ class Verifier:
             differing=marked,
             reason="APSIS lists no topic for the section: no consent report to verify it with",
         )
-
-    # --- 2. save ------------------------------------------------------------------------------
-
-    async def _save_file(self, number: int, completed_at: float) -> None:
-        semaphore = asyncio.Semaphore(SAVE_CONCURRENCY)
-        tasks: list[asyncio.Task[None]] = []
-
-        async def one(cid: str, raw: bytes) -> None:
-            async with semaphore:
-                await self._save_one(cid, raw, completed_at)
-
-        async for keys in _key_chunks(self.app, self.walker.fkeys.rows(number)):
-            async with self.app.redis.pipeline(transaction=False) as pipe:
-                pipe.hmget(self.walker.fkeys.rows(number), keys)
-                pipe.hmget(self.resend_key, keys)
-                raws, resent = await pipe.execute()
-            for cid, raw, skip in zip(keys, raws, resent, strict=True):
-                if raw is not None and skip is None:
-                    tasks.append(asyncio.create_task(one(cid, raw)))
-            if len(tasks) >= 1000:
-                await asyncio.gather(*tasks)
-                tasks = []
-        await asyncio.gather(*tasks)
-
-    async def _save_one(self, cid: str, raw: bytes, completed_at: float) -> None:
-        data = orjson.loads(raw)
-        expected = SyncState.from_dict(data["state"])
-        imported = {
-            imported_mark(key): completed_at for key, kind in expected.consents.items() if kind == OPT_OUT
-        }
-        store, domain = self.app.customers, self.shop.domain
-        token = await store.lock_within(domain, int(cid), None)
-        assert token is not None  # no deadline: waits until the lock is free
-        try:
-            stored = await store.load(domain, int(cid))
-            if stored.deleted_at is not None:
-                return
-            if stored.staged is not None or (stored.state is not None and _newer(stored.state, expected)):
-                await self._mark({cid: "written while the import ran"})
-                if stored.staged is None and stored.state is not None and imported:
-                    # The import's opt-outs may sit over the newer write in APSIS: the re-send's
-                    # opt-in guard must know they are ours (the state itself is kept).
-                    await store.settle(
-                        domain, int(cid), token, [], stored.state, {**stored.marks, **imported}
-                    )
-                return
-            await store.settle(domain, int(cid), token, [], expected, {**stored.marks, **imported})
-        finally:
-            await store.unlock(domain, int(cid), token)
-        if data.get("count"):
-            await self._count(int(cid), "synced")
-
-
-def _newer(stored: SyncState, expected: SyncState) -> bool:
-    """The stored state holds something newer than the row: a write the import may undo."""
-    for group, when in stored.times.items():
-        mine = expected.times.get(group)
-        if mine is None or when > mine:
-            return True
-    return False
 
 
 def _differs(
