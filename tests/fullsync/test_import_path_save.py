@@ -1,0 +1,128 @@
+"""Saving the customers' states after an import, a chunk at a time (worker/fullsync/import_save.py),
+against real Redis: saved, re-sent when newer or staged, deleted ones left, busy locks waited for."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+from arq.connections import create_pool
+
+from core.jobs import deserialize, serialize
+from core.keys import Keys
+from core.redis_conn import arq_settings, typed
+from core.settings import Settings
+from mappings.consent import imported_mark
+from mappings.installation import Installations
+from mappings.state import SyncState
+from mappings.writes import OPT_IN, OPT_OUT, ConsentKey
+from tests.conftest import purge
+from worker.context import WorkerContext
+from worker.fullsync.import_files import FileKeys
+from worker.fullsync.import_save import RESENT, Saver
+
+SHOP = "save-test.myshopify.com"
+SECTION = "com.apsis1.sections.s"
+OUT = ConsentKey(SECTION, "com.apsis1.channels.email", "news")
+IN = ConsentKey(SECTION, "com.apsis1.channels.email", "offers")
+OLD, ROW, NEW = (datetime(2026, 1, d, tzinfo=UTC) for d in (1, 2, 3))
+
+
+@pytest.fixture
+async def app(redis_url: str, keys: Keys, demo_installations: Installations) -> AsyncIterator[WorkerContext]:
+    pool = await create_pool(arq_settings(redis_url), job_serializer=serialize, job_deserializer=deserialize)
+    context = WorkerContext(
+        settings=Settings(redis_url=redis_url, key_prefix=keys.prefix),
+        installations=demo_installations,
+        redis=pool,
+        keys=keys,
+    )
+    yield context
+    await purge(pool, keys)
+    await pool.aclose()
+
+
+@dataclass
+class FakeVerifier:
+    """The verifier's bookkeeping the saver uses, with the same Redis effects."""
+
+    app: WorkerContext
+    resend_key: str
+    counted_key: str
+    record_key: str
+
+    async def _mark(self, cids: dict[str, str]) -> None:
+        if cids:
+            await typed(self.app.redis.hset(self.resend_key, mapping=cids))
+
+    async def _count(self, cid: int, counter: str) -> None:
+        if await typed(self.app.redis.hsetnx(self.counted_key, str(cid), "1")):
+            await typed(self.app.redis.hincrby(self.record_key, counter, 1))
+            await typed(self.app.redis.hincrby(self.record_key, "seen", 1))
+
+
+def _state(cid: int, when: datetime, city: str) -> SyncState:
+    return SyncState(
+        cid,
+        times={"customer": when},
+        sections=(SECTION,),
+        attributes={SECTION: {"city": city}},
+        consents={OUT: OPT_OUT, IN: OPT_IN},
+    )
+
+
+async def test_a_chunk_is_saved_re_sent_or_left_as_each_customer_needs(app: WorkerContext) -> None:
+    store, redis, keys = app.customers, app.redis, app.keys
+    fkeys = FileKeys(app, "sync-save")
+    base = keys.full_sync_import("sync-save")
+    verifier = FakeVerifier(app, f"{base}:resend", f"{base}:counted", f"{base}:record")
+    ids = list(range(1, 8))
+    # 1 new, 2 older stored state, 3 newer stored state, 4 staged writes, 5 deleted, 6 lock busy,
+    # 7 a second row of a customer counted elsewhere (count false). Plus 600 fresh ones (2 chunks).
+    many = list(range(1000, 1600))
+    rows = {
+        str(c): orjson.dumps({"state": _state(c, ROW, "row").to_dict(), "count": c != 7}) for c in ids + many
+    }
+    await typed(redis.hset(fkeys.rows(0), mapping=rows))
+    old = orjson.dumps({**_state(2, OLD, "old").to_dict(), "marks": {"kept": 1.0}})
+    new = orjson.dumps({**_state(3, NEW, "new").to_dict(), "marks": {}})
+    await redis.set(keys.customer_state(SHOP, 2), old)
+    await redis.set(keys.customer_state(SHOP, 3), new)
+    await redis.set(store._staged_key(SHOP, 4), b"staged")
+    await redis.set(keys.customer_state(SHOP, 5), orjson.dumps({"deleted_at": 1.0}))
+    busy = await store.try_lock(SHOP, 6)
+    assert busy is not None
+
+    async def release_later() -> None:
+        await asyncio.sleep(0.3)
+        await store.unlock(SHOP, 6, busy)
+
+    releaser = asyncio.create_task(release_later())
+    await Saver(verifier, SHOP, fkeys).save_file(0, 123.0)
+    await releaser
+
+    mark = imported_mark(OUT)
+    for cid in (1, 2, 6, 7, *many[:3], many[-1]):
+        got = await store.load(SHOP, cid)
+        assert got.state == _state(cid, ROW, "row"), cid
+        assert got.marks.get(mark) == 123.0 and imported_mark(IN) not in got.marks
+    assert (await store.load(SHOP, 2)).marks["kept"] == 1.0
+    newer = await store.load(SHOP, 3)
+    assert newer.state == _state(3, NEW, "new") and newer.marks == {mark: 123.0}  # kept, marked
+    assert (
+        await redis.get(keys.customer_state(SHOP, 4)) is None
+        and await redis.get(store._staged_key(SHOP, 4)) == b"staged"
+    )
+    assert (await store.load(SHOP, 5)).deleted_at == 1.0
+    resend = await typed(redis.hgetall(verifier.resend_key))
+    assert resend == {b"3": RESENT.encode(), b"4": RESENT.encode()}
+    counted = {int(c) for c in await typed(redis.hkeys(verifier.counted_key))}
+    assert counted == {1, 2, 6, *many}
+    synced = await redis.hget(verifier.record_key, "synced")  # type: ignore[misc]
+    assert synced is not None and int(synced) == len(counted)
+    for cid in ids + many:
+        assert not await redis.exists(keys.customer_lock(SHOP, cid)), cid
