@@ -103,7 +103,7 @@ async def test_a_dead_holders_slot_frees_within_its_lease(redis: Redis, keys: Ke
     assert not await alive.wait("other", 0.1)
     started = time.monotonic()
     assert await alive.wait("other", 2.0)
-    assert 0.15 < time.monotonic() - started < 0.8
+    assert 0.15 < time.monotonic() - started < 1.5  # the lease lapses ~0.3 s in (slack for busy cores)
 
 
 async def test_exports_from_2026_01_run_five_at_once_and_never_get_refused(
