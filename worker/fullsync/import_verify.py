@@ -63,6 +63,7 @@ class Verifier:
         self.resend_key, self.counted_key = f"{self.base}:resend", f"{self.base}:counted"
         self.record_key = walker.keys.record
         self.saver = Saver(self, self.shop.domain, walker.fkeys)
+        self.indexed = True
 
     def _completed(self, section: str | None = None) -> list[int]:
         return [
@@ -138,6 +139,8 @@ class Verifier:
             return
         seen_key = f"{self.base}:seen:{section}"
         await typed(self.app.redis.delete(seen_key))
+        # A sync begun before the section index existed (an upgrade mid-sync) asks every file.
+        self.indexed = bool(await typed(self.app.redis.exists(self.walker.fkeys.where(section))))
         for index, (channel, topic) in enumerate(reported):
             columns = attributes if index == 0 else []
             rows = self._report_rows(section, channel, topic, columns)
@@ -210,14 +213,15 @@ class Verifier:
         if not keys:
             return {}
         completed = set(files)
-        held = await typed(self.app.redis.hmget(self.walker.fkeys.where(section), keys))
-        by_file: dict[int, list[str]] = {}
-        for key, raw in zip(keys, held, strict=True):
-            text = raw.decode() if isinstance(raw, bytes) else str(raw or "")
-            numbers = [int(n) for n in text.split(",") if n]
-            number = next((n for n in numbers if n in completed), None)
-            if number is not None:
-                by_file.setdefault(number, []).append(key)
+        by_file: dict[int, list[str]] = {} if self.indexed else {n: keys for n in files}
+        if self.indexed:
+            held = await typed(self.app.redis.hmget(self.walker.fkeys.where(section), keys))
+            for key, raw in zip(keys, held, strict=True):
+                text = raw.decode() if isinstance(raw, bytes) else str(raw or "")
+                numbers = [int(n) for n in text.split(",") if n]
+                number = next((n for n in numbers if n in completed), None)
+                if number is not None:
+                    by_file.setdefault(number, []).append(key)
         if not by_file:
             return {}
         found: dict[str, SyncState] = {}
