@@ -87,7 +87,7 @@ class Saver:
         self.store = self.app.customers
 
     async def save_file(self, number: int, completed_at: float) -> None:
-        async for keys in _key_chunks(self.app, self.fkeys.rows(number)):
+        async for keys in hash_field_chunks(self.app, self.fkeys.rows(number)):
             async with self.app.redis.pipeline(transaction=False) as pipe:
                 pipe.hmget(self.fkeys.rows(number), keys)
                 pipe.hmget(self.v.resend_key, keys)
@@ -189,7 +189,7 @@ def _newer(stored: SyncState, expected: SyncState) -> bool:
     return False
 
 
-async def _key_chunks(app: Any, key: str) -> AsyncIterator[list[str]]:
+async def hash_field_chunks(app: Any, key: str) -> AsyncIterator[list[str]]:
     """The fields of a hash, `CHUNK` at a time (HSCAN; the values are dropped as they come)."""
     chunk: list[str] = []
     async for field, _ in app.redis.hscan_iter(key, count=1000):
@@ -201,4 +201,4 @@ async def _key_chunks(app: Any, key: str) -> AsyncIterator[list[str]]:
         yield chunk
 
 
-__all__ = ["Saver"]
+__all__ = ["Saver", "hash_field_chunks"]

@@ -37,7 +37,7 @@ from mappings.writes import OPT_IN, OPT_OUT, ConsentKey
 from worker.apsis_reports import ApsisReports, ConsentReportSpec
 from worker.fullsync.import_files import ImportSync
 from worker.fullsync.import_letters import resend
-from worker.fullsync.import_save import Saver
+from worker.fullsync.import_save import Saver, hash_field_chunks
 
 log = structlog.get_logger("worker.fullsync")
 
@@ -200,7 +200,7 @@ class Verifier:
 
     async def _mark_missing(self, files: list[int], seen_key: str) -> None:
         for number in files:
-            async for keys in _key_chunks(self.app, self.walker.fkeys.rows(number)):
+            async for keys in hash_field_chunks(self.app, self.walker.fkeys.rows(number)):
                 flags = await typed(self.app.redis.smismember(seen_key, keys))
                 await self._mark(
                     {k: "profile missing after the import" for k, f in zip(keys, flags, strict=True) if not f}
@@ -313,18 +313,6 @@ async def _chunks(rows: AsyncIterator[dict[str, str]]) -> AsyncIterator[list[dic
     chunk: list[dict[str, str]] = []
     async for row in rows:
         chunk.append(row)
-        if len(chunk) >= CHUNK:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-async def _key_chunks(app: Any, key: str) -> AsyncIterator[list[str]]:
-    """The fields of a hash, `CHUNK` at a time (HSCAN; the values are dropped as they come)."""
-    chunk: list[str] = []
-    async for field, _ in app.redis.hscan_iter(key, count=1000):
-        chunk.append(field.decode() if isinstance(field, bytes) else str(field))
         if len(chunk) >= CHUNK:
             yield chunk
             chunk = []
