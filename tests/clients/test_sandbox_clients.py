@@ -163,6 +163,20 @@ async def test_unknown_version_is_permanent_with_apsis_detail(apsis: ApsisClient
 # --- Shopify -----------------------------------------------------------------------------------
 
 
+def _sandbox_shop(store: Store, url: str) -> Shop:
+    """The installation of a sandbox store, for the Shopify client alone (no APSIS, no sections)."""
+    return Shop(
+        domain=store.domain,
+        admin_url=url,
+        api_version="2024-10",
+        access_token=store.access_token,
+        webhook_secret=store.webhook_secret,
+        apsis=apsis_account("http://unused"),
+        sections=(),
+        limits=Limits(),
+    )
+
+
 @pytest.fixture
 async def shopify(
     redis: Redis, keys: Keys, limiter: RateLimiter
@@ -172,16 +186,7 @@ async def shopify(
     # bucket (the tests below set their own), and a Standard bucket makes the walks a minute long.
     store.rate_limit.plan = "plus"
     async with ShopifySandbox(store) as sandbox:
-        shop = Shop(
-            domain=store.domain,
-            admin_url=sandbox.url,
-            api_version="2024-10",
-            access_token=store.access_token,
-            webhook_secret=store.webhook_secret,
-            apsis=apsis_account("http://unused"),
-            sections=(),
-            limits=Limits(),
-        )
+        shop = _sandbox_shop(store, sandbox.url)
         async with ShopifyClient(shop, redis, limiter, keys, retry=FAST) as client:
             yield client, store
 
@@ -209,16 +214,7 @@ async def test_full_sync_pages_leave_room_for_webhook_reads(
     (33 customers at 6 points), so a webhook's customer read never waits 10 s behind a page."""
     store = Store(size=300)  # Standard plan by default
     async with ShopifySandbox(store) as sandbox:
-        shop = Shop(
-            domain=store.domain,
-            admin_url=sandbox.url,
-            api_version="2024-10",
-            access_token=store.access_token,
-            webhook_secret=store.webhook_secret,
-            apsis=apsis_account("http://unused"),
-            sections=(),
-            limits=Limits(),
-        )
+        shop = _sandbox_shop(store, sandbox.url)
         async with ShopifyClient(shop, redis, limiter, keys, retry=FAST) as client:
             realtime, _ = await client.customer_page(None)
             token = lanes.LANE.set("bulk")
@@ -282,16 +278,7 @@ async def test_the_pool_spends_points_within_the_learned_bucket(
     store.rate_limit.graphql_maximum = 400
     store.rate_limit.graphql_restore_rate = 100
     async with ShopifySandbox(store) as sandbox:
-        shop = Shop(
-            domain=store.domain,
-            admin_url=sandbox.url,
-            api_version="2024-10",
-            access_token=store.access_token,
-            webhook_secret=store.webhook_secret,
-            apsis=apsis_account("http://unused"),
-            sections=(),
-            limits=Limits(),
-        )
+        shop = _sandbox_shop(store, sandbox.url)
         loop = asyncio.get_running_loop()
         duration = 4.0
         stop = loop.time() + duration
