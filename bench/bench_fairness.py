@@ -49,11 +49,10 @@ import aiohttp
 import orjson
 import redis.asyncio as aioredis
 
-from bench.bench_realtime import _percentile, _stop, _wait_port
+from bench.bench_realtime import _percentile, _stop, _wait_port, update_headers
 from bench.fullsync_procs import _sandbox
 from core import fullsync_control as control
 from core.keys import Keys
-from receiver.signature import sign
 from sandbox.apsis.account import default_account
 from sandbox.apsis.server import ApsisSandbox
 from sandbox.installation import installation_document, write_installation
@@ -136,15 +135,7 @@ async def _traffic(url: str, others: list[Other], phase: str, seconds: float) ->
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as http:
 
         async def send(other: Other, cid: int, body: bytes) -> None:
-            headers = {
-                "Content-Type": "application/json",
-                "X-Shopify-Topic": "customers/update",
-                "X-Shopify-Shop-Domain": other.domain,
-                "X-Shopify-Hmac-Sha256": sign(SECRET, body),
-                "X-Shopify-API-Version": "2024-10",
-                "X-Shopify-Webhook-Id": uuid.uuid4().hex,
-                "X-Shopify-Triggered-At": "2026-01-01T00:00:00.000Z",
-            }
+            headers = update_headers(other.domain, body)
             async with http.post(url, data=body, headers=headers) as resp:
                 if resp.status == 200:
                     other.acked[str(cid)] = (time.time(), phase)

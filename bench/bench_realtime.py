@@ -52,6 +52,19 @@ def _stop(*procs: subprocess.Popen[bytes]) -> None:
             proc.kill()
 
 
+def update_headers(domain: str, body: bytes) -> dict[str, str]:
+    """A signed `customers/update` delivery's headers, as Shopify sends them (2024-10 payload)."""
+    return {
+        "Content-Type": "application/json",
+        "X-Shopify-Topic": "customers/update",
+        "X-Shopify-Shop-Domain": domain,
+        "X-Shopify-Hmac-Sha256": sign(SECRET, body),
+        "X-Shopify-API-Version": "2024-10",
+        "X-Shopify-Webhook-Id": uuid.uuid4().hex,
+        "X-Shopify-Triggered-At": "2026-01-01T00:00:00.000Z",
+    }
+
+
 def _percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
@@ -114,15 +127,7 @@ async def _run(rate: float, seconds: float) -> dict[str, Any]:
 
                 async def send(cid: int, body: bytes) -> None:
                     nonlocal errors
-                    headers = {
-                        "Content-Type": "application/json",
-                        "X-Shopify-Topic": "customers/update",
-                        "X-Shopify-Shop-Domain": store.domain,
-                        "X-Shopify-Hmac-Sha256": sign(SECRET, body),
-                        "X-Shopify-API-Version": "2024-10",
-                        "X-Shopify-Webhook-Id": uuid.uuid4().hex,
-                        "X-Shopify-Triggered-At": "2026-01-01T00:00:00.000Z",
-                    }
+                    headers = update_headers(store.domain, body)
                     async with http.post(url, data=body, headers=headers) as resp:
                         if resp.status == 200:
                             acked[str(cid)] = time.time()
