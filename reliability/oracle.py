@@ -156,7 +156,10 @@ def order_events(shop: Shop, store: Store, account: Account, order_ids: Iterable
             if heads == 0:
                 result.lost += 1
                 result.lost_orders.append((order_id, section.discriminator))
-                result.problems.append(f"order {order_id}: no order event in {section.discriminator}")
+                result.problems.append(
+                    f"order {order_id}: no order event in {section.discriminator}"
+                    f" (deliveries: {order_deliveries(store, order_id)})"
+                )
             elif heads > 1 or lines > want_lines:
                 result.duplicated += 1
                 result.problems.append(
@@ -167,3 +170,15 @@ def order_events(shop: Shop, store: Store, account: Account, order_ids: Iterable
                 result.lost_orders.append((order_id, section.discriminator))
                 result.problems.append(f"order {order_id}: {lines} line events, want {want_lines}")
     return result
+
+
+def order_deliveries(store: Store, order_id: int) -> str:
+    """What the sandbox delivered of an order's webhooks (topic, event id, every status): the
+    first thing to read when an order event is missing."""
+    needle = f'"id":{order_id},'.encode()
+    found = [
+        f"{r.topic} {r.event_id} {r.statuses}"
+        for r in store.deliverer.records.values()
+        if r.topic.startswith("orders/") and needle in r.body.replace(b" ", b"")
+    ]
+    return "; ".join(found) or "none recorded"

@@ -136,69 +136,116 @@ async def run_job(
     shop = (bind or {}).get("shop")
     shop = str(shop) if shop else None
     lanes.enter(shop, "bulk" if queue == app.keys.fullsync_queue else "realtime")
+    job = _Job(app, job_id, function, args, queue, shop, job_try, started)
     with structlog.contextvars.bound_contextvars(
         job_id=job_id, function=function, job_try=job_try, **(bind or {})
     ):
-        parked = _park_reason(app, shop)
-        if parked is not None and shop is not None:
-            await _park(app, HeldJob(job_id, function, list(args), queue, shop, parked, time.time()))
-            _finished(app, shop, function, "parked", time.monotonic() - started)
-            return {"parked": True, "shop": shop, "reason": parked}
         try:
-            # The waits inside see the budget and end with a transient error before it is spent
-            # (worker/budget.py); the timeout only cuts what no wait accounts for.
-            with budget.deadline(timeout_s):
-                async with asyncio.timeout(timeout_s):
-                    result = await body(app, *args)
-        except Retry:
-            raise
-        except Exception as exc:
-            approval = needs_approval(exc)
-            if approval is not None:
-                held = HeldJob(
-                    job_id, function, list(args), queue, approval.shop, approval.reason, time.time()
-                )
-                await hold(app.redis, app.keys, held)
-                _finished(app, shop, function, "held", time.monotonic() - started)
-                log.warning("job_held", shop=approval.shop, reason=approval.reason)
-                return {"held": True, "shop": approval.shop}
-            backing_off = _cause(exc, lanes.ShopParkedError)
-            if backing_off is not None and shop is not None and queue != app.keys.fullsync_queue:
-                reason = f"backoff: {backing_off.reason}"
-                await _park(app, HeldJob(job_id, function, list(args), queue, shop, reason, time.time()))
-                _finished(app, shop, function, "parked", time.monotonic() - started)
-                return {"parked": True, "shop": shop, "reason": reason}
-            error = f"{type(exc).__name__}: {exc}"
-            transient = is_transient(exc)
-            final = not transient or job_try >= MAX_TRIES
-            if shop is not None:
-                await shop_backoff.record_error(
-                    app.redis, app.keys, shop, {"at": time.time(), "job": function, "error": error[:300]}
-                )
-            await record_failure(
-                app.redis, app.keys, job_id=job_id, function=function, error=error, tries=job_try, final=final
+            parked = _park_reason(app, shop)
+            if parked is not None and shop is not None:
+                return await job.park(parked)
+            try:
+                # The waits inside see the budget and end with a transient error before it is
+                # spent (worker/budget.py); the timeout only cuts what no wait accounts for.
+                with budget.deadline(timeout_s):
+                    async with asyncio.timeout(timeout_s):
+                        result = await body(app, *args)
+            except Retry:
+                raise
+            except Exception as exc:
+                return await job.failed(exc)
+        except (RedisError, OSError) as exc:
+            # Redis failed this job's own bookkeeping (parking it, counting its failure, burying
+            # it): any exception but Retry would make arq fail the job for good, and the
+            # delivery would be lost (found by the redis-restart scenario). Run it again later.
+            delay = backoff_s(1)
+            log.warning(
+                "job_bookkeeping_failed", error=f"{type(exc).__name__}: {exc}", retry_in_s=round(delay, 1)
             )
-            _finished(app, shop, function, "dead_letter" if final else "retry", time.monotonic() - started)
-            if not final:
-                delay = backoff_s(job_try)
-                log.warning("job_retry", error=error, retry_in_s=round(delay, 1))
-                raise Retry(defer=delay) from exc
-            await bury(
-                app.redis,
-                app.keys,
-                DeadLetter(
-                    job_id=job_id,
-                    function=function,
-                    args=list(args),
-                    kwargs={},
-                    queue=queue,
-                    tries=job_try,
-                    error_type=type(exc).__name__,
-                    error=error[:2000],
-                    failed_at=time.time(),
-                ),
-            )
-            log.error("job_dead_letter", error=error, transient=transient, exc_info=not transient)
-            return {"dead_letter": True, "error": error}
+            _finished(app, shop, function, "retry", time.monotonic() - started)
+            raise Retry(defer=delay) from exc
         _finished(app, shop, function, "ok", time.monotonic() - started)
         return result
+
+
+class _Job:
+    """One run of a job, for what `run_job` does when it does not run to the end."""
+
+    def __init__(
+        self,
+        app: Any,
+        job_id: str,
+        function: str,
+        args: tuple[Any, ...],
+        queue: str,
+        shop: str | None,
+        job_try: int,
+        started: float,
+    ) -> None:
+        self.app, self.job_id, self.function, self.args = app, job_id, function, args
+        self.queue, self.shop, self.job_try, self.started = queue, shop, job_try, started
+
+    def held_job(self, shop: str, reason: str) -> HeldJob:
+        return HeldJob(self.job_id, self.function, list(self.args), self.queue, shop, reason, time.time())
+
+    def finished(self, outcome: str) -> None:
+        _finished(self.app, self.shop, self.function, outcome, time.monotonic() - self.started)
+
+    async def park(self, reason: str) -> dict[str, Any]:
+        """The shop is backing off (or gone): keep the job aside, unrun (worker/shop_backoff.py)."""
+        assert self.shop is not None
+        await _park(self.app, self.held_job(self.shop, reason))
+        self.finished("parked")
+        return {"parked": True, "shop": self.shop, "reason": reason}
+
+    async def failed(self, exc: Exception) -> dict[str, Any]:
+        """Hold, park, retry (raises `Retry`) or bury the job, by what `exc` says."""
+        app = self.app
+        approval = needs_approval(exc)
+        if approval is not None:
+            await hold(app.redis, app.keys, self.held_job(approval.shop, approval.reason))
+            self.finished("held")
+            log.warning("job_held", shop=approval.shop, reason=approval.reason)
+            return {"held": True, "shop": approval.shop}
+        backing_off = _cause(exc, lanes.ShopParkedError)
+        if backing_off is not None and self.shop is not None and self.queue != app.keys.fullsync_queue:
+            return await self.park(f"backoff: {backing_off.reason}")
+        error = f"{type(exc).__name__}: {exc}"
+        transient = is_transient(exc)
+        final = not transient or self.job_try >= MAX_TRIES
+        if self.shop is not None:
+            await shop_backoff.record_error(
+                app.redis,
+                app.keys,
+                self.shop,
+                {"at": time.time(), "job": self.function, "error": error[:300]},
+            )
+        await record_failure(
+            app.redis,
+            app.keys,
+            job_id=self.job_id,
+            function=self.function,
+            error=error,
+            tries=self.job_try,
+            final=final,
+        )
+        if not final:
+            delay = backoff_s(self.job_try)
+            self.finished("retry")
+            log.warning("job_retry", error=error, retry_in_s=round(delay, 1))
+            raise Retry(defer=delay) from exc
+        letter = DeadLetter(
+            job_id=self.job_id,
+            function=self.function,
+            args=list(self.args),
+            kwargs={},
+            queue=self.queue,
+            tries=self.job_try,
+            error_type=type(exc).__name__,
+            error=error[:2000],
+            failed_at=time.time(),
+        )
+        await bury(app.redis, app.keys, letter)
+        self.finished("dead_letter")
+        log.error("job_dead_letter", error=error, transient=transient, exc_info=not transient)
+        return {"dead_letter": True, "error": error}
