@@ -117,9 +117,10 @@ class WorkerContext:
         cc_shops = [d for d, s in shops.items() if s.auth.mode == "client_credentials"]
         return await release_ready(self.redis, self.keys, needing_approval, reconnect, cc_shops)
 
-    async def blocked_shops(self) -> dict[str, str]:
+    async def blocked_shops(self, *, backoff: bool = True) -> dict[str, str]:
         """Shops whose held jobs must stay held, with why: needing approval, out of the
-        installations file, or backing off (worker/shop_backoff.py)."""
+        installations file, or (with `backoff`) backing off or probing after a backoff, whose
+        jobs worker/shop_backoff.py releases itself."""
         raw = await hgetall(self.redis, self.keys.needs_approval)
         blocked = {k.decode(): v.decode() for k, v in raw.items()}
         now = time.time()
@@ -127,12 +128,16 @@ class WorkerContext:
             shop = raw_shop.decode()
             if self.installations.get(shop) is None:
                 blocked.setdefault(shop, "not in the installations file")
+            elif not backoff:
+                continue
             elif (parked := lanes.parked(shop, now)) is not None:
                 blocked.setdefault(shop, f"backoff: {parked[1]}")
+            elif lanes.probing(shop, now):
+                blocked.setdefault(shop, "backoff: probing")
         return blocked
 
     async def backoff_tick(self) -> None:
-        blocked = await self.blocked_shops()
+        blocked = await self.blocked_shops(backoff=False)
         await shop_backoff.tick(self.redis, self.keys, self.observer, self.installations.shops, blocked)
 
     async def dispatch(self) -> None:

@@ -80,11 +80,14 @@ async def held_counts(redis: aioredis.Redis, keys: Keys) -> dict[str, int]:
     return counts
 
 
-async def release(redis: aioredis.Redis, keys: Keys, shop: str) -> int:
-    """Put every held job of `shop` back on its queue (new job id, first try); how many."""
+async def release(redis: aioredis.Redis, keys: Keys, shop: str, limit: int | None = None) -> int:
+    """Put the held jobs of `shop` back on their queues (new job id, first try), every one or at
+    most `limit` (a backoff's probe, worker/shop_backoff.py); how many."""
     script = redis.register_script(_RELEASE)
     released = 0
     async for _, raw in redis.hscan_iter(keys.held_jobs(shop), count=200):
+        if limit is not None and released >= limit:
+            break
         job = HeldJob.from_json(raw)
         new_id = uuid.uuid4().hex
         done = await script(

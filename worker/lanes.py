@@ -61,6 +61,12 @@ def parked(shop: str | None, now: float) -> tuple[float, str] | None:
     return entry if entry is not None and entry[0] > now else None
 
 
+def probing(shop: str, now: float) -> bool:
+    """The shop's backoff lapsed but has not closed yet: its parked jobs go back a few at a time."""
+    entry = _PARKED.get(shop)
+    return entry is not None and entry[0] <= now
+
+
 def check(now: float) -> None:
     """Raise `ShopParkedError` when the running task's shop backs off (before any request)."""
     shop = SHOP.get()

@@ -16,9 +16,10 @@ While a shop backs off (each process refreshes its view every `TICK_S`, `worker.
   instead of retrying them: no try is spent, nothing turns into a dead letter;
 - the fair dispatcher skips its full-sync batches (they wait in its ready list) and a batch that
   meets the backoff mid-way is parked at the front of that list (worker/fair_dispatch.py).
-When `until` passes, the process that sees it first puts the parked jobs back on their queues
-(`held.release`): they probe the API. Answers that succeed close the backoff (record deleted,
-next trip starts at `FIRST_S` again); failures trip it again, for twice as long.
+When `until` passes, the backoff is half-open: each process puts `PROBE_JOBS` parked jobs back
+on their queues a tick (`held.release`), and they probe the API. Answers that succeed close the
+backoff (record deleted, next trip starts at `FIRST_S` again) and the rest of the parked jobs go
+back; `PROBE_FAILURES` failed answers trip it again, for twice as long.
 
 Each shop's last failed answer (or failed job) is kept in `Keys.shop_errors` for the status pages.
 """
@@ -48,6 +49,10 @@ FAIL_SHARE = 0.8
 MIN_SPAN_S = 5.0
 RECOVERED_AFTER = 3  # successful answers in a row after a release that close the backoff
 PROBE_FAILURES = 3  # failed answers after a release that reopen the backoff at once
+# Parked jobs a process puts back per tick while the backoff is half-open: a few probe the API;
+# the rest follow once answers succeed (the backoff closes), so a shop whose API is still down
+# does not fill the pool's job slots with failing jobs at every lapse.
+PROBE_JOBS = 3
 FIRST_S = 10.0
 MAX_S = 300.0
 TICK_S = 1.0
@@ -213,6 +218,8 @@ async def tick(
         if until <= now and (recovered or until < now - MAX_S):
             if await close(redis, keys, shop):
                 log.info("shop_backoff_closed", shop=shop, trips=record.get("trips"))
+            if shop in active and shop not in blocked:
+                await release(redis, keys, shop)  # the rest of its parked jobs
             continue
         if until <= now and seen is not None and _probe_failed(seen, observer.clock() - (now - until)):
             # Half-open: the released jobs' first answers failed again. Reopen at once (twice
@@ -225,7 +232,7 @@ async def tick(
                 view[shop] = (now + period, str(record.get("reason", "")))
             continue
         if until <= now and shop in active and shop not in blocked:
-            released = await release(redis, keys, shop)
+            released = await release(redis, keys, shop, limit=PROBE_JOBS)
             if released:
                 log.info("shop_backoff_probing", shop=shop, jobs_released=released)
     lanes.set_parked(view)

@@ -14,6 +14,7 @@ from core.keys import Keys
 from core.redis_conn import typed
 from mappings.installation import ApsisAccount, Limits
 from worker import lanes, shop_backoff
+from worker.held import HeldJob
 from worker.ratelimit import RateLimiter, apsis_account_bucket
 from worker.ratelimit.limiter import LaneSemaphore
 
@@ -182,3 +183,31 @@ async def test_trip_doubles_and_close_resets(redis: aioredis.Redis, keys: Keys) 
     assert records[shop]["trips"] == 2 and records[shop]["reason"] == "503s"
     assert await shop_backoff.close(redis, keys, shop)
     assert await shop_backoff.trip(redis, keys, shop, "429s") == shop_backoff.FIRST_S
+
+
+async def test_a_lapsed_backoff_probes_with_a_few_jobs_then_releases_the_rest(
+    redis: aioredis.Redis, keys: Keys
+) -> None:
+    shop = "a.myshopify.com"
+    observer = shop_backoff.ApiObserver()
+    for n in range(10):
+        job = HeldJob(
+            f"job-{n}", "sync_customer", [{"n": n}], keys.realtime_queue, shop, "backoff: 503s", 0.0
+        )
+        await shop_backoff.park(redis, keys, job)
+    await shop_backoff.trip(redis, keys, shop, "503s")
+    await typed(redis.hset(keys.shop_backoff(shop), "until", str(time.time() - 0.1)))  # lapsed
+
+    async def queued() -> int:
+        return int(await typed(redis.zcard(keys.realtime_queue)))
+
+    await shop_backoff.tick(redis, keys, observer, [shop], {})
+    assert await queued() == shop_backoff.PROBE_JOBS  # half-open: a few probe, the rest wait
+    assert lanes.probing(shop, time.time()) and lanes.parked(shop, time.time()) is None
+    ctx = _in(shop, "realtime")
+    for _ in range(shop_backoff.RECOVERED_AFTER):  # the probes' answers succeed
+        ctx.run(observer.inc, "shopsync_api_requests_total", {"api": "apsis", "status": "200", "route": "/x"})
+    await shop_backoff.tick(redis, keys, observer, [shop], {})
+    assert await queued() == 10  # closed: every parked job is back on its queue
+    assert await shop_backoff.records(redis, keys) == {}
+    assert int(await typed(redis.hlen(keys.held_jobs(shop)))) == 0
