@@ -50,6 +50,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from bench.bench_realtime import _percentile, _stop, _wait_port, update_headers
+from bench.cpu_use import CpuMeter, redis_server_pids
 from bench.fullsync_procs import _sandbox
 from core import fullsync_control as control
 from core.keys import Keys
@@ -200,6 +201,7 @@ async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) 
     workdir = Path(tempfile.mkdtemp(prefix="bench-fair-"))
     per_shop = int(RATE_PER_SHOP * phase_s) * 2 + 40  # + the warm-up's
     procs: list[subprocess.Popen[bytes]] = []
+    cpu: dict[str, dict[str, float]] = {}  # phase -> cores per role (bench/cpu_use.py)
     async with AsyncExitStack() as stack:
         stack.callback(lambda: _stop(*procs))  # last: every process this run started
         a_shopify_proc, a_shopify = _sandbox(
@@ -236,19 +238,26 @@ async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) 
             url = f"http://127.0.0.1:{port}/webhooks/shopify"
             await _traffic(url, others, "warmup", 1.0)  # every account's token fetched before measuring
             await _wait_written(others, 30)
+            meter = CpuMeter(_roles(procs, redis_url))
             _say(f"phase without: {len(others)} shops x {RATE_PER_SHOP:g} webhooks/s for {phase_s:g} s")
+            meter.start()
             await _traffic(url, others, "without", phase_s)
+            cpu["without"] = meter.stop()
             await _wait_written(others, 30)
             _say(f"phase alone: A's full sync of {customers} customers, no other traffic")
             started = await control.start_full_sync(redis, keys, A)
             sync_id = started.sync_id
             await asyncio.sleep(warmup_s)  # past Shopify's initial bucket: A's steady rate
             t0, seen0, _ = await _seen(redis, keys, sync_id)
+            meter.start()
             await asyncio.sleep(phase_s)
+            cpu["alone"] = meter.stop()
             t1, seen1, record = await _seen(redis, keys, sync_id)
             alone_rate = (seen1 - seen0) / (t1 - t0)
             _say("phase with: A's full sync and the webhooks again")
+            meter.start()
             await _traffic(url, others, "with", phase_s)
+            cpu["with"] = meter.stop()
             t2, seen2, record = await _seen(redis, keys, sync_id)
             with_rate = (seen2 - seen1) / (t2 - t1)
             running = record["state"] not in control.TERMINAL
@@ -263,9 +272,24 @@ async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) 
             async for key in redis.scan_iter(match=f"{prefix}:*", count=1000):
                 await redis.delete(key)
             await redis.aclose()
-    return _summary(
+    summary = _summary(
         others, record, customers, phase_s, with_rate if running else None, alone_rate, requests, writes
     )
+    summary["cpu_cores_by_phase"] = cpu
+    return summary
+
+
+def _roles(procs: list[subprocess.Popen[bytes]], redis_url: str) -> dict[str, list[int]]:
+    """Who uses the CPU: this process (the load, the 19 shops' sandboxes), A's two sandboxes,
+    the receiver, the workers and Redis (procs: A's Shopify, A's APSIS, receiver, workers...)."""
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    return {
+        "bench_load_and_19_sandboxes": [os.getpid()],
+        "shop_a_sandboxes": [procs[0].pid, procs[1].pid],
+        "receiver": [procs[2].pid],
+        "workers": [p.pid for p in procs[3:]],
+        "redis": redis_server_pids(port),
+    }
 
 
 def _summary(

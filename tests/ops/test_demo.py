@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-import psutil  # type: ignore[import-untyped]
+import psutil
 
 from core.keys import Keys
 from sandbox.shopify.oauth import OAuthConfig

@@ -1,0 +1,70 @@
+"""Where a benchmark's CPU goes: cores used per role (the bench process itself, the receiver, the
+workers, the sandboxes, Redis) over a window, and the whole machine's busy share.
+
+On a shared 2-core machine a benchmark that runs the load generator, the sandboxes and the
+service side by side can be limited by the machine rather than by the service: these figures
+say which, next to the latencies they explain.
+
+    meter = CpuMeter({"workers": [pid, pid], "receiver": [pid]})
+    meter.start()
+    ...                                 # the window
+    cores = meter.stop()                # {"workers": 1.2, ..., "machine_busy_share": 0.97}
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+
+import psutil
+
+
+def redis_server_pids(port: int) -> list[int]:
+    """The redis-server processes serving `port` (by their command line), if any run here."""
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmdline = " ".join(proc.info.get("cmdline") or [])
+        if "redis-server" in (proc.info.get("name") or "") + cmdline and f"{port}" in cmdline:
+            found.append(proc.pid)
+    return found
+
+
+class CpuMeter:
+    def __init__(self, roles: Mapping[str, Iterable[int]]) -> None:
+        self.roles = {role: list(pids) for role, pids in roles.items()}
+        self._start: dict[str, float] = {}
+        self._idle = 0.0
+        self._at = 0.0
+
+    def _cpu(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for role, pids in self.roles.items():
+            total = 0.0
+            for pid in pids:
+                try:
+                    times = psutil.Process(pid).cpu_times()
+                except psutil.Error:  # gone: it counts for nothing from here on
+                    continue
+                total += times.user + times.system
+            out[role] = total
+        return out
+
+    def start(self) -> None:
+        self._start = self._cpu()
+        self._idle = _machine_idle()
+        self._at = time.monotonic()
+
+    def stop(self) -> dict[str, float]:
+        """Cores each role used since `start`, and the machine's busy share (1.0: every core busy)."""
+        wall = max(time.monotonic() - self._at, 1e-9)
+        now = self._cpu()
+        cores = {role: round((now[role] - self._start.get(role, 0.0)) / wall, 2) for role in now}
+        idle = (_machine_idle() - self._idle) / wall
+        cpus = psutil.cpu_count() or 1
+        cores["machine_busy_share"] = round(max(0.0, 1.0 - idle / cpus), 2)
+        return cores
+
+
+def _machine_idle() -> float:
+    times = psutil.cpu_times()
+    return float(times.idle + getattr(times, "iowait", 0.0))

@@ -1,0 +1,25 @@
+"""The benchmarks' CPU accounting (bench/cpu_use.py): a role's cores over a window, Redis found."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from bench.cpu_use import CpuMeter, redis_server_pids
+
+
+def test_a_busy_process_counts_its_cores_and_the_machine_its_share() -> None:
+    meter = CpuMeter({"me": [os.getpid()], "gone": [2**22 + 7]})
+    meter.start()
+    until = time.monotonic() + 0.3
+    while time.monotonic() < until:
+        pass
+    cores = meter.stop()
+    assert 0.5 <= cores["me"] <= 1.2  # one thread busy the whole window (shared machine: some slack)
+    assert cores["gone"] == 0.0
+    assert 0.0 < cores["machine_busy_share"] <= 1.0
+
+
+def test_the_redis_server_of_the_suite_is_found(redis_url: str) -> None:
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    assert redis_server_pids(port)
