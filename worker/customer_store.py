@@ -121,7 +121,8 @@ class CustomerStore:
     def _pending_key(self, shop: str, customer_id: int) -> str:
         return f"{self.keys.prefix}:pending:{shop}:{customer_id}"
 
-    def _staged_key(self, shop: str, customer_id: int) -> str:
+    def staged_key(self, shop: str, customer_id: int) -> str:
+        """The staged writes' key (full-sync imports read it beside the state)."""
         return f"{self.keys.prefix}:staged:{shop}:{customer_id}"
 
     def pending_key(self, shop: str, customer_id: int) -> str:
@@ -132,7 +133,7 @@ class CustomerStore:
 
     async def load(self, shop: str, customer_id: int) -> Stored:
         raw, raw_staged = await typed(
-            self.redis.mget(self.keys.customer_state(shop, customer_id), self._staged_key(shop, customer_id))
+            self.redis.mget(self.keys.customer_state(shop, customer_id), self.staged_key(shop, customer_id))
         )
         staged = _decode_staged(raw_staged) if raw_staged is not None else None
         if raw is None:
@@ -160,11 +161,13 @@ class CustomerStore:
                 "marks": marks,
             }
         )
-        keys = [self.keys.customer_lock(shop, customer_id), self._staged_key(shop, customer_id)]
+        keys = [self.keys.customer_lock(shop, customer_id), self.staged_key(shop, customer_id)]
         if not await self._stage(keys=keys, args=[token, encoded, PENDING_TTL_S]):
             raise LockLostError(f"customer {customer_id}: lock lost before sending")
 
-    def _encode(self, state: SyncState, marks: dict[str, float]) -> bytes:
+    @staticmethod
+    def encode(state: SyncState, marks: dict[str, float]) -> bytes:
+        """A state as Redis stores it (full-sync imports save states in batches with it)."""
         return orjson.dumps({**state.to_dict(), "marks": marks})
 
     async def bury(
@@ -191,7 +194,7 @@ class CustomerStore:
                 self.keys.customer_state(shop, cid),
                 self._pending_key(shop, int(cid)),
                 self.keys.customer_lock(shop, cid),
-                self._staged_key(shop, int(cid)),
+                self.staged_key(shop, int(cid)),
                 self.keys.customer_apply(shop, cid),
             )
             removed += 1
@@ -225,7 +228,7 @@ class CustomerStore:
     ) -> None:
         """After APSIS took the writes: save the new state and drop the applied updates, together,
         if the lock is still ours (else `LockLostError`: the updates stay pending)."""
-        encoded = self._encode(state, marks or {}) if state is not None else b""
+        encoded = self.encode(state, marks or {}) if state is not None else b""
         await self._settle_raw(shop, customer_id, token, encoded, STATE_TTL_S, "add", update_ids)
 
     async def _settle_raw(
@@ -243,7 +246,7 @@ class CustomerStore:
             self.keys.customer_state(shop, customer_id),
             self.keys.shop_customers(shop),
             self._pending_key(shop, customer_id),
-            self._staged_key(shop, customer_id),
+            self.staged_key(shop, customer_id),
         ]
         done = await self._settle(
             keys=keys, args=[token, encoded, ttl, str(customer_id), membership, *update_ids]

@@ -170,7 +170,7 @@ async def test_staged_consent_1_writes_are_upgraded_or_dropped(redis: Redis, key
         "marks": {},
     }
     store = CustomerStore(redis, keys)  # type: ignore[arg-type]
-    await redis.set(store._staged_key("shop.myshopify.com", 7), orjson.dumps(staged))
+    await redis.set(store.staged_key("shop.myshopify.com", 7), orjson.dumps(staged))
     loaded = await store.load("shop.myshopify.com", 7)
     assert loaded.staged is not None
     assert loaded.staged.writes == (ConsentWrite(SECTION_MAIN, EMAIL, NEWS, "opt-in", "7"),)

@@ -92,7 +92,7 @@ async def test_a_chunk_is_saved_re_sent_or_left_as_each_customer_needs(app: Work
     new = orjson.dumps({**_state(3, NEW, "new").to_dict(), "marks": {}})
     await redis.set(keys.customer_state(SHOP, 2), old)
     await redis.set(keys.customer_state(SHOP, 3), new)
-    await redis.set(store._staged_key(SHOP, 4), b"staged")
+    await redis.set(store.staged_key(SHOP, 4), b"staged")
     await redis.set(keys.customer_state(SHOP, 5), orjson.dumps({"deleted_at": 1.0}))
     busy = await store.try_lock(SHOP, 6)
     assert busy is not None
@@ -115,7 +115,7 @@ async def test_a_chunk_is_saved_re_sent_or_left_as_each_customer_needs(app: Work
     assert newer.state == _state(3, NEW, "new") and newer.marks == {mark: 123.0}  # kept, marked
     assert (
         await redis.get(keys.customer_state(SHOP, 4)) is None
-        and await redis.get(store._staged_key(SHOP, 4)) == b"staged"
+        and await redis.get(store.staged_key(SHOP, 4)) == b"staged"
     )
     assert (await store.load(SHOP, 5)).deleted_at == 1.0
     resend = await typed(redis.hgetall(verifier.resend_key))

@@ -116,7 +116,7 @@ class Saver:
             return left
         names: list[str] = []
         for cid, _, _ in locked:
-            names += [keys.customer_state(self.domain, cid), self.store._staged_key(self.domain, int(cid))]
+            names += [keys.customer_state(self.domain, cid), self.store.staged_key(self.domain, int(cid))]
         stored = await typed(self.app.redis.mget(names))
         script_keys: list[Any] = [keys.shop_customers(self.domain), self.v.resend_key]
         script_keys += [self.v.counted_key, self.v.record_key]
@@ -145,8 +145,8 @@ class Saver:
             state, marks = SyncState.from_dict(saved), dict(saved.get("marks", {}))
         if raw_staged is not None or (state is not None and _newer(state, expected)):
             keep = raw_staged is None and state is not None and imported
-            return "resend", self.store._encode(state, {**marks, **imported}) if keep and state else b"", 0
-        return "save", self.store._encode(expected, {**marks, **imported}), 1 if data.get("count") else 0
+            return "resend", self.store.encode(state, {**marks, **imported}) if keep and state else b"", 0
+        return "save", self.store.encode(expected, {**marks, **imported}), 1 if data.get("count") else 0
 
     async def _save_one(self, cid: str, raw: bytes, completed_at: float) -> None:
         """One customer, waiting for its lock (`CustomerStore`'s own calls)."""
