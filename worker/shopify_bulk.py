@@ -144,22 +144,42 @@ async def wait_for_bulk_operation(
 
 async def stream_lines(session: aiohttp.ClientSession, url: str, skip: int = 0) -> AsyncIterator[bytes]:
     """The export's non-empty lines after the first `skip`, as raw bytes (skipped ones unparsed)."""
+    async for line, _ in stream_lines_at(session, url, skip):
+        yield line
+
+
+async def stream_lines_at(
+    session: aiohttp.ClientSession, url: str, skip: int = 0, offset: int = 0
+) -> AsyncIterator[tuple[bytes, int]]:
+    """The export's non-empty lines after the first `skip`, each with the byte offset just past
+    it (a checkpoint to resume from). Given `offset` (a line's start, from such a checkpoint), the
+    download starts there with a `Range` request: the file lives in cloud storage, which answers
+    206 with the bytes from there, so a resumed walk does not download and split again what it
+    read. A server that answers 200 instead sends the whole file, and the first `skip` lines are
+    skipped as before."""
     timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=120)
-    async with session.get(url, timeout=timeout) as response:
+    headers = {"Range": f"bytes={offset}-"} if offset > 0 else None
+    async with session.get(url, timeout=timeout, headers=headers) as response:
+        if response.status == 416:  # the offset is the file's end: nothing is left to read
+            return
         if response.status >= 400:
             raise error_from_response("shopify", response.status, await response.read(), route="bulk-jsonl")
+        ranged = response.status == 206
+        position = offset if ranged else 0
+        skip = 0 if ranged else skip
         seen = 0
         pending = b""
         async for chunk in response.content.iter_chunked(1 << 16):
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for line in lines:
+                position += len(line) + 1
                 if line.strip():
                     seen += 1
                     if seen > skip:
-                        yield line
+                        yield line, position
         if pending.strip() and seen + 1 > skip:
-            yield pending
+            yield pending, position + len(pending)
 
 
 async def stream_jsonl(conn: ShopifyConnection, url: str) -> AsyncIterator[dict[str, Any]]:

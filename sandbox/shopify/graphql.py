@@ -8,8 +8,9 @@ up to 5 bulk query operations at once per app and shop from API version 2026-01,
 (https://shopify.dev/docs/api/usage/bulk-operations/queries): the version of the start call
 decides, and one more is refused (`OPERATION_IN_PROGRESS` where one is allowed, `LIMIT_REACHED`
 where five are) and counted; `/_sandbox/state` shows the most that ever ran at once (`peak`).
-The result is streamed as JSONL from `/_sandbox/bulk/{n}.jsonl`, generated lazily, one line per
-customer holding exactly the fields the export query selected, in its order, under its aliases.
+The result is JSONL from `/_sandbox/bulk/{n}.jsonl`, one line per customer holding exactly the
+fields the export query selected, in its order, under its aliases, generated once into a file and
+served from it with byte ranges, as storage serves Shopify's (`bulk_files.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import orjson
 from aiohttp import web
 from graphql import FieldNode, FragmentDefinitionNode, FragmentSpreadNode, InlineFragmentNode, SelectionNode
 
+from sandbox.shopify import bulk_files
 from sandbox.shopify.appkeys import STORE
 from sandbox.shopify.data import CUSTOMER_BASE
 from sandbox.shopify.gql.shapes import customer_node
@@ -72,6 +74,7 @@ class BulkRegistry:
     objects_per_second: float = 50_000.0
     operations: dict[int, BulkOperation] = field(default_factory=dict)
     current: int | None = None
+    files: bulk_files.BulkFiles = field(default_factory=bulk_files.BulkFiles)
     peak: int = 0  # the most bulk queries that ever ran at once
     refused: int = 0  # starts refused because as many as the version allows were running
     _next: int = 3_000_000_001
@@ -128,9 +131,10 @@ class BulkRegistry:
 BULK: web.AppKey[BulkRegistry] = web.AppKey("shopify_bulk", BulkRegistry)
 
 
-def snapshot_customers(store: Store, op: BulkOperation) -> Iterator[Customer]:
+def snapshot_customers(store: Store, op: BulkOperation, start: int = 0) -> Iterator[tuple[int, Customer]]:
+    """The operation's customers from index `start`: (the index after it, customer)."""
     generator = store.generator
-    for index in range(op.next_index):
+    for index in range(start, op.next_index):
         customer_id = CUSTOMER_BASE + index
         if customer_id in op.deleted:
             continue
@@ -138,7 +142,7 @@ def snapshot_customers(store: Store, op: BulkOperation) -> Iterator[Customer]:
         if customer is None and index < store.size:
             customer = generator.customer(index)[0]
         if customer is not None:
-            yield customer
+            yield index + 1, customer
 
 
 def describe(op: BulkOperation, base_url: str, now: float) -> dict[str, Any]:
@@ -195,20 +199,15 @@ def project(
 
 
 async def download(request: web.Request) -> web.StreamResponse:
-    """The JSONL result of a completed bulk operation, streamed and generated on the fly."""
+    """The JSONL result of a completed bulk operation: generated once into its file
+    (sandbox/shopify/bulk_files.py), served from it."""
     store = request.app[STORE]
     op = request.app[BULK].operations.get(int(request.match_info["number"]))
     if op is None or op.status(store.monotonic()) != "COMPLETED":
         return web.Response(status=404, text="NoSuchKey")
-    response = web.StreamResponse(headers={"Content-Type": "application/jsonl"})
-    await response.prepare(request)
-    chunk: list[bytes] = []
-    for customer in snapshot_customers(store, op):
-        chunk.append(orjson.dumps(project(customer_node(customer), op.selections, op.fragments)))
-        if len(chunk) >= 500:
-            await response.write(b"\n".join(chunk) + b"\n")
-            chunk.clear()
-    if chunk:
-        await response.write(b"\n".join(chunk) + b"\n")
-    await response.write_eof()
-    return response
+
+    def lines(start: int) -> Iterator[tuple[int, bytes]]:
+        for position, customer in snapshot_customers(store, op, start):
+            yield position, orjson.dumps(project(customer_node(customer), op.selections, op.fragments))
+
+    return await bulk_files.serve(request, request.app[BULK].files.of(op.number), lines)

@@ -15,6 +15,7 @@ from core.keys import Keys
 from mappings.installation_parse import parse_installations
 from sandbox.installation import installation_document
 from sandbox.shopify.data import CUSTOMER_BASE
+from sandbox.shopify.graphql import BULK
 from sandbox.shopify.store import SandboxError
 from shopsync.fullsync_cli import summary
 from tests.e2e.harness import SECTION_MAIN, pipeline
@@ -254,3 +255,23 @@ async def test_a_walk_that_cannot_succeed_fails_the_sync(redis_url: str, keys: K
         assert "failed" in summary(record)
         # The shop is free again for the next sync.
         assert await control.running_sync(p.redis, keys, p.shop.domain) is None
+
+
+async def test_a_bulk_walk_resumed_in_new_slices_reads_on_from_its_byte_offset(
+    redis_url: str, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each walk slice ends after one page here: every next slice downloads the export from the
+    checkpoint's byte offset (a Range request the stored file answers with 206), not from its
+    first line, and the sync is whole."""
+    monkeypatch.setattr(walker, "WALK_SLICE_S", 0.0)
+    size = 1000
+    async with pipeline(redis_url, keys, customers=size, workers=WORKERS, limits=FAST_LIMITS) as p:
+        open_limits(p.store, p.account)
+        started = await control.start_full_sync(p.redis, keys, p.shop.domain, bulk=True)
+        record = await wait_finished(p.redis, keys, started.sync_id)
+        assert record["source"] == "bulk" and record["total"] == size == record["seen"]
+        assert p.mismatches(store_ids(size)) == []
+        (stored,) = p.shopify.app[BULK].files.files.values()
+        assert stored.whole and record["offset"] == stored.size
+        pages = math.ceil(size / walker.PAGE_SIZE)
+        assert stored.ranges_served >= pages - 2  # the first slice (and at most one more) read from the start

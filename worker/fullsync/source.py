@@ -13,7 +13,7 @@ from typing import Any
 
 from mappings.installation import Shop
 from mappings.plan import tracked_paths
-from worker.shopify_bulk import stream_lines
+from worker.shopify_bulk import stream_lines_at
 from worker.shopify_client import ShopifyClient
 from worker.shopify_cost import MAX_PAGE_SIZE
 
@@ -61,6 +61,9 @@ async def customer_page(
     return [compact(c, fields) for c in page], cursor
 
 
-def bulk_lines(client: ShopifyClient, url: str, skip: int) -> AsyncIterator[bytes]:
-    """The export's lines after the first `skip`, as raw bytes (skipped lines are not parsed)."""
-    return stream_lines(client.session, url, skip)
+def bulk_lines(
+    client: ShopifyClient, url: str, skip: int, offset: int = 0
+) -> AsyncIterator[tuple[bytes, int]]:
+    """The export's lines after the first `skip` (from byte `offset` where storage allows: a
+    `Range` request), as raw bytes with the offset past each (skipped lines are not parsed)."""
+    return stream_lines_at(client.session, url, skip, offset)

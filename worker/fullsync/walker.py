@@ -256,21 +256,25 @@ class _Walker:
             if not url:  # an empty store exports no file
                 await self._emit([], {}, done=True)
                 return True
+        # The checkpoint: lines read, and the byte offset past them (a resumed slice downloads
+        # from there where storage serves ranges; worker/shopify_bulk.py).
         lines = int(self.record.get("lines") or 0)
+        offset = int(self.record.get("offset") or 0)
         chunk: list[dict[str, Any]] = []
-        async for raw in bulk_lines(client, str(url), lines):
+        async for raw, past in bulk_lines(client, str(url), lines, offset):
             line = orjson.loads(raw)
             lines += 1
+            offset = past
             if "__parentId" not in line:
                 chunk.append(line)
             if len(chunk) >= PAGE_SIZE:
                 if not await self._room(deadline):
                     return False  # the chunk is re-read from the checkpoint by the next slice
-                await self._emit(chunk, {"lines": lines}, done=False)
+                await self._emit(chunk, {"lines": lines, "offset": offset}, done=False)
                 chunk = []
                 if time.monotonic() > deadline:
                     return False
         if chunk and not await self._room(float("inf")):
             return False
-        await self._emit(chunk, {"lines": lines}, done=True)
+        await self._emit(chunk, {"lines": lines, "offset": offset}, done=True)
         return True
