@@ -165,6 +165,11 @@ async def stream_lines_at(
         if response.status >= 400:
             raise error_from_response("shopify", response.status, await response.read(), route="bulk-jsonl")
         ranged = response.status == 206
+        if ranged and not response.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
+            # Lines read from anywhere else would be cut: try again rather than read them.
+            raise TransientApiError(
+                "shopify", 206, "Partial Content", f"a range other than bytes {offset}-", route="bulk-jsonl"
+            )
         position = offset if ranged else 0
         skip = 0 if ranged else skip
         seen = 0

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import aiohttp
+import pytest
 from aioresponses import aioresponses
 from yarl import URL
 
+from worker.errors import TransientApiError
 from worker.shopify_bulk import stream_lines_at
 
 FILE_URL = "https://storage.example/bulk/1.jsonl"
@@ -42,7 +44,8 @@ async def test_from_the_start_every_line_with_the_offset_past_it(http: aiorespon
 
 async def test_a_checkpoint_resumes_with_a_range_where_storage_serves_one(http: aioresponses) -> None:
     offset = _ends()[1]  # past the second line
-    http.get(FILE_URL, status=206, body=BODY[offset:])
+    headers = {"Content-Range": f"bytes {offset}-{len(BODY) - 1}/{len(BODY)}"}
+    http.get(FILE_URL, status=206, body=BODY[offset:], headers=headers)
     got = await _read(skip=2, offset=offset)  # 206: nothing to skip, offsets stay absolute
     assert _range_sent(http) == f"bytes={offset}-"
     assert got == list(zip(LINES[2:], _ends()[2:], strict=True))
@@ -64,3 +67,12 @@ async def test_a_last_line_without_its_newline_ends_at_the_file_end(http: aiores
     http.get(FILE_URL, body=BODY.rstrip(b"\n"))
     got = await _read()
     assert got[-1] == (LINES[-1], len(BODY) - 1)
+
+
+async def test_a_range_from_elsewhere_is_refused_not_read(http: aioresponses) -> None:
+    offset = _ends()[1]
+    http.get(
+        FILE_URL, status=206, body=BODY[3:], headers={"Content-Range": f"bytes 3-{len(BODY) - 1}/{len(BODY)}"}
+    )
+    with pytest.raises(TransientApiError):
+        await _read(skip=2, offset=offset)
