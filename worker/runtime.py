@@ -102,14 +102,7 @@ def _cause(exc: BaseException, kind: type[E]) -> E | None:
 
 def needs_approval(exc: BaseException) -> NeedsApprovalError | None:
     """The `NeedsApprovalError` behind `exc` (itself, or its cause or context), if any."""
-    seen: BaseException | None = exc
-    for _ in range(5):
-        if seen is None:
-            return None
-        if isinstance(seen, NeedsApprovalError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
+    return _cause(exc, NeedsApprovalError)
 
 
 JobBody = Callable[..., Awaitable[Any]]
@@ -162,9 +155,9 @@ async def run_job(
             log.warning(
                 "job_bookkeeping_failed", error=f"{type(exc).__name__}: {exc}", retry_in_s=round(delay, 1)
             )
-            _finished(app, shop, function, "retry", time.monotonic() - started)
+            job.finished("retry")
             raise Retry(defer=delay) from exc
-        _finished(app, shop, function, "ok", time.monotonic() - started)
+        job.finished("ok")
         return result
 
 

@@ -84,23 +84,26 @@ async def serve(request: web.Request, stored: StoredFile, lines: Lines) -> web.S
 
 async def _stream(response: web.StreamResponse, stored: StoredFile, lines: Lines) -> None:
     size, position = stored.size, stored.position
-    with stored.path.open("rb") as held:  # the part generated before, straight from disk
-        left = size
+    await _send_stored(response, stored, 0, size)  # the part generated before, straight from disk
+    if stored.extending.locked():  # another download extends the file: generate, do not store
+        await _send(response, lines(position), None)
+    else:
+        async with stored.extending:
+            await _send_stored(response, stored, size, stored.size)  # what it grew by meanwhile
+            await _send(response, lines(stored.position), stored)
+
+
+async def _send_stored(response: web.StreamResponse, stored: StoredFile, start: int, end: int) -> None:
+    """Bytes `start` to `end` of the stored file, a block at a time."""
+    with stored.path.open("rb") as held:
+        held.seek(start)
+        left = end - start
         while left > 0:
             block = held.read(min(READ_BYTES, left))
             if not block:
                 break
             left -= len(block)
             await response.write(block)
-    if stored.extending.locked():  # another download extends the file: generate, do not store
-        await _send(response, lines(position), None)
-    else:
-        async with stored.extending:
-            if stored.size != size:  # the file grew meanwhile: send that part too
-                with stored.path.open("rb") as held:
-                    held.seek(size)
-                    await response.write(held.read(stored.size - size))
-            await _send(response, lines(stored.position), stored)
 
 
 async def _send(
