@@ -4,7 +4,11 @@ Every API answer a worker process gets inside a shop's job passes `ApiObserver` 
 the clients already report each request's status there; the shop is the job's, `worker.lanes`).
 A shop trips when, within the last `WINDOW_S`, at least `MIN_FAILURES` answers were failures
 (429, 5xx, or no answer at all), they made at least `FAIL_SHARE` of its answers, and they span
-`MIN_SPAN_S` or more: a long run of trouble, not one burst. Tripping writes the shop's backoff
+`MIN_SPAN_S` or more: a long run of trouble, not one burst; or at once when its last
+`MIN_FAILURES` or more answers from one API all failed over `MIN_SPAN_S` (an outage: the successes from before
+it would otherwise hold the share under `FAIL_SHARE` for most of the window). From the
+`MIN_FAILURES`th failure in a row from one API the shop's jobs stop retrying inside themselves
+(`lanes.failing`, worker/retry.py) and end with arq's Retry, freeing their job slots. Tripping writes the shop's backoff
 record (`Keys.shop_backoff`: `until`, `period_s`, `reason`, `opened_at`, `trips`) in one script,
 so the pool agrees on one period: `FIRST_S`, then doubled at each trip that follows a release
 without a recovery, up to `MAX_S`.
@@ -77,6 +81,9 @@ return tostring(period)
 class _Answers:
     events: deque[tuple[float, bool]] = field(default_factory=deque)
     streak: int = 0  # successful answers in a row
+    # Per API: (failed answers in a row, when the first of them came, when the last). Per API,
+    # since a shop whose APSIS is down still gets answers from its Shopify, and those succeed.
+    failed_runs: dict[str, tuple[int, float, float]] = field(default_factory=dict)
     last_error: dict[str, Any] | None = None
     error_changed: bool = False
 
@@ -104,8 +111,16 @@ class ApiObserver:
                 "shopsync_shop_api_requests_total", {"shop": shop, "api": api, "outcome": outcome}
             )
         answers = self.shops.setdefault(shop, _Answers())
-        answers.events.append((self.clock(), failed))
+        now = self.clock()
+        answers.events.append((now, failed))
         answers.streak = 0 if failed else answers.streak + 1
+        api = str(labels.get("api", ""))
+        if failed:
+            count, since, _last = answers.failed_runs.get(api, (0, now, now))
+            answers.failed_runs[api] = (count + 1, since, now)
+        else:
+            answers.failed_runs.pop(api, None)
+        lanes.set_failing(shop, any(run[0] >= MIN_FAILURES for run in answers.failed_runs.values()))
         if failed:
             answers.last_error = {
                 "at": time.time(),
@@ -120,6 +135,12 @@ class ApiObserver:
         answers = self.shops.get(shop)
         if answers is None:
             return None
+        error = answers.last_error or {}
+        for api, (count, since, last) in answers.failed_runs.items():
+            if count >= MIN_FAILURES and last - since >= MIN_SPAN_S:
+                # Nothing but failures for MIN_SPAN_S: trip now, without waiting for the
+                # successes from before the outage to leave the window (that took 20 s).
+                return f"{count} {api} answers in a row failed over {last - since:.0f} s (last: {error.get('status', '?')})"
         now = self.clock()
         while answers.events and answers.events[0][0] < now - WINDOW_S:
             answers.events.popleft()
@@ -128,7 +149,6 @@ class ApiObserver:
             return None
         if failures[-1] - failures[0] < MIN_SPAN_S:
             return None
-        error = answers.last_error or {}
         return f"{len(failures)} of {len(answers.events)} {error.get('api', 'API')} answers failed (last: {error.get('status', '?')})"
 
     def forget(self, shop: str) -> None:
@@ -136,6 +156,8 @@ class ApiObserver:
         answers = self.shops.get(shop)
         if answers is not None:
             answers.events.clear()
+            answers.failed_runs.clear()
+            lanes.set_failing(shop, False)
 
 
 async def trip(redis: aioredis.Redis, keys: Keys, shop: str, reason: str) -> float:

@@ -172,6 +172,17 @@ def _latency_figures(run: RunContext, result: Result, probes: list[Probe]) -> No
     # A probe whose marker was overwritten by a later edit of the same customer before its
     # webhook ran has no write of its own: not lost (the oracle checks the end state).
     result.figures["probes_overtaken"] = unmatched
+    # The others' p99 per 10 s of the run (by the probe's send time): when in the outage it moved.
+    start = min((at for p in probes for at, phase, _ in p.sent.values() if phase == "before"), default=0.0)
+    buckets: dict[int, list[float]] = {}
+    for p in probes:
+        for marker, latency in p.latency.items():
+            at, phase, _ = p.sent[marker]
+            if phase != "warmup":
+                buckets.setdefault(int((at - start) // 10), []).append(latency)
+    result.figures["others_p99_ms_by_10s"] = [
+        round((_p99(buckets[b]) or 0.0) * 1000) for b in range(max(buckets, default=-1) + 1) if b in buckets
+    ]
     per_shop = {p.shop.domain: _p99(p.of("outage")) for p in probes}
     result.figures["worst_other_p99_ms_outage"] = round(
         max((v for v in per_shop.values() if v is not None), default=0.0) * 1000, 1
