@@ -61,8 +61,14 @@ async def test_many_small_files_are_verified_through_the_index_and_saved(
         assert record.get("import_rows_resent", 0) == 0, record
         assert p.mismatches(store_ids(size)) == []
         base = keys.full_sync_import(started.sync_id)
+        assert not await p.redis.keys(f"{base}:rows:*") and not await p.redis.keys(f"{base}:file:*")
+        files = [ImportFile.from_json(raw) for raw in (await p.redis.hgetall(f"{base}:files")).values()]
         if indexed:
             assert not await p.redis.keys(f"{base}:where:*")
+            # Each file's states were saved as its import completed, while APSIS processed the
+            # others, not after the last one.
+            last_completed = max(f.extra["completed_at"] for f in files)
+            assert min(f.extra["settled_at"] for f in files) < last_completed
         assert not await p.redis.keys(f"{base}:seen:*")
         for cid in store_ids(size)[:20]:
             stored = await p.app.customers.load(p.shop.domain, cid)

@@ -1,22 +1,28 @@
-"""After the imports: verify their outcome in bulk, save the customers' states, re-send the rest.
+"""After each import: save the customers' states; after all of them: verify in bulk, re-send the rest.
 
-1. Verify (once per section, the section's mark kept on the record): consent reports through
-   `worker.apsis_reports.ApsisReports` (`POST /audience/profiles/reports/consents`, a polled
-   download, 1 request per second, the rows streamed as they arrive). One report per mapped topic,
-   the first also carrying the section's attribute columns. A section without a consent mapping
-   is verified the same way through one report on any topic of the section (read from APSIS):
-   the report lists every profile of the section whatever its consent, so its attribute columns
-   check the import (docs/APSIS.md). Only a section without any topic falls back to a bounded
-   sample of per-profile reads (`SAMPLE`), a weaker check. A customer of a completed file missing
-   from the first report, or whose consent or attribute values differ from what its rows wrote,
-   is marked for a re-send. Memory stays bounded whatever the size: rows are compared a chunk
-   at a time against the files' expected states in Redis, and the keys seen go to a Redis set
-   (`:seen:{section}`), not to the process.
-2. Save: for every customer of a completed file, under its lock, the state its rows lead to is
-   saved, or, when a newer state or staged writes were there, the customer is re-sent instead
-   (`worker.fullsync.import_save`: a few round trips per chunk of customers).
-3. Re-send those customers per profile (`import_letters.resend`, from Shopify's current state).
-Each step records its progress (the section marks, the file's `settled` mark, the re-send hash)
+1. Save (a file at a time, as soon as its import completes: `Verifier.settle`, called by the
+   driver while APSIS processes the other files): for every customer of the file, under its
+   lock, the state its rows lead to is saved, or, when a newer state or staged writes were
+   there, the customer is marked for a re-send instead (`worker.fullsync.import_save`: a few
+   round trips per chunk of customers). The file's rows then leave Redis (its customers stay in
+   the section index), so the expected states are held only for files not yet completed.
+2. Verify (once every file is done; once per section, the section's mark kept on the record):
+   consent reports through `worker.apsis_reports.ApsisReports`
+   (`POST /audience/profiles/reports/consents`, a polled download, 1 request per second, the
+   rows streamed as they arrive). One report per mapped topic, the first also carrying the
+   section's attribute columns. A section without a consent mapping is verified the same way
+   through one report on any topic of the section (read from APSIS): the report lists every
+   profile of the section whatever its consent, so its attribute columns check the import
+   (docs/APSIS.md). Only a section without any topic falls back to a bounded sample of
+   per-profile reads (`SAMPLE`), a weaker check. A customer of a completed file missing from the
+   first report, or whose consent or attribute values differ from its saved state, is marked for
+   a re-send. Memory stays bounded whatever the size: rows are compared a chunk at a time
+   against the saved states in Redis (found through the section index), and the keys seen go
+   to a Redis set (`:seen:{section}`), not to the process. A sync begun before the section index
+   existed keeps its rows until verified and is compared with them.
+3. Re-send those customers per profile (`import_letters.resend`, from Shopify's current state,
+   every written record forgotten first).
+Each step records its progress (the file's `settled` mark, the section marks, the re-send hash)
 so a later slice picks up where a killed one stopped; a customer is counted once (`:counted`).
 """
 
@@ -72,7 +78,32 @@ class Verifier:
             if f.state == "completed" and (section is None or f.section == section)
         ]
 
+    async def settle(self, number: int) -> None:
+        """Save a completed file's customers' states (`import_save`), then drop its CSV and, once
+        the section index holds its customers, its rows: verification then compares the reports
+        with the saved states. The driver settles each file as its import completes, while the
+        others are processed; `run` settles whatever is left before it verifies."""
+        file = self.walker.files[number]
+        if file.extra.get("settled"):
+            return
+        await self.saver.save_file(number, float(file.extra.get("completed_at") or time.time()))
+        file.extra["settled"], file.extra["settled_at"] = True, time.time()
+        indexed = bool(await typed(self.app.redis.exists(self.walker.fkeys.where(file.section))))
+        async with self.app.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.walker.fkeys.files, str(number), file.to_json())
+            pipe.delete(self.walker.fkeys.content(number))
+            if indexed:  # else a sync begun before the index: its rows stay until verified
+                pipe.delete(self.walker.fkeys.rows(number))
+            await pipe.execute()
+
+    def unsettled(self) -> list[int]:
+        return [n for n in self._completed() if not self.walker.files[n].extra.get("settled")]
+
     async def run(self, deadline: float) -> bool:
+        for number in self.unsettled():
+            await self.settle(number)
+            if time.monotonic() > deadline:
+                return False
         if not self.walker.record.get("import_verified"):
             for section in self.shop.sections:
                 mark = f"import_verified:{section.discriminator}"
@@ -85,18 +116,8 @@ class Verifier:
                 await typed(self.app.redis.hset(self.record_key, mark, "true"))
             await typed(self.app.redis.hset(self.record_key, "import_verified", "true"))
             self.walker.record["import_verified"] = True
-        for number in self._completed():
-            file = self.walker.files[number]
-            if file.extra.get("settled"):
-                continue
-            await self.saver.save_file(number, float(file.extra.get("completed_at") or time.time()))
-            file.extra["settled"] = True
-            async with self.app.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(self.walker.fkeys.files, str(number), file.to_json())
-                pipe.delete(self.walker.fkeys.content(number), self.walker.fkeys.rows(number))
-                await pipe.execute()
-            if time.monotonic() > deadline:
-                return False
+        if self._completed():
+            await typed(self.app.redis.delete(*[self.walker.fkeys.rows(n) for n in self._completed()]))
         while True:
             batch = await typed(self.app.redis.hrandfield(self.resend_key, 200))
             if not batch:
@@ -133,14 +154,15 @@ class Verifier:
         if not files:
             return
         attributes = list(self.walker.layouts[(section, "in")].attributes)
+        # A sync begun before the section index existed (an upgrade mid-sync) asks every file.
+        self.indexed = bool(await typed(self.app.redis.exists(self.walker.fkeys.where(section))))
         reported = topics or await self._any_topic(section)
         if not reported:
             await self._verify_sample(section, files, attributes)
+            await typed(self.app.redis.delete(self.walker.fkeys.where(section)))
             return
         seen_key = f"{self.base}:seen:{section}"
         await typed(self.app.redis.delete(seen_key))
-        # A sync begun before the section index existed (an upgrade mid-sync) asks every file.
-        self.indexed = bool(await typed(self.app.redis.exists(self.walker.fkeys.where(section))))
         for index, (channel, topic) in enumerate(reported):
             columns = attributes if index == 0 else []
             rows = self._report_rows(section, channel, topic, columns)
@@ -161,7 +183,7 @@ class Verifier:
                         pipe.sadd(seen_key, *expected)
                         pipe.expire(seen_key, DATA_TTL_S)
                         await pipe.execute()
-        await self._mark_missing(files, seen_key)
+        await self._mark_missing(section, files, seen_key)
         await typed(self.app.redis.delete(seen_key, self.walker.fkeys.where(section)))
         log.info(
             "full_sync_import_verified",
@@ -198,82 +220,107 @@ class Verifier:
 
         return rows()
 
-    async def _mark_missing(self, files: list[int], seen_key: str) -> None:
-        for number in files:
-            async for keys in hash_field_chunks(self.app, self.walker.fkeys.rows(number)):
-                flags = await typed(self.app.redis.smismember(seen_key, keys))
-                await self._mark(
-                    {k: "profile missing after the import" for k, f in zip(keys, flags, strict=True) if not f}
-                )
+    async def _mark_missing(self, section: str, files: list[int], seen_key: str) -> None:
+        """Mark for a re-send every customer of the completed files that no report listed."""
+        async for keys in self._customers(section, files):
+            flags = await typed(self.app.redis.smismember(seen_key, keys))
+            await self._mark(
+                {k: "profile missing after the import" for k, f in zip(keys, flags, strict=True) if not f}
+            )
+
+    async def _customers(self, section: str, files: list[int]) -> AsyncIterator[list[str]]:
+        """The customers of the section's completed files, a chunk at a time: from the section
+        index, or (a sync begun before the index) from the files' rows."""
+        if not self.indexed:
+            for number in files:
+                async for keys in hash_field_chunks(self.app, self.walker.fkeys.rows(number)):
+                    yield keys
+            return
+        completed = set(files)
+        chunk: list[str] = []
+        async for key, held in self.app.redis.hscan_iter(self.walker.fkeys.where(section), count=1000):
+            if _in_files(held, completed):
+                chunk.append(key.decode() if isinstance(key, bytes) else str(key))
+                if len(chunk) >= CHUNK:
+                    yield chunk
+                    chunk = []
+        if chunk:
+            yield chunk
 
     async def _expected(self, section: str, files: list[int], keys: list[str]) -> dict[str, SyncState]:
-        """The expected states of `keys` among the section's completed files: each key's files
-        from the section's index (`FileKeys.where`), then its row from one of them; two round
-        trips a chunk whatever the number of files."""
+        """What APSIS should hold for `keys` among the section's completed files. Indexed: the
+        states saved when each file was settled (a webhook since then only makes them newer),
+        for the keys the section index places in a completed file; two round trips a chunk.
+        Otherwise (a sync begun before the index): the rows of every completed file."""
         if not keys:
             return {}
+        if not self.indexed:
+            return await self._expected_in_rows(files, keys)
         completed = set(files)
-        by_file: dict[int, list[str]] = {} if self.indexed else {n: keys for n in files}
-        if self.indexed:
-            held = await typed(self.app.redis.hmget(self.walker.fkeys.where(section), keys))
-            for key, raw in zip(keys, held, strict=True):
-                text = raw.decode() if isinstance(raw, bytes) else str(raw or "")
-                numbers = [int(n) for n in text.split(",") if n]
-                number = next((n for n in numbers if n in completed), None)
-                if number is not None:
-                    by_file.setdefault(number, []).append(key)
-        if not by_file:
+        held = await typed(self.app.redis.hmget(self.walker.fkeys.where(section), keys))
+        wanted = [key for key, raw in zip(keys, held, strict=True) if _in_files(raw, completed)]
+        if not wanted:
             return {}
+        domain, names = self.shop.domain, self.app.keys.customer_state
+        raws = await typed(self.app.redis.mget([names(domain, key) for key in wanted]))
+        found: dict[str, SyncState] = {}
+        for key, raw in zip(wanted, raws, strict=True):
+            saved = orjson.loads(raw) if raw is not None else None
+            if saved is not None and "deleted_at" not in saved:
+                found[key] = SyncState.from_dict(saved)
+        return found
+
+    async def _expected_in_rows(self, files: list[int], keys: list[str]) -> dict[str, SyncState]:
         found: dict[str, SyncState] = {}
         async with self.app.redis.pipeline(transaction=False) as pipe:
-            for number, wanted in by_file.items():
-                pipe.hmget(self.walker.fkeys.rows(number), wanted)
+            for number in files:
+                pipe.hmget(self.walker.fkeys.rows(number), keys)
             answers = await pipe.execute()
-        for wanted, raws in zip(by_file.values(), answers, strict=True):
-            for key, raw in zip(wanted, raws, strict=True):
+        for raws in answers:
+            for key, raw in zip(keys, raws, strict=True):
                 if raw is not None:
                     found[key] = SyncState.from_dict(orjson.loads(raw)["state"])
         return found
 
-    async def _expected_in(self, number: int, keys: list[str]) -> dict[str, SyncState]:
-        """The expected states of `keys` in one file's rows."""
-        raws = await typed(self.app.redis.hmget(self.walker.fkeys.rows(number), keys)) if keys else []
-        return {
-            key: SyncState.from_dict(orjson.loads(raw)["state"])
-            for key, raw in zip(keys, raws, strict=True)
-            if raw is not None
-        }
-
     async def _verify_sample(self, section: str, files: list[int], attributes: list[str]) -> None:
         """No topic to report on: read a bounded random sample of the files' profiles one by one."""
         apsis, keyspace = self.app.apsis(self.shop), self.shop.apsis.keyspace
-        per_file = max(1, SAMPLE // len(files))
-        checked = marked = 0
-        for number in files:
-            picked = await typed(self.app.redis.hrandfield(self.walker.fkeys.rows(number), per_file))
-            keys = [k.decode() if isinstance(k, bytes) else str(k) for k in picked or []]
-            expected = await self._expected_in(number, keys)
-            marks: dict[str, str] = {}
-            for key, state in expected.items():
-                got = await apsis.get_attributes(keyspace, key, section)
-                checked += 1
-                if got is None:
-                    marks[key] = "profile missing after the import"
-                    continue
-                row = {v: cell(got.get(v)) for v in attributes}
-                reason = _differs(state, section, "", "", row, attributes)
-                if reason:
-                    marks[key] = reason
-            marked += len(marks)
-            await self._mark(marks)
+        picked: list[Any] = []
+        if self.indexed:
+            picked = await typed(self.app.redis.hrandfield(self.walker.fkeys.where(section), SAMPLE)) or []
+        else:
+            for number in files:
+                per_file = max(1, SAMPLE // len(files))
+                picked += (
+                    await typed(self.app.redis.hrandfield(self.walker.fkeys.rows(number), per_file)) or []
+                )
+        keys = [k.decode() if isinstance(k, bytes) else str(k) for k in picked]
+        expected = await self._expected(section, files, keys)
+        marks: dict[str, str] = {}
+        for key, state in expected.items():
+            got = await apsis.get_attributes(keyspace, key, section)
+            if got is None:
+                marks[key] = "profile missing after the import"
+                continue
+            row = {v: cell(got.get(v)) for v in attributes}
+            reason = _differs(state, section, "", "", row, attributes)
+            if reason:
+                marks[key] = reason
+        await self._mark(marks)
         log.warning(
             "full_sync_import_verified_by_sample",
             sync_id=self.walker.sync_id,
             section=section,
-            checked=checked,
-            differing=marked,
+            checked=len(expected),
+            differing=len(marks),
             reason="APSIS lists no topic for the section: no consent report to verify it with",
         )
+
+
+def _in_files(held: Any, completed: set[int]) -> bool:
+    """A section index entry ("3,7": the files holding the customer's rows) names a completed file."""
+    text = held.decode() if isinstance(held, bytes) else str(held or "")
+    return any(int(n) in completed for n in text.split(",") if n)
 
 
 def _differs(
