@@ -84,6 +84,19 @@ class SyncState:
             raise PayloadError("state", f"not a sync state: {exc}") from None
 
 
+def consent_of(data: Mapping[str, Any], key: ConsentKey) -> ConsentType | None:
+    """The consent a state in its JSON form (`to_dict`) records for `key`, read without building
+    the whole `SyncState` (the import verification asks a million states once per topic)."""
+    if data.get("v", 1) < 2:
+        return _consents(data).get(key)
+    section, channel, topic = key
+    for row in data.get("consents", ()):
+        if len(row) == 4 and row[2] == topic and row[1] == channel and row[0] == section:
+            kind = row[3]
+            return kind if kind in ("opt-in", "opt-out") else None
+    return None
+
+
 _CHANNEL_ADDRESS = {"com.apsis1.channels.email": "email", "com.apsis1.channels.sms": "phone"}
 
 

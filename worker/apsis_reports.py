@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import csv
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,14 +113,16 @@ class ApsisReports:
 
     async def consent_rows(
         self, ticket: ReportTicket, *, timeout_s: float = 600.0
-    ) -> AsyncIterator[dict[str, str]]:
-        """The report's rows once it is ready (polled with backoff until `timeout_s`)."""
+    ) -> AsyncGenerator[dict[str, str], None]:
+        """The report's rows once it is ready (polled with backoff until `timeout_s`). Close it
+        (`contextlib.aclosing`) when leaving early: its download holds a request permit."""
         deadline = time.monotonic() + timeout_s
         delay = self.poll_initial_s
         while True:
             try:
-                async for row in self._download(ticket):
-                    yield row
+                async with contextlib.aclosing(self._download(ticket)) as rows:
+                    async for row in rows:
+                        yield row
                 return
             except _NotReadyError:
                 pass
@@ -136,7 +139,7 @@ class ApsisReports:
             await asyncio.sleep(delay)
             delay = min(self.poll_max_s, delay * 2)
 
-    async def _download(self, ticket: ReportTicket) -> AsyncIterator[dict[str, str]]:
+    async def _download(self, ticket: ReportTicket) -> AsyncGenerator[dict[str, str], None]:
         client = self.client
         async with client.request_permit("GET", REPORT_POLL):
             for attempt in range(2):

@@ -10,11 +10,12 @@ import pytest
 
 from core import fullsync_control as control
 from core.keys import Keys
+from sandbox.apsis.reports import reports_of
 from tests.e2e.harness import pipeline
 from tests.fullsync.helpers import FAST_LIMITS, open_limits, wait_finished
 from tests.fullsync.import_helpers import SYNC, fast_imports
 from tests.fullsync.test_fullsync import WORKERS, store_ids
-from worker.fullsync import import_files, imports
+from worker.fullsync import import_files, imports, walker
 from worker.fullsync.import_files import ImportFile
 
 
@@ -74,3 +75,29 @@ async def test_many_small_files_are_verified_through_the_index_and_saved(
             stored = await p.app.customers.load(p.shop.domain, cid)
             assert stored.state is not None and stored.state.sections and stored.staged is None
             assert not await p.redis.exists(keys.customer_lock(p.shop.domain, cid))
+
+
+async def test_verification_spans_slices_and_requests_each_report_once(
+    redis_url: str, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A section's verification takes minutes at a million customers, more than one walk slice:
+    with slices of 0.3 s and reports ready only after 4 s, each slice polls the report it asked
+    for (its poll URL kept on the record) and the next goes on with the next report, instead of
+    the slice's job being cut by its timeout and the section started over."""
+    monkeypatch.setattr(walker, "WALK_SLICE_S", 0.3)
+    monkeypatch.setattr(walker, "WALK_TIMEOUT_S", 6.0)  # shorter than a section's reports take
+    size = 250
+    async with pipeline(redis_url, keys, customers=size, workers=WORKERS, limits=FAST_LIMITS, sync=SYNC) as p:
+        open_limits(p.store, p.account)
+        fast_imports(p.account, monkeypatch)
+        reports_of(p.account).report_delay_s = 4.0  # longer than a slice waits for it
+        started = await control.start_full_sync(p.redis, keys, p.shop.domain)
+        record: dict[str, Any] = await wait_finished(p.redis, keys, started.sync_id, limit_s=90)
+        assert record["state"] == "finished" and record["path"] == "import", record
+        assert record["seen"] == size and record["failed"] == 0
+        assert record.get("import_rows_resent", 0) == 0, record
+        topics = sum(len(m.topics) for s in p.shop.sections for m in s.consents)
+        assert reports_of(p.account).summary()["requested"] == topics  # none asked twice
+        assert p.mismatches(store_ids(size)) == []
+        # The steps' marks and poll URLs leave the record with their section.
+        assert not [k for k in record if k.startswith("import_verified:") and k.count(":") > 1]

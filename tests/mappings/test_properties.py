@@ -23,8 +23,8 @@ from mappings.snapshot import (
     plain,
     resolve,
 )
-from mappings.state import SyncState
-from mappings.writes import ConsentWrite
+from mappings.state import SyncState, consent_of
+from mappings.writes import ConsentKey, ConsentWrite
 from tests.mappings import payloads as p
 
 CID = 42
@@ -214,3 +214,22 @@ def test_delivery_order_does_not_matter(snapshots: list[CustomerSnapshot], rando
     assert state.updated_at == newest.updated_at
     for section, written in alone.attributes.items():
         assert {k: v for k, v in state.attributes[section].items() if k in written} == written
+
+
+@PROPS
+@given(st.lists(updates, min_size=1, max_size=5))
+def test_consent_of_reads_what_the_whole_state_holds(history: list[Any]) -> None:
+    """The import verification reads one consent from a state's JSON without building the state."""
+    state: SyncState | None = None
+    for update in history:
+        state = plan_sync(SHOP, state, update, address_attributes=ADDRESS).state
+    assert state is not None
+    data = orjson.loads(orjson.dumps(state.to_dict()))
+    keys = set(state.consents) | {
+        ConsentKey(s.discriminator, channel, topic)
+        for s in SHOP.sections
+        for channel in ("com.apsis1.channels.email", "com.apsis1.channels.sms")
+        for topic in ("topic.news", "topic.none")
+    }
+    for key in keys:
+        assert consent_of(data, key) == state.consents.get(key)

@@ -7,7 +7,7 @@ from typing import Any
 
 from mappings.normalize import normalize_customer
 from mappings.plan import plan_sync
-from mappings.state import SyncState
+from mappings.state import SyncState, consent_of
 from mappings.writes import ConsentKey, ConsentWrite
 from tests.mappings import payloads as p
 
@@ -44,6 +44,9 @@ def test_format_1_keeps_the_current_addresses_consents_on_the_profile() -> None:
     }
     assert state.to_dict()["v"] == 2
     assert SyncState.from_dict(state.to_dict()) == state
+    for key, kind in state.consents.items():  # read from the format 1 JSON as it stands
+        assert consent_of(_consent_1_state(), key) == kind
+    assert consent_of(_consent_1_state(), ConsentKey("sec.main", EMAIL_CH, "topic.gone")) is None
 
 
 def test_upgraded_state_plans_no_consent_write_for_unchanged_consent() -> None:
