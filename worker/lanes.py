@@ -80,6 +80,11 @@ def set_failing(shop: str, failing: bool) -> None:
         _FAILING.discard(shop)
 
 
+def forget_failing() -> None:
+    """A new process view (a worker context starting): no shop is failing yet."""
+    _FAILING.clear()
+
+
 def failing() -> bool:
     """The running task's shop has seen nothing but failed answers lately (in this process)."""
     shop = SHOP.get()

@@ -95,6 +95,7 @@ class ApiObserver:
         self.clock = clock
         self.shops: dict[str, _Answers] = {}
         self.counts: Any = None  # a metrics sink for the per-shop answer counter (the shared metrics)
+        lanes.forget_failing()  # one observer a process: what an earlier one saw is not this one's
 
     def inc(self, name: str, labels: Mapping[str, str] | None = None, value: float = 1.0) -> None:
         if name != REQUESTS_METRIC or labels is None:
