@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from bench.cpu_use import CpuMeter
 from receiver.signature import sign
 from sandbox.apsis.server import ApsisSandbox
 from sandbox.installation import installation_document, write_installation
@@ -122,6 +123,10 @@ async def _run(rate: float, seconds: float) -> dict[str, Any]:
                 bodies.append((cid, orjson.dumps(serialize_customer(customer, "2024-10", for_webhook=True))))
             acked: dict[str, float] = {}
             errors = 0
+            # The service's CPU from the first webhook to the last write: per webhook, the cost
+            # that sets how many one worker process takes (docs/PERFORMANCE.md).
+            meter = CpuMeter({"worker": [worker.pid], "receiver": [receiver.pid]})
+            meter.start()
             url = f"http://127.0.0.1:{port}/webhooks/shopify"
             async with aiohttp.ClientSession() as http:
 
@@ -151,6 +156,7 @@ async def _run(rate: float, seconds: float) -> dict[str, Any]:
                 if len(written) >= len(acked):
                     break
                 await asyncio.sleep(0.5)
+            cores, used = meter.stop(), meter.used
         finally:
             await asyncio.to_thread(_stop, receiver, worker)
         latencies = [written[k] - t for k, t in acked.items() if k in written]
@@ -169,6 +175,9 @@ async def _run(rate: float, seconds: float) -> dict[str, Any]:
         "p90_ms": round(_percentile(latencies, 0.90) * 1000, 1) if latencies else None,
         "p99_ms": round(_percentile(latencies, 0.99) * 1000, 1) if latencies else None,
         "max_ms": round(max(latencies) * 1000, 1) if latencies else None,
+        "worker_cpu_ms_per_webhook": round(used["worker"] * 1000 / max(1, len(latencies)), 2),
+        "receiver_cpu_ms_per_webhook": round(used["receiver"] * 1000 / max(1, len(latencies)), 2),
+        "machine_busy_share": cores["machine_busy_share"],
         "apsis_requests": requests,
         "apsis_429": limited,
         "goal": "p50 <= 100 ms, p99 <= 500 ms",

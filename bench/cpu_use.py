@@ -35,6 +35,7 @@ class CpuMeter:
         self._start: dict[str, float] = {}
         self._idle = 0.0
         self._at = 0.0
+        self.used: dict[str, float] = {}
 
     def _cpu(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -58,7 +59,8 @@ class CpuMeter:
         """Cores each role used since `start`, and the machine's busy share (1.0: every core busy)."""
         wall = max(time.monotonic() - self._at, 1e-9)
         now = self._cpu()
-        cores = {role: round((now[role] - self._start.get(role, 0.0)) / wall, 2) for role in now}
+        self.used = {role: now[role] - self._start.get(role, 0.0) for role in now}  # CPU seconds
+        cores = {role: round(used / wall, 2) for role, used in self.used.items()}
         idle = (_machine_idle() - self._idle) / wall
         cpus = psutil.cpu_count() or 1
         cores["machine_busy_share"] = round(max(0.0, 1.0 - idle / cpus), 2)
