@@ -59,6 +59,7 @@ return 0
 # ours: a worker whose lock expired under it must not overwrite what the next holder saved.
 # KEYS: lock, state, shop's customer set, pending, staged writes. ARGV: token, encoded state
 # ('' keeps it), state ttl, customer id, 'add'|'remove' (the customer set), then the applied
+# '1' to release the lock as well (the apply is over: one round trip less), then the applied
 # update ids. The staged writes were sent: they go too.
 _SETTLE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -67,8 +68,15 @@ if ARGV[2] ~= '' then
   redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
   if ARGV[5] == 'add' then redis.call('SADD', KEYS[3], ARGV[4]) else redis.call('SREM', KEYS[3], ARGV[4]) end
 end
-for i = 6, #ARGV do redis.call('HDEL', KEYS[4], ARGV[i]) end
+for i = 7, #ARGV do redis.call('HDEL', KEYS[4], ARGV[i]) end
+if ARGV[6] == '1' then redis.call('DEL', KEYS[1]) end
 return 1
+"""
+# Take the lock and, when it was free, read what an apply starts from, in one round trip (an
+# apply's first three). KEYS: lock, pending, state, staged writes. ARGV: token, lock ttl (ms).
+_LOCK_AND_READ = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
+return {redis.call('HGETALL', KEYS[2]), redis.call('GET', KEYS[3]), redis.call('GET', KEYS[4])}
 """
 # KEYS: lock, staged writes. ARGV: token, encoded writes and state, ttl.
 _STAGE = """
@@ -109,10 +117,20 @@ class Staged:
     marks: dict[str, float]
 
 
+@dataclass(frozen=True, slots=True)
+class Locked:
+    """The customer's lock, taken, with its pending updates and what Redis held when it was."""
+
+    token: str
+    entries: dict[str, dict[str, Any]]
+    stored: Stored
+
+
 class CustomerStore:
     def __init__(self, redis: ArqRedis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
+        self._lock_and_read = redis.register_script(_LOCK_AND_READ)
         self._release = redis.register_script(_RELEASE)
         self._renew = redis.register_script(_RENEW)
         self._settle = redis.register_script(_SETTLE)
@@ -135,13 +153,7 @@ class CustomerStore:
         raw, raw_staged = await typed(
             self.redis.mget(self.keys.customer_state(shop, customer_id), self.staged_key(shop, customer_id))
         )
-        staged = _decode_staged(raw_staged) if raw_staged is not None else None
-        if raw is None:
-            return Stored(None, None, {}, staged)
-        data = orjson.loads(raw)
-        if "deleted_at" in data:
-            return Stored(None, float(data["deleted_at"]), {})
-        return Stored(SyncState.from_dict(data), None, dict(data.get("marks", {})), staged)
+        return _decode_stored(raw, raw_staged)
 
     async def stage(
         self,
@@ -217,6 +229,22 @@ class CustomerStore:
         raw = await typed(self.redis.hgetall(self._pending_key(shop, customer_id)))
         return {k.decode(): orjson.loads(v) for k, v in raw.items()}
 
+    async def lock_and_read(self, shop: str, customer_id: int) -> Locked | None:
+        """`try_lock`, then `pending` and `load`, in one round trip; None when the lock is busy."""
+        token = os.urandom(8).hex()
+        keys = [
+            self.keys.customer_lock(shop, customer_id),
+            self._pending_key(shop, customer_id),
+            self.keys.customer_state(shop, customer_id),
+            self.staged_key(shop, customer_id),
+        ]
+        reply = await self._lock_and_read(keys=keys, args=[token, LOCK_TTL_MS])
+        if not reply:
+            return None
+        flat, raw, raw_staged = reply
+        entries = {flat[i].decode(): orjson.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
+        return Locked(token, entries, _decode_stored(raw, raw_staged))
+
     async def settle(
         self,
         shop: str,
@@ -225,11 +253,16 @@ class CustomerStore:
         update_ids: list[str],
         state: SyncState | None,
         marks: dict[str, float] | None = None,
+        *,
+        release: bool = False,
     ) -> None:
         """After APSIS took the writes: save the new state and drop the applied updates, together,
-        if the lock is still ours (else `LockLostError`: the updates stay pending)."""
+        if the lock is still ours (else `LockLostError`: the updates stay pending); with
+        `release`, the lock goes in the same step."""
         encoded = self.encode(state, marks or {}) if state is not None else b""
-        await self._settle_raw(shop, customer_id, token, encoded, STATE_TTL_S, "add", update_ids)
+        await self._settle_raw(
+            shop, customer_id, token, encoded, STATE_TTL_S, "add", update_ids, release=release
+        )
 
     async def _settle_raw(
         self,
@@ -240,6 +273,8 @@ class CustomerStore:
         ttl: int,
         membership: str,
         update_ids: list[str],
+        *,
+        release: bool = False,
     ) -> None:
         keys = [
             self.keys.customer_lock(shop, customer_id),
@@ -249,7 +284,8 @@ class CustomerStore:
             self.staged_key(shop, customer_id),
         ]
         done = await self._settle(
-            keys=keys, args=[token, encoded, ttl, str(customer_id), membership, *update_ids]
+            keys=keys,
+            args=[token, encoded, ttl, str(customer_id), membership, "1" if release else "", *update_ids],
         )
         if not done:
             raise LockLostError(f"customer {customer_id}: lock lost before saving")
@@ -278,6 +314,16 @@ class CustomerStore:
 
     async def unlock(self, shop: str, customer_id: int, token: str) -> None:
         await self._release(keys=[self.keys.customer_lock(shop, customer_id)], args=[token])
+
+
+def _decode_stored(raw: bytes | None, raw_staged: bytes | None) -> Stored:
+    staged = _decode_staged(raw_staged) if raw_staged is not None else None
+    if raw is None:
+        return Stored(None, None, {}, staged)
+    data = orjson.loads(raw)
+    if "deleted_at" in data:
+        return Stored(None, float(data["deleted_at"]), {})
+    return Stored(SyncState.from_dict(data), None, dict(data.get("marks", {})), staged)
 
 
 def _kind(write: Write) -> str:

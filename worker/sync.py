@@ -30,7 +30,7 @@ from mappings.plan import address_changes
 from mappings.snapshot import PayloadError
 from mappings.writes import AttributePatch
 from worker.context import WorkerContext
-from worker.customer_store import LockLostError
+from worker.customer_store import Locked, LockLostError, Stored
 from worker.runtime import TransientError
 from worker.sync_consents import guard_consents
 from worker.sync_fetch import consent_only, fill_from_shopify, owed_paths
@@ -108,14 +108,19 @@ async def submit(
 async def apply_pending(app: WorkerContext, shop: Shop, customer_id: int) -> Applied | None:
     """Apply every pending update of the customer; None when another worker holds the lock."""
     store = app.customers
-    token = await store.try_lock(shop.domain, customer_id)
-    if token is None:
+    locked = await store.lock_and_read(shop.domain, customer_id)
+    if locked is None:
         return None
-    held = HeldLock(app, shop, customer_id, token)
+    held = HeldLock(app, shop, customer_id, locked.token)
+    first: Locked | None = locked
     try:
         while True:
-            entries = await store.pending(shop.domain, customer_id)
-            applied = await _apply(app, shop, customer_id, entries, held)
+            if first is not None:  # read with the lock: the first round needs no other read
+                entries, stored, first = first.entries, first.stored, None
+            else:
+                entries = await store.pending(shop.domain, customer_id)
+                stored = await store.load(shop.domain, customer_id)
+            applied = await _apply(app, shop, customer_id, entries, stored, held)
             if applied.hold_s > 0:
                 # Within the patch interval: collect what else arrives meanwhile into the same write.
                 await asyncio.sleep(applied.hold_s)
@@ -134,10 +139,14 @@ async def apply_pending(app: WorkerContext, shop: Shop, customer_id: int) -> App
 
 
 async def _apply(
-    app: WorkerContext, shop: Shop, customer_id: int, entries: dict[str, dict[str, Any]], held: HeldLock
+    app: WorkerContext,
+    shop: Shop,
+    customer_id: int,
+    entries: dict[str, dict[str, Any]],
+    stored: Stored,
+    held: HeldLock,
 ) -> Applied:
     store = app.customers
-    stored = await store.load(shop.domain, customer_id)
     state, deleted_at, marks = stored.state, stored.deleted_at, dict(stored.marks)
     if not entries and FETCH_OWED not in marks:
         return Applied()
@@ -224,7 +233,10 @@ async def _apply(
         for update_id, outcome in result.outcomes.items():
             if outcome == "written":
                 result.outcomes[update_id] = "unchanged"  # folded writes cancelled each other out
-    await store.settle(shop.domain, customer_id, held.token, list(entries), state, marks)
+    # Saved, the apply is over whatever comes next (`apply_pending` returns or raises): the lock
+    # goes in the same step.
+    await store.settle(shop.domain, customer_id, held.token, list(entries), state, marks, release=True)
+    held.released = True
     return result
 
 

@@ -3,7 +3,7 @@
 `HeldLock` wraps a token from `CustomerStore.try_lock`: it renews the lock every third of its
 time to live so a slow apply (APSIS retrying, a rate-limit wait) never outlives it, `check()`
 raises a TransientError once it was lost (so nothing is sent on a lock another worker may hold),
-and `release()` stops the renewal and unlocks.
+and `release()` stops the renewal and unlocks (unless the save released the lock already).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ class HeldLock:
     def __init__(self, app: WorkerContext, shop: Shop, customer_id: int, token: str) -> None:
         self.store, self.shop, self.customer_id, self.token = app.customers, shop.domain, customer_id, token
         self.lost = False
+        self.released = False  # the lock went with the save (`CustomerStore.settle(release=True)`)
         self._task = asyncio.create_task(self._renew())
 
     async def _renew(self) -> None:
@@ -46,4 +47,5 @@ class HeldLock:
     async def release(self) -> None:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
-        await self.store.unlock(self.shop, self.customer_id, self.token)
+        if not self.released:
+            await self.store.unlock(self.shop, self.customer_id, self.token)

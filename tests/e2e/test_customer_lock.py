@@ -45,3 +45,33 @@ async def test_a_slow_apply_keeps_its_lock(
         assert p.mismatches([customer.id]) == []
         assert await p.dead_letters() == []
         assert await p.redis.zcard(keys.failures) == 0  # no "lock lost" retry: it was renewed
+
+
+async def test_lock_and_read_and_a_releasing_save_are_what_their_separate_calls_do(
+    redis_url: str, keys: Keys
+) -> None:
+    """The apply's first round trip (lock, pending, state, staged writes) and its last (save and
+    unlock) against the separate calls they replace."""
+    async with pipeline(redis_url, keys, customers=2) as p:
+        store = p.app.customers
+        shop, cid = p.shop.domain, 7000000099998
+        update = {"kind": "rest", "payload": {"id": cid}, "received_at": 1.0}
+        await store.deposit(shop, cid, "u1", update)
+        await store.settle(
+            shop, cid, await store.try_lock(shop, cid) or "", [], SyncState(customer_id=cid, email="a@x.se")
+        )
+        await p.redis.delete(keys.customer_lock(shop, cid))
+        locked = await store.lock_and_read(shop, cid)
+        assert locked is not None
+        assert locked.entries == {"u1": update} == await store.pending(shop, cid)
+        assert locked.stored == await store.load(shop, cid)
+        assert await store.lock_and_read(shop, cid) is None  # held: nothing read
+        assert await store.try_lock(shop, cid) is None
+        state = SyncState(customer_id=cid, email="b@x.se")
+        await store.settle(shop, cid, locked.token, ["u1"], state, {"m": 1.0}, release=True)
+        assert not await p.redis.exists(keys.customer_lock(shop, cid))  # released with the save
+        assert (await store.load(shop, cid)).state == state and await store.pending(shop, cid) == {}
+        again = await store.lock_and_read(shop, cid)  # free again: taken, the saved state read
+        assert again is not None and again.stored.state == state and again.entries == {}
+        other = await store.lock_and_read(shop, 7000000099997)  # a customer never seen
+        assert other is not None and other.entries == {} and other.stored.state is None
