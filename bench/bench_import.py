@@ -220,8 +220,12 @@ async def _one(redis_url: str, customers: int) -> dict[str, Any]:
                 t0 = time.monotonic()
                 last_print = t0
                 timeline: dict[str, float] = {}
+                redis_peak = 0
                 while True:
                     p.sample_rss()
+                    # The Redis server's memory during the sync (the expected rows, the index, the
+                    # CSVs, the states: docs/DEPLOYMENT.md); on a shared server, others' keys too.
+                    redis_peak = max(redis_peak, int((await redis.info("memory"))["used_memory"]))
                     record = await control.read_sync(redis, keys, started.sync_id)
                     assert record is not None
                     _phases(timeline, record, time.monotonic() - t0)
@@ -273,6 +277,7 @@ async def _one(redis_url: str, customers: int) -> dict[str, Any]:
         "ratio_to_binding_limit": round(rate / binding, 3),
         "peak_rss_mb": round(max(v for n, v in peaks.items() if n.startswith("worker")) / mb, 1),
         "peak_rss_mb_by_process": {n: round(v / mb, 1) for n, v in sorted(peaks.items())},
+        "redis_peak_used_mb": round(redis_peak / mb, 1),
         "apsis_429_share": round(counts["apsis_429"] / max(counts["apsis_requests"], 1), 5),
         "lost": check["lost"] + int(record.get("failed") or 0),
         **check,

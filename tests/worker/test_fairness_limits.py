@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -160,15 +161,21 @@ async def test_bulk_requests_never_hold_real_time_permits() -> None:
     await asyncio.gather(*bulk)
 
 
+def _answers(observer: shop_backoff.ApiObserver, ctx: contextvars.Context) -> Any:
+    """A function that feeds the observer one API answer inside `ctx`'s shop job."""
+
+    def answer(status: str, api: str = "apsis") -> None:
+        labels = {"api": api, "status": status, "route": "/x"}
+        ctx.run(observer.inc, "shopsync_api_requests_total", labels)
+
+    return answer
+
+
 def test_backoff_verdict_needs_a_long_run_of_failures() -> None:
     now = [1000.0]
     observer = shop_backoff.ApiObserver(clock=lambda: now[0])
     ctx = _in("a.myshopify.com", "realtime")
-
-    def answer(status: str) -> None:
-        ctx.run(
-            observer.inc, "shopsync_api_requests_total", {"api": "apsis", "status": status, "route": "/x"}
-        )
+    answer = _answers(observer, ctx)
 
     for _ in range(20):  # a burst of 503s within a second: not a long outage
         answer("503")
@@ -188,11 +195,7 @@ def test_an_outage_trips_on_failures_in_a_row_whatever_came_before() -> None:
     now = [1000.0]
     observer = shop_backoff.ApiObserver(clock=lambda: now[0])
     ctx = _in("a.myshopify.com", "realtime")
-
-    def answer(status: str) -> None:
-        ctx.run(
-            observer.inc, "shopsync_api_requests_total", {"api": "apsis", "status": status, "route": "/x"}
-        )
+    answer = _answers(observer, ctx)
 
     for _ in range(200):  # a busy, healthy shop: its successes fill the window
         now[0] += 0.1
@@ -200,9 +203,7 @@ def test_an_outage_trips_on_failures_in_a_row_whatever_came_before() -> None:
     for _ in range(shop_backoff.MIN_FAILURES - 1):  # then APSIS goes down; Shopify still answers
         now[0] += 0.5
         answer("503")
-        ctx.run(
-            observer.inc, "shopsync_api_requests_total", {"api": "shopify", "status": "200", "route": "/g"}
-        )
+        answer("200", "shopify")
     assert not ctx.run(lanes.failing)  # a few failures: jobs still retry inside themselves
     now[0] += 0.5
     answer("503")

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -70,6 +71,19 @@ redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
 redis.call('HINCRBY', KEYS[2], 'seen', 1)
 return 1
 """
+
+
+@dataclass(frozen=True, slots=True)
+class _Report:
+    """One consent report of a section's verification, and what its rows are compared with."""
+
+    section: str
+    channel: str
+    topic: str
+    columns: list[str]  # attribute version ids (the section's first report carries them)
+    files: list[int]  # the section's completed files
+    seen_key: str | None  # where the first report records the profiles APSIS lists
+    step: str  # its mark on the sync's record
 
 
 class Verifier:
@@ -183,7 +197,8 @@ class Verifier:
             if time.monotonic() > deadline:
                 return False
             columns, seen = (attributes, seen_key) if index == 0 else ([], None)
-            if not await self._compare_report(section, channel, topic, columns, files, seen, step, deadline):
+            report = _Report(section, channel, topic, columns, files, seen, step)
+            if not await self._compare_report(report, deadline):
                 return False
             await typed(self.app.redis.hset(self.record_key, step, "true"))
         if reported:
@@ -208,29 +223,19 @@ class Verifier:
         )
         return True
 
-    async def _compare_report(
-        self,
-        section: str,
-        channel: str,
-        topic: str,
-        columns: list[str],
-        files: list[int],
-        seen_key: str | None,
-        step: str,
-        deadline: float,
-    ) -> bool:
+    async def _compare_report(self, report: _Report, deadline: float) -> bool:
         """Compare one report with the saved states, a chunk at a time; False when it was not
         ready before `deadline` (or is gone: a new one is requested next time)."""
         reports = ApsisReports(self.app.apsis(self.shop))
-        ticket_field = f"{step}:report"
+        ticket_field = f"{report.step}:report"
         raw = await typed(self.app.redis.hget(self.record_key, ticket_field))
         if raw is None:
             spec = ConsentReportSpec(
-                section,
+                report.section,
                 self.shop.apsis.keyspace,
-                [topic],
-                channels={ADDRESS: channel},
-                attribute_version_ids=columns,
+                [report.topic],
+                channels={ADDRESS: report.channel},
+                attribute_version_ids=report.columns,
             )
             ticket = await reports.request_consent_report(spec)
             await typed(self.app.redis.hset(self.record_key, ticket_field, ticket.poll_url))
@@ -240,7 +245,7 @@ class Verifier:
         try:
             async with contextlib.aclosing(reports.consent_rows(ticket, timeout_s=wait_s)) as rows:
                 async for chunk in _chunks(rows):
-                    await self._compare_chunk(section, channel, topic, columns, files, seen_key, chunk)
+                    await self._compare_chunk(report, chunk)
         except ReportTimeoutError:
             return False  # not ready yet: the next slice polls on
         except ReportGoneError:
@@ -248,31 +253,22 @@ class Verifier:
             return False
         return True
 
-    async def _compare_chunk(
-        self,
-        section: str,
-        channel: str,
-        topic: str,
-        columns: list[str],
-        files: list[int],
-        seen_key: str | None,
-        chunk: list[dict[str, str]],
-    ) -> None:
+    async def _compare_chunk(self, report: _Report, chunk: list[dict[str, str]]) -> None:
         keys = [row.get("profile_key", "") for row in chunk]
-        expected = await self._expected(section, files, keys)
+        expected = await self._expected(report.section, report.files, keys)
         marks: dict[str, str] = {}
         for row in chunk:
             state = expected.get(row.get("profile_key", ""))
             if state is None:
                 continue
-            reason = _differs(state, section, channel, topic, row, columns)
+            reason = _differs(state, report.section, report.channel, report.topic, row, report.columns)
             if reason:
                 marks[row["profile_key"]] = reason
         await self._mark(marks)
-        if expected and seen_key is not None:  # the first report's keys: who is in APSIS
+        if expected and report.seen_key is not None:  # the first report's keys: who is in APSIS
             async with self.app.redis.pipeline(transaction=False) as pipe:
-                pipe.sadd(seen_key, *expected)
-                pipe.expire(seen_key, DATA_TTL_S)
+                pipe.sadd(report.seen_key, *expected)
+                pipe.expire(report.seen_key, DATA_TTL_S)
                 await pipe.execute()
 
     async def _any_topic(self, section: str) -> list[tuple[str, str]]:
