@@ -10,6 +10,7 @@ import pytest
 
 from core import fullsync_control as control
 from core.keys import Keys
+from core.redis_conn import typed
 from sandbox.apsis.reports import reports_of
 from tests.e2e.harness import pipeline
 from tests.fullsync.helpers import FAST_LIMITS, open_limits, wait_finished
@@ -63,7 +64,8 @@ async def test_many_small_files_are_verified_through_the_index_and_saved(
         assert p.mismatches(store_ids(size)) == []
         base = keys.full_sync_import(started.sync_id)
         assert not await p.redis.keys(f"{base}:rows:*") and not await p.redis.keys(f"{base}:file:*")
-        files = [ImportFile.from_json(raw) for raw in (await p.redis.hgetall(f"{base}:files")).values()]
+        held = await typed(p.redis.hgetall(f"{base}:files"))
+        files = [ImportFile.from_json(raw) for raw in held.values()]
         if indexed:
             assert not await p.redis.keys(f"{base}:where:*")
             # Each file's states were saved as its import completed, while APSIS processed the
