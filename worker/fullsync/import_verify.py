@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,10 +38,7 @@ import orjson
 import structlog
 
 from core.redis_conn import command, typed
-from mappings.audit import same_value
 from mappings.import_rows import cell
-from mappings.state import consent_of
-from mappings.writes import OPT_IN, OPT_OUT, ConsentKey
 from worker.apsis_reports import (
     ApsisReports,
     ConsentReportSpec,
@@ -49,19 +46,15 @@ from worker.apsis_reports import (
     ReportTicket,
     ReportTimeoutError,
 )
+from worker.fullsync.import_compare import ADDRESS, CHUNK, Expected, chunks, differs, in_files
 from worker.fullsync.import_files import ImportSync
 from worker.fullsync.import_letters import resend
 from worker.fullsync.import_save import Saver, hash_field_chunks
 
 log = structlog.get_logger("worker.fullsync")
 
-# A customer's expected state in its JSON form (`SyncState.to_dict`, as saved or as a row holds it).
-Expected = Mapping[str, Any]
-
-CHUNK = 500
 SAMPLE = 200  # per-profile reads for a section APSIS gives no topic to report on
 REPORT_TIMEOUT_S = 1800.0
-ADDRESS = "address"
 DATA_TTL_S = 7 * 24 * 3600
 # KEYS: counted, record. ARGV: customer id, counter, ttl. Counts a customer once.
 _COUNT = """
@@ -244,7 +237,7 @@ class Verifier:
         wait_s = max(1.0, min(REPORT_TIMEOUT_S, deadline - time.monotonic()))
         try:
             async with contextlib.aclosing(reports.consent_rows(ticket, timeout_s=wait_s)) as rows:
-                async for chunk in _chunks(rows):
+                async for chunk in chunks(rows):
                     await self._compare_chunk(report, chunk)
         except ReportTimeoutError:
             return False  # not ready yet: the next slice polls on
@@ -261,7 +254,7 @@ class Verifier:
             state = expected.get(row.get("profile_key", ""))
             if state is None:
                 continue
-            reason = _differs(state, report.section, report.channel, report.topic, row, report.columns)
+            reason = differs(state, report.section, report.channel, report.topic, row, report.columns)
             if reason:
                 marks[row["profile_key"]] = reason
         await self._mark(marks)
@@ -298,7 +291,7 @@ class Verifier:
         completed = set(files)
         chunk: list[str] = []
         async for key, held in self.app.redis.hscan_iter(self.walker.fkeys.where(section), count=1000):
-            if _in_files(held, completed):
+            if in_files(held, completed):
                 chunk.append(key.decode() if isinstance(key, bytes) else str(key))
                 if len(chunk) >= CHUNK:
                     yield chunk
@@ -327,7 +320,7 @@ class Verifier:
             held, raws = await pipe.execute()
         found: dict[str, Expected] = {}
         for key, where, raw in zip(keys, held, raws, strict=True):
-            if raw is None or not _in_files(where, completed):
+            if raw is None or not in_files(where, completed):
                 continue
             saved = orjson.loads(raw)
             if "deleted_at" not in saved:
@@ -367,7 +360,7 @@ class Verifier:
                 marks[key] = "profile missing after the import"
                 continue
             row = {v: cell(got.get(v)) for v in attributes}
-            reason = _differs(state, section, "", "", row, attributes)
+            reason = differs(state, section, "", "", row, attributes)
             if reason:
                 marks[key] = reason
         await self._mark(marks)
@@ -379,57 +372,6 @@ class Verifier:
             differing=len(marks),
             reason="APSIS lists no topic for the section: no consent report to verify it with",
         )
-
-
-def _in_files(held: Any, completed: set[int]) -> bool:
-    """A section index entry ("3,7": the files holding the customer's rows) names a completed file."""
-    text = held.decode() if isinstance(held, bytes) else str(held or "")
-    return any(int(n) in completed for n in text.split(",") if n)
-
-
-def _differs(
-    state: Expected, section: str, channel: str, topic: str, row: dict[str, str], attributes: list[str]
-) -> str | None:
-    if topic:
-        decision = consent_of(state, ConsentKey(section, channel, topic))
-        opted_in = bool(row.get(ADDRESS))
-        if decision == OPT_IN and not opted_in:
-            return f"{channel} {topic}: not opted in"
-        if decision == OPT_OUT and opted_in:
-            return f"{channel} {topic}: still opted in"
-    want = state.get("attributes", {}).get(section, {})
-    for version in attributes:
-        if version not in want:
-            continue
-        if not same_value(_reported(row.get(version) or None, want[version]), want[version]):
-            return f"attribute {version} differs"
-    return None
-
-
-def _reported(cell: str | None, want: Any) -> Any:
-    """A report's CSV cell in the JSON type of the value it is compared with: a boolean may come
-    back as True / true, a number as 795.0 for 795."""
-    if cell is None:
-        return None
-    if isinstance(want, bool):
-        return cell.lower()
-    if isinstance(want, int | float):
-        try:
-            return float(cell)
-        except ValueError:
-            return cell
-    return cell
-
-
-async def _chunks(rows: AsyncIterator[dict[str, str]]) -> AsyncIterator[list[dict[str, str]]]:
-    chunk: list[dict[str, str]] = []
-    async for row in rows:
-        chunk.append(row)
-        if len(chunk) >= CHUNK:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 __all__ = ["Verifier"]
