@@ -302,7 +302,7 @@ class Verifier:
     async def _expected(self, section: str, files: list[int], keys: list[str]) -> dict[str, Expected]:
         """What APSIS should hold for `keys` among the section's completed files. Indexed: the
         states saved when each file was settled (a webhook since then only makes them newer),
-        for the keys the section index places in a completed file; two round trips a chunk.
+        for the keys the section index places in a completed file; one round trip a chunk.
         Otherwise (a sync begun before the index): the rows of every completed file. The states
         stay in their JSON form (`Expected`): building each `SyncState` took a quarter of the
         verification's time at a million customers."""
