@@ -136,14 +136,19 @@ def test_merge_snapshots_keeps_known_fields(old: CustomerSnapshot, new: Customer
         assert getattr(merged, name) == expected
 
 
-@PROPS
-@given(st.lists(updates, min_size=1, max_size=5))
-def test_state_round_trips_through_json(history: list[Any]) -> None:
+def _stored(history: Sequence[CustomerSnapshot | TagsChange]) -> tuple[SyncState, dict[str, Any]]:
+    """The state `history` leads to, and its JSON form as Redis gives it back."""
     state: SyncState | None = None
     for update in history:
         state = plan_sync(SHOP, state, update, address_attributes=ADDRESS).state
     assert state is not None
-    data = orjson.loads(orjson.dumps(state.to_dict()))
+    return state, orjson.loads(orjson.dumps(state.to_dict()))
+
+
+@PROPS
+@given(st.lists(updates, min_size=1, max_size=5))
+def test_state_round_trips_through_json(history: list[Any]) -> None:
+    state, data = _stored(history)
     assert SyncState.from_dict(data) == state
     assert SyncState.from_dict(data).to_dict() == state.to_dict()
 
@@ -220,11 +225,7 @@ def test_delivery_order_does_not_matter(snapshots: list[CustomerSnapshot], rando
 @given(st.lists(updates, min_size=1, max_size=5))
 def test_consent_of_reads_what_the_whole_state_holds(history: list[Any]) -> None:
     """The import verification reads one consent from a state's JSON without building the state."""
-    state: SyncState | None = None
-    for update in history:
-        state = plan_sync(SHOP, state, update, address_attributes=ADDRESS).state
-    assert state is not None
-    data = orjson.loads(orjson.dumps(state.to_dict()))
+    state, data = _stored(history)
     keys = set(state.consents) | {
         ConsentKey(s.discriminator, channel, topic)
         for s in SHOP.sections
