@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -58,9 +58,9 @@ return 0
 # Save the state (or a tombstone) and drop the applied updates, but only while the lock is still
 # ours: a worker whose lock expired under it must not overwrite what the next holder saved.
 # KEYS: lock, state, shop's customer set, pending, staged writes. ARGV: token, encoded state
-# ('' keeps it), state ttl, customer id, 'add'|'remove' (the customer set), then the applied
-# '1' to release the lock as well (the apply is over: one round trip less), then the applied
-# update ids. The staged writes were sent: they go too.
+# ('' keeps it), state ttl, customer id, 'add'|'remove' (the customer set), '1' to release the
+# lock as well (the apply is over: one round trip less), then the applied update ids. The staged
+# writes were sent: they go too.
 _SETTLE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[5])
@@ -227,7 +227,7 @@ class CustomerStore:
 
     async def pending(self, shop: str, customer_id: int) -> dict[str, dict[str, Any]]:
         raw = await typed(self.redis.hgetall(self._pending_key(shop, customer_id)))
-        return {k.decode(): orjson.loads(v) for k, v in raw.items()}
+        return _decode_pending(raw.items())
 
     async def lock_and_read(self, shop: str, customer_id: int) -> Locked | None:
         """`try_lock`, then `pending` and `load`, in one round trip; None when the lock is busy."""
@@ -241,8 +241,8 @@ class CustomerStore:
         reply = await self._lock_and_read(keys=keys, args=[token, LOCK_TTL_MS])
         if not reply:
             return None
-        flat, raw, raw_staged = reply
-        entries = {flat[i].decode(): orjson.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
+        flat, raw, raw_staged = reply  # HGETALL inside a script: field, value, field, value, ...
+        entries = _decode_pending(zip(flat[::2], flat[1::2], strict=True))
         return Locked(token, entries, _decode_stored(raw, raw_staged))
 
     async def settle(
@@ -314,6 +314,10 @@ class CustomerStore:
 
     async def unlock(self, shop: str, customer_id: int, token: str) -> None:
         await self._release(keys=[self.keys.customer_lock(shop, customer_id)], args=[token])
+
+
+def _decode_pending(items: Iterable[tuple[bytes, bytes]]) -> dict[str, dict[str, Any]]:
+    return {k.decode(): orjson.loads(v) for k, v in items}
 
 
 def _decode_stored(raw: bytes | None, raw_staged: bytes | None) -> Stored:

@@ -5,13 +5,13 @@ the clients already report each request's status there; the shop is the job's, `
 A shop trips when, within the last `WINDOW_S`, at least `MIN_FAILURES` answers were failures
 (429, 5xx, or no answer at all), they made at least `FAIL_SHARE` of its answers, and they span
 `MIN_SPAN_S` or more: a long run of trouble, not one burst; or at once when its last
-`MIN_FAILURES` or more answers from one API all failed over `MIN_SPAN_S` (an outage: the successes from before
-it would otherwise hold the share under `FAIL_SHARE` for most of the window). From the
-`MIN_FAILURES`th failure in a row from one API the shop's jobs stop retrying inside themselves
-(`lanes.failing`, worker/retry.py) and end with arq's Retry, freeing their job slots. Tripping writes the shop's backoff
-record (`Keys.shop_backoff`: `until`, `period_s`, `reason`, `opened_at`, `trips`) in one script,
-so the pool agrees on one period: `FIRST_S`, then doubled at each trip that follows a release
-without a recovery, up to `MAX_S`.
+`MIN_FAILURES` or more answers from one API all failed over `MIN_SPAN_S` (an outage: the
+successes from before it would otherwise hold the share under `FAIL_SHARE` for most of the
+window). From the `MIN_FAILURES`th failure in a row from one API the shop's jobs stop retrying
+inside themselves (`lanes.failing`, worker/retry.py) and end with arq's Retry, freeing their job
+slots. Tripping writes the shop's backoff record (`Keys.shop_backoff`: `until`, `period_s`,
+`reason`, `opened_at`, `trips`) in one script, so the pool agrees on one period: `FIRST_S`, then
+doubled at each trip that follows a release without a recovery, up to `MAX_S`.
 
 While a shop backs off (each process refreshes its view every `TICK_S`, `worker.lanes`):
 - the rate limiter refuses its requests before sending (`ShopParkedError`), so jobs already
@@ -105,9 +105,9 @@ class ApiObserver:
             return
         status = str(labels.get("status", ""))
         failed = status in ("error", "429") or status.startswith("5")
+        api = str(labels.get("api", ""))
         if self.counts is not None:
             outcome = "throttled" if status == "429" else "failed" if failed else "ok"
-            api = str(labels.get("api", ""))
             self.counts.inc(
                 "shopsync_shop_api_requests_total", {"shop": shop, "api": api, "outcome": outcome}
             )
@@ -115,7 +115,6 @@ class ApiObserver:
         now = self.clock()
         answers.events.append((now, failed))
         answers.streak = 0 if failed else answers.streak + 1
-        api = str(labels.get("api", ""))
         if failed:
             count, since, _last = answers.failed_runs.get(api, (0, now, now))
             answers.failed_runs[api] = (count + 1, since, now)

@@ -1,6 +1,6 @@
 """A customer's lock while this worker applies its updates, renewed in the background.
 
-`HeldLock` wraps a token from `CustomerStore.try_lock`: it renews the lock every third of its
+`HeldLock` wraps a token from `CustomerStore.try_lock` (or `lock_and_read`): it renews the lock every third of its
 time to live so a slow apply (APSIS retrying, a rate-limit wait) never outlives it, `check()`
 raises a TransientError once it was lost (so nothing is sent on a lock another worker may hold),
 and `release()` stops the renewal and unlocks (unless the save released the lock already).

@@ -19,7 +19,7 @@ the way `CustomerStore` does it (waiting for its lock) after the chunk.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 import orjson
@@ -189,10 +189,15 @@ def _newer(stored: SyncState, expected: SyncState) -> bool:
     return False
 
 
-async def hash_field_chunks(app: Any, key: str) -> AsyncIterator[list[str]]:
-    """The fields of a hash, `CHUNK` at a time (HSCAN; the values are dropped as they come)."""
+async def hash_field_chunks(
+    app: Any, key: str, keep: Callable[[Any], bool] | None = None
+) -> AsyncIterator[list[str]]:
+    """The fields of a hash, `CHUNK` at a time (HSCAN; the values are dropped as they come), only
+    those whose value `keep` accepts when it is given."""
     chunk: list[str] = []
-    async for field, _ in app.redis.hscan_iter(key, count=1000):
+    async for field, value in app.redis.hscan_iter(key, count=1000):
+        if keep is not None and not keep(value):
+            continue
         chunk.append(field.decode() if isinstance(field, bytes) else str(field))
         if len(chunk) >= CHUNK:
             yield chunk

@@ -46,7 +46,7 @@ from worker.apsis_reports import (
     ReportTicket,
     ReportTimeoutError,
 )
-from worker.fullsync.import_compare import ADDRESS, CHUNK, Expected, chunks, differs, in_files
+from worker.fullsync.import_compare import ADDRESS, Expected, chunks, differs, in_files
 from worker.fullsync.import_files import ImportSync
 from worker.fullsync.import_letters import resend
 from worker.fullsync.import_save import Saver, hash_field_chunks
@@ -289,15 +289,9 @@ class Verifier:
                     yield keys
             return
         completed = set(files)
-        chunk: list[str] = []
-        async for key, held in self.app.redis.hscan_iter(self.walker.fkeys.where(section), count=1000):
-            if in_files(held, completed):
-                chunk.append(key.decode() if isinstance(key, bytes) else str(key))
-                if len(chunk) >= CHUNK:
-                    yield chunk
-                    chunk = []
-        if chunk:
-            yield chunk
+        where = self.walker.fkeys.where(section)
+        async for keys in hash_field_chunks(self.app, where, lambda held: in_files(held, completed)):
+            yield keys
 
     async def _expected(self, section: str, files: list[int], keys: list[str]) -> dict[str, Expected]:
         """What APSIS should hold for `keys` among the section's completed files. Indexed: the
