@@ -67,30 +67,6 @@ def probing(shop: str, now: float) -> bool:
     return entry is not None and entry[0] <= now
 
 
-# Shops whose last answers in this process all failed (`shop_backoff.ApiObserver` keeps this):
-# their jobs stop retrying inside themselves (worker/retry.py) and end with arq's Retry, which
-# frees their job slots for the other shops before any backoff trips.
-_FAILING: set[str] = set()
-
-
-def set_failing(shop: str, failing: bool) -> None:
-    if failing:
-        _FAILING.add(shop)
-    else:
-        _FAILING.discard(shop)
-
-
-def forget_failing() -> None:
-    """A new process view (a worker context starting): no shop is failing yet."""
-    _FAILING.clear()
-
-
-def failing() -> bool:
-    """The running task's shop has seen nothing but failed answers lately (in this process)."""
-    shop = SHOP.get()
-    return shop is not None and shop in _FAILING
-
-
 def check(now: float) -> None:
     """Raise `ShopParkedError` when the running task's shop backs off (before any request)."""
     shop = SHOP.get()

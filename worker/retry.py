@@ -3,8 +3,6 @@
 Only transient errors are retried. A `Retry-After` from the API wins over the computed backoff.
 When the budget (attempts or total seconds) is spent, the last transient error surfaces to the
 caller; the job turns it into arq `Retry` so the queue, not a sleeping coroutine, holds the wait.
-The same happens at once when the job's shop has lately seen nothing but failed answers
-(`lanes.failing`): a shop whose API is down does not keep the pool's job slots retrying.
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from core.logging import get_logger
-from worker import budget, lanes, metrics
+from worker import budget, metrics
 from worker.errors import ApiError, is_transient
 
 T = TypeVar("T")
@@ -58,9 +56,7 @@ async def call_with_retries(
             if not is_transient(exc):
                 raise
             attempt += 1
-            if attempt >= policy.max_attempts or lanes.failing():
-                # Spent, or the job's shop answers nothing but failures (worker/shop_backoff.py):
-                # waiting here would hold a job slot the other shops need; the queue waits instead.
+            if attempt >= policy.max_attempts:
                 raise
             delay = policy.backoff(attempt - 1)
             if exc.retry_after is not None:

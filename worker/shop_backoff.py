@@ -7,9 +7,7 @@ A shop trips when, within the last `WINDOW_S`, at least `MIN_FAILURES` answers w
 `MIN_SPAN_S` or more: a long run of trouble, not one burst; or at once when its last
 `MIN_FAILURES` or more answers from one API all failed over `MIN_SPAN_S` (an outage: the
 successes from before it would otherwise hold the share under `FAIL_SHARE` for most of the
-window). From the `MIN_FAILURES`th failure in a row from one API the shop's jobs stop retrying
-inside themselves (`lanes.failing`, worker/retry.py) and end with arq's Retry, freeing their job
-slots. Tripping writes the shop's backoff record (`Keys.shop_backoff`: `until`, `period_s`,
+window). Tripping writes the shop's backoff record (`Keys.shop_backoff`: `until`, `period_s`,
 `reason`, `opened_at`, `trips`) in one script, so the pool agrees on one period: `FIRST_S`, then
 doubled at each trip that follows a release without a recovery, up to `MAX_S`.
 
@@ -95,7 +93,6 @@ class ApiObserver:
         self.clock = clock
         self.shops: dict[str, _Answers] = {}
         self.counts: Any = None  # a metrics sink for the per-shop answer counter (the shared metrics)
-        lanes.forget_failing()  # one observer a process: what an earlier one saw is not this one's
 
     def inc(self, name: str, labels: Mapping[str, str] | None = None, value: float = 1.0) -> None:
         if name != REQUESTS_METRIC or labels is None:
@@ -120,7 +117,6 @@ class ApiObserver:
             answers.failed_runs[api] = (count + 1, since, now)
         else:
             answers.failed_runs.pop(api, None)
-        lanes.set_failing(shop, any(run[0] >= MIN_FAILURES for run in answers.failed_runs.values()))
         if failed:
             answers.last_error = {
                 "at": time.time(),
@@ -157,7 +153,6 @@ class ApiObserver:
         if answers is not None:
             answers.events.clear()
             answers.failed_runs.clear()
-            lanes.set_failing(shop, False)
 
 
 async def trip(redis: aioredis.Redis, keys: Keys, shop: str, reason: str) -> float:
