@@ -168,6 +168,20 @@ async def _seen(redis: aioredis.Redis, keys: Keys, sync_id: str) -> tuple[float,
     return time.monotonic(), int(record.get("seen") or 0), record
 
 
+async def _sample(redis: aioredis.Redis, keys: Keys, sync_id: str, out: list[list[float]]) -> None:
+    """A's sync each second: customers read from Shopify, customers done, batches read and not
+    done (the read-ahead: zero means the Shopify walk paces the sync, MAX_AHEAD the writes)."""
+    t0 = time.monotonic()
+    while True:
+        record = await control.read_sync(redis, keys, sync_id) or {}
+        ahead = int(record.get("batches") or 0) - int(record.get("batches_done") or 0)
+        row = [round(time.monotonic() - t0, 1), int(record.get("walked") or 0), int(record.get("seen") or 0)]
+        out.append([*row, ahead])
+        if record.get("state") in control.TERMINAL:
+            return
+        await asyncio.sleep(1.0)
+
+
 def _ms(values: list[float], share: float) -> float | None:
     return round(_percentile(values, share) * 1000, 1) if values else None
 
@@ -247,6 +261,9 @@ async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) 
             _say(f"phase alone: A's full sync of {customers} customers, no other traffic")
             started = await control.start_full_sync(redis, keys, A)
             sync_id = started.sync_id
+            timeline: list[list[float]] = []
+            sampler = asyncio.create_task(_sample(redis, keys, sync_id, timeline))
+            stack.callback(sampler.cancel)
             await asyncio.sleep(warmup_s)  # past Shopify's initial bucket: A's steady rate
             t0, seen0, _ = await _seen(redis, keys, sync_id)
             meter.start()
@@ -268,6 +285,7 @@ async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) 
                 await asyncio.sleep(1.0)
                 _, _, record = await _seen(redis, keys, sync_id)
             requests, writes = await _apsis_counts(a_apsis)
+            sampler.cancel()
         finally:
             async for key in redis.scan_iter(match=f"{prefix}:*", count=1000):
                 await redis.delete(key)
@@ -276,6 +294,10 @@ async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) 
         others, record, customers, phase_s, with_rate if running else None, alone_rate, requests, writes
     )
     summary["cpu_cores_by_phase"] = cpu
+    summary["fullsync_timeline"] = {
+        "columns": ["s_since_start", "walked", "seen", "batches_queued"],
+        "rows": timeline,
+    }
     return summary
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import redis.asyncio as aioredis
 
 from bench.cpu_use import CpuMeter
 from receiver.signature import sign
@@ -126,6 +127,8 @@ async def _run(rate: float, seconds: float) -> dict[str, Any]:
             # The service's CPU from the first webhook to the last write: per webhook, the cost
             # that sets how many one worker process takes (docs/PERFORMANCE.md).
             meter = CpuMeter({"worker": [worker.pid], "receiver": [receiver.pid]})
+            counter = aioredis.Redis.from_url(redis_url)
+            calls0 = await _command_calls(counter)
             meter.start()
             url = f"http://127.0.0.1:{port}/webhooks/shopify"
             async with aiohttp.ClientSession() as http:
@@ -157,6 +160,8 @@ async def _run(rate: float, seconds: float) -> dict[str, Any]:
                     break
                 await asyncio.sleep(0.5)
             cores, used = meter.stop(), meter.used
+            calls1 = await _command_calls(counter)
+            await counter.aclose()
         finally:
             await asyncio.to_thread(_stop, receiver, worker)
         latencies = [written[k] - t for k, t in acked.items() if k in written]
@@ -180,8 +185,22 @@ async def _run(rate: float, seconds: float) -> dict[str, Any]:
         "machine_busy_share": cores["machine_busy_share"],
         "apsis_requests": requests,
         "apsis_429": limited,
+        # Every client's commands, this run's only with a Redis of its own (`devredis`); commands
+        # run by scripts count as well as the EVALSHA: a breakdown, not the round trips.
+        "redis_commands_per_webhook": _per_webhook(calls0, calls1, len(latencies)),
         "goal": "p50 <= 100 ms, p99 <= 500 ms",
     }
+
+
+async def _command_calls(redis: aioredis.Redis) -> dict[str, int]:
+    stats = await redis.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+def _per_webhook(before: dict[str, int], after: dict[str, int], webhooks: int) -> dict[str, float]:
+    delta = {k: (v - before.get(k, 0)) / max(1, webhooks) for k, v in after.items()}
+    top = sorted(((round(v, 2), k) for k, v in delta.items() if v >= 0.01), reverse=True)
+    return {"total": round(sum(delta.values()), 2), **{k: v for v, k in top}}
 
 
 def run(quick: bool = False) -> dict[str, Any]:
