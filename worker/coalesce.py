@@ -48,7 +48,7 @@ from arq.constants import job_key_prefix
 from core.jobs import JOB_TTL_MS, job_bytes, now_ms
 from mappings.installation import Shop
 from worker.context import WorkerContext
-from worker.customer_store import PENDING_TTL_S
+from worker.customer_store import LOCK_TTL_MS, PENDING_TTL_S, Locked, locked_from, new_token
 from worker.sync import Applied, apply_pending
 
 APPLY_JOB = "apply_customer"
@@ -71,12 +71,17 @@ APPLY_MAX_JOBS = 32
 End = Literal["done", "more", "other", "handed"]
 
 # Deposit an update; decide whether the caller applies it now or the customer's apply job will.
-# KEYS: pending hash, marker, apply queue. ARGV: update id, update JSON, pending ttl (s), lag (ms),
+# KEYS: pending hash, marker, apply queue, then (webhook jobs) the customer's lock, state and
+# staged writes and the uninstalled set. ARGV: update id, update JSON, pending ttl (s), lag (ms),
 # new job id, new job bytes, now (ms), job ttl (ms), arq job key prefix, BEHIND_S and DEFER_CAP_S
-# (ms). Behind means this update waited over BEHIND_S, or the oldest due apply job did (APSIS is
-# behind: an update applied now would only wait at the rate limit, holding a real-time job slot).
-# Returns {} (apply now) or {job id, 1 if this call scheduled it else 0}.
+# (ms), then the lock's token and ttl (ms) and the shop. Behind means this update waited over
+# BEHIND_S, or the oldest due apply job did (APSIS is behind: an update applied now would only
+# wait at the rate limit, holding a real-time job slot). Returns 'uninstalled' (nothing
+# deposited), {} (apply now), {'locked', pending, state, staged} (apply now: the lock is taken
+# and read as `LOCK_AND_READ` does, one round trip less) or {job id, 1 if this call scheduled it
+# else 0}.
 _DEPOSIT = """
+if #KEYS > 3 and redis.call('SISMEMBER', KEYS[7], ARGV[14]) == 1 then return 'uninstalled' end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 local current = redis.call('GET', KEYS[2])
@@ -86,6 +91,9 @@ local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
 if oldest[2] and now - tonumber(oldest[2]) > lag then lag = now - tonumber(oldest[2]) end
 if lag <= tonumber(ARGV[10]) then
   if current then redis.call('DEL', KEYS[2]) end
+  if #KEYS > 3 and redis.call('SET', KEYS[4], ARGV[12], 'NX', 'PX', ARGV[13]) then
+    return {'locked', redis.call('HGETALL', KEYS[1]), redis.call('GET', KEYS[5]), redis.call('GET', KEYS[6])}
+  end
   return {}
 end
 local defer = math.floor(math.min(lag, tonumber(ARGV[11])))
@@ -135,37 +143,78 @@ class Scheduled:
     created: bool  # this deposit scheduled the job (else it joined one already waiting)
 
 
+@dataclass(frozen=True, slots=True)
+class Deposited:
+    """What a webhook's deposit found (`deposit_webhook`)."""
+
+    uninstalled: bool = False  # the shop is uninstalled: nothing was deposited
+    scheduled: Scheduled | None = None  # the customer's apply job applies it
+    locked: Locked | None = None  # apply now, the lock taken and read
+
+
 async def deposit(
     app: WorkerContext, shop: str, customer_id: int, update_id: str, update: dict[str, Any], lag_s: float
 ) -> Scheduled | None:
-    """Deposit a webhook update that waited `lag_s` in the queue. None: nothing is scheduled and
-    the worker is not behind, the caller applies now (`submit(..., deposited=True)`). Else the
-    apply job that will: scheduled now when none is, deferred by how far behind the worker is
-    (this update's wait, or the oldest due apply job's), at most `DEFER_CAP_S`."""
-    job_id, job = _new_job(shop, customer_id)
-    script = app.redis.register_script(_DEPOSIT)
-    reply = await script(
-        keys=[
-            app.customers.pending_key(shop, customer_id),
-            app.keys.customer_apply(shop, customer_id),
-            app.keys.apply_queue,
-        ],
-        args=[
-            update_id,
-            orjson.dumps(update),
-            PENDING_TTL_S,
-            max(0, int(lag_s * 1000)),
-            job_id,
-            job,
-            now_ms(),
-            JOB_TTL_MS,
-            job_key_prefix,
-            int(BEHIND_S * 1000),
-            int(DEFER_CAP_S * 1000),
-        ],
-    )
+    """Deposit an update that waited `lag_s` in the queue. None: nothing is scheduled and the
+    worker is not behind, the caller applies now (`submit(..., deposited=True)`). Else the apply
+    job that will: scheduled now when none is, deferred by how far behind the worker is (this
+    update's wait, or the oldest due apply job's), at most `DEFER_CAP_S`."""
+    reply = await _deposit(app, shop, customer_id, update_id, update, lag_s, None)
+    return _scheduled(reply) if reply else None
+
+
+async def deposit_webhook(
+    app: WorkerContext, shop: str, customer_id: int, update_id: str, update: dict[str, Any], lag_s: float
+) -> Deposited:
+    """`deposit` for a webhook job, in the same round trip: nothing when the shop is uninstalled,
+    and when it applies now, the customer's lock taken and read (else `submit` takes it)."""
+    token = new_token()
+    reply = await _deposit(app, shop, customer_id, update_id, update, lag_s, token)
+    if reply == b"uninstalled":
+        return Deposited(uninstalled=True)
     if not reply:
-        return None
+        return Deposited()
+    if reply[0] == b"locked":
+        return Deposited(locked=locked_from(token, reply[1:]))
+    return Deposited(scheduled=_scheduled(reply))
+
+
+async def _deposit(
+    app: WorkerContext,
+    shop: str,
+    customer_id: int,
+    update_id: str,
+    update: dict[str, Any],
+    lag_s: float,
+    token: str | None,
+) -> Any:
+    job_id, job = _new_job(shop, customer_id)
+    keys = [
+        app.customers.pending_key(shop, customer_id),
+        app.keys.customer_apply(shop, customer_id),
+        app.keys.apply_queue,
+    ]
+    args: list[Any] = [
+        update_id,
+        orjson.dumps(update),
+        PENDING_TTL_S,
+        max(0, int(lag_s * 1000)),
+        job_id,
+        job,
+        now_ms(),
+        JOB_TTL_MS,
+        job_key_prefix,
+        int(BEHIND_S * 1000),
+        int(DEFER_CAP_S * 1000),
+    ]
+    if token is not None:
+        lock, _pending, state, staged = app.customers.lock_keys(shop, customer_id)
+        keys += [lock, state, staged, app.keys.uninstalled]
+        args += [token, LOCK_TTL_MS, shop]
+    return await app.redis.register_script(_DEPOSIT)(keys=keys, args=args)
+
+
+def _scheduled(reply: list[Any]) -> Scheduled:
     scheduled, created = reply
     return Scheduled(
         scheduled.decode() if isinstance(scheduled, bytes) else str(scheduled), bool(int(created))

@@ -74,7 +74,7 @@ return 1
 """
 # Take the lock and, when it was free, read what an apply starts from, in one round trip (an
 # apply's first three). KEYS: lock, pending, state, staged writes. ARGV: token, lock ttl (ms).
-_LOCK_AND_READ = """
+LOCK_AND_READ = """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
 return {redis.call('HGETALL', KEYS[2]), redis.call('GET', KEYS[3]), redis.call('GET', KEYS[4])}
 """
@@ -130,7 +130,7 @@ class CustomerStore:
     def __init__(self, redis: ArqRedis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
-        self._lock_and_read = redis.register_script(_LOCK_AND_READ)
+        self._lock_and_read = redis.register_script(LOCK_AND_READ)
         self._release = redis.register_script(_RELEASE)
         self._renew = redis.register_script(_RENEW)
         self._settle = redis.register_script(_SETTLE)
@@ -229,21 +229,21 @@ class CustomerStore:
         raw = await typed(self.redis.hgetall(self._pending_key(shop, customer_id)))
         return _decode_pending(raw.items())
 
-    async def lock_and_read(self, shop: str, customer_id: int) -> Locked | None:
-        """`try_lock`, then `pending` and `load`, in one round trip; None when the lock is busy."""
-        token = os.urandom(8).hex()
-        keys = [
+    def lock_keys(self, shop: str, customer_id: int) -> list[str]:
+        """What taking the lock and reading reads: lock, pending hash, state, staged writes
+        (`LOCK_AND_READ`; worker/coalesce.py's deposit runs it after depositing)."""
+        return [
             self.keys.customer_lock(shop, customer_id),
             self._pending_key(shop, customer_id),
             self.keys.customer_state(shop, customer_id),
             self.staged_key(shop, customer_id),
         ]
-        reply = await self._lock_and_read(keys=keys, args=[token, LOCK_TTL_MS])
-        if not reply:
-            return None
-        flat, raw, raw_staged = reply  # HGETALL inside a script: field, value, field, value, ...
-        entries = _decode_pending(zip(flat[::2], flat[1::2], strict=True))
-        return Locked(token, entries, _decode_stored(raw, raw_staged))
+
+    async def lock_and_read(self, shop: str, customer_id: int) -> Locked | None:
+        """`try_lock`, then `pending` and `load`, in one round trip; None when the lock is busy."""
+        token = new_token()
+        reply = await self._lock_and_read(keys=self.lock_keys(shop, customer_id), args=[token, LOCK_TTL_MS])
+        return locked_from(token, reply) if reply else None
 
     async def settle(
         self,
@@ -293,7 +293,7 @@ class CustomerStore:
     # --- lock --------------------------------------------------------------------------------
 
     async def try_lock(self, shop: str, customer_id: int) -> str | None:
-        token = os.urandom(8).hex()
+        token = new_token()
         ok = await self.redis.set(self.keys.customer_lock(shop, customer_id), token, nx=True, px=LOCK_TTL_MS)
         return token if ok else None
 
@@ -314,6 +314,18 @@ class CustomerStore:
 
     async def unlock(self, shop: str, customer_id: int, token: str) -> None:
         await self._release(keys=[self.keys.customer_lock(shop, customer_id)], args=[token])
+
+
+def new_token() -> str:
+    """A lock token: tells this holder's lock from a later holder's."""
+    return os.urandom(8).hex()
+
+
+def locked_from(token: str, reply: list[Any]) -> Locked:
+    """`LOCK_AND_READ`'s answer, the lock taken with `token`."""
+    flat, raw, raw_staged = reply  # HGETALL inside a script: field, value, field, value, ...
+    entries = _decode_pending(zip(flat[::2], flat[1::2], strict=True))
+    return Locked(token, entries, _decode_stored(raw, raw_staged))
 
 
 def _decode_pending(items: Iterable[tuple[bytes, bytes]]) -> dict[str, dict[str, Any]]:

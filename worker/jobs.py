@@ -43,9 +43,13 @@ class UnknownShopError(Exception):
 
 
 def _delivery_job(
-    name: str, body: Callable[[WorkerContext, Shop, Delivery], Awaitable[Any]]
+    name: str,
+    body: Callable[[WorkerContext, Shop, Delivery], Awaitable[Any]],
+    *,
+    body_checks_installed: bool = False,
 ) -> Callable[[dict[str, Any], dict[str, Any]], Awaitable[Any]]:
-    """An arq function for webhook deliveries: decode, resolve the shop, skip uninstalled shops."""
+    """An arq function for webhook deliveries: decode, resolve the shop, skip uninstalled shops
+    (`body_checks_installed`: the body does, in its first round trip)."""
 
     async def job(ctx: dict[str, Any], arg: dict[str, Any]) -> Any:
         delivery = Delivery.from_arg(arg)
@@ -54,10 +58,9 @@ def _delivery_job(
             shop = app.installations.get(delivery.shop)
             if shop is None:
                 raise UnknownShopError(f"shop {delivery.shop!r} is not in {app.installations.source}")
-            uninstalled = await typed(app.redis.sismember(app.keys.uninstalled, shop.domain))
-            if delivery.topic != "app/uninstalled" and uninstalled:
-                log.info("skipped_uninstalled_shop")
-                return {"skipped": "shop uninstalled"}
+            checked_here = delivery.topic != "app/uninstalled" and not body_checks_installed
+            if checked_here and await _uninstalled(app, shop):
+                return _skipped_uninstalled()
             return await body(app, shop, delivery)
 
         return await run_job(
@@ -76,6 +79,34 @@ def _delivery_job(
 
 async def _sync_topic(app: WorkerContext, shop: Shop, delivery: Delivery) -> dict[str, Any]:
     """Customer, consent and tags topics: one update of the customer, applied in order."""
+    try:
+        update, customer_id = _topic_update(delivery)  # a poison payload fails here, before Redis
+    except PayloadError:
+        if await _uninstalled(app, shop):  # as for any topic: an uninstalled shop's are skipped
+            return _skipped_uninstalled()
+        raise
+    update_id = f"wh:{delivery.webhook_id}"
+    # Behind, or an apply already scheduled for the customer: deposit only (worker/coalesce.py).
+    # A job arq runs again (its worker was killed, or it asked for a Retry) waited for that, not
+    # behind a backlog: its own wait does not count (a backlog of applies still does).
+    lag_s = time.time() - delivery.received_at if JOB_TRY.get() == 1 else 0.0
+    deposited = await coalesce.deposit_webhook(
+        app, shop.domain, customer_id, update_id, update.to_dict(), lag_s
+    )
+    if deposited.uninstalled:
+        log.info("skipped_uninstalled_shop")
+        return _skipped_uninstalled()
+    if deposited.scheduled is not None:
+        app.metrics.inc("shopsync_customers_total", {"source": "webhook", "outcome": "deferred"})
+        return {"outcome": "deferred", "apply_job": deposited.scheduled.job_id}
+    outcome = await submit(app, shop, update_id, update, deposited=True, locked=deposited.locked)
+    app.metrics.inc("shopsync_customers_total", {"source": "webhook", "outcome": outcome})
+    if outcome == "written":
+        app.metrics.observe("shopsync_webhook_to_write_seconds", time.time() - delivery.received_at)
+    return {"outcome": outcome}
+
+
+def _topic_update(delivery: Delivery) -> tuple[Update, int]:
     payload = delivery.payload()
     if not isinstance(payload, dict):
         raise PayloadError("(body)", "a customer payload must be a JSON object")
@@ -86,21 +117,7 @@ async def _sync_topic(app: WorkerContext, shop: Shop, delivery: Delivery) -> dic
         received_at=delivery.received_at,
         triggered_at=_epoch(delivery.triggered_at),
     )
-    update_id = f"wh:{delivery.webhook_id}"
-    customer_id = customer_of(update.normalized())  # a poison payload fails here, before Redis
-    # Behind, or an apply already scheduled for the customer: deposit only (worker/coalesce.py).
-    # A job arq runs again (its worker was killed, or it asked for a Retry) waited for that, not
-    # behind a backlog: its own wait does not count (a backlog of applies still does).
-    lag_s = time.time() - delivery.received_at if JOB_TRY.get() == 1 else 0.0
-    scheduled = await coalesce.deposit(app, shop.domain, customer_id, update_id, update.to_dict(), lag_s)
-    if scheduled is not None:
-        app.metrics.inc("shopsync_customers_total", {"source": "webhook", "outcome": "deferred"})
-        return {"outcome": "deferred", "apply_job": scheduled.job_id}
-    outcome = await submit(app, shop, update_id, update, deposited=True)
-    app.metrics.inc("shopsync_customers_total", {"source": "webhook", "outcome": outcome})
-    if outcome == "written":
-        app.metrics.observe("shopsync_webhook_to_write_seconds", time.time() - delivery.received_at)
-    return {"outcome": outcome}
+    return update, customer_of(update.normalized())
 
 
 async def apply_customer(ctx: dict[str, Any], arg: dict[str, Any]) -> Any:
@@ -111,9 +128,8 @@ async def apply_customer(ctx: dict[str, Any], arg: dict[str, Any]) -> Any:
         shop = app.installations.get(arg["shop"])
         if shop is None:
             raise UnknownShopError(f"shop {arg['shop']!r} is not in {app.installations.source}")
-        if await typed(app.redis.sismember(app.keys.uninstalled, shop.domain)):
-            log.info("skipped_uninstalled_shop")
-            return {"skipped": "shop uninstalled"}
+        if await _uninstalled(app, shop):
+            return _skipped_uninstalled()
         return await coalesce.apply_customer(app, shop, int(arg["customer_id"]), job_id)
 
     return await run_job(
@@ -125,6 +141,17 @@ async def apply_customer(ctx: dict[str, Any], arg: dict[str, Any]) -> Any:
         timeout_s=REALTIME_TIMEOUT_S,
         bind={"shop": arg.get("shop"), "customer_id": arg.get("customer_id")},
     )
+
+
+def _skipped_uninstalled() -> dict[str, Any]:
+    return {"skipped": "shop uninstalled"}
+
+
+async def _uninstalled(app: WorkerContext, shop: Shop) -> bool:
+    if await typed(app.redis.sismember(app.keys.uninstalled, shop.domain)):
+        log.info("skipped_uninstalled_shop")
+        return True
+    return False
 
 
 def _epoch(iso: str | None) -> float | None:
@@ -182,9 +209,9 @@ async def _forget_shop(app: WorkerContext, shop: Shop) -> dict[str, Any]:
     return {"uninstalled": shop.domain, "customers_removed": removed}
 
 
-sync_customer = _delivery_job("sync_customer", _sync_topic)
-sync_consent = _delivery_job("sync_consent", _sync_topic)
-sync_tags = _delivery_job("sync_tags", _sync_topic)
+sync_customer = _delivery_job("sync_customer", _sync_topic, body_checks_installed=True)
+sync_consent = _delivery_job("sync_consent", _sync_topic, body_checks_installed=True)
+sync_tags = _delivery_job("sync_tags", _sync_topic, body_checks_installed=True)
 delete_customer = _delivery_job("delete_customer", _delete)
 privacy_request = _delivery_job("privacy_request", _privacy)
 uninstall_shop = _delivery_job("uninstall_shop", _uninstall)

@@ -84,9 +84,11 @@ async def submit(
     *,
     budget_s: float = DRIVE_BUDGET_S,
     deposited: bool = False,
+    locked: Locked | None = None,
 ) -> Outcome:
     """Deposit `update` (unless the caller already did: worker/coalesce.py) and see it applied
-    (by this worker or another). Transient on timeout."""
+    (by this worker or another). Transient on timeout. `locked`: the caller's deposit took the
+    customer's lock and read what the apply starts from."""
     customer_id = customer_of(update.normalized())  # a poison payload fails here, before Redis
     store = app.customers
     if not deposited:
@@ -94,7 +96,8 @@ async def submit(
     deadline = time.monotonic() + budget_s
     delay = 0.01
     while True:
-        applied = await apply_pending(app, shop, customer_id)
+        applied = await apply_pending(app, shop, customer_id, locked)
+        locked = None
         if applied is not None and update_id in applied.outcomes:
             return applied.outcomes[update_id]
         if not await store.is_pending(shop.domain, customer_id, update_id):
@@ -105,10 +108,14 @@ async def submit(
         delay = min(delay * 2, 0.2)
 
 
-async def apply_pending(app: WorkerContext, shop: Shop, customer_id: int) -> Applied | None:
-    """Apply every pending update of the customer; None when another worker holds the lock."""
+async def apply_pending(
+    app: WorkerContext, shop: Shop, customer_id: int, locked: Locked | None = None
+) -> Applied | None:
+    """Apply every pending update of the customer; None when another worker holds the lock.
+    `locked`: the lock, taken and read already."""
     store = app.customers
-    locked = await store.lock_and_read(shop.domain, customer_id)
+    if locked is None:
+        locked = await store.lock_and_read(shop.domain, customer_id)
     if locked is None:
         return None
     held = HeldLock(app, shop, customer_id, locked.token)

@@ -1,5 +1,6 @@
 """Serve the sandbox Shopify store alone:
-`python -m sandbox.shopify [--port 8081] [--customers N] [--seed S] [--activity PER_S] [--no-limits]`."""
+`python -m sandbox.shopify [--port 8081] [--customers N] [--seed S] [--activity PER_S] [--plan P]
+[--no-limits]`."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import asyncio
 import contextlib
 import signal
 
+from sandbox.shopify.ratelimit import PLAN_RESTORE_RATES
 from sandbox.shopify.server import ShopifySandbox
 from sandbox.shopify.store import Store
 
 
 async def serve(args: argparse.Namespace) -> None:
     store = Store(seed=args.seed, size=args.customers)
+    store.rate_limit.plan = args.plan
     if args.no_limits:
         store.rate_limit.graphql_maximum = 10.0**9
     stop = asyncio.Event()
@@ -34,6 +37,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--customers", type=int, default=1000)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--activity", type=float, default=0.0, help="changes per second (0: none)")
+    p.add_argument(
+        "--plan",
+        choices=sorted(PLAN_RESTORE_RATES),
+        default="standard",
+        help="the store's Shopify plan: its GraphQL restore rate (points/s) and bucket",
+    )
     p.add_argument("--no-limits", action="store_true", help="disable the GraphQL cost throttle")
     p.add_argument("--print-url", action="store_true", help="print the base URL once listening")
     return p

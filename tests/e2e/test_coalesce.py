@@ -320,3 +320,49 @@ async def test_a_job_run_again_after_its_worker_died_is_not_taken_for_a_backlog(
         await p.store.update_customer(cid, first_name="Queued")
         first = await jobs.sync_customer(ctx(p), delivery(p, cid, "w-2", waited_s=45.0))
         assert first["outcome"] == "deferred"
+
+
+async def test_a_webhooks_deposit_takes_the_lock_and_reads_in_the_same_round_trip(
+    redis_url: str, keys: Keys
+) -> None:
+    async with pipeline(redis_url, keys, customers=3, workers=()) as p:
+        cid = await changed_customer(p, "Locked")
+        lock = keys.customer_lock(DOMAIN, cid)
+        update = {"kind": "rest", "payload": {"id": cid}, "received_at": time.time()}
+        first = await coalesce.deposit_webhook(p.app, DOMAIN, cid, "u-1", update, 0.0)
+        assert first.locked is not None and first.scheduled is None and not first.uninstalled
+        assert list(first.locked.entries) == ["u-1"]  # its own update, read with the lock
+        assert first.locked.stored.state is None  # nothing synced yet
+        assert (await p.redis.get(lock)).decode() == first.locked.token
+        # The lock is held: the next deposit leaves the apply to `submit` (no lock, no job).
+        second = await coalesce.deposit_webhook(p.app, DOMAIN, cid, "u-2", update, 0.0)
+        assert second == coalesce.Deposited()
+        assert sorted(await p.app.customers.pending(DOMAIN, cid)) == ["u-1", "u-2"]
+        await p.app.customers.unlock(DOMAIN, cid, first.locked.token)
+
+        # The shop uninstalled: nothing is deposited, nothing locked.
+        await p.redis.sadd(keys.uninstalled, DOMAIN)  # type: ignore[misc]
+        gone = await coalesce.deposit_webhook(p.app, DOMAIN, cid, "u-3", update, 0.0)
+        assert gone == coalesce.Deposited(uninstalled=True)
+        assert sorted(await p.app.customers.pending(DOMAIN, cid)) == ["u-1", "u-2"]
+        assert not await p.redis.exists(lock)
+        # Through the job: skipped, a poison payload of the uninstalled shop too (not a dead letter).
+        assert await jobs.sync_customer(ctx(p), delivery(p, cid, "w-1", waited_s=0.0)) == {
+            "skipped": "shop uninstalled"
+        }
+        poison = {**delivery(p, cid, "w-2", waited_s=0.0), "body": "[1, 2]"}
+        assert await jobs.sync_customer(ctx(p), poison) == {"skipped": "shop uninstalled"}
+        assert await p.dead_letters() == []
+
+
+async def test_a_webhook_applied_with_the_lock_its_deposit_took_writes_and_unlocks(
+    redis_url: str, keys: Keys
+) -> None:
+    async with pipeline(redis_url, keys, customers=3, workers=()) as p:
+        cid = await changed_customer(p, "Straight")
+        assert await jobs.sync_customer(ctx(p), delivery(p, cid, "w-1", waited_s=0.0)) == {
+            "outcome": "written"
+        }
+        assert p.mismatches([cid]) == []
+        assert not await p.redis.exists(keys.customer_lock(DOMAIN, cid))
+        assert await p.app.customers.pending(DOMAIN, cid) == {}

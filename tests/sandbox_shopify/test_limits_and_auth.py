@@ -7,7 +7,9 @@ import aiohttp
 import pytest
 
 from sandbox.shopify import ShopifySandbox
+from sandbox.shopify.__main__ import parser
 from sandbox.shopify.gql.shapes import topic_enum
+from sandbox.shopify.ratelimit import RateLimitConfig
 from tests.sandbox_shopify.conftest import HEADERS, SUBSCRIBE, graphql
 
 VERSION = "2026-10"
@@ -144,3 +146,12 @@ async def test_single_records_and_missing_ones(
     gone = (await graphql(session, sandbox, query, variables, VERSION))["data"]
     assert gone["customer"] is None
     assert HEADERS["X-Shopify-Access-Token"] == store.access_token
+
+
+def test_the_command_line_takes_the_stores_plan() -> None:
+    args = parser().parse_args(["--plan", "plus"])
+    limits = RateLimitConfig(plan=args.plan)
+    assert limits.graphql_limits() == (20_000.0, 1000.0)  # 20 s of Plus's 1,000 points/s
+    assert parser().parse_args([]).plan == "standard"
+    with pytest.raises(SystemExit):
+        parser().parse_args(["--plan", "gold"])
