@@ -224,6 +224,13 @@ class Keys:
         """Set of dispatched batch job ids still in the full-sync queue."""
         return f"{self.prefix}:fair:inflight"
 
+    @property
+    def realtime_behind(self) -> str:
+        """Set (expiring) while webhook jobs start late: the dispatcher then lets one full-sync
+        batch at a time through, one every `fair_dispatch.BEHIND_EVERY_S` (worker/realtime_lag.py;
+        `:next` holds the time of the next)."""
+        return f"{self.prefix}:fair:realtime-behind"
+
     def shop_backoff(self, shop: str) -> str:
         """Hash: the shop's backoff (open until, period, reason, opened at) while its APIs fail."""
         return f"{self.prefix}:backoff:{shop}"

@@ -32,7 +32,7 @@ from mappings.audit import Difference, forget_written
 from mappings.installation import Shop
 from mappings.normalize import normalize_customer
 from mappings.plan import plan_sync
-from worker import coalesce
+from worker import coalesce, realtime_lag
 from worker.audit import Audit
 from worker.context import WorkerContext
 from worker.runtime import TransientError, run_job
@@ -90,7 +90,7 @@ async def _resync(
     update = Update(kind="rest", payload=dict(customer), received_at=time.time(), source="resync")
     # A lag over BEHIND_S schedules the customer's apply job (or joins the one waiting).
     scheduled = await coalesce.deposit(
-        app, shop.domain, cid, f"audit:{time.time_ns()}", update.to_dict(), coalesce.BEHIND_S + 0.5
+        app, shop.domain, cid, f"audit:{time.time_ns()}", update.to_dict(), realtime_lag.BEHIND_S + 0.5
     )
     assert scheduled is not None
 

@@ -35,6 +35,7 @@ from worker.customer_store import CustomerStore
 from worker.held import release, release_ready
 from worker.http import new_session
 from worker.ratelimit import RateLimiter
+from worker.realtime_lag import RealtimeLag
 from worker.shopify_client import ShopifyClient
 
 HEARTBEAT_S = 15
@@ -54,6 +55,7 @@ class WorkerContext:
     metrics: SharedMetrics = field(init=False)
     limiter: RateLimiter = field(init=False)
     customers: CustomerStore = field(init=False)
+    realtime_lag: RealtimeLag = field(init=False)
     clients: dict[str, Any] = field(default_factory=dict)
     cipher: TokenCipher | None = None  # from SHOPSYNC_TOKEN_KEY when a shop mints its tokens
     hold_check_s: float = HOLD_CHECK_S
@@ -73,6 +75,7 @@ class WorkerContext:
         self.observer.counts = self.metrics
         self.limiter = RateLimiter(self.redis, self.keys)
         self.customers = CustomerStore(self.redis, self.keys)
+        self.realtime_lag = RealtimeLag(self.redis, self.keys)
 
     def apsis(self, shop: Shop) -> ApsisClient:
         """The APSIS client of the shop's account (one per account and process)."""

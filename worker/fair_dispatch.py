@@ -15,6 +15,16 @@ writes them to `Keys.fair_weights` at start, at every reload and every `WEIGHTS_
 missing from that hash (removed from the file) or in backoff (worker/shop_backoff.py) is skipped:
 its ready list stays as it is, parked, until it is back.
 
+Real-time work goes first, CPU included. Job slots and API permits are the real-time lane's own,
+but the two kinds of job share each worker process's CPU: with more webhooks than the pool can
+take, every batch running beside them made the real-time backlog grow faster (measured: 20 shops
+at 20 webhooks/s, `make bench BENCH_ARGS=fairness`). So while webhook jobs start late
+(`Keys.realtime_behind`, set by worker/realtime_lag.py), the dispatcher lets one batch at a time
+be on the queue, running or waiting, across the pool, and dispatches at most one every
+`BEHIND_EVERY_S`: the full syncs slow down, none stops. (Only the count in flight was not enough:
+one batch of an APSIS-bound sync runs its customers concurrently and kept the sync at full
+speed.)
+
 Crash safety: a job is in exactly one place at any moment, the ready list or the arq queue, and
 moving it is one atomic script; its job key exists from the walk's transaction on. A worker killed
 at any point loses nothing: what is in a ready list waits there, what is on the queue is arq's
@@ -43,20 +53,30 @@ LOOKAHEAD = int(os.environ.get("SHOPSYNC_FAIR_LOOKAHEAD", "4"))
 DISPATCH_S = 0.1
 WEIGHTS_REFRESH_S = 30.0
 MAX_PER_CALL = 64
+# While real-time jobs start late: one batch in flight, one dispatched every this many seconds.
+BEHIND_EVERY_S = float(os.environ.get("SHOPSYNC_FAIR_BEHIND_EVERY_S") or 5.0)
 
-# KEYS: fair shops, weights, credit, in-flight, full-sync queue.
-# ARGV: lookahead, now ms, ready-list prefix, backoff prefix, now s, max per call.
-# Returns the shops picked, in order (one entry per job dispatched).
+# KEYS: fair shops, weights, credit, in-flight, full-sync queue, real-time behind, the time of
+# the next dispatch while behind. ARGV: lookahead, now ms, ready-list prefix, backoff prefix, now
+# s, max per call, BEHIND_EVERY_S (ms). Returns the shops picked, in order (one per job dispatched).
 _DISPATCH = """
 local lookahead, now_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
-local waiting = 0
+local waiting, inflight = 0, 0
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[4])) do
   local score = redis.call('ZSCORE', KEYS[5], id)
   if not score then
     redis.call('SREM', KEYS[4], id)
-  elseif tonumber(score) <= now_ms and redis.call('EXISTS', 'arq:in-progress:' .. id) == 0 then
-    waiting = waiting + 1
+  else
+    inflight = inflight + 1
+    if tonumber(score) <= now_ms and redis.call('EXISTS', 'arq:in-progress:' .. id) == 0 then
+      waiting = waiting + 1
+    end
   end
+end
+local behind = redis.call('EXISTS', KEYS[6]) == 1
+if behind then
+  if inflight > 0 or now_ms < tonumber(redis.call('GET', KEYS[7]) or '0') then return {} end
+  lookahead = waiting + 1
 end
 if waiting >= lookahead then return {} end
 local candidates, weights, credit, total = {}, {}, {}, 0
@@ -102,6 +122,9 @@ while waiting < lookahead and #candidates > 0 and #picked < tonumber(ARGV[6]) do
   end
 end
 for shop, c in pairs(credit) do redis.call('HSET', KEYS[3], shop, tostring(c)) end
+if behind and #picked > 0 then
+  redis.call('SET', KEYS[7], now_ms + tonumber(ARGV[7]), 'PX', math.max(1, tonumber(ARGV[7])))
+end
 return picked
 """
 
@@ -121,18 +144,21 @@ async def dispatch(
     picked = await command(redis)(
         "EVAL",
         _DISPATCH,
-        5,
+        7,
         keys.fair_shops,
         keys.fair_weights,
         keys.fair_credit,
         keys.fair_inflight,
         keys.fullsync_queue,
+        keys.realtime_behind,
+        f"{keys.realtime_behind}:next",
         LOOKAHEAD if lookahead is None else lookahead,
         int(now * 1000),
         keys.fair_ready(""),
         keys.shop_backoff(""),
         f"{now:.3f}",
         limit,
+        int(BEHIND_EVERY_S * 1000),
     )
     return [p.decode() if isinstance(p, bytes) else str(p) for p in picked]
 

@@ -53,6 +53,7 @@ def _delivery_job(
 
     async def job(ctx: dict[str, Any], arg: dict[str, Any]) -> Any:
         delivery = Delivery.from_arg(arg)
+        await ctx["app"].realtime_lag.started(delivery.received_at, ctx.get("job_try", 1))
 
         async def run(app: WorkerContext, delivery: Delivery) -> Any:
             shop = app.installations.get(delivery.shop)

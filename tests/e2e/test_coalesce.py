@@ -18,7 +18,7 @@ from sandbox.shopify.serialize import serialize_customer
 from shopsync import jobview
 from tests.e2e.harness import DOMAIN, SECTION_MAIN, Pipeline, pipeline
 from tests.e2e.test_realtime_failures import _undeprecate
-from worker import apsis_client, coalesce, deadletters, jobs, runtime
+from worker import apsis_client, coalesce, deadletters, jobs, realtime_lag, runtime
 from worker.retry import RetryPolicy
 from worker.sync import Applied, apply_pending
 
@@ -88,7 +88,9 @@ async def test_a_queued_backlog_becomes_about_one_apply_per_customer(redis_url: 
         await p.store.deliverer.settled()
         queued = int(await p.redis.zcard(keys.realtime_queue))
         assert queued >= 6 * len(ids)
-        await asyncio.sleep(coalesce.BEHIND_S + 0.2)  # every delivery has now waited: the worker is behind
+        await asyncio.sleep(
+            realtime_lag.BEHIND_S + 0.2
+        )  # every delivery has now waited: the worker is behind
         await p.start_workers(("realtime",))
         await p.settle()
         assert p.mismatches(ids) == []
@@ -366,3 +368,12 @@ async def test_a_webhook_applied_with_the_lock_its_deposit_took_writes_and_unloc
         assert p.mismatches([cid]) == []
         assert not await p.redis.exists(keys.customer_lock(DOMAIN, cid))
         assert await p.app.customers.pending(DOMAIN, cid) == {}
+
+
+async def test_a_webhook_job_that_starts_late_tells_the_dispatcher(redis_url: str, keys: Keys) -> None:
+    async with pipeline(redis_url, keys, customers=3, workers=()) as p:
+        cid = await changed_customer(p, "Late")
+        await jobs.sync_customer(ctx(p), delivery(p, cid, "w-1", waited_s=0.0))
+        assert not await p.redis.exists(keys.realtime_behind)
+        await jobs.sync_customer(ctx(p), delivery(p, cid, "w-2", waited_s=5.0))
+        assert await p.redis.exists(keys.realtime_behind)

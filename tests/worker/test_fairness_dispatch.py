@@ -3,14 +3,17 @@ look-ahead bound, parked shops (removed from the file, backing off) skipped, not
 
 from __future__ import annotations
 
+import asyncio
 import time
 
+import pytest
 import redis.asyncio as aioredis
 
 from core.jobs import JOB_TTL_MS, job_bytes
 from core.keys import Keys
 from core.redis_conn import typed
-from worker import fair_dispatch
+from worker import fair_dispatch, realtime_lag
+from worker.realtime_lag import RealtimeLag
 
 
 async def _ready(redis: aioredis.Redis, keys: Keys, shop: str, n: int) -> list[str]:
@@ -141,3 +144,68 @@ async def test_park_batch_puts_it_first_in_its_shops_list(redis: aioredis.Redis,
         assert await redis.exists(f"arq:job:{new_id}")
     finally:
         await _cleanup(redis, ids)
+
+
+async def test_while_realtime_is_behind_batches_make_way_but_never_stop(
+    redis: aioredis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fair_dispatch, "BEHIND_EVERY_S", 0.3)
+    await fair_dispatch.set_weights(redis, keys, {"a.myshopify.com": 1})
+    ids = await _ready(redis, keys, "a.myshopify.com", 10)
+    try:
+        await redis.set(keys.realtime_behind, "1", px=60_000)
+        assert len(await fair_dispatch.dispatch(redis, keys, lookahead=100)) == 1
+        assert await fair_dispatch.dispatch(redis, keys, lookahead=100) == []  # one in flight
+        # Running counts as in flight too: marked in progress, it still holds the place.
+        first = (await redis.zrange(keys.fullsync_queue, 0, 0))[0].decode()
+        await redis.set(f"arq:in-progress:{first}", "1", px=60_000)
+        assert await fair_dispatch.dispatch(redis, keys, lookahead=100) == []
+        # Done (arq drops it from the queue), but the next may go only BEHIND_EVERY_S later.
+        await redis.zrem(keys.fullsync_queue, first)
+        await redis.delete(f"arq:in-progress:{first}")
+        assert await fair_dispatch.dispatch(redis, keys, lookahead=100) == []
+        await asyncio.sleep(0.35)
+        assert len(await fair_dispatch.dispatch(redis, keys, lookahead=100)) == 1
+        # Real-time on time again (the mark lapsed): the look-ahead as usual.
+        await redis.delete(keys.realtime_behind)
+        assert len(await fair_dispatch.dispatch(redis, keys, lookahead=4)) == 3
+        assert await typed(redis.llen(keys.fair_ready("a.myshopify.com"))) == 10 - 1 - 1 - 3
+    finally:
+        await _cleanup(redis, ids)
+
+
+async def test_a_late_webhook_job_marks_the_pool_behind_once_in_a_while(
+    redis: aioredis.Redis, keys: Keys
+) -> None:
+    lag = RealtimeLag(redis, keys)
+    now = time.time()
+    assert not await lag.started(now - 0.5, 1, now)  # on time
+    assert not await lag.started(now - 60, 2, now)  # a retry waited for its backoff, not a backlog
+    assert not await redis.exists(keys.realtime_behind)
+    assert await lag.started(now - 2, 1, now)
+    assert 0 < await redis.pttl(keys.realtime_behind) <= realtime_lag.MARK_TTL_MS
+    assert not await lag.started(now - 2, 1, now + 0.1)  # written once per MARK_EVERY_S
+    assert await lag.started(now - 2, 1, now + realtime_lag.MARK_EVERY_S)
+
+
+async def test_full_sync_customers_make_way_one_at_a_time_while_webhooks_start_late(
+    redis: aioredis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(realtime_lag, "CUSTOMER_PAUSE_S", 0.05)
+    lag = RealtimeLag(redis, keys)
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def counted_sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await real_sleep(seconds)
+
+    monkeypatch.setattr(asyncio, "sleep", counted_sleep)
+    await asyncio.gather(*(lag.make_way() for _ in range(4)))
+    assert slept == []  # on time: no brake
+    await lag.started(time.time() - 2, 1)
+    assert lag.behind()
+    started = time.monotonic()
+    await asyncio.gather(*(lag.make_way() for _ in range(4)))
+    assert slept == [0.05] * 4 and time.monotonic() - started >= 4 * 0.05  # one after the other
+    assert not lag.behind(time.time() + realtime_lag.MARK_TTL_MS / 1000)  # it lapses

@@ -1,0 +1,75 @@
+"""Telling the pool that webhook jobs start late, so full-sync batches make way (fair_dispatch).
+
+Two brakes, because a full sync's batch and the webhooks share each worker process's CPU:
+- in the process: a full-sync customer applied while the process's own webhook jobs started late
+  in the last `MARK_TTL_MS` waits its turn at a gate, one customer at a time, `CUSTOMER_PAUSE_S`
+  apart (`make_way`). One batch runs its customers concurrently: without this, a single batch of
+  an APSIS-bound sync kept it at full speed beside a growing webhook backlog (measured, 20 shops
+  at 20 webhooks/s, `make bench BENCH_ARGS=fairness`);
+- across the pool: a webhook job whose first run starts more than `BEHIND_S` after the receiver
+  took its delivery sets `Keys.realtime_behind` for `MARK_TTL_MS`. While the mark is there the fair dispatcher lets
+one full-sync batch at a time through, one every `fair_dispatch.BEHIND_EVERY_S`. Once webhook jobs start
+on time again, nobody renews it and it lapses. A process writes the mark at most once every
+`MARK_EVERY_S`: it costs one command when the pool is already overloaded, none otherwise. A
+failed write is logged and ignored: the mark only steers, it carries no work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from core.keys import Keys
+
+log = structlog.get_logger("worker.realtime_lag")
+
+# A delivery that waited longer than this in the queue means the pool is behind: real-time jobs
+# otherwise start within tens of milliseconds (the latency goal is p99 <= 500 ms). worker/coalesce.py
+# defers applies past it too.
+BEHIND_S = 1.0
+MARK_TTL_MS = 3000
+MARK_EVERY_S = 0.5
+# While behind: at most one full-sync customer per this long per process (4/s, two processes 8/s).
+CUSTOMER_PAUSE_S = 0.25
+
+
+class RealtimeLag:
+    """One per worker process: marks the pool behind when a webhook job starts late."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis, self.keys = redis, keys
+        self.marked_at = 0.0
+        self.late_at = 0.0  # the last start of a late webhook job in this process
+        self._gate = asyncio.Lock()
+
+    def behind(self, now: float | None = None) -> bool:
+        """This process started a late webhook job within the last `MARK_TTL_MS`."""
+        return (time.time() if now is None else now) - self.late_at < MARK_TTL_MS / 1000
+
+    async def make_way(self) -> None:
+        """Before a full-sync customer: while `behind`, one at a time, `CUSTOMER_PAUSE_S` apart."""
+        if not self.behind():
+            return
+        async with self._gate:
+            if self.behind():
+                await asyncio.sleep(CUSTOMER_PAUSE_S)
+
+    async def started(self, received_at: float, job_try: int, now: float | None = None) -> bool:
+        """A webhook job's first run started; True when it was late and the mark was written."""
+        now = time.time() if now is None else now
+        if job_try != 1 or now - received_at <= BEHIND_S:
+            return False
+        self.late_at = now
+        if now - self.marked_at < MARK_EVERY_S:
+            return False
+        self.marked_at = now
+        try:
+            await self.redis.set(self.keys.realtime_behind, "1", px=MARK_TTL_MS)
+        except (RedisError, OSError) as exc:
+            log.warning("realtime_behind_mark_failed", error=f"{type(exc).__name__}: {exc}")
+            return False
+        return True
