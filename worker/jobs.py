@@ -53,7 +53,11 @@ def _delivery_job(
 
     async def job(ctx: dict[str, Any], arg: dict[str, Any]) -> Any:
         delivery = Delivery.from_arg(arg)
-        await ctx["app"].realtime_lag.started(delivery.received_at, ctx.get("job_try", 1))
+        # Late: its wait on the queue since it was due (arq's score: the receiver's enqueue, or
+        # the release of a job parked while its shop backed off, which did not wait in a backlog).
+        due_ms = ctx.get("score")
+        due = int(due_ms) / 1000 if due_ms else delivery.received_at
+        await ctx["app"].realtime_lag.started(due, ctx.get("job_try", 1))
 
         async def run(app: WorkerContext, delivery: Delivery) -> Any:
             shop = app.installations.get(delivery.shop)

@@ -6,8 +6,9 @@ Two brakes, because a full sync's batch and the webhooks share each worker proce
   apart (`make_way`). One batch runs its customers concurrently: without this, a single batch of
   an APSIS-bound sync kept it at full speed beside a growing webhook backlog (measured, 20 shops
   at 20 webhooks/s, `make bench BENCH_ARGS=fairness`);
-- across the pool: a webhook job whose first run starts more than `BEHIND_S` after the receiver
-  took its delivery sets `Keys.realtime_behind` for `MARK_TTL_MS`. While the mark is there the fair dispatcher lets
+- across the pool: a webhook job whose first run starts more than `BEHIND_S` after it was due
+  on the queue (the receiver's enqueue; a parked job's release) sets `Keys.realtime_behind`
+  for `MARK_TTL_MS`. While the mark is there the fair dispatcher lets
 one full-sync batch at a time through, one every `fair_dispatch.BEHIND_EVERY_S`. Once webhook jobs start
 on time again, nobody renews it and it lapses. A process writes the mark at most once every
 `MARK_EVERY_S`: it costs one command when the pool is already overloaded, none otherwise. A
@@ -58,10 +59,11 @@ class RealtimeLag:
             if self.behind():
                 await asyncio.sleep(CUSTOMER_PAUSE_S)
 
-    async def started(self, received_at: float, job_try: int, now: float | None = None) -> bool:
-        """A webhook job's first run started; True when it was late and the mark was written."""
+    async def started(self, due_at: float, job_try: int, now: float | None = None) -> bool:
+        """A webhook job's first run started, due since `due_at`; True when it was late and the
+        mark was written."""
         now = time.time() if now is None else now
-        if job_try != 1 or now - received_at <= BEHIND_S:
+        if job_try != 1 or now - due_at <= BEHIND_S:
             return False
         self.late_at = now
         if now - self.marked_at < MARK_EVERY_S:

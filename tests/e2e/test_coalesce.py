@@ -375,5 +375,9 @@ async def test_a_webhook_job_that_starts_late_tells_the_dispatcher(redis_url: st
         cid = await changed_customer(p, "Late")
         await jobs.sync_customer(ctx(p), delivery(p, cid, "w-1", waited_s=0.0))
         assert not await p.redis.exists(keys.realtime_behind)
+        # Received long ago but due just now (arq's score): a parked job released, not a backlog.
+        released = {**ctx(p), "score": int(time.time() * 1000)}
+        await jobs.sync_customer(released, delivery(p, cid, "w-0", waited_s=60.0))
+        assert not await p.redis.exists(keys.realtime_behind)
         await jobs.sync_customer(ctx(p), delivery(p, cid, "w-2", waited_s=5.0))
         assert await p.redis.exists(keys.realtime_behind)
