@@ -34,6 +34,8 @@ Latency of a webhook: the APSIS sandbox's time of its PATCH minus the time the b
     make bench BENCH_ARGS=fairness                    # A: 200,000 customers, 60 s phases
     make bench BENCH_ARGS='fairness --quick'          # A: 5,000 customers, 20 s phases
     make bench BENCH_ARGS='fairness --sizes 20000'    # A's store size, 60 s phases
+    BENCH_FAIRNESS_RATE=5 BENCH_FAIRNESS_WORKERS=split make bench BENCH_ARGS=fairness
+                                                      # 5/s a shop; one realtime, one fullsync worker
 """
 
 from __future__ import annotations
@@ -85,6 +87,14 @@ TIME_LIMIT_S = 4 * 3600.0
 # (the APSIS budget and the deployment), the part the others share. On Standard (100 points/s)
 # Shopify's walk bounds it (about 17 customers/s here) and nothing the others do can show.
 A_PLAN = os.environ.get("BENCH_FAIRNESS_PLAN", "plus")
+# How the two worker processes divide the queues: "all" (each serves every queue, the default
+# `shopsync worker`) or "split" (one `--queue realtime`, one `--queue fullsync`: a full sync's CPU
+# then never shares a process with webhooks).
+WORKER_SPLIT = os.environ.get("BENCH_FAIRNESS_WORKERS", "all")
+WORKER_ARGS = {
+    "all": [["worker"]] * WORKERS,
+    "split": [["worker", "--queue", "realtime"], ["worker", "--queue", "fullsync"]],
+}
 STEADY_S = 8  # seconds of an empty (or full) read-ahead that make A's sync steady
 STEADY_CAP_S = 180.0  # measure anyway after this long (reported as "unsettled")
 
@@ -277,7 +287,7 @@ async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) 
             "LOG_LEVEL": "warning",
             "LOG_FORMAT": "json",
         }
-        for args in (["receiver"], *([["worker"]] * WORKERS)):
+        for args in (["receiver"], *WORKER_ARGS[WORKER_SPLIT]):
             procs.append(_spawn(args, env))
         try:
             await _wait_port(port, procs[2])
@@ -384,6 +394,7 @@ def _summary(
         "command": "make bench BENCH_ARGS=fairness",
         "shops": len(others) + 1,
         "workers": WORKERS,
+        "worker_queues": WORKER_SPLIT,
         "rate_per_shop": RATE_PER_SHOP,
         "phase_s": phase_s,
         "fullsync_customers": customers,
