@@ -8,11 +8,11 @@ Two brakes, because a full sync's batch and the webhooks share each worker proce
   at 20 webhooks/s, `make bench BENCH_ARGS=fairness`);
 - across the pool: a webhook job whose first run starts more than `BEHIND_S` after it was due
   on the queue (the receiver's enqueue; a parked job's release) sets `Keys.realtime_behind`
-  for `MARK_TTL_MS`. While the mark is there the fair dispatcher lets
-one full-sync batch at a time through, one every `fair_dispatch.BEHIND_EVERY_S`. Once webhook jobs start
-on time again, nobody renews it and it lapses. A process writes the mark at most once every
-`MARK_EVERY_S`: it costs one command when the pool is already overloaded, none otherwise. A
-failed write is logged and ignored: the mark only steers, it carries no work.
+  for `MARK_TTL_MS`. While the mark is there the fair dispatcher lets one full-sync batch at a
+  time through, one every `fair_dispatch.BEHIND_EVERY_S`. Once webhook jobs start on time
+  again, nobody renews it and it lapses. A process writes the mark at most once every
+  `MARK_EVERY_S`: one command when the pool is already overloaded, none otherwise. A failed
+  write is logged and ignored: the mark only steers, it carries no work.
 """
 
 from __future__ import annotations
