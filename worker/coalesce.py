@@ -78,8 +78,8 @@ End = Literal["done", "more", "other", "handed"]
 # BEHIND_S, or the oldest due apply job did (APSIS is behind: an update applied now would only
 # wait at the rate limit, holding a real-time job slot). Returns 'uninstalled' (nothing
 # deposited), {} (apply now), {'locked', pending, state, staged} (apply now: the lock is taken
-# and read as `LOCK_AND_READ` does, one round trip less) or {job id, 1 if this call scheduled it
-# else 0}.
+# and read as `CustomerStore.lock_and_read` does, one round trip less) or {job id, 1 if this
+# call scheduled it else 0}.
 _DEPOSIT = """
 if #KEYS > 3 and redis.call('SISMEMBER', KEYS[7], ARGV[14]) == 1 then return 'uninstalled' end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])

@@ -74,7 +74,7 @@ return 1
 """
 # Take the lock and, when it was free, read what an apply starts from, in one round trip (an
 # apply's first three). KEYS: lock, pending, state, staged writes. ARGV: token, lock ttl (ms).
-LOCK_AND_READ = """
+_LOCK_AND_READ = """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
 return {redis.call('HGETALL', KEYS[2]), redis.call('GET', KEYS[3]), redis.call('GET', KEYS[4])}
 """
@@ -130,7 +130,7 @@ class CustomerStore:
     def __init__(self, redis: ArqRedis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
-        self._lock_and_read = redis.register_script(LOCK_AND_READ)
+        self._lock_and_read = redis.register_script(_LOCK_AND_READ)
         self._release = redis.register_script(_RELEASE)
         self._renew = redis.register_script(_RENEW)
         self._settle = redis.register_script(_SETTLE)
@@ -231,7 +231,7 @@ class CustomerStore:
 
     def lock_keys(self, shop: str, customer_id: int) -> list[str]:
         """What taking the lock and reading reads: lock, pending hash, state, staged writes
-        (`LOCK_AND_READ`; worker/coalesce.py's deposit runs it after depositing)."""
+        (`lock_and_read`; worker/coalesce.py's webhook deposit does the same after depositing)."""
         return [
             self.keys.customer_lock(shop, customer_id),
             self._pending_key(shop, customer_id),
@@ -322,7 +322,8 @@ def new_token() -> str:
 
 
 def locked_from(token: str, reply: list[Any]) -> Locked:
-    """`LOCK_AND_READ`'s answer, the lock taken with `token`."""
+    """The answer of a lock-and-read (`lock_and_read`, or a webhook's deposit), the lock taken
+    with `token`."""
     flat, raw, raw_staged = reply  # HGETALL inside a script: field, value, field, value, ...
     entries = _decode_pending(zip(flat[::2], flat[1::2], strict=True))
     return Locked(token, entries, _decode_stored(raw, raw_staged))
