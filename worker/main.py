@@ -39,6 +39,7 @@ from worker.jobs import (
     realtime_cron_jobs,
     realtime_functions,
 )
+from worker.pickup import PickupWorker
 from worker.runtime import ARQ_MAX_TRIES
 
 # Heroku kills 30 s after SIGTERM; elsewhere (or in tests) SHOPSYNC_SHUTDOWN_GRACE_S changes it.
@@ -216,7 +217,7 @@ def build_worker(kind: str, app: WorkerContext, *, burst: bool = False) -> Worke
     realtime = kind in ("realtime", "apply")
     functions = {"realtime": realtime_functions, "apply": apply_functions}.get(kind, fullsync_functions)
     queues = {"realtime": app.keys.realtime_queue, "apply": app.keys.apply_queue}
-    return Worker(
+    return PickupWorker(
         functions=functions(),
         cron_jobs=(
             [*realtime_cron_jobs(app.installations), *audit_schedule.cron_jobs(app.installations)]
@@ -247,7 +248,7 @@ def build_worker(kind: str, app: WorkerContext, *, burst: bool = False) -> Worke
 
 
 def _audit_worker(app: WorkerContext, *, burst: bool = False) -> Worker:
-    return Worker(
+    return PickupWorker(
         functions=audit_schedule.functions(),
         queue_name=app.keys.audit_queue,
         redis_pool=app.redis,
