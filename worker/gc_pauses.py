@@ -16,8 +16,8 @@ Two measures, both common for long-running Python servers:
   `YOUNG_THRESHOLD` makes young collections, and with them old ones, that many times rarer.
   A young collection then takes longer (12-30 ms, every few seconds), but the same benchmark saw
   no full collection while the full sync ran (docs/PERFORMANCE.md).
-Reference counting still frees frozen objects; only one that ends up in a garbage cycle (say, a
-replaced installations object, after a reload) stays in memory: at most what startup built.
+A frozen object is never collected: what startup made and a reload later drops (a replaced
+installations object) stays in memory, a few kilobytes a reload.
 """
 
 from __future__ import annotations
