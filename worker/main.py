@@ -29,7 +29,7 @@ from core.reload import FileWatcher
 from core.settings import Settings
 from mappings.installation import InstallationError, Installations
 from mappings.installation_parse import parse_installations_toml
-from worker import audit_schedule, fullsync, gc_pauses
+from worker import audit_schedule, fullsync
 from worker.coalesce import APPLY_MAX_JOBS
 from worker.context import WorkerContext
 from worker.jobs import (
@@ -76,7 +76,6 @@ def run(settings: Settings, queue: str = "all", burst: bool = False) -> int:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    gc_pauses.tune()
     app_kinds = ["realtime", "fullsync"] if queue == "all" else [queue]
     return asyncio.run(_serve(settings, installations, app_kinds, burst))
 
@@ -100,7 +99,6 @@ async def _serve(settings: Settings, installations: Installations, kinds: list[s
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop, sig)
     await app.start()
-    gc_pauses.freeze_startup_objects()
     watching = asyncio.create_task(watcher.run())
     log.info("worker_started", queues=[w.queue_name for w in workers], worker_id=app.worker_id)
     try:
