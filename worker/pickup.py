@@ -8,16 +8,18 @@ worker processes, each other's. With a backlog (the real-time benchmark at 100 w
 by APSIS) that was 13 of each per webhook, more Redis traffic than the job's own.
 
 Here the ids this process runs are dropped without asking Redis, and when more than one id is
-left, one pipeline of EXISTS (as many ids as the process has free job slots) tells which are
-running elsewhere. arq's own claim (the WATCH/MULTI on the in-progress mark) still decides for
-the rest, so two processes can never both start a job; a mark set between the EXISTS and the
-claim is caught there as before.
+left, one pipeline of EXISTS (as many ids as the process has free job slots, 16 at least) tells
+which are running elsewhere. arq's own claim (the WATCH/MULTI on the in-progress mark) still
+decides for the rest, so two processes can never both start a job; a mark set between the EXISTS
+and the claim is caught there as before.
 """
 
 from __future__ import annotations
 
 from arq.constants import in_progress_key_prefix
 from arq.worker import Worker
+
+MIN_CHUNK = 16
 
 
 class PickupWorker(Worker):
@@ -33,9 +35,12 @@ class PickupWorker(Worker):
             return fresh[: max(room, 0)]
         out: list[bytes] = []
         # A backlog reads up to `queue_read_limit` ids a poll; ask about as many as there are
-        # free slots at a time, and stop once enough are free to claim.
-        for start in range(0, len(fresh), room):
-            chunk = fresh[start : start + room]
+        # free slots at a time (at least `MIN_CHUNK`: a nearly full process with another's
+        # running jobs ahead of the new ones would otherwise ask one id a round trip), and stop
+        # once enough are free to claim.
+        size = max(room, MIN_CHUNK)
+        for start in range(0, len(fresh), size):
+            chunk = fresh[start : start + size]
             async with self.pool.pipeline(transaction=False) as pipe:
                 for job_id in chunk:
                     pipe.exists(in_progress_key_prefix + job_id.decode())

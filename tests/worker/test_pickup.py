@@ -16,6 +16,7 @@ from arq.worker import func
 
 from core.jobs import deserialize, serialize
 from core.redis_conn import arq_settings
+from worker import pickup
 from worker.pickup import PickupWorker
 
 RUNS: Counter[str] = Counter()
@@ -60,7 +61,9 @@ def _worker(pool: ArqRedis, queue: str, burst: bool = False) -> PickupWorker:
     )
 
 
-async def test_running_jobs_are_not_claimed_again(pool: ArqRedis, queue: str) -> None:
+async def test_running_jobs_are_not_claimed_again(
+    pool: ArqRedis, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     worker = _worker(pool, queue)
     prefix = uuid4().hex[:8]
     names = ["here", "elsewhere", "new1", "new2", "finished"]
@@ -80,7 +83,9 @@ async def test_running_jobs_are_not_claimed_again(pool: ArqRedis, queue: str) ->
         # One id left: no pipeline, arq's own claim checks it.
         assert await worker.claimable([ids["elsewhere"].encode()]) == [ids["elsewhere"].encode()]
         assert await worker.claimable([ids["here"].encode()]) == []
-        # Two free slots: asked two at a time until at least two are found free to claim.
+        # Two free slots (and chunks as small as that): asked two at a time until at least two
+        # are found free to claim.
+        monkeypatch.setattr(pickup, "MIN_CHUNK", 1)
         worker.job_counter = worker.max_jobs - 2
         order = [ids[n].encode() for n in ("elsewhere", "new1", "new2", "finished", "here")]
         assert await worker.claimable(order) == [ids[n].encode() for n in ("new1", "new2", "finished")]
