@@ -91,7 +91,9 @@ class Pipeline:
             task.cancel()
         await asyncio.gather(*self.worker_tasks, return_exceptions=True)
         for worker in self.workers:
-            with contextlib.suppress(Exception):
+            # arq's close() gathers its job tasks; one cancelled mid-bookkeeping (a superseded
+            # full-sync job still finishing at teardown) re-raises CancelledError there.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await worker.close()
         self.workers.clear()
         self.worker_tasks.clear()
