@@ -227,9 +227,13 @@ class Keys:
     @property
     def realtime_behind(self) -> str:
         """Set (expiring) while webhook jobs start late: the dispatcher then lets one full-sync
-        batch at a time through, one every `fair_dispatch.BEHIND_EVERY_S` (worker/realtime_lag.py;
-        `:next` holds the time of the next)."""
+        batch at a time through, one every `fair_dispatch.BEHIND_EVERY_S` (worker/realtime_lag.py)."""
         return f"{self.prefix}:fair:realtime-behind"
+
+    @property
+    def realtime_behind_next(self) -> str:
+        """While real-time is behind: the time (ms) before which the dispatcher sends no batch."""
+        return f"{self.realtime_behind}:next"
 
     def shop_backoff(self, shop: str) -> str:
         """Hash: the shop's backoff (open until, period, reason, opened at) while its APIs fail."""

@@ -151,7 +151,7 @@ async def dispatch(
         keys.fair_inflight,
         keys.fullsync_queue,
         keys.realtime_behind,
-        f"{keys.realtime_behind}:next",
+        keys.realtime_behind_next,
         LOOKAHEAD if lookahead is None else lookahead,
         int(now * 1000),
         keys.fair_ready(""),
