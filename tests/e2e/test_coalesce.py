@@ -88,9 +88,8 @@ async def test_a_queued_backlog_becomes_about_one_apply_per_customer(redis_url: 
         await p.store.deliverer.settled()
         queued = int(await p.redis.zcard(keys.realtime_queue))
         assert queued >= 6 * len(ids)
-        await asyncio.sleep(
-            realtime_lag.BEHIND_S + 0.2
-        )  # every delivery has now waited: the worker is behind
+        # Every delivery has now waited: the worker is behind.
+        await asyncio.sleep(realtime_lag.BEHIND_S + 0.2)
         await p.start_workers(("realtime",))
         await p.settle()
         assert p.mismatches(ids) == []
