@@ -41,6 +41,7 @@ Latency of a webhook: the APSIS sandbox's time of its PATCH minus the time the b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import dataclasses
 import gc
@@ -51,6 +52,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -60,7 +62,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from bench.bench_realtime import _percentile, _stop, _wait_port, update_headers
-from bench.cpu_use import CpuMeter, redis_server_pids
+from bench.cpu_use import CpuMeter, python_speed_ms, redis_server_pids
 from bench.fullsync_procs import _sandbox
 from core import fullsync_control as control
 from core.keys import Keys
@@ -280,6 +282,23 @@ def _by_second(timed: Timed) -> dict[str, list[list[float]]]:
     return out
 
 
+async def _watch(redis: aioredis.Redis, keys: Keys, meter: CpuMeter, out: list[list[float]]) -> None:
+    """Each second of a phase: cores per role (`meter`'s roles, in order), the real-time queue's
+    and the full-sync queue's length and whether the pool marked itself behind. What a stall in
+    `others_latency_by_s` lines up with: one process's CPU, Redis, or a queue that grew."""
+    t0 = time.monotonic()
+    while True:
+        meter.start()
+        await asyncio.sleep(1.0)
+        cores = meter.stop()
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(keys.realtime_queue)
+            pipe.zcard(keys.fullsync_queue)
+            pipe.exists(keys.realtime_behind)
+            realtime, fullsync, behind = await pipe.execute()
+        out.append([round(time.monotonic() - t0), *cores.values(), realtime, fullsync, behind])
+
+
 async def _apsis_counts(url: str) -> tuple[int, int]:
     async with aiohttp.ClientSession() as session, session.get(f"{url}/_sandbox/requests") as response:
         rows = (await response.json())["items"]
@@ -290,6 +309,7 @@ async def _apsis_counts(url: str) -> tuple[int, int]:
 
 async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) -> dict[str, Any]:
     prefix = f"bench-fair-{uuid.uuid4().hex[:8]}"
+    speed = python_speed_ms()  # before anything starts: the machine's speed today
     keys = Keys(prefix)
     redis = aioredis.Redis.from_url(redis_url)
     workdir = Path(tempfile.mkdtemp(prefix="bench-fair-"))
@@ -333,10 +353,12 @@ async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) 
             await _traffic(url, others, "warmup", 1.0)  # every account's token fetched before measuring
             await _wait_written(others, 30)
             meter = CpuMeter(_roles(procs, redis_url))
+            watched: dict[str, list[list[float]]] = {"without": [], "with": []}
             _say(f"phase without: {len(others)} shops x {RATE_PER_SHOP:g} webhooks/s for {phase_s:g} s")
             _freeze_heap()
             meter.start()
-            await _traffic(url, others, "without", phase_s)
+            async with _watching(redis, keys, meter.roles, watched["without"]):
+                await _traffic(url, others, "without", phase_s)
             cpu["without"] = meter.stop()
             await _wait_written(others, 30)
             _say(f"phase alone: A's full sync of {customers} customers, no other traffic")
@@ -356,7 +378,8 @@ async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) 
             _say("phase with: A's full sync and the webhooks again")
             _freeze_heap()
             meter.start()
-            await _traffic(url, others, "with", phase_s)
+            async with _watching(redis, keys, meter.roles, watched["with"]):
+                await _traffic(url, others, "with", phase_s)
             cpu["with"] = meter.stop()
             t2, seen2, record = await _seen(redis, keys, sync_id)
             with_rate = (seen2 - seen1) / (t2 - t1)
@@ -377,6 +400,19 @@ async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) 
         others, record, customers, phase_s, with_rate if running else None, alone_rate, requests, writes
     )
     summary["cpu_cores_by_phase"] = cpu
+    summary["python_speed_ms"] = speed
+    summary["by_second"] = {
+        "columns": [
+            "s",
+            *meter.roles,
+            "machine_busy_share",
+            "machine_steal_share",
+            "realtime_queued",
+            "fullsync_queued",
+            "behind",
+        ],
+        **watched,
+    }
     summary["fullsync_alone_regime"] = regime
     summary["fullsync_alone_from_s"] = steady_at
     summary["fullsync_timeline"] = {
@@ -384,6 +420,19 @@ async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) 
         "rows": timeline,
     }
     return summary
+
+
+@contextlib.asynccontextmanager
+async def _watching(
+    redis: aioredis.Redis, keys: Keys, roles: dict[str, list[int]], out: list[list[float]]
+) -> AsyncIterator[None]:
+    task = asyncio.create_task(_watch(redis, keys, CpuMeter(roles), out))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def _roles(procs: list[subprocess.Popen[bytes]], redis_url: str) -> dict[str, list[int]]:

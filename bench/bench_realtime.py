@@ -26,7 +26,7 @@ import aiohttp
 import orjson
 import redis.asyncio as aioredis
 
-from bench.cpu_use import CpuMeter
+from bench.cpu_use import CpuMeter, python_speed_ms
 from receiver.signature import sign
 from sandbox.apsis.server import ApsisSandbox
 from sandbox.installation import installation_document, write_installation
@@ -183,6 +183,8 @@ async def _run(rate: float, seconds: float) -> dict[str, Any]:
         "worker_cpu_ms_per_webhook": round(used["worker"] * 1000 / max(1, len(latencies)), 2),
         "receiver_cpu_ms_per_webhook": round(used["receiver"] * 1000 / max(1, len(latencies)), 2),
         "machine_busy_share": cores["machine_busy_share"],
+        "machine_steal_share": cores["machine_steal_share"],
+        "python_speed_ms": python_speed_ms(),
         "apsis_requests": requests,
         "apsis_429": limited,
         # Every client's commands, this run's only with a Redis of its own (`devredis`); commands

@@ -34,6 +34,7 @@ class CpuMeter:
         self.roles = {role: list(pids) for role, pids in roles.items()}
         self._start: dict[str, float] = {}
         self._idle = 0.0
+        self._steal = 0.0
         self._at = 0.0
         self.used: dict[str, float] = {}
 
@@ -53,10 +54,13 @@ class CpuMeter:
     def start(self) -> None:
         self._start = self._cpu()
         self._idle = _machine_idle()
+        self._steal = _machine_steal()
         self._at = time.monotonic()
 
     def stop(self) -> dict[str, float]:
-        """Cores each role used since `start`, and the machine's busy share (1.0: every core busy)."""
+        """Cores each role used since `start`, the machine's busy share (1.0: every core busy) and
+        its steal share (the time the hypervisor gave this machine's cores to other guests: a
+        shared host's noise, which makes every process here slower alike)."""
         wall = max(time.monotonic() - self._at, 1e-9)
         now = self._cpu()
         self.used = {role: now[role] - self._start.get(role, 0.0) for role in now}  # CPU seconds
@@ -64,7 +68,26 @@ class CpuMeter:
         idle = (_machine_idle() - self._idle) / wall
         cpus = psutil.cpu_count() or 1
         cores["machine_busy_share"] = round(max(0.0, 1.0 - idle / cpus), 2)
+        cores["machine_steal_share"] = round(max(0.0, (_machine_steal() - self._steal) / wall / cpus), 3)
         return cores
+
+
+def python_speed_ms() -> float:
+    """CPU milliseconds of a fixed pure-Python loop (best of 3): how fast this machine runs the
+    service's kind of code right now. Shared hosts vary by 1.5x from day to day; results of two
+    runs compare only next to this figure."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.process_time()
+        total = 0
+        for i in range(2_000_000):
+            total += i * i
+        best = min(best, time.process_time() - start)
+    return round(best * 1000, 1)
+
+
+def _machine_steal() -> float:
+    return float(getattr(psutil.cpu_times(), "steal", 0.0))
 
 
 def _machine_idle() -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from bench.cpu_use import CpuMeter, redis_server_pids
+from bench.cpu_use import CpuMeter, python_speed_ms, redis_server_pids
 
 
 def test_a_busy_process_counts_its_cores_and_the_machine_its_share() -> None:
@@ -18,6 +18,13 @@ def test_a_busy_process_counts_its_cores_and_the_machine_its_share() -> None:
     assert 0.5 <= cores["me"] <= 1.2  # one thread busy the whole window (shared machine: some slack)
     assert cores["gone"] == 0.0
     assert 0.0 < cores["machine_busy_share"] <= 1.0
+    assert 0.0 <= cores["machine_steal_share"] <= 1.0
+
+
+def test_the_speed_figure_is_the_cpu_time_of_a_fixed_loop() -> None:
+    first, second = python_speed_ms(), python_speed_ms()
+    assert 10.0 < first < 10_000.0
+    assert 0.25 < first / second < 4.0  # the same loop: the same order, whatever the noise
 
 
 def test_the_redis_server_of_the_suite_is_found(redis_url: str) -> None:
