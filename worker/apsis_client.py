@@ -380,19 +380,13 @@ class ApsisClient:
         buckets: list[Bucket],
     ) -> tuple[Answer, str]:
         """Slots in `buckets` first, then the token: a wait in the limiter cannot outlive it."""
-        for bucket in buckets:
-            try:
-                await self.limiter.acquire_bucket(bucket, max_wait_s=self.max_wait_s)
-            except WaitTooLongError as exc:
-                raise LimiterTimeoutError(
-                    "apsis",
-                    None,
-                    "rate limit",
-                    f"{bucket.kind} bucket busy",
-                    exc.wait_s,
-                    method=method,
-                    route=route,
-                ) from None
+        try:
+            await self.limiter.acquire_all(buckets, max_wait_s=self.max_wait_s)
+        except WaitTooLongError as exc:
+            kind = exc.bucket.kind if exc.bucket is not None else "apsis"
+            raise LimiterTimeoutError(
+                "apsis", None, "rate limit", f"{kind} bucket busy", exc.wait_s, method=method, route=route
+            ) from None
         token = await self.tokens.get()
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         if body is not None:

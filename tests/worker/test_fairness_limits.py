@@ -16,8 +16,8 @@ from core.redis_conn import typed
 from mappings.installation import ApsisAccount, Limits
 from worker import lanes, shop_backoff
 from worker.held import HeldJob
-from worker.ratelimit import RateLimiter, apsis_account_bucket
-from worker.ratelimit.limiter import LaneSemaphore
+from worker.ratelimit import RateLimiter, WaitTooLongError, apsis_account_bucket, apsis_profile_bucket
+from worker.ratelimit.limiter import LaneSemaphore, Stage
 
 ACCOUNT = ApsisAccount("http://apsis", "shared-client", "secret", "ks")
 LIMITS = Limits(apsis_requests_per_s=100.0, safety=1.0)
@@ -39,7 +39,7 @@ async def _early_in_a_second(redis: aioredis.Redis) -> None:
 
 
 async def _seed_usage(redis: aioredis.Redis, keys: Keys, who: str, count: int) -> None:
-    """`who` made `count` requests in the last whole second (as the SHARE script counts them)."""
+    """`who` made `count` requests in the last whole second (as the share stage of `scripts.CHAIN` counts them)."""
     await _early_in_a_second(redis)  # so it stays the last second while the test reserves
     sec = int((await redis.time())[0])
     await typed(redis.hset(keys.limiter("apsis-share-use:shared-client"), f"{who}|{sec - 1}", str(count)))
@@ -61,20 +61,12 @@ async def _share_waits(
     `clock`, Redis's time just before each reservation)."""
     waits = []
     bucket = apsis_account_bucket(ACCOUNT, LIMITS)
-    name = f"apsis-share:shared-client:{who}/{lane}"
     for _ in range(n):
         if clock is not None:
             sec, micros = await limiter.redis.time()
             clock.append(sec + micros / 1e6)
-        _ok, wait_us, _cap, _n = await limiter._share(
-            keys=[
-                limiter.keys.limiter(name),
-                limiter.keys.limiter("apsis-share-use:shared-client"),
-                limiter.registry_key,
-            ],
-            args=[str(bucket.rate_per_s), f"{who}/{lane}", "2", "1", 60_000_000, "0.1", name],
-        )
-        waits.append(int(wait_us) / 1e6)
+        _done, _ok, wait, _cap = await limiter.reserve([Stage(bucket, f"{who}/{lane}")], 1, 60.0)
+        waits.append(wait)
     return waits
 
 
@@ -254,3 +246,76 @@ async def test_a_lapsed_backoff_probes_with_a_few_jobs_then_releases_the_rest(
     assert await queued() == 10  # closed: every parked job is back on its queue
     assert await shop_backoff.records(redis, keys) == {}
     assert int(await typed(redis.hlen(keys.held_jobs(shop)))) == 0
+
+
+# --- one round trip for the slots that are free (scripts.CHAIN) --------------------------------
+
+
+def _counting(limiter: RateLimiter) -> list[int]:
+    """Count the limiter's CHAIN calls and the stages each was sent."""
+    calls: list[int] = []
+    chain = limiter._chain
+
+    async def counted(keys: list[str], args: list[Any]) -> Any:
+        calls.append(int(args[0]))
+        return await chain(keys=keys, args=args)
+
+    limiter._chain = counted  # type: ignore[assignment]
+    return calls
+
+
+async def _tat_s(redis: aioredis.Redis, key: str) -> float:
+    return int(await typed(redis.get(key)) or 0) / 1e6
+
+
+async def test_free_slots_of_a_write_are_taken_in_one_round_trip(redis: aioredis.Redis, keys: Keys) -> None:
+    limiter = RateLimiter(redis, keys)
+    calls = _counting(limiter)
+    profile = apsis_profile_bucket(ACCOUNT, LIMITS, "ks", "42")
+    account = apsis_account_bucket(ACCOUNT, LIMITS)
+    await _seed_usage(redis, keys, "b.myshopify.com/realtime", 10)  # a neighbour: A's share is capped
+    ctx = _in("a.myshopify.com", "realtime")
+    waited = await asyncio.get_running_loop().create_task(
+        limiter.acquire_all([profile, account]), context=ctx
+    )
+    assert waited == 0.0
+    assert calls == [3]  # the profile's bucket, A's share, the account: one script
+    share = keys.limiter("apsis-share:shared-client:a.myshopify.com/realtime")
+    for key in (keys.limiter(profile.name), share, keys.limiter(account.name)):
+        assert await typed(redis.get(key)) is not None, key
+    usage = await typed(redis.hgetall(keys.limiter("apsis-share-use:shared-client")))
+    assert any(field.startswith(b"a.myshopify.com/realtime|") for field in usage)
+
+
+async def test_a_stage_that_waits_reserves_the_next_ones_only_when_it_is_due(
+    redis: aioredis.Redis, keys: Keys
+) -> None:
+    limiter = RateLimiter(redis, keys)
+    calls = _counting(limiter)
+    profile = apsis_profile_bucket(ACCOUNT, LIMITS, "ks", "43")
+    account = apsis_account_bucket(ACCOUNT, LIMITS)
+    await limiter.hold(profile, 0.3)  # the profile's next slot is 0.3 s away
+    sec, micros = await redis.time()
+    asked_at = sec + micros / 1e6
+    waited = await limiter.acquire_all([profile, account])  # outside a shop's job: no share stage
+    assert 0.25 <= waited <= 1.0
+    assert calls == [2, 1]  # stopped at the profile's wait; the account's slot after the sleep
+    # The account's slot was reserved after the wait (its TAT: reservation time + one interval).
+    reserved_at = await _tat_s(redis, keys.limiter(account.name)) - account.interval_us / 1e6
+    assert reserved_at >= asked_at + 0.25
+
+
+async def test_a_refused_stage_names_its_bucket_and_keeps_the_ones_before(
+    redis: aioredis.Redis, keys: Keys
+) -> None:
+    limiter = RateLimiter(redis, keys)
+    profile = apsis_profile_bucket(ACCOUNT, LIMITS, "ks", "44")
+    account = apsis_account_bucket(ACCOUNT, LIMITS)
+    await limiter.hold(account, 5.0)
+    before = await typed(redis.get(keys.limiter(account.name)))
+    with pytest.raises(WaitTooLongError) as refused:
+        await limiter.acquire_all([profile, account], max_wait_s=1.0)
+    assert refused.value.bucket == account
+    assert refused.value.wait_s > 1.0
+    assert await typed(redis.get(keys.limiter(account.name))) == before  # nothing reserved there
+    assert await typed(redis.get(keys.limiter(profile.name))) is not None  # taken, as one at a time

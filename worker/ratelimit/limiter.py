@@ -12,7 +12,8 @@ import os
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from redis.asyncio import Redis
@@ -25,9 +26,35 @@ from worker.ratelimit.state import BucketState, limiter_state, state_key
 
 
 class WaitTooLongError(Exception):
-    def __init__(self, name: str, wait_s: float) -> None:
-        self.name, self.wait_s = name, wait_s
+    def __init__(self, name: str, wait_s: float, bucket: Bucket | None = None) -> None:
+        self.name, self.wait_s, self.bucket = name, wait_s, bucket
         super().__init__(f"rate limit {name}: next slot in {wait_s:.1f} s")
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """One slot a request takes: in `bucket` itself, or (`share_of`, a participant `shop/lane`)
+    in that participant's share of the APSIS account `bucket` (`scripts.CHAIN`)."""
+
+    bucket: Bucket
+    share_of: str | None = None
+
+    @property
+    def name(self) -> str:
+        if self.share_of is None:
+            return self.bucket.name
+        return f"apsis-share:{self.bucket.name.split(':', 1)[1]}:{self.share_of}"
+
+
+def _stages(buckets: Sequence[Bucket]) -> list[Stage]:
+    """Each bucket's stage, an APSIS account's preceded by the running shop's share of it."""
+    who = lanes.participant()
+    out: list[Stage] = []
+    for bucket in buckets:
+        if bucket.kind == "apsis" and who is not None:
+            out.append(Stage(bucket, who))
+        out.append(Stage(bucket))
+    return out
 
 
 class RateLimiter:
@@ -43,11 +70,10 @@ class RateLimiter:
         self.keys = keys
         self.max_wait_s = max_wait_s
         self.jitter_s = jitter_s
-        self._acquire = redis.register_script(scripts.ACQUIRE)
+        self._chain = redis.register_script(scripts.CHAIN)
         self._raise = redis.register_script(scripts.RAISE)
         self._delay = redis.register_script(scripts.DELAY)
         self._lease = redis.register_script(scripts.LEASE)
-        self._share = redis.register_script(scripts.SHARE)
         self._semaphores: dict[str, asyncio.Semaphore] = {}
 
     @property
@@ -73,57 +99,70 @@ class RateLimiter:
     async def acquire_bucket(
         self, bucket: Bucket, cost: float = 1, *, max_wait_s: float | None = None
     ) -> float:
-        lanes.check(time.time())  # a shop that backs off sends nothing (worker/shop_backoff.py)
-        limit = budget.cap_wait(self.max_wait_s if max_wait_s is None else max_wait_s)
-        shared_wait = 0.0
-        if bucket.kind == "apsis" and (who := lanes.participant()) is not None:
-            shared_wait = await self._shop_share(bucket, who, cost, limit)
-        keys = [self.keys.limiter(bucket.name), self._shift_key(bucket)]
-        if bucket.listed:
-            keys.append(self.registry_key)
-        admitted, wait_us, shift_us = await self._acquire(
-            keys=keys,
-            args=[bucket.interval_us, _num(bucket.burst), _num(cost), round(limit * MICROS), bucket.name],
-        )
-        wait = int(wait_us) / MICROS
-        if not admitted:
-            raise WaitTooLongError(bucket.name, wait)
+        return await self.acquire_all([bucket], cost, max_wait_s=max_wait_s)
+
+    async def acquire_all(
+        self, buckets: Sequence[Bucket], cost: float = 1, *, max_wait_s: float | None = None
+    ) -> float:
+        """A slot in each of `buckets` in turn (inside a shop's job, an APSIS account bucket is
+        preceded by the shop's share of it, `scripts.CHAIN`), sleeping for each as it comes;
+        return the seconds waited. The slots that are free at once are taken in one round trip.
+        `WaitTooLongError` (its `bucket` the one refused) when a wait exceeds the limit."""
+        stages = _stages(buckets)
+        waited = 0.0
+        while stages:
+            lanes.check(time.time())  # a shop that backs off sends nothing (worker/shop_backoff.py)
+            limit = budget.cap_wait(self.max_wait_s if max_wait_s is None else max_wait_s)
+            done, admitted, wait, extra = await self.reserve(stages, cost, limit)
+            for stage in stages[: done - 1 if admitted else done]:
+                if stage.share_of is None:
+                    metrics.limiter_waited(stage.bucket.kind or "other", 0.0)
+            if not admitted:
+                refused = stages[done]
+                raise WaitTooLongError(refused.name, wait, bucket=refused.bucket)
+            waited += await self._wait_for(stages[done - 1], wait, extra, limit)
+            stages = stages[done:]
+        return waited
+
+    async def reserve(
+        self, stages: Sequence[Stage], cost: float, limit_s: float
+    ) -> tuple[int, bool, float, int]:
+        """One `scripts.CHAIN` call, no sleeping: how many stages it reserved, whether the last
+        one tried was admitted, that stage's wait (seconds) and its extra (shift or cap)."""
+        keys: list[str] = []
+        args: list[str | int] = [len(stages)]
+        for stage in stages:
+            bucket = stage.bucket
+            if stage.share_of is None:
+                keys += [self.keys.limiter(bucket.name), self._shift_key(bucket), self.registry_key]
+                args += ["g", bucket.interval_us, _num(bucket.burst), _num(cost)]
+                args += [round(limit_s * MICROS), bucket.name, int(bucket.listed), ""]
+            else:
+                client = bucket.name.split(":", 1)[1]
+                keys += [
+                    self.keys.limiter(stage.name),
+                    self.keys.limiter(f"apsis-share-use:{client}"),
+                    self.registry_key,
+                ]
+                args += ["s", _num(bucket.rate_per_s), stage.share_of, _num(SHARE_BURST), _num(cost)]
+                args += [round(limit_s * MICROS), _num(BULK_HEADROOM), stage.name]
+        done, admitted, wait_us, extra = await self._chain(keys=keys, args=args)
+        return int(done), bool(admitted), int(wait_us) / MICROS, int(extra)
+
+    async def _wait_for(self, stage: Stage, wait: float, extra: int, limit_s: float) -> float:
+        """Sleep until the slot of `stage`, reserved with `wait`, comes; the seconds waited."""
+        if stage.share_of is not None:
+            if wait > 0:
+                await asyncio.sleep(wait + random.uniform(0, self.jitter_s))
+                metrics.limiter_waited("apsis-share", wait)
+            return wait
         if wait > 0:
             # The jitter only ever delays: it spreads processes woken for adjacent slots.
             wait += random.uniform(0, self.jitter_s)
             await asyncio.sleep(wait)
-            if bucket.shiftable:
-                wait += await self._follow_shift(bucket, int(shift_us), limit)
-        metrics.limiter_waited(bucket.kind or "other", wait)
-        return wait + shared_wait
-
-    async def _shop_share(self, account: Bucket, who: str, cost: float, limit_s: float) -> float:
-        """Wait for a slot in this shop's (and lane's) share of an APSIS account bucket; see
-        `scripts.SHARE`. Returns the seconds waited; `WaitTooLongError` past `limit_s`."""
-        client = account.name.split(":", 1)[1]
-        name = f"apsis-share:{client}:{who}"
-        admitted, wait_us, _cap, _n = await self._share(
-            keys=[
-                self.keys.limiter(name),
-                self.keys.limiter(f"apsis-share-use:{client}"),
-                self.registry_key,
-            ],
-            args=[
-                _num(account.rate_per_s),
-                who,
-                _num(SHARE_BURST),
-                _num(cost),
-                round(limit_s * MICROS),
-                _num(BULK_HEADROOM),
-                name,
-            ],
-        )
-        wait = int(wait_us) / MICROS
-        if not admitted:
-            raise WaitTooLongError(name, wait)
-        if wait > 0:
-            await asyncio.sleep(wait + random.uniform(0, self.jitter_s))
-            metrics.limiter_waited("apsis-share", wait)
+            if stage.bucket.shiftable:
+                wait += await self._follow_shift(stage.bucket, extra, limit_s)
+        metrics.limiter_waited(stage.bucket.kind or "other", wait)
         return wait
 
     async def _follow_shift(self, bucket: Bucket, seen_us: int, limit_s: float) -> float:
