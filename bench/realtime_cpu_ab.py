@@ -32,7 +32,12 @@ def one(tree: Path) -> dict[str, Any]:
         [sys.executable, "-c", RUN], cwd=tree, capture_output=True, text=True, check=True, timeout=600
     )
     result: dict[str, Any] = orjson.loads(done.stdout.strip().splitlines()[-1])
-    return {k: result[k] for k in KEYS}
+    out = {k: result[k] for k in KEYS}
+    # Present in results of trees from 2026-12-07 on: the round trips behind the CPU, and the
+    # host's steal in that run (a noisy neighbour slows one side of a pair).
+    out["redis_commands_per_webhook"] = (result.get("redis_commands_per_webhook") or {}).get("total")
+    out["machine_steal_share"] = result.get("machine_steal_share")
+    return out
 
 
 def main(argv: list[str]) -> int:
@@ -52,7 +57,8 @@ def main(argv: list[str]) -> int:
         runs.append({"pair": n, "before": a, "after": b, "ratio": round(ratio, 3)})
         print(
             f"pair {n}: worker CPU {a['worker_cpu_ms_per_webhook']} -> {b['worker_cpu_ms_per_webhook']}"
-            f" ms/webhook ({ratio:.2f}x)",
+            f" ms/webhook ({ratio:.2f}x); Redis commands {a['redis_commands_per_webhook']} ->"
+            f" {b['redis_commands_per_webhook']}; steal {a['machine_steal_share']}, {b['machine_steal_share']}",
             flush=True,
         )
     summary = {
