@@ -65,6 +65,11 @@ class Keys:
         """The id of the customer's one scheduled "apply customer" job (worker/coalesce.py)."""
         return f"{self.prefix}:apply:{shop}:{customer_id}"
 
+    def customer_burst(self, shop: str, customer_id: str | int) -> str:
+        """Set while a customer's updates arrive behind a backlog: its next one merges
+        (worker/coalesce.py); it lapses after about the backlog's wait."""
+        return f"{self.prefix}:burst:{shop}:{customer_id}"
+
     def shop_customers(self, shop: str) -> str:
         """Set of customer ids with state, so a shop's state can be removed without KEYS."""
         return f"{self.prefix}:customers:{shop}"

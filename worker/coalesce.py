@@ -49,6 +49,7 @@ from core.jobs import JOB_TTL_MS, job_bytes, now_ms
 from mappings.installation import Shop
 from worker.context import WorkerContext
 from worker.customer_store import LOCK_TTL_MS, PENDING_TTL_S, Locked, locked_from, new_token
+from worker.ratelimit import apsis_account_bucket
 from worker.realtime_lag import BEHIND_S
 from worker.sync import Applied, apply_pending
 
@@ -67,29 +68,50 @@ HANDOVER_DEFER_S = 1.0
 # Apply jobs one worker process runs at once: enough to keep APSIS's 100 requests/s busy (each
 # apply is one to a few requests, paced by the shared limiter) without a long wait at the limiter.
 APPLY_MAX_JOBS = 32
+# A webhook behind only by its own wait defers anyway when its shop's APSIS account has more than
+# this reserved ahead: applied now, it would hold a real-time job slot waiting at the limiter
+# (the p99 goal is 500 ms).
+APSIS_QUEUED_S = 0.5
 
 End = Literal["done", "more", "other", "handed"]
 
 # Deposit an update; decide whether the caller applies it now or the customer's apply job will.
 # KEYS: pending hash, marker, apply queue, then (webhook jobs) the customer's lock, state and
-# staged writes and the uninstalled set. ARGV: update id, update JSON, pending ttl (s), lag (ms),
-# new job id, new job bytes, now (ms), job ttl (ms), arq job key prefix, BEHIND_S and DEFER_CAP_S
-# (ms), then the lock's token and ttl (ms) and the shop. Behind means this update waited over
-# BEHIND_S, or the oldest due apply job did (APSIS is behind: an update applied now would only
-# wait at the rate limit, holding a real-time job slot). Returns 'uninstalled' (nothing
-# deposited), {} (apply now), {'locked', pending, state, staged} (apply now: the lock is taken
-# and read as `CustomerStore.lock_and_read` does, one round trip less) or {job id, 1 if this
-# call scheduled it else 0}.
+# staged writes, the uninstalled set, the customer's burst mark and the shop's APSIS account
+# bucket. ARGV: update id, update JSON, pending ttl (s), lag (ms), new job id, new job bytes,
+# now (ms), job ttl (ms), arq job key prefix, BEHIND_S and DEFER_CAP_S (ms), then the lock's
+# token and ttl (ms), the shop and APSIS_QUEUED_S (us).
+# Behind means this update waited over BEHIND_S, or the oldest due apply job did (APSIS is
+# behind: an update applied now would only wait at the rate limit, holding a real-time job
+# slot). A webhook behind by its own wait only (the real-time queue, not the applies) still
+# applies now unless merging can pay: the customer had an update deposited within the lag (its
+# burst mark: later ones are likely queued too) or its shop's APSIS account has more than
+# APSIS_QUEUED_S of requests reserved ahead (an apply would wait there holding a real-time slot).
+# Deferring a lone update costs a second job and its lag again; when the backlog is the pool's
+# CPU (many shops, distinct customers) that made each webhook dearer exactly when the pool was
+# short of CPU, and the backlog grew instead of draining (docs/PERFORMANCE.md, "Many shops").
+# Returns 'uninstalled' (nothing
 _DEPOSIT = """
 if #KEYS > 3 and redis.call('SISMEMBER', KEYS[7], ARGV[14]) == 1 then return 'uninstalled' end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 local current = redis.call('GET', KEYS[2])
 if current and redis.call('EXISTS', ARGV[9] .. current) == 1 then return {current, 0} end
-local now, lag = tonumber(ARGV[7]), tonumber(ARGV[4])
+local now, lag, behind = tonumber(ARGV[7]), tonumber(ARGV[4]), tonumber(ARGV[10])
+local applies = 0
 local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
-if oldest[2] and now - tonumber(oldest[2]) > lag then lag = now - tonumber(oldest[2]) end
-if lag <= tonumber(ARGV[10]) then
+if oldest[2] then applies = now - tonumber(oldest[2]) end
+local apply_now = lag <= behind and applies <= behind
+if not apply_now and applies <= behind and #KEYS > 7 and redis.call('EXISTS', KEYS[8]) == 0 then
+  local t = redis.call('TIME')
+  local reserved = tonumber(redis.call('GET', KEYS[9]) or '0') - (tonumber(t[1]) * 1000000 + tonumber(t[2]))
+  if reserved <= tonumber(ARGV[15]) then
+    redis.call('SET', KEYS[8], '1', 'PX', math.floor(math.min(lag, tonumber(ARGV[11]))))
+    apply_now = true
+  end
+end
+if applies > lag then lag = applies end
+if apply_now then
   if current then redis.call('DEL', KEYS[2]) end
   if #KEYS > 3 and redis.call('SET', KEYS[4], ARGV[12], 'NX', 'PX', ARGV[13]) then
     return {'locked', redis.call('HGETALL', KEYS[1]), redis.call('GET', KEYS[5]), redis.call('GET', KEYS[6])}
@@ -164,12 +186,19 @@ async def deposit(
 
 
 async def deposit_webhook(
-    app: WorkerContext, shop: str, customer_id: int, update_id: str, update: dict[str, Any], lag_s: float
+    app: WorkerContext,
+    shop: Shop,
+    customer_id: int,
+    update_id: str,
+    update: dict[str, Any],
+    lag_s: float,
 ) -> Deposited:
     """`deposit` for a webhook job, in the same round trip: nothing when the shop is uninstalled,
-    and when it applies now, the customer's lock taken and read (else `submit` takes it)."""
+    and when it applies now, the customer's lock taken and read (else `submit` takes it). Behind
+    by its own wait only, it applies now unless merging can pay (see `_DEPOSIT`)."""
     token = new_token()
-    reply = await _deposit(app, shop, customer_id, update_id, update, lag_s, token)
+    bucket = apsis_account_bucket(shop.apsis, shop.limits).name
+    reply = await _deposit(app, shop.domain, customer_id, update_id, update, lag_s, token, bucket)
     if reply == b"uninstalled":
         return Deposited(uninstalled=True)
     if not reply:
@@ -187,6 +216,7 @@ async def _deposit(
     update: dict[str, Any],
     lag_s: float,
     token: str | None,
+    apsis_bucket: str | None = None,
 ) -> Any:
     job_id, job = _new_job(shop, customer_id)
     keys = [
@@ -210,7 +240,8 @@ async def _deposit(
     if token is not None:
         lock, _pending, state, staged = app.customers.lock_keys(shop, customer_id)
         keys += [lock, state, staged, app.keys.uninstalled]
-        args += [token, LOCK_TTL_MS, shop]
+        keys += [app.keys.customer_burst(shop, customer_id), app.keys.limiter(apsis_bucket or "")]
+        args += [token, LOCK_TTL_MS, shop, int(APSIS_QUEUED_S * 1_000_000)]
     return await app.redis.register_script(_DEPOSIT)(keys=keys, args=args)
 
 

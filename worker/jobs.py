@@ -95,9 +95,7 @@ async def _sync_topic(app: WorkerContext, shop: Shop, delivery: Delivery) -> dic
     # A job arq runs again (its worker was killed, or it asked for a Retry) waited for that, not
     # behind a backlog: its own wait does not count (a backlog of applies still does).
     lag_s = time.time() - delivery.received_at if JOB_TRY.get() == 1 else 0.0
-    deposited = await coalesce.deposit_webhook(
-        app, shop.domain, customer_id, update_id, update.to_dict(), lag_s
-    )
+    deposited = await coalesce.deposit_webhook(app, shop, customer_id, update_id, update.to_dict(), lag_s)
     if deposited.uninstalled:
         log.info("skipped_uninstalled_shop")
         return _skipped_uninstalled()

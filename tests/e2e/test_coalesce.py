@@ -19,6 +19,7 @@ from shopsync import jobview
 from tests.e2e.harness import DOMAIN, SECTION_MAIN, Pipeline, pipeline
 from tests.e2e.test_realtime_failures import _undeprecate
 from worker import apsis_client, coalesce, deadletters, jobs, realtime_lag, runtime
+from worker.ratelimit import apsis_account_bucket
 from worker.retry import RetryPolicy
 from worker.sync import Applied, apply_pending
 
@@ -70,6 +71,19 @@ def delivery(p: Pipeline, cid: int, webhook_id: str, *, waited_s: float) -> dict
     ).to_arg()
 
 
+async def in_a_burst(p: Pipeline, cid: int, waited_s: float = 5.0) -> None:
+    """The customer's first update behind a backlog: applied at once (nothing to merge it with
+    yet), it marks the customer bursting, so the updates the test sends next (within `waited_s`)
+    are deposited for one apply job, as a customer edited again and again behind a backlog is.
+    Then the customer changes again, so the test's next delivery has something to write."""
+    result = await jobs.sync_customer(ctx(p), delivery(p, cid, "w-burst", waited_s=waited_s))
+    assert result == {"outcome": "written"}
+    assert await p.redis.exists(p.keys.customer_burst(DOMAIN, cid))
+    customer = p.store.customer(cid)
+    assert customer is not None
+    await p.store.update_customer(cid, first_name=f"{customer.first_name} again")
+
+
 async def test_a_queued_backlog_becomes_about_one_apply_per_customer(redis_url: str, keys: Keys) -> None:
     async with pipeline(redis_url, keys, customers=3, workers=()) as p:
         ids = [
@@ -99,7 +113,12 @@ async def test_a_queued_backlog_becomes_about_one_apply_per_customer(redis_url: 
         for cid in ids:
             per_section = {s: n for (key, s), n in patches.items() if key == str(cid)}
             assert per_section and all(n <= 2 for n in per_section.values()), (cid, per_section)
-        assert await metric(p, 'shopsync_customers_total{outcome="deferred",source="webhook"}') == queued
+        # Each customer's first update applies at once (nothing queued yet to merge it with) and
+        # marks it bursting; its later ones are deposited for one apply job.
+        deferred = await metric(p, 'shopsync_customers_total{outcome="deferred",source="webhook"}')
+        written = await metric(p, 'shopsync_customers_total{outcome="written",source="webhook"}')
+        assert deferred + written == queued
+        assert deferred >= queued - len(ids)
         assert await metric(p, 'shopsync_apply_jobs_total{end="done"}') <= 2 * len(ids)
         assert await metric(p, "shopsync_coalesced_applies_total") >= len(ids)
         for cid in ids:
@@ -111,6 +130,7 @@ async def test_a_queued_backlog_becomes_about_one_apply_per_customer(redis_url: 
 async def test_a_retried_deposit_schedules_one_apply_and_is_applied(redis_url: str, keys: Keys) -> None:
     async with pipeline(redis_url, keys, customers=3, workers=()) as p:
         cid = await changed_customer(p, "Retried")
+        await in_a_burst(p, cid)
         arg = delivery(p, cid, "w-1", waited_s=5.0)
         # The job deposits, then its worker dies before arq records the end: arq runs it again.
         first = await jobs.sync_customer(ctx(p), arg)
@@ -127,6 +147,7 @@ async def test_a_retried_deposit_schedules_one_apply_and_is_applied(redis_url: s
 async def test_a_marker_whose_job_is_gone_strands_nothing(redis_url: str, keys: Keys) -> None:
     async with pipeline(redis_url, keys, customers=3, workers=()) as p:
         cid = await changed_customer(p, "Orphan")
+        await in_a_burst(p, cid)
         first = await jobs.sync_customer(ctx(p), delivery(p, cid, "w-1", waited_s=5.0))
         # The apply job ends without clearing the marker (a dead letter, an expired job).
         lost = first["apply_job"]
@@ -147,6 +168,7 @@ async def test_a_deposit_while_the_apply_job_runs_is_applied(
 ) -> None:
     async with pipeline(redis_url, keys, customers=3, workers=()) as p:
         cid = await changed_customer(p, "First")
+        await in_a_burst(p, cid)
         first = await jobs.sync_customer(ctx(p), delivery(p, cid, "w-1", waited_s=5.0))
         late: list[dict[str, Any]] = []
         real = apply_pending
@@ -179,6 +201,7 @@ async def test_an_apply_job_that_fails_mid_apply_is_retried_with_its_updates(
     monkeypatch.setattr(apsis_client, "RetryPolicy", lambda: fast)
     async with pipeline(redis_url, keys, customers=3, workers=()) as p:
         cid = await changed_customer(p, "Outage")
+        await in_a_burst(p, cid)
         first = await jobs.sync_customer(ctx(p), delivery(p, cid, "w-1", waited_s=5.0))
         p.account.faults.start_outage(time.time())  # until the apply job has failed once
         await p.start_workers(("realtime",))
@@ -198,6 +221,7 @@ async def test_an_apply_job_that_fails_mid_apply_is_retried_with_its_updates(
 async def test_an_apply_job_cut_off_mid_apply_runs_again(redis_url: str, keys: Keys) -> None:
     async with pipeline(redis_url, keys, customers=3, workers=()) as p:
         cid = await changed_customer(p, "Killed")
+        await in_a_burst(p, cid, waited_s=1.5)
         job = (await jobs.sync_customer(ctx(p), delivery(p, cid, "w-1", waited_s=1.5)))["apply_job"]
         p.account.faults.set_latency(3.0)  # the apply is still sending when its worker dies
         await p.start_workers(("realtime",))
@@ -227,6 +251,7 @@ async def test_an_apply_job_that_cannot_get_the_lock_hands_over(
     monkeypatch.setattr(coalesce, "HANDOVER_DEFER_S", 0.2)
     async with pipeline(redis_url, keys, customers=3, workers=()) as p:
         cid = await changed_customer(p, "Handed")
+        await in_a_burst(p, cid, waited_s=1.5)
         first = await jobs.sync_customer(ctx(p), delivery(p, cid, "w-1", waited_s=1.5))
         # A worker that died holding the customer's lock: it lapses in 3 s.
         await p.redis.set(keys.customer_lock(DOMAIN, cid), "dead-worker", px=3000)
@@ -242,6 +267,7 @@ async def test_an_apply_job_that_cannot_get_the_lock_hands_over(
 async def test_an_apply_job_is_listed_kept_as_a_dead_letter_and_replayed(redis_url: str, keys: Keys) -> None:
     async with pipeline(redis_url, keys, customers=3, workers=()) as p:
         cid = await changed_customer(p, "Listed")
+        await in_a_burst(p, cid, waited_s=2.0)
         first = await jobs.sync_customer(ctx(p), delivery(p, cid, "w-1", waited_s=2.0))
         listed = await jobview.queued_jobs(p.redis, keys)
         assert [(j["job_id"], j["function"], j["shop"], j["customer_id"]) for j in listed] == [
@@ -317,10 +343,13 @@ async def test_a_job_run_again_after_its_worker_died_is_not_taken_for_a_backlog(
         assert result == {"outcome": "written"}
         assert await apply_jobs(p) == []
         assert p.mismatches([cid]) == []
-        # A first run that waited as long is behind: deposited for the customer's apply job.
+        # A first run that waited as long is behind: the customer's next update merges with it.
         await p.store.update_customer(cid, first_name="Queued")
         first = await jobs.sync_customer(ctx(p), delivery(p, cid, "w-2", waited_s=45.0))
-        assert first["outcome"] == "deferred"
+        assert first == {"outcome": "written"}  # nothing to merge it with yet
+        await p.store.update_customer(cid, first_name="Queued again")
+        second = await jobs.sync_customer(ctx(p), delivery(p, cid, "w-3", waited_s=45.0))
+        assert second["outcome"] == "deferred"
 
 
 async def test_a_webhooks_deposit_takes_the_lock_and_reads_in_the_same_round_trip(
@@ -330,20 +359,20 @@ async def test_a_webhooks_deposit_takes_the_lock_and_reads_in_the_same_round_tri
         cid = await changed_customer(p, "Locked")
         lock = keys.customer_lock(DOMAIN, cid)
         update = {"kind": "rest", "payload": {"id": cid}, "received_at": time.time()}
-        first = await coalesce.deposit_webhook(p.app, DOMAIN, cid, "u-1", update, 0.0)
+        first = await coalesce.deposit_webhook(p.app, p.shop, cid, "u-1", update, 0.0)
         assert first.locked is not None and first.scheduled is None and not first.uninstalled
         assert list(first.locked.entries) == ["u-1"]  # its own update, read with the lock
         assert first.locked.stored.state is None  # nothing synced yet
         assert (await p.redis.get(lock)).decode() == first.locked.token
         # The lock is held: the next deposit leaves the apply to `submit` (no lock, no job).
-        second = await coalesce.deposit_webhook(p.app, DOMAIN, cid, "u-2", update, 0.0)
+        second = await coalesce.deposit_webhook(p.app, p.shop, cid, "u-2", update, 0.0)
         assert second == coalesce.Deposited()
         assert sorted(await p.app.customers.pending(DOMAIN, cid)) == ["u-1", "u-2"]
         await p.app.customers.unlock(DOMAIN, cid, first.locked.token)
 
         # The shop uninstalled: nothing is deposited, nothing locked.
         await p.redis.sadd(keys.uninstalled, DOMAIN)  # type: ignore[misc]
-        gone = await coalesce.deposit_webhook(p.app, DOMAIN, cid, "u-3", update, 0.0)
+        gone = await coalesce.deposit_webhook(p.app, p.shop, cid, "u-3", update, 0.0)
         assert gone == coalesce.Deposited(uninstalled=True)
         assert sorted(await p.app.customers.pending(DOMAIN, cid)) == ["u-1", "u-2"]
         assert not await p.redis.exists(lock)
@@ -380,3 +409,41 @@ async def test_a_webhook_job_that_starts_late_tells_the_dispatcher(redis_url: st
         assert not await p.redis.exists(keys.realtime_behind)
         await jobs.sync_customer(ctx(p), delivery(p, cid, "w-2", waited_s=5.0))
         assert await p.redis.exists(keys.realtime_behind)
+
+
+async def test_a_lone_update_behind_a_backlog_applies_at_once(redis_url: str, keys: Keys) -> None:
+    """The real-time queue is behind (the pool's CPU: many shops, different customers), APSIS is
+    not: deferring would add a second job and the wait again to an update nothing can merge
+    with. Applied at once, it marks the customer for the lag, so its next update merges."""
+    async with pipeline(redis_url, keys, customers=3, workers=()) as p:
+        cid = await changed_customer(p, "Lone")
+        result = await jobs.sync_customer(ctx(p), delivery(p, cid, "w-1", waited_s=3.0))
+        assert result == {"outcome": "written"}
+        assert await apply_jobs(p) == []
+        assert p.mismatches([cid]) == []
+        ttl_ms = await p.redis.pttl(keys.customer_burst(DOMAIN, cid))
+        assert 2000 < ttl_ms <= 3000  # as long as the update waited
+        await p.store.update_customer(cid, first_name="Lone again")
+        second = await jobs.sync_customer(ctx(p), delivery(p, cid, "w-2", waited_s=3.0))
+        assert second["outcome"] == "deferred"
+        assert await apply_jobs(p) == [second["apply_job"]]
+
+
+async def test_behind_while_the_shops_apsis_account_is_booked_ahead_defers(
+    redis_url: str, keys: Keys
+) -> None:
+    """An update applied now would wait at the APSIS limiter holding a real-time job slot (one
+    shop's busy account would hold the slots every shop's webhooks need): deferred instead."""
+    async with pipeline(redis_url, keys, customers=3, workers=()) as p:
+        cid = await changed_customer(p, "Booked")
+        account = apsis_account_bucket(p.shop.apsis, p.shop.limits)
+        await p.app.limiter.hold(account, 2.0)  # two seconds of requests reserved ahead
+        result = await jobs.sync_customer(ctx(p), delivery(p, cid, "w-1", waited_s=3.0))
+        assert result["outcome"] == "deferred"
+        assert not await p.redis.exists(keys.customer_burst(DOMAIN, cid))
+        # Not behind at all: applied now whatever the account's schedule (the limiter paces it).
+        other = list(p.store.customer_ids())[1]
+        await p.store.update_customer(other, first_name="Booked now")
+        assert await jobs.sync_customer(ctx(p), delivery(p, other, "w-2", waited_s=0.0)) == {
+            "outcome": "written"
+        }
