@@ -17,7 +17,7 @@ def test_a_busy_process_counts_its_cores_and_the_machine_its_share() -> None:
     while time.process_time() < until:
         pass
     cores = meter.stop()
-    assert 0.2 <= meter.used["me"] < 0.5  # the CPU seconds it spent (and a little bookkeeping)
+    assert 0.15 <= meter.used["me"] < 0.5  # the CPU seconds it spent (the kernel counts in ticks)
     assert 0.0 < cores["me"] <= 1.2  # one thread: at most one core (some slack for rounding)
     assert cores["gone"] == 0.0
     assert 0.0 < cores["machine_busy_share"] <= 1.0
