@@ -12,6 +12,7 @@ from uuid import uuid4
 import pytest
 from arq.connections import ArqRedis, create_pool
 from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
+from arq.utils import timestamp_ms
 from arq.worker import func
 
 from core.jobs import deserialize, serialize
@@ -61,12 +62,12 @@ def _worker(pool: ArqRedis, queue: str, burst: bool = False) -> PickupWorker:
     )
 
 
-async def test_running_jobs_are_not_claimed_again(
+async def test_one_script_claims_what_may_start_and_nothing_else(
     pool: ArqRedis, queue: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     worker = _worker(pool, queue)
     prefix = uuid4().hex[:8]
-    names = ["here", "elsewhere", "new1", "new2", "finished"]
+    names = ["here", "elsewhere", "new1", "new2", "finished", "later", "gone"]
     ids = {name: f"{prefix}-{name}" for name in names}
     for name, job_id in ids.items():
         await pool.enqueue_job("record", name, _job_id=job_id, _queue_name=queue)
@@ -76,26 +77,42 @@ async def test_running_jobs_are_not_claimed_again(
     worker.tasks[ids["here"]] = running_here
     worker.tasks[ids["finished"]] = finished  # done: its job may be back in the queue
     await pool.set(in_progress_key_prefix + ids["elsewhere"], b"1", px=10_000)
-    queued = await pool.zrange(queue, 0, -1)
+    queued = await pool.zrange(queue, 0, -1)  # read by the poll; then two change under it:
+    await pool.zadd(queue, {ids["later"]: timestamp_ms() + 60_000})  # re-enqueued with a delay
+    await pool.zrem(queue, ids["gone"])  # finished and removed by another process
+    calls = 0
+    claim_script = worker.pool.register_script(pickup._CLAIM)
+
+    async def counted(**kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return await claim_script(**kwargs)
+
+    monkeypatch.setattr(worker, "_claim_script", counted)
     try:
-        picked = {job_id.decode() for job_id in await worker.claimable(queued)}
-        assert picked == {ids["new1"], ids["new2"], ids["finished"]}
-        # One id left: no pipeline, arq's own claim checks it.
-        assert await worker.claimable([ids["elsewhere"].encode()]) == [ids["elsewhere"].encode()]
-        assert await worker.claimable([ids["here"].encode()]) == []
-        # Two free slots (and chunks as small as that): asked two at a time until at least two
-        # are found free to claim.
+        claimed = dict(await worker.claim(queued))
+        assert set(claimed) == {ids["new1"], ids["new2"], ids["finished"]}
+        assert calls == 1  # one round trip for all of them
+        for job_id, score in claimed.items():
+            assert score == int(await pool.zscore(queue, job_id))  # arq's run_job gets the score
+            assert await pool.exists(in_progress_key_prefix + job_id)  # claimed: marked
+        for name in ("here", "later", "gone"):
+            assert not await pool.exists(in_progress_key_prefix + ids[name])
+        assert await worker.claim(queued) == []  # all marked now (here: running here)
+        # No more than the free slots, in queue order, asking `MIN_CHUNK` ids at a time.
+        await pool.delete(*(in_progress_key_prefix + ids[n] for n in ("new1", "new2", "finished")))
         monkeypatch.setattr(pickup, "MIN_CHUNK", 1)
+        calls = 0
         worker.job_counter = worker.max_jobs - 2
         order = [ids[n].encode() for n in ("elsewhere", "new1", "new2", "finished", "here")]
-        assert await worker.claimable(order) == [ids[n].encode() for n in ("new1", "new2", "finished")]
-        worker.job_counter = worker.max_jobs - 3
-        assert await worker.claimable(order[:4]) == [ids[n].encode() for n in ("new1", "new2", "finished")]
+        assert [job_id for job_id, _ in await worker.claim(order)] == [ids["new1"], ids["new2"]]
+        assert calls == 2  # chunks of two (the free slots): [elsewhere, new1], [new2, finished]
+        assert not await pool.exists(in_progress_key_prefix + ids["finished"])
         worker.job_counter = worker.max_jobs
-        assert await worker.claimable(order) == []
+        assert await worker.claim(order) == []
     finally:
         running_here.cancel()
-        await pool.delete(in_progress_key_prefix + ids["elsewhere"])
+        await pool.delete(*(in_progress_key_prefix + job_id for job_id in ids.values()))
         worker.tasks.clear()
         await worker.close()
 
