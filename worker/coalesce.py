@@ -90,7 +90,9 @@ End = Literal["done", "more", "other", "handed"]
 # Deferring a lone update costs a second job and its lag again; when the backlog is the pool's
 # CPU (many shops, distinct customers) that made each webhook dearer exactly when the pool was
 # short of CPU, and the backlog grew instead of draining (docs/PERFORMANCE.md, "Many shops").
-# Returns 'uninstalled' (nothing
+# Returns 'uninstalled' (nothing deposited), {} (apply now), {'locked', pending, state, staged}
+# (apply now: the lock is taken and read as `CustomerStore.lock_and_read` does, one round trip
+# less) or {job id, 1 if this call scheduled it else 0}.
 _DEPOSIT = """
 if #KEYS > 3 and redis.call('SISMEMBER', KEYS[7], ARGV[14]) == 1 then return 'uninstalled' end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
