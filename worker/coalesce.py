@@ -49,7 +49,6 @@ from core.jobs import JOB_TTL_MS, job_bytes, now_ms
 from mappings.installation import Shop
 from worker.context import WorkerContext
 from worker.customer_store import LOCK_TTL_MS, PENDING_TTL_S, Locked, locked_from, new_token
-from worker.ratelimit import apsis_account_bucket
 from worker.realtime_lag import BEHIND_S
 from worker.sync import Applied, apply_pending
 
@@ -199,7 +198,7 @@ async def deposit_webhook(
     and when it applies now, the customer's lock taken and read (else `submit` takes it). Behind
     by its own wait only, it applies now unless merging can pay (see `_DEPOSIT`)."""
     token = new_token()
-    bucket = apsis_account_bucket(shop.apsis, shop.limits).name
+    bucket = app.apsis(shop).account_bucket.name  # the bucket the apply's requests draw from
     reply = await _deposit(app, shop.domain, customer_id, update_id, update, lag_s, token, bucket)
     if reply == b"uninstalled":
         return Deposited(uninstalled=True)
