@@ -196,6 +196,12 @@ async def _traffic(
     await asyncio.gather(*tasks)
 
 
+async def _warm_up(http: aiohttp.ClientSession, url: str, others: list[Other]) -> None:
+    """A second of every shop's traffic, not measured, and its writes awaited."""
+    await _traffic(http, url, others, "warmup", 1.0)
+    await _wait_written(others, 30)
+
+
 async def _wait_written(others: list[Other], limit_s: float) -> None:
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
@@ -356,8 +362,7 @@ async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) 
             http = await stack.enter_async_context(
                 aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=300))
             )
-            await _traffic(http, url, others, "warmup", 1.0)  # every account's token fetched before measuring
-            await _wait_written(others, 30)
+            await _warm_up(http, url, others)  # every account's token fetched before measuring
             meter = CpuMeter(_roles(procs, redis_url))
             watched: dict[str, list[list[float]]] = {"without": [], "with": []}
             _say(f"phase without: {len(others)} shops x {RATE_PER_SHOP:g} webhooks/s for {phase_s:g} s")
@@ -384,8 +389,7 @@ async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) 
             # The others' connections idled through the alone phase (aiohttp closes a pooled
             # connection after 15 s): warm them as before the without phase, so both phases start
             # alike and a reconnect storm of 19 shops at once is not measured as A's doing.
-            await _traffic(http, url, others, "warmup", 1.0)
-            await _wait_written(others, 30)
+            await _warm_up(http, url, others)
             _say("phase with: A's full sync and the webhooks again")
             _freeze_heap()
             meter.start()
