@@ -243,7 +243,7 @@ async def _deposit(
         keys += [lock, state, staged, app.keys.uninstalled]
         keys += [app.keys.customer_burst(shop, customer_id), app.keys.limiter(apsis_bucket or "")]
         args += [token, LOCK_TTL_MS, shop, int(APSIS_QUEUED_S * 1_000_000)]
-    return await app.redis.register_script(_DEPOSIT)(keys=keys, args=args)
+    return await app.script(_DEPOSIT)(keys=keys, args=args)
 
 
 def _scheduled(reply: list[Any]) -> Scheduled:
@@ -257,7 +257,7 @@ async def finish(app: WorkerContext, shop: str, customer_id: int, job_id: str, *
     """done: nothing pending, marker cleared. more: deposits arrived, apply again. other: the
     marker is not this job's (a replayed dead letter, or handed over). handed: a new job goes on."""
     new_id, job = _new_job(shop, customer_id)
-    script = app.redis.register_script(_FINISH)
+    script = app.script(_FINISH)
     reply = await script(
         keys=[
             app.keys.customer_apply(shop, customer_id),

@@ -62,6 +62,7 @@ class WorkerContext:
     token_sources: dict[str, TokenSource] = field(default_factory=dict)
     observer: shop_backoff.ApiObserver = field(default_factory=shop_backoff.ApiObserver)
     dispatch_s: float = fair_dispatch.DISPATCH_S  # 0: this process does not dispatch batches
+    _scripts: dict[str, Any] = field(default_factory=dict)  # Lua source -> its registered script
     _token_session: aiohttp.ClientSession | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _retired: list[Any] = field(default_factory=list)  # clients of changed shops, closed later
@@ -76,6 +77,14 @@ class WorkerContext:
         self.limiter = RateLimiter(self.redis, self.keys)
         self.customers = CustomerStore(self.redis, self.keys)
         self.realtime_lag = RealtimeLag(self.redis, self.keys)
+
+    def script(self, source: str) -> Any:
+        """The registered script of `source`, made once per process: registering hashes the
+        source, which a hot path (a script per webhook) should not repeat."""
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self.redis.register_script(source)
+        return script
 
     def apsis(self, shop: Shop) -> ApsisClient:
         """The APSIS client of the shop's account (one per account and process)."""

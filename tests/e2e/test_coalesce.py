@@ -451,3 +451,23 @@ async def test_behind_while_the_shops_apsis_account_is_booked_ahead_defers(
         assert await jobs.sync_customer(ctx(p), delivery(p, other, "w-2", waited_s=0.0)) == {
             "outcome": "written"
         }
+
+
+async def test_the_deposit_script_is_registered_once_and_survives_a_script_flush(
+    redis_url: str, keys: Keys
+) -> None:
+    """Registered once a process (registering hashes the source, once a webhook otherwise); a
+    Redis that forgot its scripts (restarted, failed over) gets it loaded again on the next call."""
+    async with pipeline(redis_url, keys, customers=3, workers=()) as p:
+        assert p.app.script(coalesce._DEPOSIT) is p.app.script(coalesce._DEPOSIT)
+        first, second = list(p.store.customer_ids())[:2]
+        await p.store.update_customer(first, first_name="Once")
+        assert await jobs.sync_customer(ctx(p), delivery(p, first, "w-1", waited_s=0.0)) == {
+            "outcome": "written"
+        }
+        await p.redis.script_flush()
+        await p.store.update_customer(second, first_name="Flushed")
+        assert await jobs.sync_customer(ctx(p), delivery(p, second, "w-2", waited_s=0.0)) == {
+            "outcome": "written"
+        }
+        assert p.mismatches([first, second]) == []

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
 
 from core.redis_conn import typed
 from worker.context import WorkerContext
@@ -77,13 +76,13 @@ return 0
 
 async def claim(app: WorkerContext, key: str, section: str, fields: Sequence[str]) -> list[int]:
     """Mark the items' fields `sending` where unmarked; per field its status (`CLAIMED` ...)."""
-    status = await _script(app, _CLAIM)(keys=[key], args=[SENT_TTL_S, section, *fields])
+    status = await app.script(_CLAIM)(keys=[key], args=[SENT_TTL_S, section, *fields])
     return [int(s) for s in status]
 
 
 async def finish(app: WorkerContext, key: str, section: str, fields: Sequence[str]) -> None:
     """Collapse a section's item fields into its one summary field, once all are handled."""
-    await _script(app, _FINISH)(keys=[key], args=[SENT_TTL_S, section, *fields])
+    await app.script(_FINISH)(keys=[key], args=[SENT_TTL_S, section, *fields])
 
 
 async def all_done(app: WorkerContext, key: str, sections: Sequence[str]) -> bool:
@@ -106,11 +105,7 @@ async def lock_order(app: WorkerContext, key: str) -> str | None:
 
 
 async def unlock_order(app: WorkerContext, key: str, token: str) -> None:
-    await _script(app, _RELEASE)(keys=[f"{key}:lock"], args=[token])
-
-
-def _script(app: WorkerContext, source: str) -> Any:
-    return app.redis.register_script(source)  # EVALSHA, loading the script when Redis lacks it
+    await app.script(_RELEASE)(keys=[f"{key}:lock"], args=[token])
 
 
 async def forget_shop_orders(app: WorkerContext, domain: str) -> int:
