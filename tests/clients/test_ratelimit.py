@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 from collections.abc import Awaitable, Mapping
 from typing import cast
 
@@ -13,6 +14,7 @@ from redis.asyncio import Redis
 
 from core.keys import Keys
 from mappings.installation import Limits
+from sandbox.apsis.limits import SlidingWindow
 from tests.clients.conftest import REDIS_URL, make_account, make_shop
 from worker import metrics
 from worker.ratelimit import (
@@ -23,6 +25,7 @@ from worker.ratelimit import (
     apsis_profile_bucket,
     shopify_bucket,
 )
+from worker.ratelimit.limiter import Stage
 
 
 async def probe(limiter: RateLimiter, bucket: Bucket) -> float:
@@ -152,8 +155,26 @@ def test_buckets_follow_limits_with_the_safety_margin() -> None:
     # burst + one second of rate stays within the documented 100 in any second
     assert account.burst + account.rate_per_s <= 100
     profile = apsis_profile_bucket(make_account(), Limits(), "ks", "42")
-    assert profile.burst == 1 and profile.rate_per_s == pytest.approx(9.5)
+    # a new customer's writes back to back; burst + pace within 9 of the 10 in any second
+    assert profile.burst == 4 and profile.rate_per_s == pytest.approx(6)
+    assert profile.burst + math.ceil(profile.rate_per_s) - 1 <= 9
     assert not profile.listed
+
+
+async def test_a_profiles_writes_go_back_to_back_within_apsis_window(limiter: RateLimiter) -> None:
+    """A new customer's few writes go at once, and any run of a profile's requests stays within
+    APSIS's 10 a second per profile key, counted as the sandbox counts: a sliding window."""
+    profile = apsis_profile_bucket(make_account(), Limits(), "ks", "window")
+    sends: list[float] = []
+    for _ in range(40):
+        reserved, admitted, wait, _ = await limiter.reserve([Stage(profile)], 1, 60.0)
+        assert (reserved, admitted) == (1, True)
+        sec, micros = await limiter.redis.time()
+        sends.append(sec + micros / 1e6 + wait)
+    assert sends[3] - sends[0] < 0.05  # the first four back to back
+    assert sends[4] - sends[0] > 0.1  # then the pace
+    window = SlidingWindow(10, 1.0)
+    assert [window.hit("profile", at) for at in sends] == [0.0] * 40
 
 
 async def test_state_hash_holds_a_json_snapshot_for_status_readers(limiter: RateLimiter, keys: Keys) -> None:
