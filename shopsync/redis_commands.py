@@ -108,10 +108,10 @@ def render_status(report: dict[str, Any]) -> None:
                 )
     if report["limiters"]:
         limits = Table(title="Rate limiters")
-        limits.add_column("bucket")
-        limits.add_column("state")
+        for col in ("bucket", "level / burst", "rate", "wait", "last acquire"):
+            limits.add_column(col, justify="left" if col == "bucket" else "right")
         for name, value in sorted(report["limiters"].items()):
-            limits.add_row(name, orjson.dumps(value).decode() if not isinstance(value, str) else value)
+            limits.add_row(name, *_limiter_cells(value))
         console.print(limits)
     suppressed = {shop: n for shop, n in report.get("suppressed_profiles", {}).items() if n}
     for shop, n in sorted(suppressed.items()):
@@ -137,6 +137,21 @@ def render_status(report: dict[str, Any]) -> None:
         for f in report["recent_failures"][:10]:
             fails.add_row(ago(f.get("at")), f["job_id"], f["function"], str(f["try"]), f["error"][:80])
         console.print(fails)
+
+
+def _limiter_cells(value: Any) -> tuple[str, str, str, str]:
+    """A bucket's snapshot (worker/ratelimit/scripts.py) as an operator reads it: how full, its
+    pace, the wait at its last acquire and when that was."""
+    if not isinstance(value, dict):
+        return str(value), "", "", ""
+    rate = float(value.get("rate_per_s", 0))
+    pace = f"{rate:.0f}/s" if rate >= 1 else f"{rate * 60:.0f}/min"
+    return (
+        f"{float(value.get('level', 0)):.1f} / {float(value.get('burst', 0)):g}",
+        pace,
+        f"{float(value.get('wait_s', 0)):.2f}s",
+        ago(value.get("at")),
+    )
 
 
 def render_shops(shops: dict[str, Any]) -> None:
