@@ -8,6 +8,7 @@ Redis and turns a Redis that does not answer into a failure (without the URL's c
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -22,7 +23,9 @@ from core.keys import Keys
 from core.redis_conn import connect
 from core.settings import Settings
 
-console = Console()
+# Into a pipe or a file (`shopsync status | less`, `heroku run` logs) rich would wrap the tables at
+# 80 columns, crushing the per-shop lines: 160 there unless COLUMNS says otherwise.
+console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160)
 
 
 def fail(message: str, code: int = 1) -> int:

@@ -158,9 +158,12 @@ def render_shops(shops: dict[str, Any]) -> None:
     """One line per shop: backlog, rate-limit use, backoff and last error (core/shop_status.py)."""
     if not shops:
         return
-    table = Table(title="Shops")
+    # Every domain ends in .myshopify.com: the handle alone keeps the table readable at 80 columns.
+    suffix = ".myshopify.com"
+    handles = {name: name.removesuffix(suffix) for name in shops}
+    table = Table(title=f"Shops (*{suffix})")
+    table.add_column("shop", no_wrap=True, min_width=min(30, max(len(h) for h in handles.values())))
     for col in (
-        "shop",
         "weight",
         "real-time",
         "fs batches",
@@ -182,7 +185,7 @@ def render_shops(shops: dict[str, Any]) -> None:
         backoff = s.get("backoff") or {}
         error = s.get("last_error") or {}
         table.add_row(
-            name if s.get("in_installations") else f"{name} (removed: parked)",
+            handles[name] if s.get("in_installations") else f"{handles[name]} (removed: parked)",
             str(s.get("weight") or "-"),
             f"{b['realtime'] + b['apply']}{'+' if b['sampled'] else ''}",
             str(b["fullsync_batches_ready"]),
