@@ -78,6 +78,15 @@ _LOCK_AND_READ = """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
 return {redis.call('HGETALL', KEYS[2]), redis.call('GET', KEYS[3]), redis.call('GET', KEYS[4])}
 """
+# Deposit an update, then `_LOCK_AND_READ`: a full-sync customer's first two round trips in one.
+# KEYS: as `_LOCK_AND_READ`. ARGV: token, lock ttl (ms), update id, update JSON, pending ttl (s).
+_DEPOSIT_AND_LOCK = (
+    """
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+"""
+    + _LOCK_AND_READ
+)
 # KEYS: lock, staged writes. ARGV: token, encoded writes and state, ttl.
 _STAGE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -131,6 +140,7 @@ class CustomerStore:
         self.redis = redis
         self.keys = keys
         self._lock_and_read = redis.register_script(_LOCK_AND_READ)
+        self._deposit_and_lock = redis.register_script(_DEPOSIT_AND_LOCK)
         self._release = redis.register_script(_RELEASE)
         self._renew = redis.register_script(_RENEW)
         self._settle = redis.register_script(_SETTLE)
@@ -243,6 +253,18 @@ class CustomerStore:
         """`try_lock`, then `pending` and `load`, in one round trip; None when the lock is busy."""
         token = new_token()
         reply = await self._lock_and_read(keys=self.lock_keys(shop, customer_id), args=[token, LOCK_TTL_MS])
+        return locked_from(token, reply) if reply else None
+
+    async def deposit_and_lock(
+        self, shop: str, customer_id: int, update_id: str, update: dict[str, Any]
+    ) -> Locked | None:
+        """`deposit`, then `lock_and_read`, in one round trip; None when the lock is busy (the
+        update is deposited all the same, for the lock's holder or a later try)."""
+        token = new_token()
+        reply = await self._deposit_and_lock(
+            keys=self.lock_keys(shop, customer_id),
+            args=[token, LOCK_TTL_MS, update_id, orjson.dumps(update), PENDING_TTL_S],
+        )
         return locked_from(token, reply) if reply else None
 
     async def settle(

@@ -92,7 +92,9 @@ async def submit(
     customer_id = customer_of(update.normalized())  # a poison payload fails here, before Redis
     store = app.customers
     if not deposited:
-        await store.deposit(shop.domain, customer_id, update_id, update.to_dict())
+        # Deposit and take the lock in one round trip (None: busy; apply_pending tries again).
+        assert locked is None, "a lock comes only with the caller's own deposit"
+        locked = await store.deposit_and_lock(shop.domain, customer_id, update_id, update.to_dict())
     deadline = time.monotonic() + budget_s
     delay = 0.01
     while True:

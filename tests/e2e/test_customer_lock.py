@@ -75,3 +75,23 @@ async def test_lock_and_read_and_a_releasing_save_are_what_their_separate_calls_
         assert again is not None and again.stored.state == state and again.entries == {}
         other = await store.lock_and_read(shop, 7000000099997)  # a customer never seen
         assert other is not None and other.entries == {} and other.stored.state is None
+
+
+async def test_deposit_and_lock_is_a_deposit_then_lock_and_read(redis_url: str, keys: Keys) -> None:
+    """A full-sync customer's first round trip: its update deposited and, when the lock is free,
+    the lock taken and everything pending read with it; when busy, deposited all the same."""
+    async with pipeline(redis_url, keys, customers=2) as p:
+        store = p.app.customers
+        shop, cid = p.shop.domain, 7000000099996
+        first = {"kind": "rest", "payload": {"id": cid}, "received_at": 1.0}
+        await store.deposit(shop, cid, "u0", first)
+        second = {"kind": "rest", "payload": {"id": cid}, "received_at": 2.0}
+        locked = await store.deposit_and_lock(shop, cid, "u1", second)
+        assert locked is not None
+        assert locked.entries == {"u0": first, "u1": second} == await store.pending(shop, cid)
+        assert locked.stored == await store.load(shop, cid)
+        assert await p.redis.pttl(keys.customer_lock(shop, cid)) > 0
+        assert await p.redis.ttl(store.pending_key(shop, cid)) > customer_store.PENDING_TTL_S - 60
+        third = {"kind": "rest", "payload": {"id": cid}, "received_at": 3.0}
+        assert await store.deposit_and_lock(shop, cid, "u2", third) is None  # held: not read
+        assert await store.is_pending(shop, cid, "u2")  # but deposited for the holder
