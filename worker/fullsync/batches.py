@@ -21,7 +21,7 @@ import structlog
 
 from core import fullsync_control as control
 from core.fullsync_control import RUNNING, SyncKeys
-from core.redis_conn import command, typed
+from core.redis_conn import typed
 from mappings.installation import Shop
 from worker import lanes
 from worker.context import WorkerContext
@@ -214,16 +214,9 @@ class _BatchRunner:
 
     async def record(self, cid: str, outcome: str, error: str | None = None) -> None:
         """The outcome and the record's counters together: a redone batch counts nobody twice."""
-        await command(self.app.redis)(
-            "EVAL",
-            _RECORD,
-            2,
-            self.keys.outcomes(self.batch),
-            self.keys.record,
-            cid,
-            outcome,
-            _COUNTER.get(outcome, "synced"),
-            control.DATA_TTL_S,
+        await self.app.script(_RECORD)(
+            keys=[self.keys.outcomes(self.batch), self.keys.record],
+            args=[cid, outcome, _COUNTER.get(outcome, "synced"), control.DATA_TTL_S],
         )
         self.recorded[cid] = outcome
         self.app.metrics.inc("shopsync_customers_total", {"source": self.source, "outcome": outcome})
