@@ -84,6 +84,9 @@ class Limits:
     shopify_concurrency: int = 8
     apsis_requests_per_s: float = 100.0
     apsis_profile_requests_per_s: float = 10.0
+    # Of those, how many one profile may send back to back (worker/ratelimit/buckets.py): 1 if
+    # APSIS answers 429 "rate limit exceeded for <profile key>" to a new customer's writes.
+    apsis_profile_burst: int = 4
     apsis_concurrency: int = 32
     safety: float = 0.95  # share of each documented limit we allow ourselves
 

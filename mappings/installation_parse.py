@@ -293,9 +293,17 @@ def _parse_limits(ctx: ParseContext, raw: Any, key: str) -> Limits:
         apsis_profile_requests_per_s=ctx.number(
             table, key, "apsis_profile_requests_per_s", d.apsis_profile_requests_per_s
         ),
+        apsis_profile_burst=_whole(ctx, table, key, "apsis_profile_burst", d.apsis_profile_burst),
         apsis_concurrency=int(ctx.number(table, key, "apsis_concurrency", d.apsis_concurrency)),
         safety=safety,
     )
+
+
+def _whole(ctx: ParseContext, table: Mapping[str, Any], key: str, name: str, default: int) -> int:
+    value = ctx.number(table, key, name, default)
+    if value != int(value):
+        raise ctx.fail(join_key(key, name), f"must be a whole number, not {value:g}")
+    return int(value)
 
 
 def _parse_orders(ctx: ParseContext, raw: Any, key: str) -> OrderSettings:

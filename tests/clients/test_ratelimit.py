@@ -158,6 +158,9 @@ def test_buckets_follow_limits_with_the_safety_margin() -> None:
     # a new customer's writes back to back; burst + pace within 9 of the 10 in any second
     assert profile.burst == 4 and profile.rate_per_s == pytest.approx(6)
     assert profile.burst + math.ceil(profile.rate_per_s) - 1 <= 9
+    # `apsis_profile_burst = 1`: strictly spaced, never two within 100 ms
+    strict = apsis_profile_bucket(make_account(), Limits(apsis_profile_burst=1), "ks", "42")
+    assert strict.burst == 1 and strict.interval_us >= 100_000
     assert not profile.listed
 
 

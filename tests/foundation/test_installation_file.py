@@ -109,6 +109,13 @@ CASES: list[tuple[str, dict[str, Any], dict[str, str], str, str]] = [
         "number",
     ),
     (
+        "profile burst",
+        _mutate(["shop", 0, "limits"], {"apsis_profile_burst": 2.5}),
+        {},
+        "apsis_profile_burst",
+        "whole number",
+    ),
+    (
         "orders topic",
         _mutate(["shop", 0, "orders"], {"event_topic": "orders/fulfilled"}),
         {},

@@ -61,14 +61,17 @@ def apsis_profile_bucket(account: ApsisAccount, limits: Limits, keyspace: str, p
     (a new customer's attribute PATCH and a consent per topic, an order's event beside them),
     seldom a long stream (a customer's queued updates merge, worker/coalesce.py).
 
-    APSIS counts a profile's requests in a one-second window (10 in the reference; the sandbox
-    a sliding window). A GCRA of rate r and burst b admits at most b + ceil(r) - 1 in any
-    window shorter than a second, so the budget less the safety margin (9 of 10) is split: a
-    burst of 4 and 6 a second. With burst 1 at 9.5 a second each request after a profile's first
-    waited 105 ms: a new customer's attributes reached APSIS 105-210 ms after its webhook
-    (`python -m reliability pipeline-burst`, docs/RELIABILITY.md)."""
+    The reference allows "consecutive operations using the same profile key - up to 10 requests
+    per second" (https://developer.apsis.com/reference/limits); we read it as a count per second
+    (the sandbox: a sliding one-second window). A GCRA of rate r and burst b admits at most
+    b + ceil(r) - 1 in any window shorter than a second, so the budget less the safety margin (9
+    of 10) is split: `apsis_profile_burst` (default 4) back to back, the rest as the pace (6 a
+    second). With a burst of 1 at 9.5 a second each request after a profile's first waited 105
+    ms: a new customer's attributes reached APSIS 105-210 ms after its webhook (`python -m
+    reliability pipeline-burst`, docs/RELIABILITY.md). Should APSIS space a key's requests
+    strictly instead, `apsis_profile_burst = 1` in `[shop.limits]` is that shape."""
     per_window = max(1, math.floor(limits.apsis_profile_requests_per_s * limits.safety))
-    burst = max(1, round(per_window * PROFILE_BURST_SHARE))
+    burst = max(1, min(limits.apsis_profile_burst, per_window))
     return Bucket(
         f"apsis-profile:{account.client_id}:{keyspace}:{profile_key}",
         per_window - burst + 1,
@@ -76,9 +79,6 @@ def apsis_profile_bucket(account: ApsisAccount, limits: Limits, keyspace: str, p
         kind="apsis-profile",
         listed=False,  # one per customer: too many to list
     )
-
-
-PROFILE_BURST_SHARE = 0.45  # of a profile's per-second budget sent back to back (4 of 9)
 
 
 def apsis_address_bucket(account: ApsisAccount, limits: Limits, channel: str, address: str) -> Bucket:
