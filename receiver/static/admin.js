@@ -75,8 +75,18 @@ function renderSyncs(syncs, now) {
                   "aria-valuenow": pct.toFixed(1) }, fill),
       el("div", { class: "counts" },
         `${seen} / ${Number.isFinite(total) ? total : "?"} (${pct.toFixed(1)}%) · synced ${s.synced || 0}` +
-        ` · unchanged ${s.unchanged || 0} · skipped ${s.skipped || 0} · failed ${s.failed || 0}`));
+        ` · unchanged ${s.unchanged || 0} · skipped ${s.skipped || 0} · failed ${s.failed || 0}`),
+      ...importPhase(s.import_phase));
   }));
+}
+
+// A full sync through APSIS profile imports: where its files are (worker/fullsync/imports.py).
+function importPhase(p) {
+  if (!p) return [];
+  return [el("div", { class: "counts import-phase" },
+    `import: files ${p.files_built} built, ${p.files_uploaded} uploaded, ${p.files_processing} processing,` +
+    ` ${p.files_completed} completed, ${p.files_failed} failed${p.verified ? " (verified)" : ""}` +
+    ` · rows ${p.rows} imported, ${p.rows_resent} re-sent, ${p.rows_refused} refused`)];
 }
 
 function renderFailures(failures, now) {
@@ -88,12 +98,58 @@ function renderFailures(failures, now) {
     el("td", { class: "error", title: f.error || "" }, f.error || ""))));
 }
 
-function renderLimiters(limiters) {
+function pace(rate) {
+  return rate >= 1 ? `${rate.toFixed(0)}/s` : `${(rate * 60).toFixed(0)}/min`;
+}
+
+// A bucket's snapshot at its last acquire (worker/ratelimit/scripts.py): how full, its pace, the
+// wait that acquire had and when it was; as `shopsync status` prints it.
+function renderLimiters(limiters, now) {
   fillBody("limiters", Object.keys(limiters).sort().map((name) => {
-    const value = limiters[name];
-    return el("tr", {}, el("td", {}, name),
-      el("td", {}, typeof value === "string" ? value : JSON.stringify(value)));
+    const v = limiters[name];
+    if (typeof v !== "object" || v === null) return el("tr", {}, el("td", {}, name), el("td", {}, String(v)));
+    return el("tr", { "data-bucket": name }, el("td", {}, name),
+      el("td", { class: "num" }, `${Number(v.level || 0).toFixed(1)} / ${Number(v.burst || 0)}`),
+      el("td", { class: "num" }, pace(Number(v.rate_per_s || 0))),
+      el("td", { class: "num" }, `${Number(v.wait_s || 0).toFixed(2)}s`),
+      el("td", { class: "num" }, ago(v.at, now)));
   }));
+}
+
+// One row per shop (core/shop_status.py): backlog, rate-limit use, backoff and last error.
+function renderShops(shops, now) {
+  fillBody("shops", Object.keys(shops).sort().map((name) => {
+    const s = shops[name];
+    const b = s.backlog || {};
+    const limits = Object.keys(s.rate_limits || {}).sort()
+      .filter((bucket) => typeof s.rate_limits[bucket] === "object")
+      .map((bucket) => {
+        const v = s.rate_limits[bucket];
+        return `${bucket.split(":")[0]} ${Number(v.level || 0).toFixed(0)}/${Number(v.burst || 0)} @${pace(Number(v.rate_per_s || 0))}`;
+      }).join(", ");
+    const backoff = s.backoff && s.backoff.active
+      ? `${Math.max(0, Number(s.backoff.until) - now).toFixed(0)}s more: ${s.backoff.reason || ""}` : "-";
+    const e = s.last_error;
+    const error = e ? `${ago(e.at, now)}: ${e.api || e.job || ""} ${e.status || e.error || ""}` : "-";
+    return el("tr", { "data-shop": name },
+      el("td", {}, s.in_installations === false ? `${name} (removed: parked)` : name),
+      el("td", { class: "num" }, s.weight || "-"),
+      el("td", { class: "num" }, `${(b.realtime || 0) + (b.apply || 0)}${b.sampled ? "+" : ""}`),
+      el("td", { class: "num" }, b.fullsync_batches_ready ?? 0),
+      el("td", { class: "num" }, b.fullsync_customers_left ?? "-"),
+      el("td", { class: "num" }, b.held ?? 0),
+      el("td", {}, limits || "-"),
+      el("td", { class: s.backoff && s.backoff.active ? "bad" : "" }, backoff),
+      el("td", e ? { class: "error", title: error } : {}, error));
+  }));
+}
+
+// A shop whose app needs approval again: its jobs wait until someone approves it.
+function renderNeedsApproval(needs) {
+  const box = document.getElementById("needs-approval");
+  box.replaceChildren(...Object.keys(needs).sort().map((shop) => el("p", { class: "alert", "data-shop": shop },
+    `${shop}: needs approval (${needs[shop]}): its jobs wait; approve the app again `,
+    el("a", { href: `/auth/install?shop=${encodeURIComponent(shop)}` }, "(connect)"))));
 }
 
 function render(report) {
@@ -105,7 +161,9 @@ function render(report) {
   renderThroughput(report);
   renderSyncs(report.full_syncs, now);
   renderFailures(report.recent_failures, now);
-  renderLimiters(report.limiters || {});
+  renderLimiters(report.limiters || {}, now);
+  renderShops(report.shops || {}, now);
+  renderNeedsApproval(report.needs_approval || {});
   const updated = document.getElementById("updated");
   updated.textContent = `updated ${new Date(now * 1000).toLocaleTimeString()}`;
   updated.className = "muted";

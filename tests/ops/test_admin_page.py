@@ -18,6 +18,7 @@ from mappings.installation import Installations
 from receiver.app import create_app
 from shopsync.devredis import free_port
 from tests.ops.chromium import Browser, ensure_chromium
+from worker.ratelimit import Bucket, RateLimiter
 
 TOKEN = "s3cret-admin-token"
 SHOP = "demo-store.myshopify.com"
@@ -129,6 +130,21 @@ async def test_status_page_in_headless_chromium(
         )  # type: ignore[misc]
         await browser.wait_for(f"{bar}.getAttribute('aria-valuenow') === '50.0'")
         await browser.wait_for("document.getElementById('throughput').textContent !== '–'")
+        # Per shop: a row with its rate-limit use; a limiter as level / burst, pace, wait, when;
+        # a shop that needs approval, a notice with the way to connect it.
+        await RateLimiter(redis, keys).acquire_bucket(Bucket("apsis:sandbox-client", 95, 1, kind="apsis"))
+        await redis.hset(keys.needs_approval, SHOP, "refresh refused: invalid_grant")  # type: ignore[misc]
+        row = f"document.querySelector('#shops tbody tr[data-shop=\"{SHOP}\"]')"
+        await browser.wait_for(f"{row} && {row}.textContent.includes('apsis 1/1 @95/s')")
+        limiter = await browser.evaluate(
+            "[...document.querySelectorAll('#limiters tr[data-bucket=\"apsis:sandbox-client\"] td')]"
+            ".map(td => td.textContent)"
+        )
+        assert limiter[1:4] == ["1.0 / 1", "95/s", "0.00s"] and limiter[4].endswith("s ago")
+        notice = await browser.wait_for(
+            f"document.querySelector('#needs-approval [data-shop=\"{SHOP}\"]')?.textContent"
+        )
+        assert "needs approval (refresh refused: invalid_grant)" in notice
         shot = await browser.screenshot(tmp_path / "admin.png")
         assert shot.stat().st_size > 10_000
         if os.environ.get("SHOPSYNC_SCREENSHOTS"):
