@@ -141,6 +141,24 @@ async def test_status_page_in_headless_chromium(
             ".map(td => td.textContent)"
         )
         assert limiter[1:4] == ["1.0 / 1", "95/s", "0.00s"] and limiter[4].endswith("s ago")
+        # A sync through APSIS profile imports shows where its files are.
+        imported = {
+            "sync_id": "fs-import", "shop": SHOP, "state": "running", "total": 50_000, "seen": 50_000,
+            "started_at": time.time() - 30, "path": "import",
+            "import_files": {"built": 4, "uploaded": 3, "processing": 1, "completed": 2, "failed": 0},
+            "import_rows": 37_500, "import_rows_resent": 12, "import_rows_refused": 3,
+        }  # fmt: skip
+        await redis.hset(
+            keys.full_sync_record("fs-import"), mapping={k: orjson.dumps(v) for k, v in imported.items()}
+        )  # type: ignore[misc]
+        await redis.zadd(keys.full_syncs, {"fs-import": time.time()})
+        phase = await browser.wait_for(
+            "document.querySelector('[data-sync-id=fs-import] .import-phase')?.textContent"
+        )
+        assert phase == (
+            "import: files 4 built, 3 uploaded, 1 processing, 2 completed, 0 failed"
+            " · rows 37500 imported, 12 re-sent, 3 refused"
+        )
         notice = await browser.wait_for(
             f"document.querySelector('#needs-approval [data-shop=\"{SHOP}\"]')?.textContent"
         )
