@@ -117,7 +117,15 @@ function renderLimiters(limiters, now) {
 }
 
 // One row per shop (core/shop_status.py): backlog, rate-limit use, backoff and last error.
-function renderShops(shops, now) {
+// The last drift audit (worker/audit.py): red while it found differences.
+function auditCell(a, now) {
+  if (!a) return el("td", {}, "-");
+  const drift = ["missing", "extra", "attribute", "consent"].reduce((n, k) => n + Number(a[k] || 0), 0);
+  return el("td", drift ? { class: "bad" } : {},
+    `${ago(a.at, now)}: ${a.customers || 0} customers, ${drift} difference(s)`);
+}
+
+function renderShops(shops, audits, suppressed, now) {
   fillBody("shops", Object.keys(shops).sort().map((name) => {
     const s = shops[name];
     const b = s.backlog || {};
@@ -140,7 +148,9 @@ function renderShops(shops, now) {
       el("td", { class: "num" }, b.held ?? 0),
       el("td", {}, limits || "-"),
       el("td", { class: s.backoff && s.backoff.active ? "bad" : "" }, backoff),
-      el("td", e ? { class: "error", title: error } : {}, error));
+      el("td", e ? { class: "error", title: error } : {}, error),
+      auditCell(audits[name], now),
+      el("td", { class: "num" }, suppressed[name] ?? 0));
   }));
 }
 
@@ -162,7 +172,7 @@ function render(report) {
   renderSyncs(report.full_syncs, now);
   renderFailures(report.recent_failures, now);
   renderLimiters(report.limiters || {}, now);
-  renderShops(report.shops || {}, now);
+  renderShops(report.shops || {}, report.audits || {}, report.suppressed_profiles || {}, now);
   renderNeedsApproval(report.needs_approval || {});
   const updated = document.getElementById("updated");
   updated.textContent = `updated ${new Date(now * 1000).toLocaleTimeString()}`;

@@ -134,8 +134,21 @@ async def test_status_page_in_headless_chromium(
         # a shop that needs approval, a notice with the way to connect it.
         await RateLimiter(redis, keys).acquire_bucket(Bucket("apsis:sandbox-client", 95, 1, kind="apsis"))
         await redis.hset(keys.needs_approval, SHOP, "refresh refused: invalid_grant")  # type: ignore[misc]
+        audit = {
+            "at": time.time() - 120,
+            "customers": 3000,
+            "missing": 1,
+            "extra": 0,
+            "attribute": 2,
+            "consent": 0,
+        }
+        await redis.set(keys.audit(SHOP), orjson.dumps(audit))
+        await redis.hset(keys.suppressed(SHOP), "42", "email")  # type: ignore[misc]
         row = f"document.querySelector('#shops tbody tr[data-shop=\"{SHOP}\"]')"
         await browser.wait_for(f"{row} && {row}.textContent.includes('apsis 1/1 @95/s')")
+        await browser.wait_for(f"{row}.textContent.includes('2m ago: 3000 customers, 3 difference(s)')")
+        cells = await browser.evaluate(f"[...{row}.querySelectorAll('td')].map(td => td.textContent)")
+        assert cells[-1] == "1"  # one profile APSIS suppresses
         limiter = await browser.evaluate(
             "[...document.querySelectorAll('#limiters tr[data-bucket=\"apsis:sandbox-client\"] td')]"
             ".map(td => td.textContent)"
