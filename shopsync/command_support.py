@@ -23,9 +23,17 @@ from core.keys import Keys
 from core.redis_conn import connect
 from core.settings import Settings
 
-# Into a pipe or a file (`shopsync status | less`, `heroku run` logs) rich would wrap the tables at
-# 80 columns, crushing the per-shop lines: 160 there unless COLUMNS says otherwise.
-console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160)
+
+def wide_console(*, stderr: bool = False) -> Console:
+    """A rich console that, into a pipe or a file (`shopsync status | less`, `heroku run` logs,
+    `make run > log`), is 160 columns wide unless COLUMNS says otherwise: at rich's default 80 the
+    per-shop table and the progress bar's columns were cut."""
+    stream = sys.stderr if stderr else sys.stdout
+    wide = not stream.isatty() and not os.environ.get("COLUMNS")
+    return Console(stderr=stderr, width=160 if wide else None)
+
+
+console = wide_console()
 
 
 def fail(message: str, code: int = 1) -> int:

@@ -21,6 +21,7 @@ from core.keys import Keys
 from core.redis_conn import connect
 from core.settings import Settings
 from mappings.installation import InstallationError
+from shopsync.command_support import wide_console
 from shopsync.shops import load_installations, warn_installations
 
 POLL_S = 0.5
@@ -72,7 +73,7 @@ async def watch(
         TextColumn("errors {task.fields[errors]}"),
         TextColumn("left {task.fields[left]}"),
         TimeElapsedColumn(),
-        console=console or Console(stderr=True),
+        console=console or wide_console(stderr=True),
         transient=False,
     )
     with progress:
