@@ -139,16 +139,20 @@ def render_status(report: dict[str, Any]) -> None:
         console.print(fails)
 
 
+def _pace(value: dict[str, Any]) -> str:
+    """A bucket's rate, per second or (a token bucket's few a minute) per minute."""
+    rate = float(value.get("rate_per_s", 0))
+    return f"{rate:.0f}/s" if rate >= 1 else f"{rate * 60:.0f}/min"
+
+
 def _limiter_cells(value: Any) -> tuple[str, str, str, str]:
     """A bucket's snapshot (worker/ratelimit/scripts.py) as an operator reads it: how full, its
     pace, the wait at its last acquire and when that was."""
     if not isinstance(value, dict):
         return str(value), "", "", ""
-    rate = float(value.get("rate_per_s", 0))
-    pace = f"{rate:.0f}/s" if rate >= 1 else f"{rate * 60:.0f}/min"
     return (
         f"{float(value.get('level', 0)):.1f} / {float(value.get('burst', 0)):g}",
-        pace,
+        _pace(value),
         f"{float(value.get('wait_s', 0)):.2f}s",
         ago(value.get("at")),
     )
@@ -178,7 +182,7 @@ def render_shops(shops: dict[str, Any]) -> None:
         b = s["backlog"]
         limits = ", ".join(
             f"{bucket.split(':', 1)[0]} {float(v.get('level', 0)):.0f}/{float(v.get('burst', 0)):.0f}"
-            f" @{float(v.get('rate_per_s', 0)):.0f}/s"
+            f" @{_pace(v)}"
             for bucket, v in sorted(s["rate_limits"].items())
             if isinstance(v, dict)
         )
