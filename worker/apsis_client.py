@@ -20,6 +20,7 @@ Writes are idempotent: merge-patch and consent writes by nature (a consent alrea
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal
@@ -39,6 +40,7 @@ from worker.apsis_consent import (
     parse_profile_consents,
 )
 from worker.apsis_definitions import channel_discriminator, current_versions
+from worker.apsis_refusals import RefusalAttribution
 from worker.apsis_token import TokenCache
 from worker.errors import (
     AuthError,
@@ -109,6 +111,7 @@ class ApsisClient:
             account, redis, limiter, keys, self.session, self.limits, bucket=token_bucket
         )
         self.account_bucket = apsis_account_bucket(account, self.limits)
+        self._refusals = RefusalAttribution()
         self._semaphore = limiter.concurrency(f"apsis:{account.client_id}", self.limits.apsis_concurrency)
 
     async def close(self) -> None:
@@ -359,8 +362,9 @@ class ApsisClient:
         retry_after = parse_retry_after(answer.headers.get("Retry-After"))
         if answer.status == 429:
             retry_after = _RETRY_AFTER_429_S if retry_after is None else retry_after
-            await self.limiter.hold(buckets[0], retry_after)
-            log.warning("apsis_rate_limited", route=route, bucket=buckets[0].kind, retry_after_s=retry_after)
+            held = self._refused_bucket(buckets)
+            await self.limiter.hold(held, retry_after)
+            log.warning("apsis_rate_limited", route=route, bucket=held.kind, retry_after_s=retry_after)
         error = error_from_response(
             "apsis", answer.status, answer.body, retry_after=retry_after, method=method, route=route
         )
@@ -369,6 +373,14 @@ class ApsisClient:
         elif isinstance(error, AuthError):
             log.error("apsis_auth_failed", status=answer.status, client_id=self.account.client_id)
         raise error
+
+    def _refused_bucket(self, buckets: list[Bucket]) -> Bucket:
+        """The bucket a 429 is held on: the account's, or on a profile route the profile key's
+        unless the refusals point at the account (worker/apsis_refusals.py)."""
+        first = buckets[0]
+        if first is self.account_bucket or not self._refusals.account_wide(first.name, time.monotonic()):
+            return first
+        return self.account_bucket
 
     async def _send(
         self,

@@ -286,6 +286,26 @@ async def test_429_carries_retry_after_and_holds_the_bucket(
         await limiter.acquire_bucket(Bucket(f"apsis-profile:client-1:{KS}:42", 9.5, 1), max_wait_s=2)
 
 
+async def test_429s_on_two_profiles_at_once_hold_the_account_not_a_profile(
+    http: aioresponses, client: ApsisClient, limiter: RateLimiter
+) -> None:
+    # APSIS does not say which limit a 429 hit; two keys refused within a second are the account's.
+    token_ok(http)
+    for pk in ("41", "42"):
+        http.patch(profile_url(pk), status=429, payload={"title": "Too many"}, headers={"Retry-After": "3"})
+    with pytest.raises(RateLimitedError):
+        await client.patch_attributes(KS, "41", SECTION, {"1001": "x"})
+    account = client.account_bucket
+    assert await limiter.acquire_bucket(account, max_wait_s=0.5) < 0.5  # one key: the account is free
+    with pytest.raises(RateLimitedError):
+        await client.patch_attributes(KS, "42", SECTION, {"1001": "x"})
+    with pytest.raises(Exception, match="rate limit"):
+        await limiter.acquire_bucket(account, max_wait_s=2)  # held ~3 s
+    profile_42 = await limiter.redis.get(limiter.keys.limiter(f"apsis-profile:client-1:{KS}:42"))
+    assert profile_42 is not None  # its slot was taken for the request, but not held for 3 s
+    assert await limiter.acquire_bucket(Bucket(f"apsis-profile:client-1:{KS}:42", 6, 4), max_wait_s=0.5) < 0.5
+
+
 async def test_429_without_retry_after_defaults(http: aioresponses, client: ApsisClient) -> None:
     token_ok(http)
     http.get(f"{BASE}/audience/sections", status=429, payload={"title": "Too many"})
