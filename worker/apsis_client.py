@@ -362,7 +362,7 @@ class ApsisClient:
         retry_after = parse_retry_after(answer.headers.get("Retry-After"))
         if answer.status == 429:
             retry_after = _RETRY_AFTER_429_S if retry_after is None else retry_after
-            held = self._refused_bucket(buckets)
+            held = self._refusals.held(buckets[0], self.account_bucket, time.monotonic())
             await self.limiter.hold(held, retry_after)
             log.warning("apsis_rate_limited", route=route, bucket=held.kind, retry_after_s=retry_after)
         error = error_from_response(
@@ -373,14 +373,6 @@ class ApsisClient:
         elif isinstance(error, AuthError):
             log.error("apsis_auth_failed", status=answer.status, client_id=self.account.client_id)
         raise error
-
-    def _refused_bucket(self, buckets: list[Bucket]) -> Bucket:
-        """The bucket a 429 is held on: the account's, or on a profile route the profile key's
-        unless the refusals point at the account (worker/apsis_refusals.py)."""
-        first = buckets[0]
-        if first is self.account_bucket or not self._refusals.account_wide(first.name, time.monotonic()):
-            return first
-        return self.account_bucket
 
     async def _send(
         self,

@@ -13,6 +13,8 @@ first refusal of a burst is taken as the profile's (cheap to be wrong about: one
 
 from __future__ import annotations
 
+from worker.ratelimit.buckets import Bucket
+
 WINDOW_S = 1.0  # APSIS counts both limits per second
 
 
@@ -32,3 +34,10 @@ class RefusalAttribution:
         wide = other and now - self._last_at < WINDOW_S
         self._last_key, self._last_at = profile_key, now
         return wide
+
+    def held(self, first: Bucket, account: Bucket, now: float) -> Bucket:
+        """The bucket a 429 is held on, given the request's first bucket: the account's when
+        that is the first (no profile route) or the refusals point at it; else the profile's."""
+        if first is account or self.account_wide(first.name, now):
+            return account
+        return first
