@@ -23,6 +23,10 @@ HELP: Mapping[str, tuple[str, str]] = {
     "shopsync_limiter_wait_seconds_total": ("counter", "Time spent waiting for rate-limit tokens, by bucket"),
     "shopsync_webhook_to_write_seconds": ("histogram", "From webhook receipt to the APSIS write"),
     "shopsync_customers_total": ("counter", "Customers processed, by source and outcome"),
+    "shopsync_fullsync_yields_total": (
+        "counter",
+        "Full-sync customers held back because webhook jobs started late (worker/realtime_lag.py)",
+    ),
     "shopsync_apply_jobs_total": ("counter", "Deferred apply-customer jobs finished, by how they ended"),
     "shopsync_coalesced_applies_total": ("counter", "Applies by apply-customer jobs (backlogs merged)"),
     "shopsync_coalesced_updates_total": (

@@ -1,6 +1,9 @@
 """Telling the pool that webhook jobs start late, so full-sync batches make way (fair_dispatch).
 
-Two brakes, because a full sync's batch and the webhooks share each worker process's CPU:
+Two brakes and a spacing, because a full sync's batch and the webhooks share each worker
+process's CPU:
+- in the process, always while it serves webhooks: full-sync customers start `START_GAP_S`
+  apart (`make_way`), so batches starting together do not put their customers' CPU in one burst;
 - in the process: a full-sync customer applied while the process's own webhook jobs started late
   in the last `MARK_TTL_MS` waits its turn at a gate, one customer at a time, `CUSTOMER_PAUSE_S`
   apart (`make_way`). One batch runs its customers concurrently: without this, a single batch of
@@ -18,6 +21,7 @@ Two brakes, because a full sync's batch and the webhooks share each worker proce
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import structlog
@@ -36,6 +40,15 @@ MARK_TTL_MS = 3000
 MARK_EVERY_S = 0.5
 # While behind: at most one full-sync customer per this long per process (4/s, two processes 8/s).
 CUSTOMER_PAUSE_S = 0.25
+# While a process serves webhooks (started one within SERVING_S), full-sync customers start at
+# most one per START_GAP_S in it (0: no spacing). The batches of a sync end together (they run
+# side by side at the pace of one APSIS account) and the next ones start together, 16 customers
+# each at once: their CPU before the first APSIS request (decode, plan, the store's scripts)
+# came in one burst ahead of the webhooks in the event loop, and the others' p99 in those seconds
+# rose to 100-240 ms (the fairness benchmark, docs/PERFORMANCE.md "Many shops"). Spaced, a
+# process still starts up to 100 a second, several times what one account lets a sync write.
+START_GAP_S = float(os.environ.get("SHOPSYNC_FULLSYNC_START_GAP_S", "0.01"))
+SERVING_S = 2.0
 
 
 class RealtimeLag:
@@ -45,24 +58,40 @@ class RealtimeLag:
         self.redis, self.keys = redis, keys
         self.marked_at = 0.0
         self.late_at = 0.0  # the last start of a late webhook job in this process
+        self.served_at = 0.0  # the last start of any webhook job in this process
+        self.next_start = 0.0  # monotonic: the earliest a full-sync customer may start
         self._gate = asyncio.Lock()
 
     def behind(self, now: float | None = None) -> bool:
         """This process started a late webhook job within the last `MARK_TTL_MS`."""
         return (time.time() if now is None else now) - self.late_at < MARK_TTL_MS / 1000
 
-    async def make_way(self) -> None:
-        """Before a full-sync customer: while `behind`, one at a time, `CUSTOMER_PAUSE_S` apart."""
-        if not self.behind():
-            return
-        async with self._gate:
-            if self.behind():
-                await asyncio.sleep(CUSTOMER_PAUSE_S)
+    def serving(self, now: float | None = None) -> bool:
+        """This process started a webhook job within the last `SERVING_S`."""
+        return (time.time() if now is None else now) - self.served_at < SERVING_S
+
+    async def make_way(self) -> bool:
+        """Before a full-sync customer: while `behind`, one at a time, `CUSTOMER_PAUSE_S` apart
+        (True); while serving webhooks, `START_GAP_S` after the customer started before it."""
+        if self.behind():
+            async with self._gate:
+                if self.behind():
+                    await asyncio.sleep(CUSTOMER_PAUSE_S)
+                    return True
+            return False
+        if START_GAP_S > 0 and self.serving():
+            now = time.monotonic()
+            start = max(now, self.next_start)
+            self.next_start = start + START_GAP_S  # reserved before waiting: no lock needed
+            if start > now:
+                await asyncio.sleep(start - now)
+        return False
 
     async def started(self, due_at: float, job_try: int, now: float | None = None) -> bool:
         """A webhook job's first run started, due since `due_at`; True when it was late and the
         mark was written."""
         now = time.time() if now is None else now
+        self.served_at = now
         if job_try != 1 or now - due_at <= BEHIND_S:
             return False
         self.late_at = now

@@ -209,3 +209,19 @@ async def test_full_sync_customers_make_way_one_at_a_time_while_webhooks_start_l
     await asyncio.gather(*(lag.make_way() for _ in range(4)))
     assert slept == [0.05] * 4 and time.monotonic() - started >= 4 * 0.05  # one after the other
     assert not lag.behind(time.time() + realtime_lag.MARK_TTL_MS / 1000)  # it lapses
+
+
+async def test_full_sync_customers_start_spaced_while_webhooks_are_served(
+    redis: aioredis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(realtime_lag, "START_GAP_S", 0.1)
+    lag = RealtimeLag(redis, keys)
+    started = time.monotonic()
+    assert await asyncio.gather(*(lag.make_way() for _ in range(4))) == [False] * 4
+    assert time.monotonic() - started < 0.2  # no webhooks here: all at once
+    await lag.started(time.time(), 1)  # a webhook job started on time: serving, not behind
+    assert lag.serving() and not lag.behind()
+    started = time.monotonic()
+    assert await asyncio.gather(*(lag.make_way() for _ in range(4))) == [False] * 4
+    assert time.monotonic() - started >= 3 * 0.1 - 0.01  # the first at once, then one a gap
+    assert not lag.serving(time.time() + realtime_lag.SERVING_S)  # it lapses

@@ -196,7 +196,8 @@ class _BatchRunner:
         )
         try:
             if cid not in self.recorded:
-                await self.app.realtime_lag.make_way()  # webhooks start late: they go first
+                if await self.app.realtime_lag.make_way():  # webhooks start late: they go first
+                    self.app.metrics.inc("shopsync_fullsync_yields_total")
                 outcome: Outcome = await submit(self.app, self.shop, f"fs:{self.sync_id}:{cid}", update)
                 await self.record(cid, outcome)
             if self.hook is not None and f"orders:{cid}" not in self.recorded:

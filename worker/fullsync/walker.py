@@ -37,8 +37,14 @@ log = structlog.get_logger("worker.fullsync")
 
 PAGE_SIZE = 250
 # Batches enqueued and not done; the coordinator waits above it (Redis holds at most this many
-# pages). Enough to keep every batch slot of a few worker processes busy.
-MAX_AHEAD = int(os.environ.get("SHOPSYNC_FULLSYNC_MAX_AHEAD", "12"))
+# pages). Four keep 64 customers of the sync in flight (16 a batch), more than one APSIS
+# account's 100 requests/s need. Not more: the batches of a sync run side by side at its
+# account's pace and end together, and 12 of them meant a refill of 12 pages (Shopify reads, 12
+# batches starting) every minute or so, in the seconds of which the other shops' webhook p99 rose
+# to 100-240 ms; with 4 the refills are a third as big and three times as frequent (the fairness
+# benchmark, docs/PERFORMANCE.md "Many shops"). A sync that skips most customers is CPU-bound
+# instead and uses up to this many processes' batch slots.
+MAX_AHEAD = int(os.environ.get("SHOPSYNC_FULLSYNC_MAX_AHEAD", "4"))
 WALK_SLICE_S = 120.0
 WALK_TIMEOUT_S = WALK_SLICE_S + 120  # the slice, then finishing the page or export poll under way
 BULK_POLL_S = 2.0
