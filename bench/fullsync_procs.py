@@ -96,14 +96,17 @@ def processes(
     customers: int,
     seed: int = 1,
     no_limits: bool = False,
+    plan: str | None = None,
     **shop_overrides: Any,
 ) -> Iterator[Procs]:
-    """Both sandboxes as processes and an installations file for them; workers via `start_worker`."""
+    """Both sandboxes as processes and an installations file for them; workers via `start_worker`.
+    `plan`: the Shopify store's plan (its GraphQL rate), the sandbox's default when None."""
     extra = ["--no-limits"] if no_limits else []
+    plan_args = ["--plan", plan] if plan else []
     p = Procs()
     try:
         shopify, p.shopify_url = _sandbox(
-            "sandbox.shopify", ["--customers", str(customers), "--seed", str(seed), *extra]
+            "sandbox.shopify", ["--customers", str(customers), "--seed", str(seed), *extra, *plan_args]
         )
         p.sandboxes.append(shopify)
         apsis, p.apsis_url = _sandbox("sandbox.apsis", extra)
