@@ -364,12 +364,15 @@ async def _yields(redis: aioredis.Redis, keys: Keys) -> int:
     return int(float(value or 0))
 
 
-async def _apsis_counts(url: str) -> tuple[int, int]:
+async def _apsis_counts(url: str) -> dict[str, int]:
+    """A's APSIS API requests: all, those under its budget (every one not refused with a 429:
+    reads count against the 100 requests/s as writes do) and the writes."""
     async with aiohttp.ClientSession() as session, session.get(f"{url}/_sandbox/requests") as response:
         rows = (await response.json())["items"]
     api = [r for r in rows if r["route"] != "/oauth/token"]
+    budgeted = sum(r["count"] for r in api if r["status"] != 429)
     writes = sum(r["count"] for r in api if r["method"] != "GET" and r["status"] < 400)
-    return sum(r["count"] for r in api), writes
+    return {"requests": sum(r["count"] for r in api), "budgeted": budgeted, "writes": writes}
 
 
 async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) -> dict[str, Any]:
@@ -463,16 +466,14 @@ async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) 
             while record["state"] not in control.TERMINAL and time.monotonic() < deadline:
                 await asyncio.sleep(1.0)
                 _, _, record = await _seen(redis, keys, sync_id)
-            requests, writes = await _apsis_counts(a_apsis)
+            counts = await _apsis_counts(a_apsis)
             yields = await _yields(redis, keys)
             sampler.cancel()
         finally:
             async for key in redis.scan_iter(match=f"{prefix}:*", count=1000):
                 await redis.delete(key)
             await redis.aclose()
-    summary = _summary(
-        others, record, customers, phase_s, with_rate if running else None, alone_rate, requests, writes
-    )
+    summary = _summary(others, record, customers, phase_s, with_rate if running else None, alone_rate, counts)
     summary["cpu_cores_by_phase"] = cpu
     summary["python_speed_ms"] = speed
     summary["a_sandboxes_nice"] = SANDBOX_NICE
@@ -533,8 +534,7 @@ def _summary(
     phase_s: float,
     with_rate: float | None,
     alone_rate: float,
-    requests: int,
-    writes: int,
+    counts: dict[str, int],
 ) -> dict[str, Any]:
     phases, timed, lost_webhooks = _latencies(others)
     every = {p: [x for v in per.values() for x in v] for p, per in phases.items()}
@@ -551,7 +551,9 @@ def _summary(
     worst = max((_ms(v, 0.99) or 0.0) for per in phases.values() for v in per.values())
     p99_without, p99_with = _ms(every["without"], 0.99), _ms(every["with"], 0.99)
     seen = int(record.get("seen") or 0)
-    per_customer = writes / max(seen, 1)
+    # Every request APSIS admitted counts against its 100 a second, the consent reads before
+    # opt-ins too (until 2026-12-07 this counted the writes alone and overstated the limit).
+    per_customer = counts["budgeted"] / max(seen, 1)
     limit_rate = APSIS_REQUESTS_PER_S / max(per_customer, 1e-9)
     failed = int(record.get("failed") or 0)
     ratio = round(with_rate / alone_rate, 3) if with_rate is not None and alone_rate else None
@@ -584,9 +586,10 @@ def _summary(
         ),
         "fullsync_ratio_to_bound": ratio,
         "apsis_requests_per_customer": round(per_customer, 3),
+        "apsis_writes_per_customer": round(counts["writes"] / max(seen, 1), 3),
         "apsis_limit_customers_per_s": round(limit_rate, 1),
         "fullsync_ratio_to_apsis_limit": round(with_rate / limit_rate, 3) if with_rate is not None else None,
-        "apsis_requests_a": requests,
+        "apsis_requests_a": counts["requests"],
         "lost": lost_webhooks + failed,
         "per_shop": per_shop,
         "others_latency_by_s": _by_second(timed),

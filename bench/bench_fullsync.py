@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 import redis.asyncio as aioredis
 
+from bench.cpu_use import CpuMeter, command_calls, per_unit, python_speed_ms
 from bench.fullsync_procs import Procs, processes
 from core import fullsync_control as control
 from core.keys import Keys
@@ -46,6 +47,8 @@ async def _counts(p: Procs) -> dict[str, Any]:
     api = [r for r in apsis if r["route"] != "/oauth/token"]
     return {
         "apsis_requests": sum(r["count"] for r in api),
+        # What counts against the account's 100 a second: every request not refused, reads too.
+        "apsis_budgeted": sum(r["count"] for r in api if r["status"] != 429),
         "apsis_writes": sum(r["count"] for r in api if r["method"] != "GET" and r["status"] < 400),
         "apsis_429": sum(r["count"] for r in api if r["status"] == 429),
         "shopify_requests": sum(r["count"] for r in shopify if "/admin/" in r["route"]),
@@ -70,6 +73,11 @@ async def _one(redis_url: str, customers: int) -> dict[str, Any]:
             for _ in range(WORKERS):
                 p.start_worker()
             await asyncio.sleep(2.0)  # workers up (they import, connect, heartbeat)
+            # The workers' CPU and Redis's commands from the start to the end of the sync, per
+            # customer: what one customer costs the deployment, beside the rate APSIS allows.
+            meter = CpuMeter({"workers": [w.pid for w in p.workers]})
+            calls0 = await command_calls(redis)
+            meter.start()
             started = await control.start_full_sync(redis, keys, SHOP)
             t0 = time.monotonic()
             while True:
@@ -91,6 +99,8 @@ async def _one(redis_url: str, customers: int) -> dict[str, Any]:
                     raise RuntimeError("a worker process died")
                 await asyncio.sleep(0.5)
             wall = time.monotonic() - t0
+            cores = meter.stop()
+            calls1 = await command_calls(redis)
             counts = await _counts(p)
             peaks = dict(p.peak_rss)
     finally:
@@ -100,7 +110,7 @@ async def _one(redis_url: str, customers: int) -> dict[str, Any]:
     seen = int(record["seen"])
     duration = float(record.get("duration_s") or wall)
     rate = seen / duration
-    per_customer = counts["apsis_writes"] / max(seen, 1)
+    per_customer = counts["apsis_budgeted"] / max(seen, 1)
     binding = min(SHOPIFY_CUSTOMERS_PER_S, APSIS_REQUESTS_PER_S / max(per_customer, 1e-9))
     mb = 1024 * 1024
     return {
@@ -113,6 +123,11 @@ async def _one(redis_url: str, customers: int) -> dict[str, Any]:
         "duration_s": round(duration, 1),
         "customers_per_s": round(rate, 1),
         "apsis_requests_per_customer": round(per_customer, 3),
+        "apsis_writes_per_customer": round(counts["apsis_writes"] / max(seen, 1), 3),
+        "worker_cpu_ms_per_customer": round(meter.used["workers"] * 1000 / max(seen, 1), 2),
+        "machine_busy_share": cores["machine_busy_share"],
+        "python_speed_ms": python_speed_ms(),
+        "redis_commands_per_customer": per_unit(calls0, calls1, seen),
         "binding_limit_customers_per_s": round(binding, 1),
         "share_of_binding_limit": round(rate / binding, 3),
         **counts,
@@ -127,8 +142,8 @@ async def _one(redis_url: str, customers: int) -> dict[str, Any]:
     }
 
 
-def run(quick: bool = False) -> dict[str, Any]:
-    sizes = [10_000] if quick else [10_000, 100_000]
+def run(quick: bool = False, sizes: list[int] | None = None) -> dict[str, Any]:
+    sizes = sizes or ([10_000] if quick else [10_000, 100_000])
     url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
     def go(redis_url: str) -> dict[str, Any]:
@@ -140,6 +155,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             "customers_per_s",
             "binding_limit_customers_per_s",
             "share_of_binding_limit",
+            "worker_cpu_ms_per_customer",
             "apsis_429_share",
             "shopify_429_share",
             "peak_worker_rss_mb",

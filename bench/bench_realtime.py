@@ -26,7 +26,7 @@ import aiohttp
 import orjson
 import redis.asyncio as aioredis
 
-from bench.cpu_use import CpuMeter, python_speed_ms
+from bench.cpu_use import CpuMeter, command_calls, per_unit, python_speed_ms
 from receiver.signature import sign
 from sandbox.apsis.server import ApsisSandbox
 from sandbox.installation import installation_document, write_installation
@@ -128,7 +128,7 @@ async def _run(rate: float, seconds: float) -> dict[str, Any]:
             # that sets how many one worker process takes (docs/PERFORMANCE.md).
             meter = CpuMeter({"worker": [worker.pid], "receiver": [receiver.pid]})
             counter = aioredis.Redis.from_url(redis_url)
-            calls0 = await _command_calls(counter)
+            calls0 = await command_calls(counter)
             meter.start()
             url = f"http://127.0.0.1:{port}/webhooks/shopify"
             async with aiohttp.ClientSession() as http:
@@ -160,7 +160,7 @@ async def _run(rate: float, seconds: float) -> dict[str, Any]:
                     break
                 await asyncio.sleep(0.5)
             cores, used = meter.stop(), meter.used
-            calls1 = await _command_calls(counter)
+            calls1 = await command_calls(counter)
             await counter.aclose()
         finally:
             await asyncio.to_thread(_stop, receiver, worker)
@@ -187,22 +187,9 @@ async def _run(rate: float, seconds: float) -> dict[str, Any]:
         "python_speed_ms": python_speed_ms(),
         "apsis_requests": requests,
         "apsis_429": limited,
-        # Every client's commands, this run's only with a Redis of its own (`devredis`); commands
-        # run by scripts count as well as the EVALSHA: a breakdown, not the round trips.
-        "redis_commands_per_webhook": _per_webhook(calls0, calls1, len(latencies)),
+        "redis_commands_per_webhook": per_unit(calls0, calls1, len(latencies)),
         "goal": "p50 <= 100 ms, p99 <= 500 ms",
     }
-
-
-async def _command_calls(redis: aioredis.Redis) -> dict[str, int]:
-    stats = await redis.info("commandstats")
-    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
-
-
-def _per_webhook(before: dict[str, int], after: dict[str, int], webhooks: int) -> dict[str, float]:
-    delta = {k: (v - before.get(k, 0)) / max(1, webhooks) for k, v in after.items()}
-    top = sorted(((round(v, 2), k) for k, v in delta.items() if v >= 0.01), reverse=True)
-    return {"total": round(sum(delta.values()), 2), **{k: v for v, k in top}}
 
 
 def run(quick: bool = False) -> dict[str, Any]:

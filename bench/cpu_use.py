@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterable, Mapping
 
 import psutil
+import redis.asyncio as aioredis
 
 
 def redis_server_pids(port: int) -> list[int]:
@@ -84,6 +85,21 @@ def python_speed_ms() -> float:
             total += i * i
         best = min(best, time.process_time() - start)
     return round(best * 1000, 1)
+
+
+async def command_calls(redis: aioredis.Redis) -> dict[str, int]:
+    """Redis's count of calls per command so far (`INFO commandstats`), for `per_unit`."""
+    stats = await redis.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+def per_unit(before: dict[str, int], after: dict[str, int], units: int) -> dict[str, float]:
+    """Commands called between two `command_calls` per unit of work (a webhook, a customer):
+    the total and each command from the most called. Every client's commands (a run's own only
+    with a Redis of its own, `devredis`); commands run by scripts count besides their EVALSHA."""
+    delta = {k: (v - before.get(k, 0)) / max(1, units) for k, v in after.items()}
+    top = sorted(((round(v, 2), k) for k, v in delta.items() if v >= 0.01), reverse=True)
+    return {"total": round(sum(delta.values()), 2), **{k: v for v, k in top}}
 
 
 def _machine_steal() -> float:

@@ -1,11 +1,12 @@
-"""The benchmarks' CPU accounting (bench/cpu_use.py): a role's cores over a window, Redis found."""
+"""The benchmarks' CPU accounting (bench/cpu_use.py): a role's cores over a window, Redis found,
+Redis commands per unit of work."""
 
 from __future__ import annotations
 
 import os
 import time
 
-from bench.cpu_use import CpuMeter, python_speed_ms, redis_server_pids
+from bench.cpu_use import CpuMeter, per_unit, python_speed_ms, redis_server_pids
 
 
 def test_a_busy_process_counts_its_cores_and_the_machine_its_share() -> None:
@@ -33,3 +34,12 @@ def test_the_speed_figure_is_the_cpu_time_of_a_fixed_loop() -> None:
 def test_the_redis_server_of_the_suite_is_found(redis_url: str) -> None:
     port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
     assert redis_server_pids(port)
+
+
+def test_commands_per_unit_are_the_calls_between_two_counts_most_called_first() -> None:
+    before = {"get": 10, "evalsha": 4, "info": 1}
+    after = {"get": 70, "evalsha": 24, "info": 2, "set": 30}  # `set` first seen after
+    out = per_unit(before, after, 20)
+    assert out == {"total": 5.55, "get": 3.0, "set": 1.5, "evalsha": 1.0, "info": 0.05}
+    assert list(out)[1:] == ["get", "set", "evalsha", "info"]
+    assert per_unit(before, before, 0) == {"total": 0.0}  # no work: nothing divided by zero
