@@ -30,7 +30,7 @@ import redis.asyncio as aioredis
 
 from core.jobs import JOB_TTL_MS, job_bytes, now_ms
 from core.keys import Keys
-from core.redis_conn import command, hgetall
+from core.redis_conn import hgetall, run_script
 
 WALK_FUNCTION = "full_sync_walk"
 BATCH_FUNCTION = "full_sync_batch"
@@ -168,16 +168,17 @@ async def start_full_sync(
     ]
     for name, value in fields.items():
         args += [name, orjson.dumps(value)]
-    result = await command(redis)(
-        "EVAL",
+    result = await run_script(
+        redis,
         _START,
-        5,
-        keys.full_sync(shop),
-        keys.full_sync_record(""),
-        keys.full_syncs,
-        active_set(keys),
-        keys.fullsync_queue,
-        *args,
+        [
+            keys.full_sync(shop),
+            keys.full_sync_record(""),
+            keys.full_syncs,
+            active_set(keys),
+            keys.fullsync_queue,
+        ],
+        args,
     )
     found, created = result
     return Started(_text(found), bool(int(created)))

@@ -6,13 +6,20 @@ Heroku Redis serves TLS with a self-signed certificate; neither redis-py's `from
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from arq.connections import RedisSettings
+from redis.commands.core import AsyncScript
 
 T = TypeVar("T")
+
+# Client -> Lua source -> its script, made once per client: registering hashes the source (SHA1),
+# which a call made many times a second should not repeat. A script called without `client=` runs
+# on the client it was made with, hence one per client (tests make many, on several event loops).
+_SCRIPTS: weakref.WeakKeyDictionary[aioredis.Redis, dict[str, AsyncScript]] = weakref.WeakKeyDictionary()
 
 
 def connect(url: str, *, timeout: float = 3.0, **kwargs: Any) -> aioredis.Redis:
@@ -52,3 +59,18 @@ def typed(value: Awaitable[T] | T) -> Awaitable[T]:
 def command(redis: aioredis.Redis) -> Callable[..., Awaitable[Any]]:
     """`execute_command`, typed (redis-py leaves it untyped)."""
     return cast(Callable[..., Awaitable[Any]], redis.execute_command)
+
+
+def script(redis: aioredis.Redis, source: str) -> AsyncScript:
+    """The Lua `source` as a script on `redis` (call it with `keys=`, `args=`), made once."""
+    made = _SCRIPTS.setdefault(redis, {})
+    found = made.get(source)
+    if found is None:
+        found = made[source] = redis.register_script(source)
+    return found
+
+
+async def run_script(redis: aioredis.Redis, source: str, keys: Sequence[Any], args: Iterable[Any]) -> Any:
+    """Run `source` on `redis` by `EVALSHA`: Redis gets the body only when it does not know it
+    (the first call, a restart, a flushed cache), not with every call as `EVAL` sends it."""
+    return await script(redis, source)(keys=keys, args=args)

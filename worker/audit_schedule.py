@@ -125,7 +125,7 @@ async def scheduled_audit(ctx: dict[str, Any], domain: str) -> dict[str, Any]:
         renewing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await renewing
-        await typed(app.redis.eval(_RELEASE, 1, lease, holder))
+        await app.script(_RELEASE)(keys=[lease], args=[holder])
 
 
 async def _run(app: WorkerContext, shop: Shop) -> dict[str, Any]:
@@ -163,7 +163,7 @@ async def _renew(app: WorkerContext, lease: str, holder: str, audit: asyncio.Tas
     while True:
         await asyncio.sleep(RENEW_S)
         try:
-            kept = await typed(app.redis.eval(_RENEW, 1, lease, holder, str(LEASE_TTL_MS)))
+            kept = await app.script(_RENEW)(keys=[lease], args=[holder, str(LEASE_TTL_MS)])
         except Exception as exc:  # a Redis blip: the lease has LEASE_TTL_MS to be renewed
             log.warning("audit_lease_renew_failed", error=str(exc))
             continue

@@ -24,6 +24,7 @@ from arq.connections import ArqRedis
 
 from core.keys import Keys
 from core.redis_conn import hgetall, typed
+from core.redis_conn import script as redis_script
 from core.settings import Settings
 from core.sharedmetrics import SharedMetrics
 from core.shopify_auth import MintedTokens, TokenCipher, TokenSource, is_minted, token_source
@@ -62,7 +63,6 @@ class WorkerContext:
     token_sources: dict[str, TokenSource] = field(default_factory=dict)
     observer: shop_backoff.ApiObserver = field(default_factory=shop_backoff.ApiObserver)
     dispatch_s: float = fair_dispatch.DISPATCH_S  # 0: this process does not dispatch batches
-    _scripts: dict[str, Any] = field(default_factory=dict)  # Lua source -> its registered script
     _token_session: aiohttp.ClientSession | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _retired: list[Any] = field(default_factory=list)  # clients of changed shops, closed later
@@ -79,12 +79,8 @@ class WorkerContext:
         self.realtime_lag = RealtimeLag(self.redis, self.keys)
 
     def script(self, source: str) -> Any:
-        """The registered script of `source`, made once per process: registering hashes the
-        source, which a hot path (a script per webhook) should not repeat."""
-        script = self._scripts.get(source)
-        if script is None:
-            script = self._scripts[source] = self.redis.register_script(source)
-        return script
+        """The registered script of `source` (core.redis_conn.script: made once per client)."""
+        return redis_script(self.redis, source)
 
     def apsis(self, shop: Shop) -> ApsisClient:
         """The APSIS client of the shop's account (one per account and process)."""

@@ -45,7 +45,7 @@ import redis.asyncio as aioredis
 from core import fullsync_control as control
 from core.jobs import JOB_TTL_MS, job_bytes
 from core.keys import Keys
-from core.redis_conn import command, typed
+from core.redis_conn import run_script, typed
 
 # Dispatched batch jobs allowed to wait unstarted on the queue: enough that no worker finds the
 # queue empty between two dispatches, few enough that the order is decided here, not by arq.
@@ -141,24 +141,27 @@ async def dispatch(
 ) -> list[str]:
     """Move ready batch jobs onto the full-sync queue, fairly; the shops picked, in order."""
     now = time.time()
-    picked = await command(redis)(
-        "EVAL",
+    picked = await run_script(
+        redis,
         _DISPATCH,
-        7,
-        keys.fair_shops,
-        keys.fair_weights,
-        keys.fair_credit,
-        keys.fair_inflight,
-        keys.fullsync_queue,
-        keys.realtime_behind,
-        keys.realtime_behind_next,
-        LOOKAHEAD if lookahead is None else lookahead,
-        int(now * 1000),
-        keys.fair_ready(""),
-        keys.shop_backoff(""),
-        f"{now:.3f}",
-        limit,
-        int(BEHIND_EVERY_S * 1000),
+        [
+            keys.fair_shops,
+            keys.fair_weights,
+            keys.fair_credit,
+            keys.fair_inflight,
+            keys.fullsync_queue,
+            keys.realtime_behind,
+            keys.realtime_behind_next,
+        ],
+        [
+            LOOKAHEAD if lookahead is None else lookahead,
+            int(now * 1000),
+            keys.fair_ready(""),
+            keys.shop_backoff(""),
+            f"{now:.3f}",
+            limit,
+            int(BEHIND_EVERY_S * 1000),
+        ],
     )
     return [p.decode() if isinstance(p, bytes) else str(p) for p in picked]
 

@@ -39,7 +39,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from core.keys import Keys
-from core.redis_conn import command, hgetall, typed
+from core.redis_conn import hgetall, run_script, typed
 from worker import lanes
 from worker.held import HeldJob, hold, release
 
@@ -158,17 +158,11 @@ class ApiObserver:
 async def trip(redis: aioredis.Redis, keys: Keys, shop: str, reason: str) -> float:
     """Open the shop's backoff (pool-wide); its period, or 0 when one was already open."""
     now = time.time()
-    period = await command(redis)(
-        "EVAL",
+    period = await run_script(
+        redis,
         _TRIP,
-        2,
-        keys.shop_backoff(shop),
-        keys.backoff_shops,
-        f"{now:.3f}",
-        FIRST_S,
-        MAX_S,
-        reason,
-        shop,
+        [keys.shop_backoff(shop), keys.backoff_shops],
+        [f"{now:.3f}", FIRST_S, MAX_S, reason, shop],
     )
     return float(period)
 

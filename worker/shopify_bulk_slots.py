@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from redis.asyncio import Redis
 
 from core.keys import Keys
-from core.redis_conn import command
+from core.redis_conn import command, run_script
 
 SLOT_TTL_MS = 60_000  # a lease not renewed for this long lapses (a poll renews it every <= 2 s)
 WAIT_POLL_S = 0.5  # how often a waiting process asks again (at most)
@@ -81,8 +81,8 @@ class BulkSlots:
 
     async def take(self, holder: str) -> tuple[bool, float]:
         """One try: (taken, seconds until the first held lease lapses when not)."""
-        taken, lapse_ms = await command(self.redis)(
-            "EVAL", _TAKE, 1, self.key, holder, self.limit, self.ttl_ms, 0
+        taken, lapse_ms = await run_script(
+            self.redis, _TAKE, [self.key], [holder, self.limit, self.ttl_ms, 0]
         )
         return bool(int(taken)), max(0.0, int(lapse_ms) / 1000)
 
@@ -100,11 +100,11 @@ class BulkSlots:
 
     async def hand_over(self, holder: str, operation_id: str) -> None:
         """The holder's lease now belongs to the operation Shopify started for it."""
-        await command(self.redis)("EVAL", _HAND_OVER, 1, self.key, holder, operation_id, self.ttl_ms)
+        await run_script(self.redis, _HAND_OVER, [self.key], [holder, operation_id, self.ttl_ms])
 
     async def renew(self, member: str) -> None:
         """Extend the lease of a running operation (added back if it lapsed meanwhile)."""
-        await command(self.redis)("EVAL", _TAKE, 1, self.key, member, self.limit, self.ttl_ms, 1)
+        await run_script(self.redis, _TAKE, [self.key], [member, self.limit, self.ttl_ms, 1])
 
     async def release(self, member: str) -> None:
         await command(self.redis)("ZREM", self.key, member)

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import orjson
 
 from core.fullsync_control import SyncKeys
-from core.redis_conn import command, typed
+from core.redis_conn import typed
 from mappings.import_rows import ImportKind, Layout, csv_line
 from mappings.installation import Shop
 from worker.context import WorkerContext
@@ -150,15 +150,8 @@ async def stream(app: WorkerContext, keys: FileKeys, n: int) -> AsyncIterator[by
 
 async def acquire_slot(app: WorkerContext, client_id: str, member: str) -> bool:
     now = time.time()
-    got = await command(app.redis)(
-        "EVAL",
-        _ACQUIRE,
-        1,
-        app.keys.apsis_import_slots(client_id),
-        member,
-        now,
-        now + SLOT_LEASE_S,
-        MAX_PENDING,
+    got = await app.script(_ACQUIRE)(
+        keys=[app.keys.apsis_import_slots(client_id)], args=[member, now, now + SLOT_LEASE_S, MAX_PENDING]
     )
     return bool(int(got))
 

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from core.redis_conn import command, typed
+from core.redis_conn import typed
 from mappings.consent import imported_mark
 from mappings.state import SyncState
 from mappings.writes import OPT_OUT
@@ -125,7 +125,7 @@ class Saver:
             action, encoded, count = self._decide(raw, stored[2 * index], stored[2 * index + 1], completed_at)
             script_keys += [keys.customer_lock(self.domain, cid), names[2 * index], names[2 * index + 1]]
             args += [token, cid, action, encoded, count]
-        lost = await command(self.app.redis)("EVAL", _SAVE, len(script_keys), *script_keys, *args)
+        lost = await self.app.script(_SAVE)(keys=script_keys, args=args)
         gone = {c.decode() if isinstance(c, bytes) else str(c) for c in lost or []}
         return left + [(c, r) for c, r, _ in locked if c in gone]
 

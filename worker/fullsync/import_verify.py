@@ -37,7 +37,7 @@ from typing import Any
 import orjson
 import structlog
 
-from core.redis_conn import command, typed
+from core.redis_conn import typed
 from mappings.import_rows import cell
 from worker.apsis_reports import (
     ApsisReports,
@@ -151,8 +151,8 @@ class Verifier:
                 return False  # the next slice tries again (a transient failure)
 
     async def _count(self, cid: int, counter: str) -> None:
-        await command(self.app.redis)(
-            "EVAL", _COUNT, 2, self.counted_key, self.record_key, cid, counter, DATA_TTL_S
+        await self.app.script(_COUNT)(
+            keys=[self.counted_key, self.record_key], args=[cid, counter, DATA_TTL_S]
         )
 
     async def _mark(self, cids: dict[str, str]) -> None:

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 
-from core.redis_conn import command
 from worker.context import WorkerContext
 
 LEASE_TTL_MS = 10_000
@@ -46,7 +45,7 @@ class Lease:
         while True:
             await asyncio.sleep(LEASE_RENEW_S)
             with contextlib.suppress(Exception):
-                await command(self.app.redis)("EVAL", _RENEW, 1, self.key, self.token, LEASE_TTL_MS)
+                await self.app.script(_RENEW)(keys=[self.key], args=[self.token, LEASE_TTL_MS])
 
     async def release(self) -> None:
         if self._task is not None:
@@ -54,4 +53,4 @@ class Lease:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         with contextlib.suppress(Exception):
-            await command(self.app.redis)("EVAL", _RELEASE, 1, self.key, self.token)
+            await self.app.script(_RELEASE)(keys=[self.key], args=[self.token])

@@ -18,7 +18,7 @@ import structlog
 from core import fullsync_control as control
 from core.fullsync_control import SyncKeys
 from core.jobs import JOB_TTL_MS, job_bytes, now_ms
-from core.redis_conn import command, typed
+from core.redis_conn import typed
 from worker.context import WorkerContext
 from worker.fair_dispatch import push_ready
 
@@ -88,16 +88,9 @@ async def maybe_finish(app: WorkerContext, sync_id: str) -> bool:
         return False
     shop = str(record["shop"])
     finished_at = time.time()
-    won = await command(app.redis)(
-        "EVAL",
-        _FINISH,
-        4,
-        sk.record,
-        sk.pending,
-        app.keys.full_sync(shop),
-        control.active_set(app.keys),
-        orjson.dumps(finished_at),
-        sync_id,
+    won = await app.script(_FINISH)(
+        keys=[sk.record, sk.pending, app.keys.full_sync(shop), control.active_set(app.keys)],
+        args=[orjson.dumps(finished_at), sync_id],
     )
     if not int(won):
         return False
