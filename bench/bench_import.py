@@ -316,7 +316,10 @@ def _phases(timeline: dict[str, float], record: Mapping[str, Any], at: float) ->
         "first_file_uploaded": int(files.get("uploaded") or 0) > 0,
         "first_file_completed": int(files.get("completed") or 0) > 0,
         "read_done": bool(record.get("read_done")),
+        # Every file closed (none still building: the last ones close once the store is read)
+        # and every built one completed or failed.
         "files_completed": bool(record.get("read_done"))
+        and not int(files.get("building") or 0)
         and int(files.get("completed") or 0) + int(files.get("failed") or 0) == int(files.get("built") or -1),
         "verified": bool(record.get("import_verified")),
         "walk_done": bool(record.get("walk_done")),
