@@ -91,6 +91,13 @@ TIME_LIMIT_S = 4 * 3600.0
 # (the APSIS budget and the deployment), the part the others share. On Standard (100 points/s)
 # Shopify's walk bounds it (about 17 customers/s here) and nothing the others do can show.
 A_PLAN = os.environ.get("BENCH_FAIRNESS_PLAN", "plus")
+# A's path: "profile" (the default: per-profile batches through the fair dispatcher) or "import"
+# (a bulk export routed into APSIS import files, the default path of a store this size with
+# `bulk_export = true`: the walk turns thousands of customers a second into CSV rows in a worker
+# process that serves webhooks too). On the import path the *with* phase starts as soon as A's
+# walk does (it reads a store of 200,000 in about a minute) and there is no *alone* phase: A's
+# bound is APSIS's import processing, measured by `make bench BENCH_ARGS=import`.
+A_PATH = os.environ.get("BENCH_FAIRNESS_PATH", "profile")
 # A's two sandboxes stand for Shopify's and APSIS's servers, whose CPU is not the deployment's;
 # here they share its two cores. Shopify's answers a customers page in one burst of 0.15-0.3 s of
 # one core (graphql-core executing ~40 fields for each of 166 customers): on a machine 85 % busy
@@ -204,7 +211,8 @@ def _bodies(store: Store, count: int) -> list[tuple[int, bytes]]:
 
 
 def _document(a_shopify: str, a_apsis: str, others: list[Other]) -> dict[str, Any]:
-    document = installation_document(a_shopify, a_apsis, sync={"import_threshold": 0})
+    sync = {"import_threshold": 1000, "bulk_export": True} if A_PATH == "import" else {"import_threshold": 0}
+    document = installation_document(a_shopify, a_apsis, sync=sync)
     first = document["shop"][0]
     shops = [first]
     for other in others:
@@ -282,6 +290,15 @@ async def _steady(timeline: list[list[float]], warmup_s: float, cap_s: float) ->
                 return "write-bound", now
         if now >= cap_s:
             return "unsettled", now
+
+
+async def _walking(timeline: list[list[float]]) -> float:
+    """Wait until A's walk has routed its first customers (the export is being read); the time
+    since A's start."""
+    while True:
+        if timeline and timeline[-1][1] > 0:
+            return timeline[-1][0]
+        await asyncio.sleep(0.2)
 
 
 async def _sample(redis: aioredis.Redis, keys: Keys, sync_id: str, out: list[list[float]]) -> None:
@@ -434,23 +451,30 @@ async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) 
                 cpu["without"] = meter.stop()
                 await _wait_written(others, 30)
             _say(f"phase alone: A's full sync of {customers} customers, no other traffic")
-            started = await control.start_full_sync(redis, keys, A)
+            started = await control.start_full_sync(redis, keys, A, bulk=A_PATH == "import")
             sync_id = started.sync_id
             timeline: list[list[float]] = []
             sampler = asyncio.create_task(_sample(redis, keys, sync_id, timeline))
             stack.callback(sampler.cancel)
-            regime, steady_at = await _steady(timeline, warmup_s, STEADY_CAP_S)
-            _say(f"A's sync steady ({regime}) at {steady_at:.0f} s: measuring its bound")
-            t0, seen0, _ = await _seen(redis, keys, sync_id)
-            meter.start()
-            await asyncio.sleep(phase_s)
-            cpu["alone"] = meter.stop()
-            t1, seen1, record = await _seen(redis, keys, sync_id)
-            alone_rate = (seen1 - seen0) / (t1 - t0)
+            if A_PATH == "import":
+                regime, steady_at = "import", await _walking(timeline)
+                _say(f"A's walk reading the export at {steady_at:.0f} s: no alone phase on the import path")
+                t1, seen1, record = await _seen(redis, keys, sync_id)
+                alone_rate = 0.0
+            else:
+                regime, steady_at = await _steady(timeline, warmup_s, STEADY_CAP_S)
+                _say(f"A's sync steady ({regime}) at {steady_at:.0f} s: measuring its bound")
+                t0, seen0, _ = await _seen(redis, keys, sync_id)
+                meter.start()
+                await asyncio.sleep(phase_s)
+                cpu["alone"] = meter.stop()
+                t1, seen1, record = await _seen(redis, keys, sync_id)
+                alone_rate = (seen1 - seen0) / (t1 - t0)
             # The others' connections idled through the alone phase (aiohttp closes a pooled
             # connection after 15 s): warm them as before the without phase, so both phases start
             # alike and a reconnect storm of 19 shops at once is not measured as A's doing.
             await _warm_up(http, url, others)
+            walked1 = int(record.get("walked") or 0)
             _say("phase with: A's full sync and the webhooks again")
             with _measuring("with"):
                 meter.start()
@@ -459,6 +483,7 @@ async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) 
                 cpu["with"] = meter.stop()
                 t2, seen2, record = await _seen(redis, keys, sync_id)
                 with_rate = (seen2 - seen1) / (t2 - t1)
+                walk_rate = (int(record.get("walked") or 0) - walked1) / (t2 - t1)
                 running = record["state"] not in control.TERMINAL
                 await _wait_written(others, 60)
             _say("waiting for A's full sync to end")
@@ -474,6 +499,8 @@ async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) 
                 await redis.delete(key)
             await redis.aclose()
     summary = _summary(others, record, customers, phase_s, with_rate if running else None, alone_rate, counts)
+    summary["fullsync_path"] = A_PATH
+    summary["fullsync_walked_per_s_with"] = round(walk_rate, 1)  # customers A's walk read a second
     summary["cpu_cores_by_phase"] = cpu
     summary["python_speed_ms"] = speed
     summary["a_sandboxes_nice"] = SANDBOX_NICE

@@ -27,6 +27,10 @@ HELP: Mapping[str, tuple[str, str]] = {
         "counter",
         "Full-sync customers held back because webhook jobs started late (worker/realtime_lag.py)",
     ),
+    "shopsync_fullsync_walk_rests_total": (
+        "counter",
+        "Import walk pages after which the walk rested for webhooks served beside it (worker/realtime_lag.py)",
+    ),
     "shopsync_apply_jobs_total": ("counter", "Deferred apply-customer jobs finished, by how they ended"),
     "shopsync_coalesced_applies_total": ("counter", "Applies by apply-customer jobs (backlogs merged)"),
     "shopsync_coalesced_updates_total": (

@@ -225,3 +225,24 @@ async def test_full_sync_customers_start_spaced_while_webhooks_are_served(
     assert await asyncio.gather(*(lag.make_way() for _ in range(4))) == [False] * 4
     assert time.monotonic() - started >= 3 * 0.1 - 0.01  # the first at once, then one a gap
     assert not lag.serving(time.time() + realtime_lag.SERVING_S)  # it lapses
+
+
+async def test_an_import_walk_rests_for_its_share_while_webhooks_are_served(
+    redis: aioredis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(round(seconds, 6))
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    monkeypatch.setattr(realtime_lag, "WALK_SHARE", 0.25)
+    lag = RealtimeLag(redis, keys)
+    assert await lag.give_way(0.1) == 0.0  # no webhooks here: the walk runs flat out
+    await lag.started(time.time(), 1)  # a webhook job on time: serving
+    assert await lag.give_way(0.1) == pytest.approx(0.3)  # busy a quarter of the time
+    assert await lag.give_way(10.0) == realtime_lag.WALK_REST_MAX_S  # a rest is bounded
+    await lag.started(time.time() - 5, 1)  # one started late: behind
+    assert await lag.give_way(0.01) == realtime_lag.CUSTOMER_PAUSE_S
+    assert await lag.give_way(0.2) == pytest.approx(0.6)
+    assert slept == [0.3, realtime_lag.WALK_REST_MAX_S, realtime_lag.CUSTOMER_PAUSE_S, 0.6]

@@ -19,6 +19,7 @@ the way `CustomerStore` does it (waiting for its lock) after the chunk.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
@@ -95,8 +96,10 @@ class Saver:
             chunk = [
                 (c, r) for c, r, s in zip(keys, raws, resent, strict=True) if r is not None and s is None
             ]
+            began = time.monotonic()
             for cid, raw in await self._save_chunk(chunk, completed_at):
                 await self._save_one(cid, raw, completed_at)
+            await self.app.realtime_lag.give_way(time.monotonic() - began)  # webhooks beside it
 
     async def _save_chunk(
         self, chunk: list[tuple[str, bytes]], completed_at: float

@@ -238,7 +238,9 @@ class Verifier:
         try:
             async with contextlib.aclosing(reports.consent_rows(ticket, timeout_s=wait_s)) as rows:
                 async for chunk in chunks(rows):
+                    began = time.monotonic()
                     await self._compare_chunk(report, chunk)
+                    await self.app.realtime_lag.give_way(time.monotonic() - began)  # webhooks beside it
         except ReportTimeoutError:
             return False  # not ready yet: the next slice polls on
         except ReportGoneError:

@@ -46,6 +46,7 @@ from worker.fullsync.import_files import (
 )
 from worker.fullsync.import_letters import bury_in, refused_letter
 from worker.fullsync.records import enqueue_job
+from worker.realtime_lag import WALK_SLICE
 from worker.runtime import TransientError
 from worker.sync_consents import address_attributes
 from worker.sync_update import Update
@@ -147,7 +148,10 @@ class ImportWalker(walk._Walker):
         kind = "bulk" if self.record.get("source") == "bulk" else "rest"
         snapshots = []
         out: list[tuple[Routed, dict[str, Any]]] = []
-        for customer in customers:
+        lag = self.app.realtime_lag
+        for n, customer in enumerate(customers, 1):
+            if n % WALK_SLICE == 0 and lag.serving():
+                await asyncio.sleep(0)  # webhook jobs of this process run between slices
             update = Update(kind=kind, payload=customer, received_at=0.0, source="fullsync")  # type: ignore[arg-type]
             try:
                 snapshot = update.normalized()
@@ -159,7 +163,9 @@ class ImportWalker(walk._Walker):
             snapshots.append((snapshot, customer))
         keys = [self.app.keys.customer_state(self.shop.domain, s.id) for s, _ in snapshots]  # type: ignore[union-attr]
         raws = await typed(self.app.redis.mget(keys)) if keys else []
-        for (snapshot, customer), raw in zip(snapshots, raws, strict=True):
+        for n, ((snapshot, customer), raw) in enumerate(zip(snapshots, raws, strict=True), 1):
+            if n % WALK_SLICE == 0 and lag.serving():
+                await asyncio.sleep(0)
             stored = None
             if raw is not None:
                 data = orjson.loads(raw)
@@ -174,9 +180,14 @@ class ImportWalker(walk._Walker):
     async def _emit(self, customers: list[dict[str, Any]], checkpoint: dict[str, Any], done: bool) -> None:
         """One page: its rows appended to the open files, its per-profile customers as a batch,
         its refusals as dead letters, the counters and the walk's checkpoint, in one transaction."""
+        began = time.monotonic()
         routed = await self._route(customers)
         async with self.files_lock:
             await self._emit_routed(routed, customers, checkpoint, done)
+        # Beside webhooks, the walk takes only its share of the process (worker/realtime_lag.py).
+        rested = await self.app.realtime_lag.give_way(time.monotonic() - began)
+        if rested:
+            self.app.metrics.inc("shopsync_fullsync_walk_rests_total")
 
     async def _emit_routed(
         self,
