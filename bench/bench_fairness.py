@@ -61,6 +61,7 @@ import aiohttp
 import orjson
 import redis.asyncio as aioredis
 
+from bench.bench_fullsync import apsis_counts
 from bench.bench_realtime import _percentile, _stop, _wait_port, update_headers
 from bench.cpu_use import CpuMeter, python_speed_ms, redis_server_pids
 from bench.fullsync_procs import _sandbox
@@ -381,17 +382,6 @@ async def _yields(redis: aioredis.Redis, keys: Keys) -> int:
     return int(float(value or 0))
 
 
-async def _apsis_counts(url: str) -> dict[str, int]:
-    """A's APSIS API requests: all, those under its budget (every one not refused with a 429:
-    reads count against the 100 requests/s as writes do) and the writes."""
-    async with aiohttp.ClientSession() as session, session.get(f"{url}/_sandbox/requests") as response:
-        rows = (await response.json())["items"]
-    api = [r for r in rows if r["route"] != "/oauth/token"]
-    budgeted = sum(r["count"] for r in api if r["status"] != 429)
-    writes = sum(r["count"] for r in api if r["method"] != "GET" and r["status"] < 400)
-    return {"requests": sum(r["count"] for r in api), "budgeted": budgeted, "writes": writes}
-
-
 async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) -> dict[str, Any]:
     prefix = f"bench-fair-{uuid.uuid4().hex[:8]}"
     speed = python_speed_ms()  # before anything starts: the machine's speed today
@@ -491,7 +481,7 @@ async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) 
             while record["state"] not in control.TERMINAL and time.monotonic() < deadline:
                 await asyncio.sleep(1.0)
                 _, _, record = await _seen(redis, keys, sync_id)
-            counts = await _apsis_counts(a_apsis)
+            counts = await apsis_counts(a_apsis)
             yields = await _yields(redis, keys)
             sampler.cancel()
         finally:
@@ -580,7 +570,7 @@ def _summary(
     seen = int(record.get("seen") or 0)
     # Every request APSIS admitted counts against its 100 a second, the consent reads before
     # opt-ins too (until 2026-12-07 this counted the writes alone and overstated the limit).
-    per_customer = counts["budgeted"] / max(seen, 1)
+    per_customer = counts["apsis_budgeted"] / max(seen, 1)
     limit_rate = APSIS_REQUESTS_PER_S / max(per_customer, 1e-9)
     failed = int(record.get("failed") or 0)
     ratio = round(with_rate / alone_rate, 3) if with_rate is not None and alone_rate else None
@@ -613,10 +603,10 @@ def _summary(
         ),
         "fullsync_ratio_to_bound": ratio,
         "apsis_requests_per_customer": round(per_customer, 3),
-        "apsis_writes_per_customer": round(counts["writes"] / max(seen, 1), 3),
+        "apsis_writes_per_customer": round(counts["apsis_writes"] / max(seen, 1), 3),
         "apsis_limit_customers_per_s": round(limit_rate, 1),
         "fullsync_ratio_to_apsis_limit": round(with_rate / limit_rate, 3) if with_rate is not None else None,
-        "apsis_requests_a": counts["requests"],
+        "apsis_requests_a": counts["apsis_requests"],
         "lost": lost_webhooks + failed,
         "per_shop": per_shop,
         "others_latency_by_s": _by_second(timed),

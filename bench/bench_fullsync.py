@@ -44,16 +44,23 @@ async def _get(url: str) -> Any:
         return await response.json()
 
 
-async def _counts(p: Procs) -> dict[str, Any]:
-    apsis = (await _get(f"{p.apsis_url}/_sandbox/requests"))["items"]  # {method, route, status, count}
-    shopify = await _get(f"{p.shopify_url}/_sandbox/requests")  # [{route: "GET /admin/...", status, count}]
-    api = [r for r in apsis if r["route"] != "/oauth/token"]
+async def apsis_counts(url: str) -> dict[str, int]:
+    """An APSIS sandbox account's API requests (the token's left out): all, those under its budget
+    (every one not refused: reads count against the 100 a second as writes do), the writes and
+    the 429s."""
+    api = [r for r in (await _get(f"{url}/_sandbox/requests"))["items"] if r["route"] != "/oauth/token"]
     return {
         "apsis_requests": sum(r["count"] for r in api),
-        # What counts against the account's 100 a second: every request not refused, reads too.
         "apsis_budgeted": sum(r["count"] for r in api if r["status"] != 429),
         "apsis_writes": sum(r["count"] for r in api if r["method"] != "GET" and r["status"] < 400),
         "apsis_429": sum(r["count"] for r in api if r["status"] == 429),
+    }
+
+
+async def _counts(p: Procs) -> dict[str, Any]:
+    shopify = await _get(f"{p.shopify_url}/_sandbox/requests")  # [{route: "GET /admin/...", status, count}]
+    return {
+        **await apsis_counts(p.apsis_url),
         "shopify_requests": sum(r["count"] for r in shopify if "/admin/" in r["route"]),
         "shopify_429": sum(r["count"] for r in shopify if r["status"] == 429),
     }

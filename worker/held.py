@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from core.jobs import JOB_TTL_MS, job_bytes, now_ms
 from core.keys import Keys
 from core.logging import get_logger
+from core.redis_conn import script as redis_script
 
 log = get_logger(__name__)
 
@@ -83,7 +84,7 @@ async def held_counts(redis: aioredis.Redis, keys: Keys) -> dict[str, int]:
 async def release(redis: aioredis.Redis, keys: Keys, shop: str, limit: int | None = None) -> int:
     """Put the held jobs of `shop` back on their queues (new job id, first try), every one or at
     most `limit` (a backoff's probe, worker/shop_backoff.py); how many."""
-    script = redis.register_script(_RELEASE)
+    script = redis_script(redis, _RELEASE)
     released = 0
     async for _, raw in redis.hscan_iter(keys.held_jobs(shop), count=200):
         if limit is not None and released >= limit:
