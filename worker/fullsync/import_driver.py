@@ -88,7 +88,7 @@ class Driver:
             if file.state == "completed":
                 # APSIS has the file and never needs it again: the CSV leaves Redis now, not after
                 # the whole sync is verified (a store of a million customers held ~175 MB there).
-                pipe.delete(keys.content(file.number))
+                pipe.unlink(keys.content(file.number))
             for name, value in counters.items():
                 pipe.hincrby(self.walker.keys.record, name, value)
             pipe.hset(self.walker.keys.record, "import_files", orjson.dumps(self.summary()).decode())
@@ -216,7 +216,7 @@ class Driver:
                 bury_in(pipe, self.app.keys, letter)
             pipe.hincrby(self.walker.keys.record, "failed", counted)
             pipe.hincrby(self.walker.keys.record, "seen", counted)
-            pipe.delete(self.walker.fkeys.content(file.number))
+            pipe.unlink(self.walker.fkeys.content(file.number))
             pipe.hset(self.walker.keys.record, "import_files", orjson.dumps(self.summary()).decode())
             await pipe.execute()
         log.error(
