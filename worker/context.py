@@ -63,6 +63,9 @@ class WorkerContext:
     token_sources: dict[str, TokenSource] = field(default_factory=dict)
     observer: shop_backoff.ApiObserver = field(default_factory=shop_backoff.ApiObserver)
     dispatch_s: float = fair_dispatch.DISPATCH_S  # 0: this process does not dispatch batches
+    # "child": heavy full-sync walks run in a child process at a lower CPU priority
+    # (worker/fullsync/walk_process.py); `shopsync worker` sets it, hand-built contexts walk inline.
+    walk_process: str = "inline"
     _token_session: aiohttp.ClientSession | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _retired: list[Any] = field(default_factory=list)  # clients of changed shops, closed later
@@ -240,6 +243,10 @@ class WorkerContext:
             with contextlib.suppress(Exception):
                 await self._token_session.close()
             self._token_session = None
+
+    async def flush_metrics_every(self, seconds: float) -> None:
+        """Only the metrics' flush, for a process that runs no arq worker (a walk's child)."""
+        await self._every(seconds, self.metrics.flush)
 
     async def _heartbeat(self) -> None:
         now = time.time()

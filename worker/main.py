@@ -32,6 +32,7 @@ from mappings.installation_parse import parse_installations_toml
 from worker import audit_schedule, fullsync
 from worker.coalesce import APPLY_MAX_JOBS
 from worker.context import WorkerContext
+from worker.fullsync import walk_process
 from worker.jobs import (
     REALTIME_TIMEOUT_S,
     apply_functions,
@@ -67,7 +68,8 @@ def run(settings: Settings, queue: str = "all", burst: bool = False) -> int:
     try:
         path = settings.shops_file
         installations = parse_installations_toml(read_config_file(path), os.environ, source=path)
-    except (ConfigFileError, InstallationError) as exc:
+        walk_mode = walk_process.mode_from_env()
+    except (ConfigFileError, InstallationError, ValueError) as exc:
         print(f"shopsync worker: {exc}", file=sys.stderr)
         return 1
     for warning in installations.warnings:
@@ -77,15 +79,19 @@ def run(settings: Settings, queue: str = "all", burst: bool = False) -> int:
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     app_kinds = ["realtime", "fullsync"] if queue == "all" else [queue]
-    return asyncio.run(_serve(settings, installations, app_kinds, burst))
+    return asyncio.run(_serve(settings, installations, app_kinds, burst, walk_mode))
 
 
-async def _serve(settings: Settings, installations: Installations, kinds: list[str], burst: bool) -> int:
+async def _serve(
+    settings: Settings, installations: Installations, kinds: list[str], burst: bool, walk_mode: str
+) -> int:
     keys = Keys(settings.key_prefix)
     pool = await create_pool(
         arq_settings(settings.redis_url), job_serializer=serialize, job_deserializer=deserialize
     )
-    app = WorkerContext(settings=settings, installations=installations, redis=pool, keys=keys)
+    app = WorkerContext(
+        settings=settings, installations=installations, redis=pool, keys=keys, walk_process=walk_mode
+    )
     workers = [build_worker(kind, app, burst=burst) for kind in with_audit(with_apply(kinds))]
     loop = asyncio.get_running_loop()
     watcher = FileWatcher(settings.shops_file, lambda: reload_installations(app, settings.shops_file))

@@ -1,8 +1,9 @@
 """An import full sync survives a SIGKILL of its worker process mid-upload (real processes).
 
 The sandboxes run in the test process (the oracle reads them; a hook holds one upload open); one
-`shopsync worker` process runs the sync and is SIGKILLed while its upload is in flight, with other
-files already processing in APSIS; a fresh process resumes the walk from Redis. Nothing is lost
+`shopsync worker` process runs the sync (its walk in a child process, which dies with it) and is
+SIGKILLed while its upload is in flight, with other files already processing in APSIS; a fresh
+process resumes the walk from Redis. Nothing is lost
 (every customer as the store says), no import is requested again for a file that had one, and no
 file APSIS has already received is uploaded again (the sandbox counts a second upload as ignored).
 
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil
 import pytest
 
 from core import fullsync_control as control
@@ -47,6 +49,16 @@ def _worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
     )
+
+
+def _walk_children(sync_id: str) -> list[psutil.Process]:
+    """Live walk processes of the sync (worker/fullsync/walk_process.py)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        cmdline = proc.info["cmdline"] or []
+        if sync_id in cmdline and proc.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(proc)
+    return found
 
 
 @pytest.mark.slow
@@ -95,8 +107,12 @@ async def test_a_sigkilled_worker_resumes_the_import_without_reuploading_or_losi
             async with asyncio.timeout(90):
                 await held.wait()
             await asyncio.sleep(0.3)
+            assert _walk_children(started.sync_id), "the import walk runs in the worker's child"
             workers[0].send_signal(signal.SIGKILL)
             workers[0].wait(timeout=10)
+            async with asyncio.timeout(10):  # the child dies with its worker (PR_SET_PDEATHSIG)
+                while _walk_children(started.sync_id):  # noqa: ASYNC110 - another process
+                    await asyncio.sleep(0.1)
             killed = await control.read_sync(p.redis, keys, started.sync_id)
             assert killed is not None and killed["state"] == "running"
             raw = await p.redis.hgetall(f"{keys.full_sync_import(started.sync_id)}:files")  # type: ignore[misc]

@@ -3,8 +3,8 @@
 The package registers its arq jobs (`functions()` for the full-sync queue, `cron_jobs()` for the
 real-time worker) and names the time budgets the worker's settings are built around
 (`JOB_TIMEOUT_S` and the budgets under it). The parts: `walker` (the coordinator job, a page at a
-time into batches, handing over to a fresh job every slice), `source` (REST pages and bulk export
-lines), `batches` (the batch jobs, through the real-time path's `submit`), `records` (load, fail,
+time into batches, handing over to a fresh job every slice; `walk_process` runs a heavy slice in a
+child process), `source` (REST pages and bulk export lines), `batches` (the batch jobs, through the real-time path's `submit`), `records` (load, fail,
 finish, history), `lease` (the renewed claim a live job holds), `watchdog` (re-enqueues the parts
 whose job died) and `reconcile` (the periodic filtered walk).
 """
@@ -23,7 +23,8 @@ from worker.fullsync.batches import BATCH_TIMEOUT_S, full_sync_batch
 from worker.fullsync.import_letters import RESEND_FUNCTION, RESEND_TIMEOUT_S, full_sync_import_resend
 from worker.fullsync.lease import LEASE_TTL_MS
 from worker.fullsync.reconcile import full_sync_reconcile
-from worker.fullsync.walker import WALK_TIMEOUT_S, full_sync_walk
+from worker.fullsync.walk_process import full_sync_walk
+from worker.fullsync.walker import WALK_TIMEOUT_S
 from worker.fullsync.watchdog import full_sync_watchdog
 
 __all__ = [

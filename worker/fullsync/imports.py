@@ -32,6 +32,7 @@ from redis.exceptions import WatchError
 from core import fullsync_control as control
 from core.redis_conn import typed
 from mappings.import_rows import Layout, Routed, layouts, route_customer
+from mappings.installation import Shop
 from mappings.snapshot import PayloadError
 from mappings.state import SyncState
 from worker.fullsync import walker as walk
@@ -68,17 +69,25 @@ STEP_EVERY_S = 1.0  # the driver's steps while the walk reads (besides one after
 _COUNTED = {"stale": "stale", "unchanged": "unchanged", "skipped": "skipped", "refused": "failed"}
 
 
+def may_import(record: dict[str, Any], shop: Shop) -> bool:
+    """The sync takes the import path, or may once its store is counted."""
+    path = record.get("path")
+    if path is not None:
+        return bool(path == IMPORT_PATH)
+    kind_fits = record.get("kind") == "full" and not record.get("with_orders")
+    return kind_fits and shop.sync.import_threshold > 0
+
+
 async def choose(base: walk._Walker) -> walk._Walker | None:
     record, shop, app = base.record, base.shop, base.app
     path = record.get("path")
     if path is None:
         path = "profile"
-        threshold = shop.sync.import_threshold
-        if record.get("kind") == "full" and not record.get("with_orders") and threshold > 0:
+        if may_import(record, shop):
             total = record.get("total")
             if total is None:
                 total = await app.shopify(shop).count_customers()
-            if int(total) > threshold:
+            if int(total) > shop.sync.import_threshold:
                 path = IMPORT_PATH
             await typed(
                 app.redis.hset(

@@ -1,4 +1,4 @@
-"""The full sync's coordinator: `full_sync_walk` reads the store a page at a time into batches.
+"""The full sync's coordinator: the walk reads the store a page at a time into batches.
 
 One walk job at a time per sync, holding the sync's walk lease, reads customers a page
 (`PAGE_SIZE`) at a time, REST or from a bulk export (`worker.fullsync.source`), and turns each
@@ -31,7 +31,7 @@ from worker.context import WorkerContext
 from worker.fullsync.lease import Lease
 from worker.fullsync.records import enqueue_job, fail_sync, load, maybe_finish
 from worker.fullsync.source import bulk_lines, customer_fields, customer_page
-from worker.runtime import TransientError, is_transient, run_job
+from worker.runtime import TransientError, is_transient
 
 log = structlog.get_logger("worker.fullsync")
 
@@ -55,19 +55,9 @@ ROOM_DEFER_S = 2.0
 PATHS: list[Callable[[_Walker], Awaitable[_Walker | None]]] = []
 
 
-async def full_sync_walk(ctx: dict[str, Any], sync_id: str, gen: int) -> Any:
-    return await run_job(
-        ctx,
-        control.WALK_FUNCTION,
-        _walk,
-        (sync_id, gen),
-        queue=ctx["app"].keys.fullsync_queue,
-        timeout_s=WALK_TIMEOUT_S,
-        bind={"sync_id": sync_id, "walk_gen": gen},
-    )
-
-
-async def _walk(app: WorkerContext, sync_id: str, gen: int) -> dict[str, Any]:
+async def walk_slice(app: WorkerContext, sync_id: str, gen: int) -> dict[str, Any]:
+    """One slice of the walk (`WALK_SLICE_S`), in this process; the job that runs it, in this
+    process or a child, is `worker.fullsync.walk_process.full_sync_walk`."""
     record = await load(app, sync_id)
     if record is None or record.get("state") != RUNNING:
         return {"skipped": "not running"}

@@ -1,0 +1,147 @@
+"""An import walk's slice in a child process at a lower CPU priority (worker/fullsync/walk_process.py).
+
+Real parts: the sandboxes in the test process, real Redis, and the child a real interpreter that
+reads the installations file and Redis as its worker would. The walk itself is tested inline by
+the other import-path tests; here: that a worker in `child` mode hands the slice to a niced child,
+that the child's result and errors come back as the job's, and that a cancelled job stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from core import fullsync_control as control
+from core.fullsync_control import SyncKeys
+from core.keys import Keys
+from core.settings import Settings
+from sandbox.apsis.imports import imports_of
+from sandbox.installation import installation_document, write_installation
+from tests.e2e.harness import Pipeline, pipeline
+from tests.fullsync.helpers import FAST_LIMITS, open_limits
+from tests.fullsync.import_helpers import SYNC
+from worker.context import WorkerContext
+from worker.fullsync import walk_process
+from worker.runtime import TransientError
+
+ROOT = Path(__file__).resolve().parents[2]
+SIZE = 300
+
+
+@pytest.mark.parametrize(
+    ("code", "out", "expected"),
+    [
+        (0, b'{"pages": 2, "walk_done": true}', {"pages": 2, "walk_done": True}),
+        (walk_process.TEMPFAIL, b'{"error": "ConnectionError: refused"}', TransientError),
+        (-9, b"", TransientError),  # killed by a signal (the OOM killer)
+        (1, b'{"error": "KeyError: x"}', RuntimeError),
+        (1, b"Traceback (most recent", RuntimeError),  # died before writing its result
+    ],
+)
+def test_the_childs_exit_becomes_the_jobs_result_or_error(code: int, out: bytes, expected: Any) -> None:
+    if isinstance(expected, dict):
+        assert walk_process._outcome(code, out) == expected
+    else:
+        with pytest.raises(expected):
+            walk_process._outcome(code, out)
+
+
+def test_an_unknown_walk_mode_stops_the_worker_with_one_line() -> None:
+    with pytest.raises(ValueError, match="SHOPSYNC_WALK_PROCESS must be one of child, inline"):
+        walk_process.mode_from_env({"SHOPSYNC_WALK_PROCESS": "thread"})
+    assert walk_process.mode_from_env({}) == "child"
+    done = subprocess.run(
+        [sys.executable, "-m", "shopsync.cli", "worker"],
+        env={**os.environ, "SHOPSYNC_WALK_PROCESS": "thread"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "shopsync worker: SHOPSYNC_WALK_PROCESS must be one of child, inline, not 'thread'"
+    ]
+
+
+def _child_mode(p: Pipeline, redis_url: str, keys: Keys, tmp_path: Path) -> WorkerContext:
+    """A worker's context as `shopsync worker` builds it: settings naming the installations file."""
+    shops = write_installation(
+        tmp_path / "shops.toml",
+        installation_document(p.shopify.url, p.apsis.url, p.shop.api_version, limits=FAST_LIMITS, sync=SYNC),
+    )
+    settings = Settings(
+        redis_url=redis_url, key_prefix=keys.prefix, shops_file=str(shops), log_level="warning"
+    )
+    return WorkerContext(
+        settings=settings, installations=p.installations, redis=p.pool, keys=keys, walk_process="child"
+    )
+
+
+async def test_an_import_slice_runs_in_a_niced_child_and_its_result_comes_back(
+    redis_url: str, keys: Keys, tmp_path: Path
+) -> None:
+    async with pipeline(redis_url, keys, customers=SIZE, workers=(), limits=FAST_LIMITS, sync=SYNC) as p:
+        open_limits(p.store, p.account)
+        imports_of(p.account).settings.rows_per_second = 100_000.0
+        app = _child_mode(p, redis_url, keys, tmp_path)
+        started = await control.start_full_sync(p.redis, keys, p.shop.domain)
+        result = await walk_process._slice(app, started.sync_id, 0)
+        record = await control.read_sync(p.redis, keys, started.sync_id)
+        assert record is not None
+        # The child read the whole store through imports, under the walk's lease, and let it go.
+        assert record["path"] == "import" and record["walked"] == SIZE, record
+        assert result["pages"] >= 1 and result["walk_process"]["nice"] == walk_process.WALK_NICE, result
+        assert result["walk_process"]["pid"] != os.getpid()
+        assert not psutil.pid_exists(result["walk_process"]["pid"])
+        assert await p.redis.get(SyncKeys(keys, started.sync_id).lease("walk")) is None
+        # The child's counters reach the shared metrics (its flush on the way out), beside the job's.
+        await app.metrics.flush()
+        metrics = await p.redis.hgetall(keys.metrics)  # type: ignore[misc]
+        assert any(
+            b"import" in name for name in metrics if name.startswith(b"shopsync_api_requests_total")
+        ), sorted(metrics)
+        assert metrics[b"shopsync_fullsync_walk_processes_total"] == b"1"
+
+
+async def test_a_per_profile_slice_stays_in_the_jobs_process(
+    redis_url: str, keys: Keys, tmp_path: Path
+) -> None:
+    async with pipeline(redis_url, keys, customers=50, workers=(), limits=FAST_LIMITS, sync=SYNC) as p:
+        app = _child_mode(p, redis_url, keys, tmp_path)
+        started = await control.start_full_sync(p.redis, keys, p.shop.domain, kind="reconcile")
+        result = await walk_process._slice(app, started.sync_id, 0)
+        assert "walk_process" not in result, result
+        assert not await p.redis.hexists(keys.metrics, "shopsync_fullsync_walk_processes_total")  # type: ignore[misc]
+
+
+async def test_a_cancelled_walk_job_stops_its_child_which_lets_the_lease_go(
+    redis_url: str, keys: Keys, tmp_path: Path
+) -> None:
+    async with pipeline(redis_url, keys, customers=SIZE, workers=(), limits=FAST_LIMITS, sync=SYNC) as p:
+        open_limits(p.store, p.account)
+        imports_of(p.account).settings.rows_per_second = 1.0  # the slice waits on APSIS's processing
+        app = _child_mode(p, redis_url, keys, tmp_path)
+        started = await control.start_full_sync(p.redis, keys, p.shop.domain)
+        lease = SyncKeys(keys, started.sync_id).lease("walk")
+        job = asyncio.create_task(walk_process._slice(app, started.sync_id, 0))
+        async with asyncio.timeout(60):
+            while not await p.redis.get(lease):  # noqa: ASYNC110 - the child writes it
+                await asyncio.sleep(0.05)
+        children = psutil.Process().children()
+        assert len(children) == 1 and children[0].nice() == walk_process.WALK_NICE
+        job.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await job
+        # SIGTERM: the child ended its slice and released the lease itself (no 10 s lapse).
+        assert not children[0].is_running() or children[0].status() == psutil.STATUS_ZOMBIE
+        assert await p.redis.get(lease) is None
+        record = await control.read_sync(p.redis, keys, started.sync_id)
+        assert record is not None and record["state"] == "running"

@@ -1,0 +1,233 @@
+"""The walk job: a slice of a full sync's walk, in a child process at a lower CPU priority when heavy.
+
+An import walk (worker/fullsync/imports.py) routes thousands of customers a second through the
+mappings, builds the CSVs, then verifies and saves them: CPU that a worker process also needs
+for its webhooks. Rests in the same process (`RealtimeLag.give_way`) kept it to half a process
+and still tripled the other shops' webhook p99 (docs/PERFORMANCE.md, "Many shops"). So a worker
+started by `shopsync worker` (`SHOPSYNC_WALK_PROCESS=child`, the default) runs such a slice in a
+child process at niceness `SHOPSYNC_WALK_NICE` (10): the kernel gives the walk only the CPU that
+webhook work leaves over, and the worker's own event loop stays free for webhooks. The per-profile
+walk (a page read and a batch enqueued at a time) stays in the job's process.
+
+The child is `main(SYNC_ID, GEN, PARENT_PID, BUDGET_S)` in a new interpreter: it reads the
+same environment and installations file as its worker, runs `walker.walk_slice` under the slice's
+lease like any walk job, prints its result as JSON and exits 0, or `TEMPFAIL` after a transient
+error (the job then ends in a Retry, as inline). It is killed with its worker (PR_SET_PDEATHSIG), and a
+cancelled job (its timeout, the worker's shutdown) stops it with SIGTERM: its slice ends, its
+lease is released. A crash anywhere loses at most a page, as the walk's transactions guarantee.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+from typing import Any
+
+import orjson
+import structlog
+from arq.connections import create_pool
+
+from core import fullsync_control as control
+from core.config import read_config_file
+from core.fullsync_control import RUNNING
+from core.jobs import deserialize, serialize
+from core.keys import Keys
+from core.logging import configure_logging
+from core.redis_conn import arq_settings
+from core.settings import Settings
+from mappings.installation_parse import parse_installations_toml
+from worker import budget, lanes
+from worker.context import METRICS_FLUSH_S, WorkerContext
+from worker.fullsync import imports
+from worker.fullsync.records import load
+from worker.fullsync.walker import WALK_TIMEOUT_S, walk_slice
+from worker.runtime import TransientError, is_transient, run_job
+
+log = structlog.get_logger("worker.fullsync")
+
+MODES = ("child", "inline")
+WALK_NICE = int(os.environ.get("SHOPSYNC_WALK_NICE") or 10)
+WALK_SCHED_IDLE = os.environ.get("SHOPSYNC_WALK_SCHED_IDLE", "1") != "0"
+TEMPFAIL = 75  # EX_TEMPFAIL: a transient error, try the slice again later
+STOP_GRACE_S = 10.0  # after SIGTERM, the child's slice ends and releases its lease; then SIGKILL
+_PR_SET_PDEATHSIG = 1
+# Not `-m`: this module is imported by its package first, and runpy warns about running it again.
+_CHILD = "import sys; from worker.fullsync.walk_process import main; sys.exit(main(sys.argv[1:]))"
+
+
+def mode_from_env(env: dict[str, str] | None = None) -> str:
+    """`SHOPSYNC_WALK_PROCESS` checked (a one-line error names the variable)."""
+    value = (os.environ if env is None else env).get("SHOPSYNC_WALK_PROCESS") or "child"
+    if value not in MODES:
+        raise ValueError(f"SHOPSYNC_WALK_PROCESS must be one of {', '.join(MODES)}, not {value!r}")
+    return value
+
+
+async def full_sync_walk(ctx: dict[str, Any], sync_id: str, gen: int) -> Any:
+    return await run_job(
+        ctx,
+        control.WALK_FUNCTION,
+        _slice,
+        (sync_id, gen),
+        queue=ctx["app"].keys.fullsync_queue,
+        timeout_s=WALK_TIMEOUT_S,
+        bind={"sync_id": sync_id, "walk_gen": gen},
+    )
+
+
+async def _slice(app: WorkerContext, sync_id: str, gen: int) -> dict[str, Any]:
+    if app.walk_process == "child" and await _heavy(app, sync_id):
+        return await run_in_child(app, sync_id, gen)
+    return await walk_slice(app, sync_id, gen)
+
+
+async def _heavy(app: WorkerContext, sync_id: str) -> bool:
+    """The slice walks through imports (or may: the first slice counts the store)."""
+    record = await load(app, sync_id)
+    if record is None or record.get("state") != RUNNING or record.get("walk_done"):
+        return False
+    shop = app.installations.get(str(record["shop"]))
+    return shop is not None and imports.may_import(record, shop)
+
+
+async def run_in_child(app: WorkerContext, sync_id: str, gen: int) -> dict[str, Any]:
+    """The slice in a child process; its result, or the error it ended with."""
+    settings = app.settings
+    env = {
+        **os.environ,  # the tokens' key, the API hosts' overrides, the walk's own settings
+        "REDIS_URL": settings.redis_url,
+        "SHOPS_FILE": settings.shops_file,
+        "SHOPSYNC_KEY_PREFIX": settings.key_prefix,
+        "LOG_FORMAT": settings.log_format,
+        "LOG_LEVEL": settings.log_level,
+    }
+    budget_s = budget.remaining() or WALK_TIMEOUT_S
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _CHILD,
+        sync_id,
+        str(gen),
+        str(os.getpid()),
+        f"{budget_s:.1f}",
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    app.metrics.inc("shopsync_fullsync_walk_processes_total")
+    log.info("walk_process_started", pid=proc.pid, nice=WALK_NICE)
+    try:
+        out, _ = await proc.communicate()
+    except BaseException:  # cancelled: the job's budget, or the worker shutting down
+        await _stop(proc)
+        raise
+    return _outcome(proc.returncode, out)
+
+
+def _outcome(code: int | None, out: bytes) -> dict[str, Any]:
+    try:
+        result = orjson.loads(out) if out.strip() else {}
+    except orjson.JSONDecodeError:
+        result = {}
+    if code == 0 and isinstance(result, dict):
+        return result
+    detail = result.get("error") if isinstance(result, dict) else None
+    if code == TEMPFAIL or code is None or code < 0:
+        # A transient error, or the child killed (by a signal, the kernel's OOM killer): again later.
+        raise TransientError(str(detail or f"the walk process ended with {code}"))
+    raise RuntimeError(str(detail or f"the walk process ended with {code}"))
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.terminate()
+    try:
+        await asyncio.shield(asyncio.wait_for(proc.wait(), STOP_GRACE_S))
+    except (TimeoutError, asyncio.CancelledError):
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+
+
+# The child.
+
+
+def _lower_priority() -> None:
+    try:
+        os.nice(WALK_NICE)
+    except OSError as exc:  # a platform that refuses it: the walk still runs, at full priority
+        log.warning("walk_process_nice_refused", error=str(exc))
+    if not WALK_SCHED_IDLE or not hasattr(os, "SCHED_IDLE"):
+        return
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except OSError as exc:
+        log.warning("walk_process_sched_idle_refused", error=str(exc))
+
+
+def _die_with(parent: int) -> None:
+    """Killed when the worker dies (Linux), and an end now if it already has: a worker's crash
+    ends its walk at once, as an inline walk's, and the lease lapses for the watchdog."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        sys.exit(TEMPFAIL)
+
+
+def main(argv: list[str]) -> int:
+    sync_id, gen, parent, budget_s = argv[0], int(argv[1]), int(argv[2]), float(argv[3])
+    _die_with(parent)
+    # Ctrl-C reaches the whole process group: the worker stops its jobs, and this one with SIGTERM.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    settings = Settings.from_env()
+    configure_logging(settings.log_format, settings.log_level)
+    _lower_priority()
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    code, result = asyncio.run(_child(settings, sync_id, gen, budget_s))
+    with contextlib.suppress(OSError):  # the worker is gone (its pipe closed): the code still says it
+        sys.stdout.buffer.write(orjson.dumps(result))
+        sys.stdout.flush()
+    return code
+
+
+async def _child(settings: Settings, sync_id: str, gen: int, budget_s: float) -> tuple[int, dict[str, Any]]:
+    try:
+        path = settings.shops_file
+        installations = parse_installations_toml(read_config_file(path), os.environ, source=path)
+        pool = await create_pool(
+            arq_settings(settings.redis_url), job_serializer=serialize, job_deserializer=deserialize
+        )
+    except Exception as exc:  # the worker read both a moment ago: a file being replaced, a blip
+        return TEMPFAIL, {"error": f"{type(exc).__name__}: {exc}"}
+    keys = Keys(settings.key_prefix)
+    app = WorkerContext(settings=settings, installations=installations, redis=pool, keys=keys, dispatch_s=0)
+    flushing = asyncio.create_task(app.flush_metrics_every(METRICS_FLUSH_S))
+    walking = asyncio.current_task()
+    assert walking is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, walking.cancel)
+    lanes.enter(None, "bulk")
+    structlog.contextvars.bind_contextvars(sync_id=sync_id, walk_gen=gen, walk_process=os.getpid())
+    try:
+        with budget.deadline(budget_s):
+            async with asyncio.timeout(budget_s):
+                result = await walk_slice(app, sync_id, gen)
+        return 0, {**result, "walk_process": {"pid": os.getpid(), "nice": os.nice(0)}}
+    except asyncio.CancelledError:
+        return TEMPFAIL, {"error": "the walk process was stopped"}
+    except Exception as exc:
+        if is_transient(exc):
+            return TEMPFAIL, {"error": f"{type(exc).__name__}: {exc}"}
+        log.exception("walk_process_failed")
+        return 1, {"error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        flushing.cancel()
+        await app.close()
+        await pool.aclose()
