@@ -30,6 +30,30 @@ def redis_server_pids(port: int) -> list[int]:
     return found
 
 
+def _with_children(pid: int, claimed: set[int]) -> float:
+    """CPU seconds of a process and of its children, live (a worker's walk process,
+    worker/fullsync/walk_process.py) or ended and reaped; a child with a role of its own (the
+    bench's sandboxes, receiver and workers) and what it started count for that role."""
+    try:
+        proc = psutil.Process(pid)
+        times = proc.cpu_times()
+        live = proc.children()
+    except psutil.Error:  # gone: it counts for nothing from here on
+        return 0.0
+    total = times.user + times.system + times.children_user + times.children_system
+    while live:
+        child = live.pop()
+        if child.pid in claimed:
+            continue
+        try:
+            child_times = child.cpu_times()
+            live.extend(child.children())
+        except psutil.Error:  # ended between the calls: its parent counts it once reaped
+            continue
+        total += child_times.user + child_times.system
+    return total
+
+
 class CpuMeter:
     def __init__(self, roles: Mapping[str, Iterable[int]]) -> None:
         self.roles = {role: list(pids) for role, pids in roles.items()}
@@ -41,14 +65,11 @@ class CpuMeter:
 
     def _cpu(self) -> dict[str, float]:
         out: dict[str, float] = {}
+        claimed = {pid for pids in self.roles.values() for pid in pids}
         for role, pids in self.roles.items():
             total = 0.0
             for pid in pids:
-                try:
-                    times = psutil.Process(pid).cpu_times()
-                except psutil.Error:  # gone: it counts for nothing from here on
-                    continue
-                total += times.user + times.system
+                total += _with_children(pid, claimed)
             out[role] = total
         return out
 

@@ -5,6 +5,7 @@ Used by `bench/bench_fullsync.py` and the full-sync resume test (SIGKILL needs r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -56,7 +57,13 @@ class Procs:
             if proc.poll() is not None:
                 continue
             try:
-                rss = psutil.Process(proc.pid).memory_info().rss
+                process = psutil.Process(proc.pid)
+                rss = process.memory_info().rss
+                # A worker's walk process (worker/fullsync/walk_process.py) counts as its worker's:
+                # a dyno's memory is the sum.
+                for child in process.children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        rss += child.memory_info().rss
             except psutil.Error:
                 continue
             self.peak_rss[name] = max(self.peak_rss.get(name, 0), rss)

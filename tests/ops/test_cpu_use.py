@@ -4,7 +4,11 @@ Redis commands per unit of work."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
+
+import psutil
 
 from bench.cpu_use import CpuMeter, per_unit, python_speed_ms, redis_server_pids
 
@@ -43,3 +47,38 @@ def test_commands_per_unit_are_the_calls_between_two_counts_most_called_first() 
     assert out == {"total": 5.55, "get": 3.0, "set": 1.5, "evalsha": 1.0, "info": 0.05}
     assert list(out)[1:] == ["get", "set", "evalsha", "info"]
     assert per_unit(before, before, 0) == {"total": 0.0}  # no work: nothing divided by zero
+
+
+def _spinner() -> subprocess.Popen[bytes]:
+    """A child that spends 0.3 s of CPU, then sleeps (alive: its time is not reaped yet)."""
+    code = "import time\nu = time.process_time() + 0.3\nwhile time.process_time() < u: pass\ntime.sleep(30)"
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def _spent(proc: subprocess.Popen[bytes]) -> None:
+    child = psutil.Process(proc.pid)
+    while sum(child.cpu_times()[:2]) < 0.3:
+        time.sleep(0.02)
+
+
+def test_a_live_child_counts_for_its_parent_unless_it_has_a_role_of_its_own() -> None:
+    unclaimed = _spinner()
+    try:
+        meter = CpuMeter({"me": [os.getpid()]})
+        meter.start()  # the child's start-up before this is outside the window
+        _spent(unclaimed)
+        meter.stop()
+        assert meter.used["me"] >= 0.2  # a worker's walk process counts as its worker's
+    finally:
+        unclaimed.kill()
+        unclaimed.wait()
+    claimed = _spinner()
+    try:
+        meter = CpuMeter({"me": [os.getpid()], "kid": [claimed.pid]})
+        meter.start()
+        _spent(claimed)
+        meter.stop()
+        assert meter.used["kid"] >= 0.2 and meter.used["me"] < 0.15  # a sandbox counts for itself
+    finally:
+        claimed.kill()
+        claimed.wait()
