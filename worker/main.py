@@ -45,6 +45,8 @@ from worker.runtime import ARQ_MAX_TRIES
 
 # Heroku kills 30 s after SIGTERM; elsewhere (or in tests) SHOPSYNC_SHUTDOWN_GRACE_S changes it.
 SHUTDOWN_GRACE_S = int(os.environ.get("SHOPSYNC_SHUTDOWN_GRACE_S") or 20)
+# ...then cancelled jobs get this long to end (20 + 6 stays under Heroku's 30 s).
+WIND_DOWN_S = walk_process.STOP_GRACE_S + 1
 HEALTH_CHECK_S = 30
 RESTART_PAUSE_S = 1.0
 # arq's own job timeout fails a job for good (no Retry, no dead letter: the webhook is lost), so it
@@ -115,6 +117,12 @@ async def _serve(
         pass
     finally:
         watching.cancel()
+        # Jobs cancelled after the grace may take a moment to end: a walk's child process stops
+        # its slice and releases the lease first (worker/fullsync/walk_process.py). arq's close()
+        # cancels every unfinished job again, and a second cancel in its bookkeeping escapes.
+        ending = [t for w in workers for t in w.tasks.values() if not t.done()]
+        if ending:
+            await asyncio.wait(ending, timeout=WIND_DOWN_S)
         for w in workers:
             with contextlib.suppress(Exception):
                 await w.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -25,8 +26,9 @@ from core.settings import Settings
 from sandbox.apsis.imports import imports_of
 from sandbox.installation import installation_document, write_installation
 from tests.e2e.harness import Pipeline, pipeline
-from tests.fullsync.helpers import FAST_LIMITS, open_limits
+from tests.fullsync.helpers import FAST_LIMITS, open_limits, wait_finished
 from tests.fullsync.import_helpers import SYNC
+from tests.fullsync.test_fullsync import store_ids
 from worker.context import WorkerContext
 from worker.fullsync import walk_process
 from worker.runtime import TransientError
@@ -145,3 +147,71 @@ async def test_a_cancelled_walk_job_stops_its_child_which_lets_the_lease_go(
         assert await p.redis.get(lease) is None
         record = await control.read_sync(p.redis, keys, started.sync_id)
         assert record is not None and record["state"] == "running"
+
+
+def _walk_children(sync_id: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        if sync_id in (proc.info["cmdline"] or []) and proc.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(proc)
+    return found
+
+
+def _worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "shopsync.cli", "worker"],
+        env=env,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+async def test_a_worker_stopped_mid_walk_stops_its_child_and_the_next_worker_finishes_the_sync(
+    redis_url: str, keys: Keys, tmp_path: Path
+) -> None:
+    """SIGTERM to the worker alone (as `docker stop` sends it): after its grace the walk job is
+    cancelled, the child gets SIGTERM and lets the lease go; a new worker finishes the sync with
+    nothing lost and no import requested twice."""
+    async with pipeline(redis_url, keys, customers=SIZE, workers=(), limits=FAST_LIMITS, sync=SYNC) as p:
+        open_limits(p.store, p.account)
+        service = imports_of(p.account)
+        service.settings.rows_per_second = 100.0  # the slice is driving files when it is stopped
+        app = _child_mode(p, redis_url, keys, tmp_path)
+        env = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "SHOPSYNC_KEY_PREFIX": keys.prefix,
+            "SHOPS_FILE": app.settings.shops_file,
+            "LOG_LEVEL": "warning",
+            "LOG_FORMAT": "json",
+            "SHOPSYNC_SHUTDOWN_GRACE_S": "1",
+        }
+        started = await control.start_full_sync(p.redis, keys, p.shop.domain)
+        lease = SyncKeys(keys, started.sync_id).lease("walk")
+        worker = _worker(env)
+        try:
+            async with asyncio.timeout(60):
+                while not (_walk_children(started.sync_id) and service.counters["uploaded"] >= 1):  # noqa: ASYNC110 - other processes
+                    await asyncio.sleep(0.05)
+            child = _walk_children(started.sync_id)[0]
+            assert child.ppid() == worker.pid
+            worker.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(worker.wait, 30) == 0
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+        assert not _walk_children(started.sync_id)
+        assert await p.redis.get(lease) is None  # released by the child, not left to lapse
+        service.settings.rows_per_second = 100_000.0
+        worker = _worker(env)
+        try:
+            record = await wait_finished(p.redis, keys, started.sync_id, limit_s=120)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+        assert record["state"] == "finished" and record["walked"] == SIZE and record["failed"] == 0, record
+        files = record["import_files"]
+        assert service.counters["requested"] == files["built"] == files["completed"], service.counters
+        assert p.mismatches(store_ids(SIZE)) == []

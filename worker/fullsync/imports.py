@@ -139,7 +139,14 @@ class ImportWalker(walk._Walker):
             return await super().run(deadline)
         finally:
             stop.set()
-            await stepper
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                # The slice is being stopped (its job cancelled, its process told to stop): so is
+                # the step under way, which may be waiting seconds for an import request's turn.
+                # Every step is safe to end at any await, as it is to kill.
+                stepper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stepper
 
     async def _room(self, deadline: float) -> bool:
         """The batches' backpressure, and the built files': while too many wait, upload some."""

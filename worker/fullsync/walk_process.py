@@ -53,7 +53,7 @@ MODES = ("child", "inline")
 WALK_NICE = int(os.environ.get("SHOPSYNC_WALK_NICE") or 10)
 WALK_SCHED_IDLE = os.environ.get("SHOPSYNC_WALK_SCHED_IDLE", "1") != "0"
 TEMPFAIL = 75  # EX_TEMPFAIL: a transient error, try the slice again later
-STOP_GRACE_S = 10.0  # after SIGTERM, the child's slice ends and releases its lease; then SIGKILL
+STOP_GRACE_S = 5.0  # after SIGTERM, the child's slice ends and releases its lease; then SIGKILL
 _PR_SET_PDEATHSIG = 1
 # Not `-m`: this module is imported by its package first, and runpy warns about running it again.
 _CHILD = "import sys; from worker.fullsync.walk_process import main; sys.exit(main(sys.argv[1:]))"
