@@ -164,15 +164,19 @@ def _worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
         cwd=ROOT,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
+        start_new_session=True,  # a process group of its own, as a dyno's
     )
 
 
+@pytest.mark.parametrize("to", ["worker", "group"])
 async def test_a_worker_stopped_mid_walk_stops_its_child_and_the_next_worker_finishes_the_sync(
-    redis_url: str, keys: Keys, tmp_path: Path
+    redis_url: str, keys: Keys, tmp_path: Path, to: str
 ) -> None:
-    """SIGTERM to the worker alone (as `docker stop` sends it): after its grace the walk job is
-    cancelled, the child gets SIGTERM and lets the lease go; a new worker finishes the sync with
-    nothing lost and no import requested twice."""
+    """SIGTERM to the worker alone (`worker`, as `docker stop` sends it): after its grace the walk
+    job is cancelled, the child gets SIGTERM and lets the lease go. SIGTERM to every process
+    (`group`, as Heroku stops a dyno): the child stops its slice at once, the job ends in a retry.
+    Either way the worker exits 0 and a new one finishes the sync with nothing lost and no import
+    requested twice."""
     async with pipeline(redis_url, keys, customers=SIZE, workers=(), limits=FAST_LIMITS, sync=SYNC) as p:
         open_limits(p.store, p.account)
         service = imports_of(p.account)
@@ -196,7 +200,10 @@ async def test_a_worker_stopped_mid_walk_stops_its_child_and_the_next_worker_fin
                     await asyncio.sleep(0.05)
             child = _walk_children(started.sync_id)[0]
             assert child.ppid() == worker.pid
-            worker.send_signal(signal.SIGTERM)
+            if to == "group":
+                os.killpg(worker.pid, signal.SIGTERM)
+            else:
+                worker.send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(worker.wait, 30) == 0
         finally:
             if worker.poll() is None:
