@@ -5,16 +5,19 @@ mappings, builds the CSVs, then verifies and saves them: CPU that a worker proce
 for its webhooks. Rests in the same process (`RealtimeLag.give_way`) kept it to half a process
 and still tripled the other shops' webhook p99 (docs/PERFORMANCE.md, "Many shops"). So a worker
 started by `shopsync worker` (`SHOPSYNC_WALK_PROCESS=child`, the default) runs such a slice in a
-child process at niceness `SHOPSYNC_WALK_NICE` (10): the kernel gives the walk only the CPU that
-webhook work leaves over, and the worker's own event loop stays free for webhooks. The per-profile
-walk (a page read and a batch enqueued at a time) stays in the job's process.
+child process at niceness `SHOPSYNC_WALK_NICE` (10) under `SCHED_IDLE` (any runnable process of
+normal priority preempts it at once; a nice task keeps the core for the rest of its slice): the
+walk takes only the CPU that webhook work leaves, and the worker's own event loop stays free for
+webhooks. The per-profile walk (a page read and a batch enqueued at a time) stays in the job's
+process.
 
-The child is `main(SYNC_ID, GEN, PARENT_PID, BUDGET_S)` in a new interpreter: it reads the
-same environment and installations file as its worker, runs `walker.walk_slice` under the slice's
+The child is `main(SYNC_ID, GEN, PARENT_PID, BUDGET_S)` in a new interpreter: it reads the same
+environment and installations file as its worker, runs `walker.walk_slice` under the slice's
 lease like any walk job, prints its result as JSON and exits 0, or `TEMPFAIL` after a transient
-error (the job then ends in a Retry, as inline). It is killed with its worker (PR_SET_PDEATHSIG), and a
-cancelled job (its timeout, the worker's shutdown) stops it with SIGTERM: its slice ends, its
-lease is released. A crash anywhere loses at most a page, as the walk's transactions guarantee.
+error (the job then ends in a Retry, as inline). It is killed with its worker
+(PR_SET_PDEATHSIG). A cancelled job (its budget, the worker's shutdown) stops it with SIGTERM, as
+does a platform stopping every process: its slice ends and releases the lease. A crash anywhere
+loses at most a page, as the walk's transactions guarantee.
 """
 
 from __future__ import annotations
@@ -105,7 +108,8 @@ async def run_in_child(app: WorkerContext, sync_id: str, gen: int) -> dict[str, 
         "LOG_FORMAT": settings.log_format,
         "LOG_LEVEL": settings.log_level,
     }
-    budget_s = budget.remaining() or WALK_TIMEOUT_S
+    remaining = budget.remaining()
+    budget_s = WALK_TIMEOUT_S if remaining is None else max(remaining, 1.0)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
