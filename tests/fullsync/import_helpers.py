@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import redis.asyncio as aioredis
 
@@ -15,6 +19,7 @@ from sandbox.apsis.imports import imports_of
 from sandbox.apsis.reports import reports_of
 from worker import apsis_imports
 
+ROOT = Path(__file__).resolve().parents[2]
 SYNC: dict[str, Any] = {"import_threshold": 100}
 
 
@@ -52,3 +57,24 @@ async def until(predicate: Any, limit_s: float = 60.0, every_s: float = 0.01) ->
             if got:
                 return got
             await asyncio.sleep(every_s)
+
+
+def worker_process(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`shopsync worker` as a process of its own, in a process group of its own (as a dyno's)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "shopsync.cli", "worker"],
+        env=env,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def walk_children(sync_id: str) -> list[psutil.Process]:
+    """Live walk processes of the sync (worker/fullsync/walk_process.py)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        if sync_id in (proc.info["cmdline"] or []) and proc.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(proc)
+    return found

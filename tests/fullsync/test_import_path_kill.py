@@ -18,13 +18,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import orjson
-import psutil
 import pytest
 
 from core import fullsync_control as control
@@ -33,32 +30,11 @@ from sandbox.apsis.imports import imports_of
 from sandbox.installation import installation_document, write_installation
 from tests.e2e.harness import pipeline
 from tests.fullsync.helpers import FAST_LIMITS, open_limits, wait_finished
-from tests.fullsync.import_helpers import SYNC
+from tests.fullsync.import_helpers import SYNC, walk_children, worker_process
 from tests.fullsync.test_fullsync import store_ids
 
-ROOT = Path(__file__).resolve().parents[2]
 SIZE = 600
 HOLD_S = 4.0
-
-
-def _worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "shopsync.cli", "worker"],
-        env=env,
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-    )
-
-
-def _walk_children(sync_id: str) -> list[psutil.Process]:
-    """Live walk processes of the sync (worker/fullsync/walk_process.py)."""
-    found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        cmdline = proc.info["cmdline"] or []
-        if sync_id in cmdline and proc.info["status"] != psutil.STATUS_ZOMBIE:
-            found.append(proc)
-    return found
 
 
 @pytest.mark.slow
@@ -101,17 +77,17 @@ async def test_a_sigkilled_worker_resumes_the_import_without_reuploading_or_losi
             "LOG_LEVEL": "warning",
             "LOG_FORMAT": "json",
         }
-        workers = [_worker(env)]
+        workers = [worker_process(env)]
         try:
             started = await control.start_full_sync(p.redis, keys, p.shop.domain)
             async with asyncio.timeout(90):
                 await held.wait()
             await asyncio.sleep(0.3)
-            assert _walk_children(started.sync_id), "the import walk runs in the worker's child"
+            assert walk_children(started.sync_id), "the import walk runs in the worker's child"
             workers[0].send_signal(signal.SIGKILL)
             workers[0].wait(timeout=10)
             async with asyncio.timeout(10):  # the child dies with its worker (PR_SET_PDEATHSIG)
-                while _walk_children(started.sync_id):  # noqa: ASYNC110 - another process
+                while walk_children(started.sync_id):  # noqa: ASYNC110 - another process
                     await asyncio.sleep(0.1)
             killed = await control.read_sync(p.redis, keys, started.sync_id)
             assert killed is not None and killed["state"] == "running"
@@ -119,7 +95,7 @@ async def test_a_sigkilled_worker_resumes_the_import_without_reuploading_or_losi
             states = sorted(orjson.loads(v)["state"] for v in raw.values())
             # Killed with one file's upload in flight and an earlier one sent to APSIS.
             assert "requested" in states and {"uploaded", "completed"} & set(states), states
-            workers.append(_worker(env))
+            workers.append(worker_process(env))
             record = await wait_finished(p.redis, keys, started.sync_id, limit_s=180)
         finally:
             for w in workers:

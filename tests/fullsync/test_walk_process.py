@@ -27,7 +27,7 @@ from sandbox.apsis.imports import imports_of
 from sandbox.installation import installation_document, write_installation
 from tests.e2e.harness import Pipeline, pipeline
 from tests.fullsync.helpers import FAST_LIMITS, open_limits, wait_finished
-from tests.fullsync.import_helpers import SYNC
+from tests.fullsync.import_helpers import SYNC, walk_children, worker_process
 from tests.fullsync.test_fullsync import store_ids
 from worker.context import WorkerContext
 from worker.fullsync import walk_process
@@ -149,25 +149,6 @@ async def test_a_cancelled_walk_job_stops_its_child_which_lets_the_lease_go(
         assert record is not None and record["state"] == "running"
 
 
-def _walk_children(sync_id: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        if sync_id in (proc.info["cmdline"] or []) and proc.info["status"] != psutil.STATUS_ZOMBIE:
-            found.append(proc)
-    return found
-
-
-def _worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "shopsync.cli", "worker"],
-        env=env,
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,  # a process group of its own, as a dyno's
-    )
-
-
 @pytest.mark.parametrize("to", ["worker", "group"])
 async def test_a_worker_stopped_mid_walk_stops_its_child_and_the_next_worker_finishes_the_sync(
     redis_url: str, keys: Keys, tmp_path: Path, to: str
@@ -193,12 +174,12 @@ async def test_a_worker_stopped_mid_walk_stops_its_child_and_the_next_worker_fin
         }
         started = await control.start_full_sync(p.redis, keys, p.shop.domain)
         lease = SyncKeys(keys, started.sync_id).lease("walk")
-        worker = _worker(env)
+        worker = worker_process(env)
         try:
             async with asyncio.timeout(60):
-                while not (_walk_children(started.sync_id) and service.counters["uploaded"] >= 1):  # noqa: ASYNC110 - other processes
+                while not (walk_children(started.sync_id) and service.counters["uploaded"] >= 1):  # noqa: ASYNC110 - other processes
                     await asyncio.sleep(0.05)
-            child = _walk_children(started.sync_id)[0]
+            child = walk_children(started.sync_id)[0]
             assert child.ppid() == worker.pid
             if to == "group":
                 os.killpg(worker.pid, signal.SIGTERM)
@@ -209,10 +190,10 @@ async def test_a_worker_stopped_mid_walk_stops_its_child_and_the_next_worker_fin
             if worker.poll() is None:
                 worker.kill()
                 worker.wait()
-        assert not _walk_children(started.sync_id)
+        assert not walk_children(started.sync_id)
         assert await p.redis.get(lease) is None  # released by the child, not left to lapse
         service.settings.rows_per_second = 100_000.0
-        worker = _worker(env)
+        worker = worker_process(env)
         try:
             record = await wait_finished(p.redis, keys, started.sync_id, limit_s=120)
         finally:
