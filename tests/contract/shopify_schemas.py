@@ -10,12 +10,14 @@ documents are validated (`graphql.validate`). Without npm or the registry the ca
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import gzip
 import json
 import shutil
 import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
 
 from graphql import GraphQLSchema, build_client_schema
@@ -33,12 +35,29 @@ class SchemaUnavailableError(RuntimeError):
 
 def _data_dir() -> Path:
     data = CACHE / "package" / "dist" / "data"
-    if all((data / f"admin_{v}.json.gz").is_file() for v in SUPPORTED):
+    if _complete(data):
         return data
     npm = shutil.which("npm")
     if npm is None:
         raise SchemaUnavailableError("npm is not installed: cannot fetch @shopify/dev-mcp")
     CACHE.mkdir(parents=True, exist_ok=True)
+    # Test processes (pytest-xdist) may all get here on a fresh clone: one fetches, the others
+    # wait, and the files appear at once (extracted aside, then renamed), never half written.
+    with (CACHE / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _complete(data):
+            _fetch(npm)
+    missing = [v for v in SUPPORTED if not (data / f"admin_{v}.json.gz").is_file()]
+    if missing:
+        raise SchemaUnavailableError(f"{PACKAGE} has no admin schema for {', '.join(missing)}")
+    return data
+
+
+def _complete(data: Path) -> bool:
+    return all((data / f"admin_{v}.json.gz").is_file() for v in SUPPORTED)
+
+
+def _fetch(npm: str) -> None:
     try:
         done = subprocess.run(
             [npm, "pack", PACKAGE, "--json", "--pack-destination", str(CACHE)],
@@ -54,14 +73,14 @@ def _data_dir() -> Path:
         raise SchemaUnavailableError(f"npm pack {PACKAGE} failed (registry unreachable?): {reason[0]}")
     filename = json.loads(done.stdout)[0]["filename"].replace("@", "").replace("/", "-")
     tarball = CACHE / filename
+    aside = Path(tempfile.mkdtemp(dir=CACHE))
     with tarfile.open(tarball) as archive:
         members = [m for m in archive.getmembers() if m.name.startswith("package/dist/data/admin_")]
-        archive.extractall(CACHE, members=members, filter="data")
+        archive.extractall(aside, members=members, filter="data")
     tarball.unlink()
-    missing = [v for v in SUPPORTED if not (data / f"admin_{v}.json.gz").is_file()]
-    if missing:
-        raise SchemaUnavailableError(f"{PACKAGE} has no admin schema for {', '.join(missing)}")
-    return data
+    shutil.rmtree(CACHE / "package", ignore_errors=True)
+    (aside / "package").rename(CACHE / "package")
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 @functools.cache
