@@ -11,8 +11,10 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
-from arq.connections import RedisSettings
+from arq.connections import ArqRedis, RedisSettings, create_pool
 from redis.commands.core import AsyncScript
+
+from core.jobs import deserialize, serialize
 
 T = TypeVar("T")
 
@@ -44,6 +46,11 @@ def arq_settings(url: str) -> RedisSettings:
     settings.conn_retries = 5
     settings.conn_retry_delay = 1
     return settings
+
+
+async def job_pool(url: str) -> ArqRedis:
+    """arq's pool, with the jobs' serializer: what worker processes and the CLI's workers use."""
+    return await create_pool(arq_settings(url), job_serializer=serialize, job_deserializer=deserialize)
 
 
 async def hgetall(redis: aioredis.Redis, key: str) -> dict[bytes, bytes]:

@@ -13,6 +13,7 @@ import structlog
 from aiohttp import web
 
 from core.config import ConfigFileError, read_config_file
+from core.eventloop import use_uvloop
 from core.keys import Keys
 from core.redis_conn import connect
 from core.reload import FileWatcher
@@ -32,7 +33,7 @@ def run(settings: Settings, host: str = "0.0.0.0") -> int:
     except (ConfigFileError, InstallationError) as exc:
         print(f"shopsync receiver: {exc}", file=sys.stderr)
         return 1
-    _use_uvloop()
+    use_uvloop()
 
     async def build() -> web.Application:
         redis = connect(settings.redis_url, timeout=3.0)
@@ -82,11 +83,3 @@ def _tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 20, 50)
-
-
-def _use_uvloop() -> None:
-    try:
-        import uvloop
-    except ImportError:
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

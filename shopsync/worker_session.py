@@ -45,16 +45,11 @@ def with_worker(
     settings: Settings, installations: Installations, action: Callable[[WorkerContext], Awaitable[int]]
 ) -> int:
     """Run `action` in a worker context as a worker process has it; its exit status."""
-    from arq.connections import create_pool
-
-    from core.jobs import deserialize, serialize
-    from core.redis_conn import arq_settings
+    from core.redis_conn import job_pool
     from worker.context import WorkerContext
 
     async def go() -> int:
-        pool = await create_pool(
-            arq_settings(settings.redis_url), job_serializer=serialize, job_deserializer=deserialize
-        )
+        pool = await job_pool(settings.redis_url)
         app = WorkerContext(
             settings=settings, installations=installations, redis=pool, keys=Keys(settings.key_prefix)
         )

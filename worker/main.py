@@ -16,15 +16,15 @@ import sys
 from typing import Any
 
 import structlog
-from arq.connections import create_pool
 from arq.constants import in_progress_key_prefix
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
 from core.config import ConfigFileError, read_config_file
+from core.eventloop import use_uvloop
 from core.jobs import deserialize, serialize
 from core.keys import Keys
-from core.redis_conn import arq_settings
+from core.redis_conn import job_pool
 from core.reload import FileWatcher
 from core.settings import Settings
 from mappings.installation import InstallationError, Installations
@@ -76,10 +76,7 @@ def run(settings: Settings, queue: str = "all", burst: bool = False) -> int:
         return 1
     for warning in installations.warnings:
         log.warning("installations_warning", detail=warning)
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    use_uvloop()
     app_kinds = ["realtime", "fullsync"] if queue == "all" else [queue]
     return asyncio.run(_serve(settings, installations, app_kinds, burst, walk_mode))
 
@@ -88,9 +85,7 @@ async def _serve(
     settings: Settings, installations: Installations, kinds: list[str], burst: bool, walk_mode: str
 ) -> int:
     keys = Keys(settings.key_prefix)
-    pool = await create_pool(
-        arq_settings(settings.redis_url), job_serializer=serialize, job_deserializer=deserialize
-    )
+    pool = await job_pool(settings.redis_url)
     app = WorkerContext(
         settings=settings, installations=installations, redis=pool, keys=keys, walk_process=walk_mode
     )

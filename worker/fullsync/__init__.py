@@ -4,9 +4,10 @@ The package registers its arq jobs (`functions()` for the full-sync queue, `cron
 real-time worker) and names the time budgets the worker's settings are built around
 (`JOB_TIMEOUT_S` and the budgets under it). The parts: `walker` (the coordinator job, a page at a
 time into batches, handing over to a fresh job every slice; `walk_process` runs a heavy slice in a
-child process), `source` (REST pages and bulk export lines), `batches` (the batch jobs, through the real-time path's `submit`), `records` (load, fail,
-finish, history), `lease` (the renewed claim a live job holds), `watchdog` (re-enqueues the parts
-whose job died) and `reconcile` (the periodic filtered walk).
+child process), `source` (REST pages and bulk export lines), `batches` (the batch jobs, through
+the real-time path's `submit`), `records` (load, fail, finish, history), `lease` (the renewed
+claim a live job holds), `watchdog` (re-enqueues the parts whose job died) and `reconcile` (the
+periodic filtered walk).
 """
 
 from __future__ import annotations

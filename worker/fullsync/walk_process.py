@@ -32,15 +32,14 @@ from typing import Any
 
 import orjson
 import structlog
-from arq.connections import create_pool
 
 from core import fullsync_control as control
 from core.config import read_config_file
+from core.eventloop import use_uvloop
 from core.fullsync_control import RUNNING
-from core.jobs import deserialize, serialize
 from core.keys import Keys
 from core.logging import configure_logging
-from core.redis_conn import arq_settings
+from core.redis_conn import job_pool
 from core.settings import Settings
 from mappings.installation_parse import parse_installations_toml
 from worker import budget, lanes
@@ -191,10 +190,7 @@ def main(argv: list[str]) -> int:
     settings = Settings.from_env()
     configure_logging(settings.log_format, settings.log_level)
     _lower_priority()
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    use_uvloop()
     code, result = asyncio.run(_child(settings, sync_id, gen, budget_s))
     with contextlib.suppress(OSError):  # the worker is gone (its pipe closed): the code still says it
         sys.stdout.buffer.write(orjson.dumps(result))
@@ -206,9 +202,7 @@ async def _child(settings: Settings, sync_id: str, gen: int, budget_s: float) ->
     try:
         path = settings.shops_file
         installations = parse_installations_toml(read_config_file(path), os.environ, source=path)
-        pool = await create_pool(
-            arq_settings(settings.redis_url), job_serializer=serialize, job_deserializer=deserialize
-        )
+        pool = await job_pool(settings.redis_url)
     except Exception as exc:  # the worker read both a moment ago: a file being replaced, a blip
         return TEMPFAIL, {"error": f"{type(exc).__name__}: {exc}"}
     keys = Keys(settings.key_prefix)
