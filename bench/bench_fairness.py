@@ -99,6 +99,23 @@ A_PLAN = os.environ.get("BENCH_FAIRNESS_PLAN", "plus")
 # walk does (it reads a store of 200,000 in about a minute) and there is no *alone* phase: A's
 # bound is APSIS's import processing, measured by `make bench BENCH_ARGS=import`.
 A_PATH = os.environ.get("BENCH_FAIRNESS_PATH", "profile")
+# "idle-burner" is a calibration, not a sync: A syncs nothing, and during the *with* phase one
+# process spins under SCHED_IDLE at nice 10 (as the import walk's child does) over a working set
+# of BENCH_FAIRNESS_BURN_MB. What it costs the others is what any idle-class CPU use costs them on
+# this machine: the floor under the import path's ratio.
+BURN_MB = int(os.environ.get("BENCH_FAIRNESS_BURN_MB", "16"))
+BURNER = f"""
+import os
+os.nice(10)
+os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+buf = bytearray({BURN_MB} * 1024 * 1024)
+n = len(buf)
+i = 0
+while True:
+    for j in range(0, n, 64):
+        buf[j] = (buf[j] + i) & 255
+    i += 1
+"""
 # A's two sandboxes stand for Shopify's and APSIS's servers, whose CPU is not the deployment's;
 # here they share its two cores. Shopify's answers a customers page in one burst of 0.15-0.3 s of
 # one core (graphql-core executing ~40 fields for each of 166 customers): on a machine 85 % busy
@@ -145,6 +162,10 @@ class Other:
 
 def _say(text: str) -> None:
     print(f"   [{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def _start_burner() -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", BURNER])
 
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -446,10 +467,38 @@ async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) 
                     await _traffic(http, url, others, "without", phase_s)
                 cpu["without"] = meter.stop()
                 await _wait_written(others, 30)
+            timeline: list[list[float]] = []
+            if A_PATH == "idle-burner":
+                await _warm_up(http, url, others)
+                burner = _start_burner()
+                procs.append(burner)
+                meter.roles["workers"].append(burner.pid)  # counted as the walk's child would be
+                _say("phase with: an idle-class burner instead of A's sync, and the webhooks again")
+                with _measuring("with"):
+                    meter.start()
+                    async with _watching(redis, keys, meter.roles, watched["with"]):
+                        await _traffic(http, url, others, "with", phase_s)
+                    cpu["with"] = meter.stop()
+                    await _wait_written(others, 60)
+                burner.kill()
+                summary = _summary(
+                    others,
+                    {"state": "none"},
+                    0,
+                    phase_s,
+                    None,
+                    0.0,
+                    dict.fromkeys(("apsis_budgeted", "apsis_writes", "apsis_requests"), 0),
+                )
+                summary.update(fullsync_path=A_PATH, burn_mb=BURN_MB, cpu_cores_by_phase=cpu)
+                summary["by_second"] = {
+                    "columns": ["s", *meter.roles, "busy", "steal", "rq", "fq", "behind"],
+                    **watched,
+                }
+                return summary
             _say(f"phase alone: A's full sync of {customers} customers, no other traffic")
             started = await control.start_full_sync(redis, keys, A, bulk=A_PATH == "import")
             sync_id = started.sync_id
-            timeline: list[list[float]] = []
             sampler = asyncio.create_task(_sample(redis, keys, sync_id, timeline))
             stack.callback(sampler.cancel)
             if A_PATH == "import":

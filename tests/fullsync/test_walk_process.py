@@ -73,6 +73,19 @@ def test_an_unknown_walk_mode_stops_the_worker_with_one_line() -> None:
     ]
 
 
+def test_a_child_is_lowered_from_the_worker_before_it_has_imported_anything() -> None:
+    # The worker lowers the child at once, not the child after its imports (about 1 s of CPU).
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        walk_process._lower_priority(child.pid)
+        assert psutil.Process(child.pid).nice() == walk_process.WALK_NICE
+        assert os.sched_getscheduler(child.pid) == os.SCHED_IDLE
+    finally:
+        child.kill()
+        child.wait()
+    walk_process._lower_priority(child.pid)  # gone already: nothing to lower, no error
+
+
 def _child_mode(p: Pipeline, redis_url: str, keys: Keys, tmp_path: Path) -> WorkerContext:
     """A worker's context as `shopsync worker` builds it: settings naming the installations file."""
     shops = write_installation(
@@ -139,6 +152,7 @@ async def test_a_cancelled_walk_job_stops_its_child_which_lets_the_lease_go(
                 await asyncio.sleep(0.05)
         children = psutil.Process().children()
         assert len(children) == 1 and children[0].nice() == walk_process.WALK_NICE
+        assert os.sched_getscheduler(children[0].pid) == os.SCHED_IDLE
         job.cancel()
         with pytest.raises(asyncio.CancelledError):
             await job
