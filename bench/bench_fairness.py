@@ -99,6 +99,16 @@ A_PLAN = os.environ.get("BENCH_FAIRNESS_PLAN", "plus")
 # walk does (it reads a store of 200,000 in about a minute) and there is no *alone* phase: A's
 # bound is APSIS's import processing, measured by `make bench BENCH_ARGS=import`.
 A_PATH = os.environ.get("BENCH_FAIRNESS_PATH", "profile")
+# BENCH_FAIRNESS_WITH=whole (import path only): the *alone* phase is A's whole sync with no other
+# traffic, and the *with* phase the whole sync of A2, a copy of A's store with its own sandboxes
+# and APSIS account, with the others' webhooks all along (at most BENCH_FAIRNESS_WHOLE_MAX_S). A's
+# bound is then its whole sync alone and its rate beside the others is over a whole sync, not the
+# first seconds of its walk (the default "phase" mode's 20 or 60 s).
+WITH_MODE = os.environ.get("BENCH_FAIRNESS_WITH", "phase")
+WHOLE = WITH_MODE == "whole"
+WHOLE_MAX_S = float(os.environ.get("BENCH_FAIRNESS_WHOLE_MAX_S", "600"))
+A2 = "demo-store-2.myshopify.com"
+A2_CLIENT = "client-a2"
 # "idle-burner" is a calibration, not a sync: A syncs nothing, and during the *with* phase one
 # process spins under SCHED_IDLE at nice 10 (as the import walk's child does) over a working set
 # of BENCH_FAIRNESS_BURN_MB. What it costs the others is what any idle-class CPU use costs them on
@@ -236,11 +246,18 @@ def _bodies(store: Store, count: int) -> list[tuple[int, bytes]]:
     return out
 
 
-def _document(a_shopify: str, a_apsis: str, others: list[Other]) -> dict[str, Any]:
+def _document(
+    a_shopify: str, a_apsis: str, others: list[Other], a2: tuple[str, str] | None = None
+) -> dict[str, Any]:
     sync = {"import_threshold": 1000, "bulk_export": True} if A_PATH == "import" else {"import_threshold": 0}
     document = installation_document(a_shopify, a_apsis, sync=sync)
     first = document["shop"][0]
     shops = [first]
+    if a2 is not None:  # A's twin: the same store and sync settings, its own account
+        twin = copy.deepcopy(first)
+        twin.update(domain=A2, admin_url=a2[0])
+        twin["apsis"].update(base_url=a2[1], client_id=A2_CLIENT)
+        shops.append(twin)
     for other in others:
         shop = copy.deepcopy(first)
         shop.update(domain=other.domain, admin_url=other.shopify.url)
@@ -252,11 +269,17 @@ def _document(a_shopify: str, a_apsis: str, others: list[Other]) -> dict[str, An
 
 
 async def _traffic(
-    http: aiohttp.ClientSession, url: str, others: list[Other], phase: str, seconds: float
+    http: aiohttp.ClientSession,
+    url: str,
+    others: list[Other],
+    phase: str,
+    seconds: float,
+    stop: asyncio.Event | None = None,
 ) -> None:
-    """Every other shop at `RATE_PER_SHOP`, interleaved, for `seconds`. One session for the whole
-    run, its connections warmed by the warm-up before each phase: a phase that opened its own
-    measured a storm of new connections at its start (hundreds in the first second)."""
+    """Every other shop at `RATE_PER_SHOP`, interleaved, for `seconds` (or until `stop`). One
+    session for the whole run, its connections warmed by the warm-up before each phase: a phase
+    that opened its own measured a storm of new connections at its start (hundreds in the first
+    second)."""
     per_shop = int(RATE_PER_SHOP * seconds)
     rate = RATE_PER_SHOP * len(others)
     tasks: list[asyncio.Task[None]] = []
@@ -271,6 +294,8 @@ async def _traffic(
 
     start = time.monotonic()
     for i in range(per_shop * len(others)):
+        if stop is not None and stop.is_set():
+            break
         other = others[i % len(others)]
         cid, body = other.bodies.pop()
         delay = start + i / rate - time.monotonic()
@@ -413,7 +438,8 @@ async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) 
     keys = Keys(prefix)
     redis = aioredis.Redis.from_url(redis_url)
     workdir = Path(tempfile.mkdtemp(prefix="bench-fair-"))
-    per_shop = int(RATE_PER_SHOP * phase_s) * 2 + 80  # + the two warm-ups
+    with_s = WHOLE_MAX_S if WHOLE else phase_s
+    per_shop = int(RATE_PER_SHOP * (phase_s + with_s)) + 80  # + the two warm-ups
     procs: list[subprocess.Popen[bytes]] = []
     cpu: dict[str, dict[str, float]] = {}  # phase -> cores per role (bench/cpu_use.py)
     async with AsyncExitStack() as stack:
@@ -424,7 +450,16 @@ async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) 
         procs.append(a_shopify_proc)
         a_apsis_proc, a_apsis = _sandbox("sandbox.apsis", [])
         procs.append(a_apsis_proc)
-        for proc in (a_shopify_proc, a_apsis_proc):
+        a2: tuple[str, str] | None = None
+        if WHOLE:
+            a2_shopify_proc, a2_shopify = _sandbox(
+                "sandbox.shopify", ["--customers", str(customers), "--seed", "1", "--plan", A_PLAN]
+            )
+            a2_apsis_proc, a2_apsis = _sandbox("sandbox.apsis", ["--client-id", A2_CLIENT])
+            procs += [a2_shopify_proc, a2_apsis_proc]
+            a2 = (a2_shopify, a2_apsis)
+        sandboxes = len(procs)
+        for proc in procs:
             os.setpriority(os.PRIO_PROCESS, proc.pid, SANDBOX_NICE)
             if SANDBOX_POLICY == "idle":
                 os.sched_setscheduler(proc.pid, os.SCHED_IDLE, os.sched_param(0))
@@ -437,7 +472,7 @@ async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) 
             )
             shopify = await stack.enter_async_context(ShopifySandbox(store))
             others.append(Other(domain, store, apsis, shopify, _bodies(store, per_shop)))
-        shops_file = write_installation(workdir / "shops.toml", _document(a_shopify, a_apsis, others))
+        shops_file = write_installation(workdir / "shops.toml", _document(a_shopify, a_apsis, others, a2))
         port = free_port()
         env = {
             **os.environ,
@@ -451,14 +486,14 @@ async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) 
         for args in (["receiver"], *WORKER_ARGS[WORKER_SPLIT]):
             procs.append(_spawn(args, env))
         try:
-            await _wait_port(port, procs[2])
+            await _wait_port(port, procs[sandboxes])
             await asyncio.sleep(3.0)  # the workers connect and start polling
             url = f"http://127.0.0.1:{port}/webhooks/shopify"
             http = await stack.enter_async_context(
                 aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=300))
             )
             await _warm_up(http, url, others)  # every account's token fetched before measuring
-            meter = CpuMeter(_roles(procs, redis_url))
+            meter = CpuMeter(_roles(procs, redis_url, sandboxes))
             watched: dict[str, list[list[float]]] = {"without": [], "with": []}
             _say(f"phase without: {len(others)} shops x {RATE_PER_SHOP:g} webhooks/s for {phase_s:g} s")
             with _measuring("without"):
@@ -496,6 +531,11 @@ async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) 
                     **watched,
                 }
                 return summary
+            if WHOLE:
+                assert a2 is not None
+                result = await _whole(redis, keys, http, url, others, meter, watched, cpu, customers)
+                counts = await apsis_counts(a2[1])
+                return _whole_summary(result, others, customers, counts, meter, watched, cpu, speed)
             _say(f"phase alone: A's full sync of {customers} customers, no other traffic")
             started = await control.start_full_sync(redis, keys, A, bulk=A_PATH == "import")
             sync_id = started.sync_id
@@ -574,6 +614,108 @@ async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) 
     return summary
 
 
+async def _whole_sync(
+    redis: aioredis.Redis, keys: Keys, shop: str, timeline: list[list[float]]
+) -> dict[str, Any]:
+    """A shop's whole full sync through a bulk export and imports: its record once it ended (or
+    at `TIME_LIMIT_S`), sampled each second into `timeline`."""
+    started = await control.start_full_sync(redis, keys, shop, bulk=True)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(TIME_LIMIT_S):
+            await _sample(redis, keys, started.sync_id, timeline)
+    record = await control.read_sync(redis, keys, started.sync_id)
+    assert record is not None
+    return record
+
+
+async def _whole(
+    redis: aioredis.Redis,
+    keys: Keys,
+    http: aiohttp.ClientSession,
+    url: str,
+    others: list[Other],
+    meter: CpuMeter,
+    watched: dict[str, list[list[float]]],
+    cpu: dict[str, dict[str, float]],
+    customers: int,
+) -> dict[str, Any]:
+    """`BENCH_FAIRNESS_WITH=whole`: A's whole sync alone (its bound), then A2's whole sync, the
+    same store, with the others' webhooks until it ends."""
+    out: dict[str, Any] = {"timelines": {"alone": [], "with": []}}
+    _say(f"phase alone: A's whole sync of {customers} customers, no other traffic")
+    meter.start()
+    out["alone"] = await _whole_sync(redis, keys, A, out["timelines"]["alone"])
+    cpu["alone"] = meter.stop()
+    _say(f"A's sync alone took {out['alone'].get('duration_s')} s")
+    await _warm_up(http, url, others)
+    _say("phase with: A2's whole sync (A's store again, its own account) and the webhooks all along")
+    stop = asyncio.Event()
+
+    async def twin() -> dict[str, Any]:
+        try:
+            return await _whole_sync(redis, keys, A2, out["timelines"]["with"])
+        finally:
+            stop.set()
+
+    with _measuring("with"):
+        meter.start()
+        started = time.monotonic()
+        task = asyncio.create_task(twin())
+        async with _watching(redis, keys, meter.roles, watched["with"]):
+            await _traffic(http, url, others, "with", WHOLE_MAX_S, stop=stop)
+        cpu["with"] = meter.stop()
+        out["traffic_s"] = round(time.monotonic() - started, 1)
+        await _wait_written(others, 60)
+    _say("waiting for A2's full sync to end")
+    out["with"] = await task
+    return out
+
+
+def _whole_summary(
+    result: dict[str, Any],
+    others: list[Other],
+    customers: int,
+    counts: dict[str, int],
+    meter: CpuMeter,
+    watched: dict[str, list[list[float]]],
+    cpu: dict[str, dict[str, float]],
+    speed: float,
+) -> dict[str, Any]:
+    alone, with_ = result["alone"], result["with"]
+    alone_s, with_s = float(alone.get("duration_s") or 0), float(with_.get("duration_s") or 0)
+    ended = alone.get("state") == with_.get("state") == "finished"
+    summary = _summary(
+        others,
+        with_,
+        customers,
+        result["traffic_s"],
+        customers / with_s if ended and with_s else None,
+        customers / alone_s if ended and alone_s else 0.0,
+        counts,
+    )
+    summary["lost"] += int(alone.get("failed") or 0)
+    summary.update(
+        fullsync_path=A_PATH,
+        fullsync_with="whole",
+        fullsync_bound="A's whole sync alone, measured in the same run (customers / its duration)",
+        fullsync_alone_state=alone.get("state"),
+        fullsync_alone_s=alone_s,
+        fullsync_with_s=with_s,
+        traffic_s=result["traffic_s"],
+        traffic_covered_sync=result["traffic_s"] >= with_s,
+        cpu_cores_by_phase=cpu,
+        python_speed_ms=speed,
+        a_sandboxes_nice=SANDBOX_NICE,
+        a_sandboxes_policy=SANDBOX_POLICY,
+        fullsync_timelines={
+            "columns": ["s_since_start", "walked", "seen", "batches_queued"],
+            **result["timelines"],
+        },
+    )
+    summary["by_second"] = {"columns": ["s", *meter.roles, "busy", "steal", "rq", "fq", "behind"], **watched}
+    return summary
+
+
 @contextlib.asynccontextmanager
 async def _watching(
     redis: aioredis.Redis, keys: Keys, roles: dict[str, list[int]], out: list[list[float]]
@@ -587,15 +729,15 @@ async def _watching(
             await task
 
 
-def _roles(procs: list[subprocess.Popen[bytes]], redis_url: str) -> dict[str, list[int]]:
-    """Who uses the CPU: this process (the load, the 19 shops' sandboxes), A's two sandboxes,
-    the receiver, the workers and Redis (procs: A's Shopify, A's APSIS, receiver, workers...)."""
+def _roles(procs: list[subprocess.Popen[bytes]], redis_url: str, sandboxes: int) -> dict[str, list[int]]:
+    """Who uses the CPU: this process (the load, the 19 shops' sandboxes), A's sandboxes (and
+    A2's), the receiver, the workers and Redis (procs: the `sandboxes`, receiver, workers...)."""
     port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
     return {
         "bench_load_and_19_sandboxes": [os.getpid()],
-        "shop_a_sandboxes": [procs[0].pid, procs[1].pid],
-        "receiver": [procs[2].pid],
-        "workers": [p.pid for p in procs[3:]],
+        "shop_a_sandboxes": [p.pid for p in procs[:sandboxes]],
+        "receiver": [procs[sandboxes].pid],
+        "workers": [p.pid for p in procs[sandboxes + 1 :]],
         "redis": redis_server_pids(port),
     }
 
@@ -671,6 +813,8 @@ def _summary(
 
 
 def run(quick: bool = False, sizes: list[int] | None = None) -> dict[str, Any]:
+    if WHOLE and A_PATH != "import":
+        raise SystemExit("bench: BENCH_FAIRNESS_WITH=whole needs BENCH_FAIRNESS_PATH=import")
     customers = sizes[0] if sizes else 5_000 if quick else 200_000
     phase_s = 20.0 if quick else 60.0
     url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
