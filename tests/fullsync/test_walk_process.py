@@ -30,7 +30,8 @@ from tests.fullsync.helpers import FAST_LIMITS, open_limits, wait_finished
 from tests.fullsync.import_helpers import SYNC, walk_children, worker_process
 from tests.fullsync.test_fullsync import store_ids
 from worker.context import WorkerContext
-from worker.fullsync import walk_process
+from worker.fullsync import lease as lease_module
+from worker.fullsync import walk_process, watchdog
 from worker.runtime import TransientError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,6 +87,51 @@ def test_a_child_is_lowered_from_the_worker_before_it_has_imported_anything() ->
     walk_process._lower_priority(child.pid)  # gone already: nothing to lower, no error
 
 
+@pytest.mark.parametrize(
+    ("ran_s", "waited_s", "expected"),
+    [
+        (0.0, 0.9, True),  # runnable all the window and never ran: no idle CPU left
+        (0.04, 0.6, True),
+        (0.06, 0.9, False),  # it had its floor
+        (0.0, 0.1, False),  # asleep (waiting on APSIS, on Redis): not starved
+        (0.5, 0.5, False),
+    ],
+)
+def test_a_child_is_starved_when_it_waited_to_run_and_hardly_ran(
+    ran_s: float, waited_s: float, expected: bool
+) -> None:
+    assert walk_process.starved(ran_s, waited_s, 1.0) is expected
+
+
+def _spinners(count: int) -> list[subprocess.Popen[bytes]]:
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+
+
+async def test_a_starved_idle_child_runs_as_a_normal_task_for_a_window_then_idles_again() -> None:
+    # Both cores taken by normal tasks: the SCHED_IDLE child gets no CPU until the floor lifts it.
+    child, *hogs = _spinners(1 + (os.cpu_count() or 2))
+    lifts: list[int] = []
+    seen: set[int] = set()
+    try:
+        walk_process._lower_priority(child.pid)
+        floor = asyncio.create_task(walk_process.keep_floor(child.pid, lambda: lifts.append(1), window_s=0.3))
+        async with asyncio.timeout(20):
+            while (
+                os.SCHED_OTHER not in seen
+                or len(seen) < 2
+                or os.sched_getscheduler(child.pid) != os.SCHED_IDLE
+            ):
+                seen.add(os.sched_getscheduler(child.pid))
+                await asyncio.sleep(0.02)
+        assert psutil.Process(child.pid).nice() == walk_process.WALK_NICE  # its nice level kept
+        assert lifts
+        floor.cancel()
+    finally:
+        for proc in (child, *hogs):
+            proc.kill()
+            proc.wait()
+
+
 def _child_mode(p: Pipeline, redis_url: str, keys: Keys, tmp_path: Path) -> WorkerContext:
     """A worker's context as `shopsync worker` builds it: settings naming the installations file."""
     shops = write_installation(
@@ -124,6 +170,37 @@ async def test_an_import_slice_runs_in_a_niced_child_and_its_result_comes_back(
             b"import" in name for name in metrics if name.startswith(b"shopsync_api_requests_total")
         ), sorted(metrics)
         assert metrics[b"shopsync_fullsync_walk_processes_total"] == b"1"
+
+
+async def test_the_worker_holds_the_walks_lease_while_its_child_cannot_run(
+    redis_url: str, keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A child with no CPU (here: stopped) renews nothing itself; its worker renews the lease it
+    # took for it, so the watchdog sees a live walk and starts no second child beside it.
+    monkeypatch.setattr(lease_module, "LEASE_TTL_MS", 1_000)
+    monkeypatch.setattr(lease_module, "LEASE_RENEW_S", 0.2)
+    async with pipeline(redis_url, keys, customers=SIZE, workers=(), limits=FAST_LIMITS, sync=SYNC) as p:
+        open_limits(p.store, p.account)
+        imports_of(p.account).settings.rows_per_second = 100_000.0
+        app = _child_mode(p, redis_url, keys, tmp_path)
+        started = await control.start_full_sync(p.redis, keys, p.shop.domain)
+        lease = SyncKeys(keys, started.sync_id).lease("walk")
+        job = asyncio.create_task(walk_process._slice(app, started.sync_id, 0))
+        async with asyncio.timeout(60):
+            while not psutil.Process().children():  # noqa: ASYNC110 - the worker spawns it
+                await asyncio.sleep(0.01)
+        child = psutil.Process().children()[0]
+        child.suspend()
+        assert await p.redis.get(lease)  # taken by the worker before the child ran a line
+        await asyncio.sleep(2.5)  # more than two TTLs
+        assert await p.redis.get(lease), "the lease lapsed while the child could not run"
+        assert await watchdog.supervise(app, started.sync_id, grace_s=0) == 0
+        child.resume()
+        async with asyncio.timeout(120):
+            result = await job
+        record = await control.read_sync(p.redis, keys, started.sync_id)
+        assert record is not None and record["walked"] == SIZE and result["pages"] >= 1, (record, result)
+        assert await p.redis.get(lease) is None  # released when the child ended
 
 
 async def test_a_per_profile_slice_stays_in_the_jobs_process(

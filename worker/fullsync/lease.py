@@ -30,13 +30,16 @@ return 0
 class Lease:
     """A short, renewed claim on a walk or batch: held while a live job works on it."""
 
-    def __init__(self, app: WorkerContext, key: str) -> None:
+    def __init__(self, app: WorkerContext, key: str, token: str | None = None) -> None:
         self.app, self.key = app, key
-        self.token = f"{app.worker_id}:{os.urandom(4).hex()}"
+        self.token = token or f"{app.worker_id}:{os.urandom(4).hex()}"
         self._task: asyncio.Task[None] | None = None
 
     async def acquire(self) -> bool:
-        if not await self.app.redis.set(self.key, self.token, nx=True, px=LEASE_TTL_MS):
+        """Taken, or already held under this token (a walk process's lease, taken for it by its
+        worker before it started: worker/fullsync/walk_process.py)."""
+        taken = await self.app.redis.set(self.key, self.token, nx=True, px=LEASE_TTL_MS)
+        if not taken and await self.app.redis.get(self.key) != self.token.encode():
             return False
         self._task = asyncio.create_task(self._renew())
         return True

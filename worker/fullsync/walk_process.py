@@ -9,11 +9,13 @@ child process at niceness `SHOPSYNC_WALK_NICE` (10) under `SCHED_IDLE` (any runn
 normal priority preempts it at once; a nice task keeps the core for the rest of its slice): the
 walk takes only the CPU that webhook work leaves, and the worker's own event loop stays free for
 webhooks. The per-profile walk (a page read and a batch enqueued at a time) stays in the job's
-process.
+process. Two guards for a machine the webhooks fill: the worker takes and renews the walk's
+lease for its child (a starved child still holds its walk, and the watchdog starts no second one
+beside it), and `keep_floor` lifts a starved child to a normal task for a second at a time.
 
-The child is `main(SYNC_ID, GEN, PARENT_PID, BUDGET_S)` in a new interpreter: it reads the same
-environment and installations file as its worker, runs `walker.walk_slice` under the slice's
-lease like any walk job, prints its result as JSON and exits 0, or `TEMPFAIL` after a transient
+The child is `main(SYNC_ID, GEN, PARENT_PID, BUDGET_S, LEASE_TOKEN)` in a new interpreter: it
+reads the same environment and installations file as its worker, runs `walker.walk_slice` under
+the lease its worker took, prints its result as JSON and exits 0, or `TEMPFAIL` after a transient
 error (the job then ends in a Retry, as inline). It is killed with its worker
 (PR_SET_PDEATHSIG). A cancelled job (its budget, the worker's shutdown) stops it with SIGTERM, as
 does a platform stopping every process: its slice ends and releases the lease. A crash anywhere
@@ -28,6 +30,7 @@ import ctypes
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -36,7 +39,7 @@ import structlog
 from core import fullsync_control as control
 from core.config import read_config_file
 from core.eventloop import use_uvloop
-from core.fullsync_control import RUNNING
+from core.fullsync_control import RUNNING, SyncKeys
 from core.keys import Keys
 from core.logging import configure_logging
 from core.redis_conn import job_pool
@@ -45,6 +48,7 @@ from mappings.installation_parse import parse_installations_toml
 from worker import budget, lanes
 from worker.context import METRICS_FLUSH_S, WorkerContext
 from worker.fullsync import imports
+from worker.fullsync.lease import Lease
 from worker.fullsync.records import load
 from worker.fullsync.walker import WALK_TIMEOUT_S, walk_slice
 from worker.runtime import TransientError, is_transient, run_job
@@ -55,6 +59,13 @@ MODES = ("child", "inline")
 WALK_NICE = int(os.environ.get("SHOPSYNC_WALK_NICE") or 10)
 WALK_SCHED_IDLE = os.environ.get("SHOPSYNC_WALK_SCHED_IDLE", "1") != "0"
 TEMPFAIL = 75  # EX_TEMPFAIL: a transient error, try the slice again later
+# The floor under a SCHED_IDLE child (`keep_floor`): a window in which it waited on the run queue
+# for more than STARVED_WAIT of the time and ran for less than FLOOR_SHARE of it makes the next
+# window a normal task's (at its nice level).
+FLOOR_WINDOW_S = 1.0
+FLOOR_SHARE = 0.05
+STARVED_WAIT = 0.5
+FLOOR_METRIC = "shopsync_fullsync_walk_floor_total"
 STOP_GRACE_S = 5.0  # after SIGTERM, the child's slice ends and releases its lease; then SIGKILL
 _PR_SET_PDEATHSIG = 1
 # Not `-m`: this module is imported by its package first, and runpy warns about running it again.
@@ -109,14 +120,26 @@ async def run_in_child(app: WorkerContext, sync_id: str, gen: int) -> dict[str, 
     }
     remaining = budget.remaining()
     budget_s = WALK_TIMEOUT_S if remaining is None else max(remaining, 1.0)
+    # The worker holds the walk's lease for its child, renewing it from here at normal priority:
+    # a child that has no CPU yet (its imports, a machine the webhooks fill) still holds its walk,
+    # and the watchdog does not start another beside it. It dies with this process (lapses).
+    lease = Lease(app, SyncKeys(app.keys, sync_id).lease("walk"))
+    if not await lease.acquire():
+        return {"skipped": "walk lease held"}
+    try:
+        return await _run_child(
+            app, env, [sync_id, str(gen), str(os.getpid()), f"{budget_s:.1f}", lease.token]
+        )
+    finally:
+        await lease.release()  # the child released it already, unless it was killed
+
+
+async def _run_child(app: WorkerContext, env: dict[str, str], args: list[str]) -> dict[str, Any]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
         _CHILD,
-        sync_id,
-        str(gen),
-        str(os.getpid()),
-        f"{budget_s:.1f}",
+        *args,
         env=env,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
@@ -126,12 +149,58 @@ async def run_in_child(app: WorkerContext, sync_id: str, gen: int) -> dict[str, 
     _lower_priority(proc.pid)
     app.metrics.inc("shopsync_fullsync_walk_processes_total")
     log.info("walk_process_started", pid=proc.pid, nice=WALK_NICE)
+    floor = asyncio.create_task(keep_floor(proc.pid, lambda: app.metrics.inc(FLOOR_METRIC)))
     try:
         out, _ = await proc.communicate()
     except BaseException:  # cancelled: the job's budget, or the worker shutting down
         await _stop(proc)
         raise
+    finally:
+        floor.cancel()
     return _outcome(proc.returncode, out)
+
+
+async def keep_floor(pid: int, lifted: Callable[[], None], window_s: float = FLOOR_WINDOW_S) -> None:
+    """A floor under the SCHED_IDLE child. While the webhooks take every cycle it gets none, and
+    the sync would stand still for as long as the overload lasts (seen: 600 s of webhooks beyond
+    the machine's capacity, not one customer walked). So after a window in which it was starved
+    (`starved`), it runs the next window as a normal task at its nice level (`lifted()`: the
+    worker counts those in `shopsync_fullsync_walk_floor_total`), then goes back to SCHED_IDLE.
+    Where the kernel keeps no schedstat, there is no floor."""
+    if not WALK_SCHED_IDLE or not hasattr(os, "SCHED_IDLE"):
+        return
+    last = _schedstat(pid)
+    idle = True
+    while last is not None:
+        await asyncio.sleep(window_s)
+        now = _schedstat(pid)
+        if now is None:
+            return  # it ended
+        hungry = starved(now[0] - last[0], now[1] - last[1], window_s)
+        last = now
+        if idle and not hungry:
+            continue
+        idle = not idle
+        with contextlib.suppress(OSError):
+            policy = os.SCHED_IDLE if idle else os.SCHED_OTHER
+            os.sched_setscheduler(pid, policy, os.sched_param(0))
+        if not idle:
+            lifted()
+
+
+def starved(ran_s: float, waited_s: float, window_s: float) -> bool:
+    """Runnable most of the window and hardly run: no idle CPU was left for the child."""
+    return waited_s > STARVED_WAIT * window_s and ran_s < FLOOR_SHARE * window_s
+
+
+def _schedstat(pid: int) -> tuple[float, float] | None:
+    """Seconds the process has run and has waited on a run queue (Linux's /proc schedstat)."""
+    try:
+        with open(f"/proc/{pid}/schedstat", "rb") as f:
+            ran, waited = f.read().split()[:2]
+    except (OSError, ValueError):
+        return None
+    return int(ran) / 1e9, int(waited) / 1e9
 
 
 def _outcome(code: int | None, out: bytes) -> dict[str, Any]:
@@ -186,21 +255,23 @@ def _die_with(parent: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    sync_id, gen, parent, budget_s = argv[0], int(argv[1]), int(argv[2]), float(argv[3])
+    sync_id, gen, parent, budget_s, token = argv[0], int(argv[1]), int(argv[2]), float(argv[3]), argv[4]
     _die_with(parent)
     # Ctrl-C reaches the whole process group: the worker stops its jobs, and this one with SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     settings = Settings.from_env()
     configure_logging(settings.log_format, settings.log_level)
     use_uvloop()
-    code, result = asyncio.run(_child(settings, sync_id, gen, budget_s))
+    code, result = asyncio.run(_child(settings, sync_id, gen, budget_s, token))
     with contextlib.suppress(OSError):  # the worker is gone (its pipe closed): the code still says it
         sys.stdout.buffer.write(orjson.dumps(result))
         sys.stdout.flush()
     return code
 
 
-async def _child(settings: Settings, sync_id: str, gen: int, budget_s: float) -> tuple[int, dict[str, Any]]:
+async def _child(
+    settings: Settings, sync_id: str, gen: int, budget_s: float, token: str
+) -> tuple[int, dict[str, Any]]:
     try:
         path = settings.shops_file
         installations = parse_installations_toml(read_config_file(path), os.environ, source=path)
@@ -218,7 +289,7 @@ async def _child(settings: Settings, sync_id: str, gen: int, budget_s: float) ->
     try:
         with budget.deadline(budget_s):
             async with asyncio.timeout(budget_s):
-                result = await walk_slice(app, sync_id, gen)
+                result = await walk_slice(app, sync_id, gen, token)
         return 0, {**result, "walk_process": {"pid": os.getpid(), "nice": os.nice(0)}}
     except asyncio.CancelledError:
         return TEMPFAIL, {"error": "the walk process was stopped"}

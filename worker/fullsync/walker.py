@@ -55,9 +55,12 @@ ROOM_DEFER_S = 2.0
 PATHS: list[Callable[[_Walker], Awaitable[_Walker | None]]] = []
 
 
-async def walk_slice(app: WorkerContext, sync_id: str, gen: int) -> dict[str, Any]:
+async def walk_slice(
+    app: WorkerContext, sync_id: str, gen: int, lease_token: str | None = None
+) -> dict[str, Any]:
     """One slice of the walk (`WALK_SLICE_S`), in this process; the job that runs it, in this
-    process or a child, is `worker.fullsync.walk_process.full_sync_walk`."""
+    process or a child, is `worker.fullsync.walk_process.full_sync_walk`. In a child, the walk's
+    lease is the one its worker took under `lease_token`."""
     record = await load(app, sync_id)
     if record is None or record.get("state") != RUNNING:
         return {"skipped": "not running"}
@@ -78,7 +81,7 @@ async def walk_slice(app: WorkerContext, sync_id: str, gen: int) -> dict[str, An
     if await typed(app.redis.sismember(app.keys.uninstalled, shop.domain)):
         await fail_sync(app, sync_id, shop.domain, "the shop uninstalled the app")
         return {"failed": "shop uninstalled"}
-    lease = Lease(app, SyncKeys(app.keys, sync_id).lease("walk"))
+    lease = Lease(app, SyncKeys(app.keys, sync_id).lease("walk"), lease_token)
     if not await lease.acquire():
         return {"skipped": "walk lease held"}
     try:
