@@ -426,9 +426,10 @@ async def _watch(redis: aioredis.Redis, keys: Keys, meter: CpuMeter, out: list[l
         out.append([round(time.monotonic() - t0), *cores.values(), realtime, fullsync, behind])
 
 
-async def _yields(redis: aioredis.Redis, keys: Keys) -> int:
-    """`shopsync_fullsync_yields_total`, from the workers' shared metrics."""
-    value = await typed(redis.hget(keys.metrics, "shopsync_fullsync_yields_total"))
+async def _yields(redis: aioredis.Redis, keys: Keys, name: str = "shopsync_fullsync_yields_total") -> int:
+    """A counter of the workers' shared metrics (by default A's customers held back while webhook
+    jobs started late)."""
+    value = await typed(redis.hget(keys.metrics, name))
     return int(float(value or 0))
 
 
@@ -535,7 +536,12 @@ async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) 
                 assert a2 is not None
                 result = await _whole(redis, keys, http, url, others, meter, watched, cpu, customers)
                 counts = await apsis_counts(a2[1])
-                return _whole_summary(result, others, customers, counts, meter, watched, cpu, speed)
+                summary = _whole_summary(result, others, customers, counts, meter, watched, cpu, speed)
+                for name in ("walk_processes", "walk_floor"):
+                    summary[f"fullsync_{name}"] = await _yields(
+                        redis, keys, f"shopsync_fullsync_{name}_total"
+                    )
+                return summary
             _say(f"phase alone: A's full sync of {customers} customers, no other traffic")
             started = await control.start_full_sync(redis, keys, A, bulk=A_PATH == "import")
             sync_id = started.sync_id
@@ -703,6 +709,7 @@ def _whole_summary(
         fullsync_with_s=with_s,
         traffic_s=result["traffic_s"],
         traffic_covered_sync=result["traffic_s"] >= with_s,
+        fullsync_revived={"alone": int(alone.get("revived") or 0), "with": int(with_.get("revived") or 0)},
         cpu_cores_by_phase=cpu,
         python_speed_ms=speed,
         a_sandboxes_nice=SANDBOX_NICE,
