@@ -505,33 +505,7 @@ async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) 
                 await _wait_written(others, 30)
             timeline: list[list[float]] = []
             if A_PATH == "idle-burner":
-                await _warm_up(http, url, others)
-                burner = _start_burner()
-                procs.append(burner)
-                meter.roles["workers"].append(burner.pid)  # counted as the walk's child would be
-                _say("phase with: an idle-class burner instead of A's sync, and the webhooks again")
-                with _measuring("with"):
-                    meter.start()
-                    async with _watching(redis, keys, meter.roles, watched["with"]):
-                        await _traffic(http, url, others, "with", phase_s)
-                    cpu["with"] = meter.stop()
-                    await _wait_written(others, 60)
-                burner.kill()
-                summary = _summary(
-                    others,
-                    {"state": "none"},
-                    0,
-                    phase_s,
-                    None,
-                    0.0,
-                    dict.fromkeys(("apsis_budgeted", "apsis_writes", "apsis_requests"), 0),
-                )
-                summary.update(fullsync_path=A_PATH, burn_mb=BURN_MB, cpu_cores_by_phase=cpu)
-                summary["by_second"] = {
-                    "columns": ["s", *meter.roles, "busy", "steal", "rq", "fq", "behind"],
-                    **watched,
-                }
-                return summary
+                return await _burned(redis, keys, http, url, others, meter, watched, cpu, procs, phase_s)
             if WHOLE:
                 assert a2 is not None
                 result = await _whole(redis, keys, http, url, others, meter, watched, cpu, customers)
@@ -599,24 +573,51 @@ async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) 
     summary["bench_gc_in_phases"] = GC_IN_PHASES
     summary["bench_gc_pauses"] = GC_PAUSES  # phase -> [[s into it, ms, generation]]
     summary["fullsync_yields"] = yields  # A's customers held back while webhook jobs started late
-    summary["by_second"] = {
-        "columns": [
-            "s",
-            *meter.roles,
-            "machine_busy_share",
-            "machine_steal_share",
-            "realtime_queued",
-            "fullsync_queued",
-            "behind",
-        ],
-        **watched,
-    }
+    summary["by_second"] = _by_second_table(meter, watched)
     summary["fullsync_alone_regime"] = regime
     summary["fullsync_alone_from_s"] = steady_at
     summary["fullsync_timeline"] = {
         "columns": ["s_since_start", "walked", "seen", "batches_queued"],
         "rows": timeline,
     }
+    return summary
+
+
+def _by_second_table(meter: CpuMeter, watched: dict[str, list[list[float]]]) -> dict[str, Any]:
+    """Each phase's seconds from `_watch`, with their columns."""
+    columns = ["s", *meter.roles, "machine_busy_share", "machine_steal_share"]
+    return {"columns": [*columns, "realtime_queued", "fullsync_queued", "behind"], **watched}
+
+
+async def _burned(
+    redis: aioredis.Redis,
+    keys: Keys,
+    http: aiohttp.ClientSession,
+    url: str,
+    others: list[Other],
+    meter: CpuMeter,
+    watched: dict[str, list[list[float]]],
+    cpu: dict[str, dict[str, float]],
+    procs: list[subprocess.Popen[bytes]],
+    phase_s: float,
+) -> dict[str, Any]:
+    """`BENCH_FAIRNESS_PATH=idle-burner`: the *with* phase beside an idle-class burner, no sync."""
+    await _warm_up(http, url, others)
+    burner = _start_burner()
+    procs.append(burner)
+    meter.roles["workers"].append(burner.pid)  # counted as the walk's child would be
+    _say("phase with: an idle-class burner instead of A's sync, and the webhooks again")
+    with _measuring("with"):
+        meter.start()
+        async with _watching(redis, keys, meter.roles, watched["with"]):
+            await _traffic(http, url, others, "with", phase_s)
+        cpu["with"] = meter.stop()
+        await _wait_written(others, 60)
+    burner.kill()
+    nothing = dict.fromkeys(("apsis_budgeted", "apsis_writes", "apsis_requests"), 0)
+    summary = _summary(others, {"state": "none"}, 0, phase_s, None, 0.0, nothing)
+    summary.update(fullsync_path=A_PATH, burn_mb=BURN_MB, cpu_cores_by_phase=cpu)
+    summary["by_second"] = _by_second_table(meter, watched)
     return summary
 
 
@@ -719,7 +720,7 @@ def _whole_summary(
             **result["timelines"],
         },
     )
-    summary["by_second"] = {"columns": ["s", *meter.roles, "busy", "steal", "rq", "fq", "behind"], **watched}
+    summary["by_second"] = _by_second_table(meter, watched)
     return summary
 
 
