@@ -496,19 +496,17 @@ async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) 
             await _warm_up(http, url, others)  # every account's token fetched before measuring
             meter = CpuMeter(_roles(procs, redis_url, sandboxes))
             watched: dict[str, list[list[float]]] = {"without": [], "with": []}
+            measured = Measured(redis, keys, http, url, others, meter, watched, cpu)
             _say(f"phase without: {len(others)} shops x {RATE_PER_SHOP:g} webhooks/s for {phase_s:g} s")
             with _measuring("without"):
-                meter.start()
-                async with _watching(redis, keys, meter.roles, watched["without"]):
-                    await _traffic(http, url, others, "without", phase_s)
-                cpu["without"] = meter.stop()
+                await _phase(measured, "without", phase_s)
                 await _wait_written(others, 30)
             timeline: list[list[float]] = []
             if A_PATH == "idle-burner":
-                return await _burned(redis, keys, http, url, others, meter, watched, cpu, procs, phase_s)
+                return await _burned(measured, procs, phase_s)
             if WHOLE:
                 assert a2 is not None
-                result = await _whole(redis, keys, http, url, others, meter, watched, cpu, customers)
+                result = await _whole(measured, customers)
                 counts = await apsis_counts(a2[1])
                 summary = _whole_summary(result, others, customers, counts, meter, watched, cpu, speed)
                 for name in ("walk_processes", "walk_floor"):
@@ -542,10 +540,7 @@ async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) 
             walked1 = int(record.get("walked") or 0)
             _say("phase with: A's full sync and the webhooks again")
             with _measuring("with"):
-                meter.start()
-                async with _watching(redis, keys, meter.roles, watched["with"]):
-                    await _traffic(http, url, others, "with", phase_s)
-                cpu["with"] = meter.stop()
+                await _phase(measured, "with", phase_s)
                 t2, seen2, record = await _seen(redis, keys, sync_id)
                 with_rate = (seen2 - seen1) / (t2 - t1)
                 walk_rate = (int(record.get("walked") or 0) - walked1) / (t2 - t1)
@@ -589,35 +584,44 @@ def _by_second_table(meter: CpuMeter, watched: dict[str, list[list[float]]]) -> 
     return {"columns": [*columns, "realtime_queued", "fullsync_queued", "behind"], **watched}
 
 
-async def _burned(
-    redis: aioredis.Redis,
-    keys: Keys,
-    http: aiohttp.ClientSession,
-    url: str,
-    others: list[Other],
-    meter: CpuMeter,
-    watched: dict[str, list[list[float]]],
-    cpu: dict[str, dict[str, float]],
-    procs: list[subprocess.Popen[bytes]],
-    phase_s: float,
-) -> dict[str, Any]:
+@dataclasses.dataclass
+class Measured:
+    """What a phase of another mode than the default needs from `_run`: Redis, the others and
+    their load, the CPU meter and what each phase records."""
+
+    redis: aioredis.Redis
+    keys: Keys
+    http: aiohttp.ClientSession
+    url: str
+    others: list[Other]
+    meter: CpuMeter
+    watched: dict[str, list[list[float]]]
+    cpu: dict[str, dict[str, float]]
+
+
+async def _phase(m: Measured, phase: str, seconds: float, stop: asyncio.Event | None = None) -> None:
+    """The others' webhooks for a measured phase, its CPU per role and its seconds watched."""
+    m.meter.start()
+    async with _watching(m.redis, m.keys, m.meter.roles, m.watched[phase]):
+        await _traffic(m.http, m.url, m.others, phase, seconds, stop)
+    m.cpu[phase] = m.meter.stop()
+
+
+async def _burned(m: Measured, procs: list[subprocess.Popen[bytes]], phase_s: float) -> dict[str, Any]:
     """`BENCH_FAIRNESS_PATH=idle-burner`: the *with* phase beside an idle-class burner, no sync."""
-    await _warm_up(http, url, others)
+    await _warm_up(m.http, m.url, m.others)
     burner = _start_burner()
     procs.append(burner)
-    meter.roles["workers"].append(burner.pid)  # counted as the walk's child would be
+    m.meter.roles["workers"].append(burner.pid)  # counted as the walk's child would be
     _say("phase with: an idle-class burner instead of A's sync, and the webhooks again")
     with _measuring("with"):
-        meter.start()
-        async with _watching(redis, keys, meter.roles, watched["with"]):
-            await _traffic(http, url, others, "with", phase_s)
-        cpu["with"] = meter.stop()
-        await _wait_written(others, 60)
+        await _phase(m, "with", phase_s)
+        await _wait_written(m.others, 60)
     burner.kill()
     nothing = dict.fromkeys(("apsis_budgeted", "apsis_writes", "apsis_requests"), 0)
-    summary = _summary(others, {"state": "none"}, 0, phase_s, None, 0.0, nothing)
-    summary.update(fullsync_path=A_PATH, burn_mb=BURN_MB, cpu_cores_by_phase=cpu)
-    summary["by_second"] = _by_second_table(meter, watched)
+    summary = _summary(m.others, {"state": "none"}, 0, phase_s, None, 0.0, nothing)
+    summary.update(fullsync_path=A_PATH, burn_mb=BURN_MB, cpu_cores_by_phase=m.cpu)
+    summary["by_second"] = _by_second_table(m.meter, m.watched)
     return summary
 
 
@@ -635,44 +639,31 @@ async def _whole_sync(
     return record
 
 
-async def _whole(
-    redis: aioredis.Redis,
-    keys: Keys,
-    http: aiohttp.ClientSession,
-    url: str,
-    others: list[Other],
-    meter: CpuMeter,
-    watched: dict[str, list[list[float]]],
-    cpu: dict[str, dict[str, float]],
-    customers: int,
-) -> dict[str, Any]:
+async def _whole(m: Measured, customers: int) -> dict[str, Any]:
     """`BENCH_FAIRNESS_WITH=whole`: A's whole sync alone (its bound), then A2's whole sync, the
     same store, with the others' webhooks until it ends."""
     out: dict[str, Any] = {"timelines": {"alone": [], "with": []}}
     _say(f"phase alone: A's whole sync of {customers} customers, no other traffic")
-    meter.start()
-    out["alone"] = await _whole_sync(redis, keys, A, out["timelines"]["alone"])
-    cpu["alone"] = meter.stop()
+    m.meter.start()
+    out["alone"] = await _whole_sync(m.redis, m.keys, A, out["timelines"]["alone"])
+    m.cpu["alone"] = m.meter.stop()
     _say(f"A's sync alone took {out['alone'].get('duration_s')} s")
-    await _warm_up(http, url, others)
+    await _warm_up(m.http, m.url, m.others)
     _say("phase with: A2's whole sync (A's store again, its own account) and the webhooks all along")
     stop = asyncio.Event()
 
     async def twin() -> dict[str, Any]:
         try:
-            return await _whole_sync(redis, keys, A2, out["timelines"]["with"])
+            return await _whole_sync(m.redis, m.keys, A2, out["timelines"]["with"])
         finally:
             stop.set()
 
     with _measuring("with"):
-        meter.start()
         started = time.monotonic()
         task = asyncio.create_task(twin())
-        async with _watching(redis, keys, meter.roles, watched["with"]):
-            await _traffic(http, url, others, "with", WHOLE_MAX_S, stop=stop)
-        cpu["with"] = meter.stop()
+        await _phase(m, "with", WHOLE_MAX_S, stop)
         out["traffic_s"] = round(time.monotonic() - started, 1)
-        await _wait_written(others, 60)
+        await _wait_written(m.others, 60)
     _say("waiting for A2's full sync to end")
     out["with"] = await task
     return out

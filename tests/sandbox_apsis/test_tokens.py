@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
+from pathlib import Path
+
+import aiohttp
+
 from tests.sandbox_apsis.conftest import CREDENTIALS, Api, FakeClock
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_token_issued_as_json(api: Api) -> None:
@@ -98,3 +106,31 @@ async def test_token_endpoint_limited_to_ten_per_minute(api: Api, clock: FakeClo
     assert (await api.call("GET", "/audience/sections"))[0] == 200
     clock.advance(60.0)
     assert (await api.call("POST", "/oauth/token", json=CREDENTIALS, auth=False))[0] == 200
+
+
+async def test_the_sandbox_process_serves_the_client_id_it_is_given() -> None:
+    # `python -m sandbox.apsis --client-id`: two accounts side by side (the fairness benchmark's
+    # twin shop) need two API clients, or they would share one rate-limit bucket in Redis.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sandbox.apsis",
+        "--port",
+        "0",
+        "--print-url",
+        "--client-id",
+        "client-twin",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        url = (await asyncio.wait_for(proc.stdout.readline(), timeout=60)).decode().strip()
+        async with aiohttp.ClientSession() as session:
+            for client_id, expected in (("client-twin", 200), (CREDENTIALS["client_id"], 401)):
+                body = {**CREDENTIALS, "client_id": client_id}
+                async with session.post(f"{url}/oauth/token", json=body) as resp:
+                    assert resp.status == expected, (client_id, await resp.text())
+    finally:
+        proc.terminate()
+        await proc.wait()
