@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import orjson
@@ -17,7 +18,7 @@ from core.settings import Settings
 from mappings.installation import Installations
 from shopsync.cli import main as cli_main
 from worker.context import WorkerContext
-from worker.fullsync import records
+from worker.fullsync import import_driver, records
 from worker.fullsync.source import compact, customer_fields
 from worker.fullsync.watchdog import supervise
 
@@ -116,3 +117,24 @@ async def test_history_keeps_the_newest_records(
         await pool.aclose()
     assert await redis.zrange(keys.full_syncs, 0, -1) == [b"old-2", b"old-3"]
     assert not await redis.exists(keys.full_sync_record("old-0"))
+
+
+async def test_an_import_request_and_its_save_finish_even_when_the_walk_is_stopped_between() -> None:
+    # A stop (SIGTERM to the walk process) while APSIS creates the import: the id is still saved,
+    # so the file is not requested again (seen once: 5 imports requested for 4 files).
+    steps: list[str] = []
+
+    async def request() -> str:
+        await asyncio.sleep(0.2)  # the API call in flight
+        steps.append("requested")
+        await asyncio.sleep(0.05)
+        steps.append("saved")
+        return "ticket"
+
+    walk = asyncio.create_task(import_driver._through_cancel(request()))
+    await asyncio.sleep(0.05)
+    walk.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await walk
+    assert steps == ["requested", "saved"]
+    assert await import_driver._through_cancel(request()) == "ticket"  # uncancelled: its result

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Coroutine
 from datetime import datetime
+from typing import Any, TypeVar
 
 import orjson
 import structlog
@@ -40,6 +42,7 @@ from worker.fullsync.import_verify import Verifier
 from worker.fullsync.records import maybe_finish
 from worker.runtime import is_transient
 
+T = TypeVar("T")
 log = structlog.get_logger("worker.fullsync")
 
 POLL_S = 1.0
@@ -142,6 +145,13 @@ class Driver:
     async def _start(self, file: ImportFile) -> None:
         if not await acquire_slot(self.app, self.client_id, self._member(file)):
             return
+        ticket = await _through_cancel(self._request(file))
+        await self._upload(file, ticket)
+
+    async def _request(self, file: ImportFile) -> ImportTicket:
+        """The import requested and its id saved, as one step: a walk stopped between the two
+        (a worker's shutdown, its budget) would leave APSIS an import no one uploads, holding
+        one of the account's 3 pending until its URL expires, and request the file again."""
         ticket = await self.imports.create_import(file.section, spec_of(self.walker, file))
         file.state, file.import_id, file.tries = "requested", ticket.import_id, file.tries + 1
         file.ticket = {
@@ -150,7 +160,7 @@ class Driver:
             "expires_at": ticket.expires_at.isoformat(),
         }
         await self._save(file)
-        await self._upload(file, ticket)
+        return ticket
 
     async def _resume(self, file: ImportFile) -> None:
         """A `requested` file after a crash: never upload a file APSIS already has."""
@@ -254,3 +264,14 @@ class Driver:
 
 
 __all__ = ["DONE_STATES", "Driver", "control"]
+
+
+async def _through_cancel(step: Coroutine[Any, Any, T]) -> T:
+    """`step` run to its end even when the caller is cancelled meanwhile (the cancel is raised
+    after it; a second cancel stops waiting). Only for short steps: an API call and a save."""
+    task = asyncio.ensure_future(step)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait({task})
+        raise
