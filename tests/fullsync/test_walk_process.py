@@ -203,6 +203,19 @@ async def test_the_worker_holds_the_walks_lease_while_its_child_cannot_run(
         assert await p.redis.get(lease) is None  # released when the child ended
 
 
+async def test_a_superseded_slice_ends_in_the_jobs_process_without_taking_the_lease(
+    redis_url: str, keys: Keys, tmp_path: Path
+) -> None:
+    async with pipeline(redis_url, keys, customers=50, workers=(), limits=FAST_LIMITS, sync=SYNC) as p:
+        app = _child_mode(p, redis_url, keys, tmp_path)
+        started = await control.start_full_sync(p.redis, keys, p.shop.domain)
+        result = await walk_process._slice(app, started.sync_id, 7)  # the walk is at gen 0
+        assert result == {"skipped": "superseded"}
+        await app.metrics.flush()
+        assert not await p.redis.hexists(keys.metrics, "shopsync_fullsync_walk_processes_total")  # type: ignore[misc]
+        assert await p.redis.get(SyncKeys(keys, started.sync_id).lease("walk")) is None
+
+
 async def test_a_per_profile_slice_stays_in_the_jobs_process(
     redis_url: str, keys: Keys, tmp_path: Path
 ) -> None:
@@ -211,6 +224,7 @@ async def test_a_per_profile_slice_stays_in_the_jobs_process(
         started = await control.start_full_sync(p.redis, keys, p.shop.domain, kind="reconcile")
         result = await walk_process._slice(app, started.sync_id, 0)
         assert "walk_process" not in result, result
+        await app.metrics.flush()
         assert not await p.redis.hexists(keys.metrics, "shopsync_fullsync_walk_processes_total")  # type: ignore[misc]
 
 

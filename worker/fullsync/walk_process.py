@@ -93,15 +93,19 @@ async def full_sync_walk(ctx: dict[str, Any], sync_id: str, gen: int) -> Any:
 
 
 async def _slice(app: WorkerContext, sync_id: str, gen: int) -> dict[str, Any]:
-    if app.walk_process == "child" and await _heavy(app, sync_id):
+    if app.walk_process == "child" and await _heavy(app, sync_id, gen):
         return await run_in_child(app, sync_id, gen)
     return await walk_slice(app, sync_id, gen)
 
 
-async def _heavy(app: WorkerContext, sync_id: str) -> bool:
-    """The slice walks through imports (or may: the first slice counts the store)."""
+async def _heavy(app: WorkerContext, sync_id: str, gen: int) -> bool:
+    """The slice walks through imports (or may: the first slice counts the store). A superseded
+    slice is not (it ends inline at once): its worker would take the walk's lease for a child
+    that has nothing to do, while the current slice needs it."""
     record = await load(app, sync_id)
     if record is None or record.get("state") != RUNNING or record.get("walk_done"):
+        return False
+    if int(record.get("walk_gen") or 0) != gen:
         return False
     shop = app.installations.get(str(record["shop"]))
     return shop is not None and imports.may_import(record, shop)
