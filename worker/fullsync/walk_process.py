@@ -58,6 +58,7 @@ log = structlog.get_logger("worker.fullsync")
 MODES = ("child", "inline")
 WALK_NICE = int(os.environ.get("SHOPSYNC_WALK_NICE") or 10)
 WALK_SCHED_IDLE = os.environ.get("SHOPSYNC_WALK_SCHED_IDLE", "1") != "0"
+IDLE_POLICY = WALK_SCHED_IDLE and hasattr(os, "SCHED_IDLE")  # asked for, and the OS has it
 TEMPFAIL = 75  # EX_TEMPFAIL: a transient error, try the slice again later
 # The floor under a SCHED_IDLE child (`keep_floor`): a window in which it waited on the run queue
 # for more than STARVED_WAIT of the time and ran for less than FLOOR_SHARE of it makes the next
@@ -171,7 +172,7 @@ async def keep_floor(pid: int, lifted: Callable[[], None], window_s: float = FLO
     (`starved`), it runs the next window as a normal task at its nice level (`lifted()`: the
     worker counts those in `shopsync_fullsync_walk_floor_total`), then goes back to SCHED_IDLE.
     Where the kernel keeps no schedstat, there is no floor."""
-    if not WALK_SCHED_IDLE or not hasattr(os, "SCHED_IDLE"):
+    if not IDLE_POLICY:
         return
     last = _schedstat(pid)
     idle = True
@@ -238,7 +239,7 @@ def _lower_priority(pid: int) -> None:
     no privilege); refused, the walk still runs, at full priority."""
     try:
         os.setpriority(os.PRIO_PROCESS, pid, WALK_NICE)
-        if WALK_SCHED_IDLE and hasattr(os, "SCHED_IDLE"):
+        if IDLE_POLICY:
             os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
     except ProcessLookupError:  # it ended already: its exit code tells
         pass
