@@ -112,9 +112,9 @@ async def test_a_starved_idle_child_runs_as_a_normal_task_for_a_window_then_idle
     child, *hogs = _spinners(1 + (os.cpu_count() or 2))
     lifts: list[int] = []
     seen: set[int] = set()
+    walk_process._lower_priority(child.pid)
+    floor = asyncio.create_task(walk_process.keep_floor(child.pid, lambda: lifts.append(1), window_s=0.3))
     try:
-        walk_process._lower_priority(child.pid)
-        floor = asyncio.create_task(walk_process.keep_floor(child.pid, lambda: lifts.append(1), window_s=0.3))
         async with asyncio.timeout(20):
             while (
                 os.SCHED_OTHER not in seen
@@ -125,8 +125,8 @@ async def test_a_starved_idle_child_runs_as_a_normal_task_for_a_window_then_idle
                 await asyncio.sleep(0.02)
         assert psutil.Process(child.pid).nice() == walk_process.WALK_NICE  # its nice level kept
         assert lifts
-        floor.cancel()
     finally:
+        floor.cancel()
         for proc in (child, *hogs):
             proc.kill()
             proc.wait()

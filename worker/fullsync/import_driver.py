@@ -73,6 +73,17 @@ def spec_of(walker: ImportSync, file: ImportFile) -> ImportSpec:
     )
 
 
+async def _through_cancel(step: Coroutine[Any, Any, T]) -> T:
+    """`step` run to its end even when the caller is cancelled meanwhile (the cancel is raised
+    after it; a second cancel stops waiting). Only for short steps: an API call and a save."""
+    task = asyncio.ensure_future(step)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait({task})
+        raise
+
+
 class Driver:
     def __init__(self, walker: ImportSync) -> None:
         self.walker = walker
@@ -264,14 +275,3 @@ class Driver:
 
 
 __all__ = ["DONE_STATES", "Driver", "control"]
-
-
-async def _through_cancel(step: Coroutine[Any, Any, T]) -> T:
-    """`step` run to its end even when the caller is cancelled meanwhile (the cancel is raised
-    after it; a second cancel stops waiting). Only for short steps: an API call and a save."""
-    task = asyncio.ensure_future(step)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await asyncio.wait({task})
-        raise
