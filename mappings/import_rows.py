@@ -15,8 +15,9 @@ Routing (`route_customer`), given the customer's stored state (None: never synce
 - `stale`: the stored state is newer than the snapshot (a webhook got there first): left out.
 - `skipped`: in no section; `unchanged`: a synced customer whose plan writes nothing.
 - `per_profile`: a synced customer whose consent decision changed since the last consent synced,
-  or whose email or phone changed, or with a mapped field unknown (a row would clear it): the
-  per-profile path's consent guard and ordering apply.
+  or whose email or phone changed, or with a mapped field unknown (a row would clear it), or
+  whose snapshot has its state's `updated_at` and other values (`Plan.tied`: the worker reads
+  the customer): the per-profile path's consent guard and ordering apply.
 - `refused`: a row APSIS would reject (malformed email or phone, a value too long): a dead letter.
 - `import`: the rows, and the state the customer has once they are imported.
 """
@@ -211,6 +212,8 @@ def route_customer(
     plan = plan_sync(shop, stored, snapshot, address_attributes=address_attributes)
     if plan.stale or plan.state is None:
         return Routed("stale", cid)
+    if plan.tied:
+        return Routed("per_profile", cid, reason="the state's updated_at, other values")
     state = plan.state
     if not state.sections:
         return Routed("skipped", cid, state=state)

@@ -3,6 +3,11 @@
 Ordering and merging:
 - A snapshot whose `updated_at` is older than the state's (or a tags change older than the
   last tags applied) changes nothing: empty plan, state unchanged (`Plan.stale`).
+- Shopify's `updated_at` has whole seconds: a snapshot with the state's very `updated_at` and
+  another value for a field the state knows cannot be ordered by it (two edits in one second,
+  one read by a full sync before the other's webhook was applied). It is planned as newer, as a
+  webhook delivered in order is, and flagged (`Plan.tied`): the worker reads the customer
+  instead of trusting a snapshot whose read time it does not know.
 - Fields merge per group (customer, tags, email consent, sms consent), each ordered by its own
   time: a value older than its group's last time is ignored; an unknown value never overwrites
   a known one. Without a time, a customer field (the address on a consent topic) only fills
@@ -62,6 +67,7 @@ class Plan:
     state: SyncState | None
     stale: bool = False
     unknown: frozenset[str] = field(default_factory=frozenset)  # used paths never known
+    tied: bool = False  # the state's `updated_at`, another known value: order unknown
 
 
 # Per section: {"email" | "sms": the version id of the attribute that channel sends to}.
@@ -106,6 +112,7 @@ class _Prepared:
     times: dict[str, datetime]
     sections: tuple[str, ...]
     unknown: frozenset[str]
+    tied: bool
 
 
 def _observe(
@@ -144,6 +151,13 @@ def _prepare(
         return None
     paths = tracked_paths(shop)
     values, new_times = _observe(update, previous, paths)
+    tied = (
+        previous is not None
+        and not isinstance(update, TagsChange)
+        and when is not None
+        and when == last
+        and any(_differs(path, previous.fields.get(path, UNKNOWN), value) for path, value in values.items())
+    )
     fields = dict(previous.fields) if previous else {}
     times = dict(old_times)
     for path, value in values.items():
@@ -167,7 +181,16 @@ def _prepare(
         if member or (member is None and section.discriminator in was_in):
             sections.append(section.discriminator)
     unknown = frozenset(p for p in paths if fields.get(p, UNKNOWN) is UNKNOWN)
-    return _Prepared(cid, fields, times, tuple(sections), unknown)
+    return _Prepared(cid, fields, times, tuple(sections), unknown, tied)
+
+
+def _differs(path: str, known: Any, value: Any) -> bool:
+    """Both values known and not the same (tags as a set: their order says nothing)."""
+    if known is UNKNOWN or value is UNKNOWN:
+        return False
+    if group_of(path) == "tags" and isinstance(known, list) and isinstance(value, list):
+        return {str(t).casefold() for t in known} != {str(t).casefold() for t in value}
+    return bool(known != value)
 
 
 def _address(fields: Mapping[str, Any], channel: str) -> Any:
@@ -252,7 +275,7 @@ def plan_sync(
         attributes=attributes,
         consents=merged,
     )
-    return Plan(tuple(writes), state, unknown=prepared.unknown)
+    return Plan(tuple(writes), state, unknown=prepared.unknown, tied=prepared.tied)
 
 
 def _channel_attributes(section: Section, versions: Mapping[str, str]) -> dict[str, str]:

@@ -201,6 +201,22 @@ async def _apply(
             state, fetch_error = await fill_from_shopify(app, shop, customer_id, state, update.force, merged)
             if state is not before:
                 plan = await plan_update(app, shop, state, normalized, update.force)
+        if plan.tied and update.source != "webhook":
+            # The snapshot has the state's `updated_at` (whole seconds) and other values: a read
+            # (full sync, reconciliation) from before the edit a webhook already applied, or after
+            # one still to come. Only a read now tells; a webhook keeps its place (Shopify's
+            # order of events, `marks`). Without the read the state stands: a newer edit still
+            # has its webhook to come.
+            if not fetched:
+                fetched = True
+                app.metrics.inc("shopsync_customer_tie_reads_total")
+                state, fetch_error = await fill_from_shopify(
+                    app, shop, customer_id, state, update.force, merged
+                )
+                plan = await plan_update(app, shop, state, normalized, update.force)
+            if plan.tied:
+                result.outcomes[update_id] = "stale"
+                continue
         if plan.stale:
             result.outcomes[update_id] = "stale"
             continue

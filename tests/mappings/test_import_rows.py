@@ -169,6 +169,13 @@ def test_a_synced_customer_with_changed_attributes_only_is_imported() -> None:
     assert rows_by_kind(routed)["in"][attribute_column("2")] == "Robert"
 
 
+def test_a_same_second_snapshot_with_other_values_goes_per_profile() -> None:
+    """Two edits in one second: the row could carry the older one; the worker reads the customer."""
+    stored = plan_sync(SHOP, None, customer(), address_attributes=ADDRESSES).state
+    routed = route(customer(first_name="Robert"), stored)
+    assert routed.route == "per_profile" and "updated_at" in routed.reason
+
+
 def test_csv_line_quotes() -> None:
     line = csv_line(["1", 'a "b", c', "", "x\ny"]).decode()
     assert next(csv.reader(io.StringIO(line, newline=""))) == ["1", 'a "b", c', "", "x\ny"]
