@@ -20,13 +20,16 @@ from mappings.snapshot import JSON, UNKNOWN, plain
 
 def attribute_value(value: Any) -> JSON:
     """The APSIS form of a field value (snapshot value or its JSON form). Not for `UNKNOWN`."""
+    if type(value) is str:  # the most common by far: no conversion to ask `plain` for
+        text: str = value
+        return text if text.strip() else None
     value = plain(value)
     if value is None or isinstance(value, bool | int | float):
         return value
     if isinstance(value, str):
         return value if value.strip() else None
     if isinstance(value, list):
-        items = [str(attribute_value(v)) for v in value if attribute_value(v) is not None]
+        items = [str(v) for v in map(attribute_value, value) if v is not None]
         return ", ".join(items) if items else None
     if isinstance(value, dict):
         return json.dumps(value, sort_keys=True, separators=(",", ":")) if value else None

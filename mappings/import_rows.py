@@ -29,7 +29,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from mappings.attributes import map_attributes
 from mappings.consent import mapped_decisions
 from mappings.installation import Section, Shop
 from mappings.plan import AddressAttributes, address_changes, plan_sync
@@ -48,6 +47,7 @@ CONSENT_YES = "true"
 MAX_VALUE_CHARS = 1000
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 _MOBILE_RE = re.compile(r"^\+[0-9]{8,15}$")  # E.164: a plus and 8 to 15 digits
+_NEEDS_QUOTES = re.compile('[,"\r\n]')  # RFC 4180: a field holding one of these is quoted
 
 
 def attribute_column(version_id: str) -> str:
@@ -179,7 +179,7 @@ def csv_line(cells: Sequence[str]) -> bytes:
 
 
 def _quoted(text: str) -> str:
-    if any(ch in text for ch in ',"\r\n'):
+    if _NEEDS_QUOTES.search(text):
         return '"' + text.replace('"', '""') + '"'
     return text
 
@@ -228,8 +228,7 @@ def route_customer(
     sections = {s.discriminator: s for s in shop.sections}
     for discriminator in state.sections:
         section = sections[discriminator]
-        extra = _channel_paths(section, address_attributes.get(discriminator, {}))
-        values = map_attributes(section, state.fields, extra)
+        values = plan.mapped[discriminator]  # the merchant's mapping and the channels' addresses
         inn = files[(discriminator, "in")]
         if any(v not in values for v in inn.attributes):
             return Routed("per_profile", cid, reason="a mapped field is unknown")
@@ -247,11 +246,6 @@ def route_customer(
             cells = (str(cid), *(cell(values[v]) for v in layout.attributes), *marks)
             rows.append(Row(discriminator, layout.kind, str(cid), cells))
     return Routed("import", cid, tuple(rows), state)
-
-
-def _channel_paths(section: Section, versions: Mapping[str, str]) -> dict[str, str]:
-    paths = {"email": "email", "sms": "phone"}
-    return {paths[m.channel]: versions[m.channel] for m in section.consents if m.channel in versions}
 
 
 def _decisions(section: Section, state: SyncState, stored: SyncState | None) -> dict[tuple[str, str], str]:

@@ -35,6 +35,7 @@ address has every topic the profile had, the old one gets nothing more.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -68,6 +69,9 @@ class Plan:
     stale: bool = False
     unknown: frozenset[str] = field(default_factory=frozenset)  # used paths never known
     tied: bool = False  # the state's `updated_at`, another known value: order unknown
+    # Per section the customer is in: `{version id: value}` of every mapped attribute whose field
+    # is known (what the profile should hold; the import rows are built from it).
+    mapped: Mapping[str, Mapping[str, JSON]] = field(default_factory=dict)
 
 
 # Per section: {"email" | "sms": the version id of the attribute that channel sends to}.
@@ -94,6 +98,7 @@ def unknown_paths(shop: Shop, state: SyncState | None) -> frozenset[str]:
     return frozenset(p for p in tracked_paths(shop) if known.get(p, UNKNOWN) is UNKNOWN)
 
 
+@functools.cache  # a few paths per installation, asked for every customer
 def group_of(path: str) -> str:
     head = path.partition(".")[0]
     if head == "tags":
@@ -225,11 +230,12 @@ def plan_sync(
     fields, profile_key = prepared.fields, str(prepared.customer_id)
     writes: list[Write] = []
     attributes: dict[str, Mapping[str, JSON]] = {}
+    known: dict[str, Mapping[str, JSON]] = {}
     for section in shop.sections:
         if section.discriminator not in prepared.sections:
             continue
         extra = _channel_attributes(section, (address_attributes or {}).get(section.discriminator, {}))
-        desired = map_attributes(section, fields, extra)
+        desired = known[section.discriminator] = map_attributes(section, fields, extra)
         written = previous.attributes.get(section.discriminator, {}) if previous else {}
         body = changed_attributes(desired, written, force=force)
         if body:
@@ -275,7 +281,7 @@ def plan_sync(
         attributes=attributes,
         consents=merged,
     )
-    return Plan(tuple(writes), state, unknown=prepared.unknown, tied=prepared.tied)
+    return Plan(tuple(writes), state, unknown=prepared.unknown, tied=prepared.tied, mapped=known)
 
 
 def _channel_attributes(section: Section, versions: Mapping[str, str]) -> dict[str, str]:

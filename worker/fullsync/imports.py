@@ -224,6 +224,8 @@ class ImportWalker(walk._Walker):
         letters = []
         for result, customer in routed:
             if result.route == "import":
+                assert result.state is not None
+                state = result.state.to_dict()  # once, whatever the number of its rows
                 for index, row in enumerate(result.rows):
                     layout = self.layouts[(row.section, row.kind)]
                     target = opened.get((row.section, row.kind))
@@ -236,9 +238,8 @@ class ImportWalker(walk._Walker):
                     appends.setdefault(target.number, []).append(line)
                     target.rows += 1
                     target.size += len(line)
-                    assert result.state is not None
                     expected.setdefault(target.number, {})[row.profile_key] = orjson.dumps(
-                        {"state": result.state.to_dict(), "count": index == 0}
+                        {"state": state, "count": index == 0}
                     )
                     held = where.setdefault(row.section, {})
                     held[row.profile_key] = ",".join(
