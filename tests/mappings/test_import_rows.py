@@ -15,6 +15,7 @@ from mappings.import_rows import (
     PROFILE_KEY_COLUMN,
     Layout,
     attribute_column,
+    cell,
     consent_column,
     csv_line,
     import_request,
@@ -203,12 +204,18 @@ def test_rows_round_trip_and_match_the_plan(
     assert routed.route == "import"
     plan = plan_sync(SHOP, None, snap, address_attributes=ADDRESSES)
     planned = {(w.channel, w.topic, w.type) for w in plan.writes if isinstance(w, ConsentWrite)}
+    patched = {w.section: w.body for w in plan.writes if isinstance(w, AttributePatch)}
     written: set[tuple[str, str, str]] = set()
     for row in routed.rows:
         layout: Layout = FILES[(row.section, row.kind)]
         parsed = next(csv.reader(io.StringIO(row.csv().decode(), newline="")))
         assert parsed == list(row.cells)
         assert len(parsed) == len(layout.header())
+        # The attribute cells are the values a first per-profile sync patches ("" for a null).
+        body = patched.get(row.section, {})
+        assert list(row.cells[1 : 1 + len(layout.attributes)]) == [
+            cell(body.get(v)) for v in layout.attributes
+        ]
         for (channel, topic), mark in zip(layout.consents, row.cells[-len(layout.consents) :], strict=True):
             if mark:
                 written.add((channel, topic, "opt-in" if row.kind == "in" else "opt-out"))
