@@ -76,7 +76,8 @@ async def serve(request: web.Request, stored: StoredFile, lines: Lines) -> web.S
     await response.prepare(request)
     try:
         await _stream(response, stored, lines)
-    except ConnectionResetError:  # the reader stopped (a walk slice ended): what it took is stored
+    except ConnectionError:  # the reader stopped (a walk slice ended): what it took is stored
+        # (aiohttp says so as ConnectionResetError, or as a bare ConnectionError "Connection lost")
         return response
     await response.write_eof()
     return response
