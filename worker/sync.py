@@ -190,33 +190,32 @@ async def _apply(
             result.outcomes[update_id] = "stale"  # an older event of this family, delivered late
             continue
         plan = await plan_update(app, shop, state, normalized, update.force)
-        if plan.unknown - consent_only(plan.unknown) and not fetched and update.source == "webhook":
-            # A field that decides membership or an attribute was never known (a tags delta on
-            # unknown tags, a trimmed 2025-01 payload on a first sight): read the whole customer.
+        # A read of the whole customer, at most once an apply, when the update cannot be
+        # trusted alone:
+        # - from a webhook, a field that decides membership or an attribute was never known (a
+        #   tags delta on unknown tags, a trimmed 2025-01 payload on a first sight);
+        # - from a read (full sync, reconciliation), the snapshot has the state's `updated_at`
+        #   (whole seconds) and other values (`Plan.tied`): read before the edit a webhook
+        #   already applied, or after one still to come. A webhook keeps its place (Shopify's
+        #   order of events, `marks`).
+        # The whole customer first, then the update planned on top, so what only the update
+        # carries (say, a consent topic's state this API version's customer resource lacks) is
+        # not lost.
+        unread = plan.unknown - consent_only(plan.unknown) and update.source == "webhook"
+        tied = plan.tied and update.source != "webhook"
+        if (unread or tied) and not fetched:
             fetched = True
-            # The whole customer first (it fills what was never known), then the update itself
-            # on top, so what only the update carries (say, a consent topic's state that this
-            # API version's customer resource lacks) is not lost.
+            if tied:
+                app.metrics.inc("shopsync_customer_tie_reads_total")
             before = state
             state, fetch_error = await fill_from_shopify(app, shop, customer_id, state, update.force, merged)
             if state is not before:
                 plan = await plan_update(app, shop, state, normalized, update.force)
         if plan.tied and update.source != "webhook":
-            # The snapshot has the state's `updated_at` (whole seconds) and other values: a read
-            # (full sync, reconciliation) from before the edit a webhook already applied, or after
-            # one still to come. Only a read now tells; a webhook keeps its place (Shopify's
-            # order of events, `marks`). Without the read the state stands: a newer edit still
-            # has its webhook to come.
-            if not fetched:
-                fetched = True
-                app.metrics.inc("shopsync_customer_tie_reads_total")
-                state, fetch_error = await fill_from_shopify(
-                    app, shop, customer_id, state, update.force, merged
-                )
-                plan = await plan_update(app, shop, state, normalized, update.force)
-            if plan.tied:
-                result.outcomes[update_id] = "stale"
-                continue
+            # Still tied after the read (or without it): the state stands; a newer edit than it
+            # still has its webhook to come.
+            result.outcomes[update_id] = "stale"
+            continue
         if plan.stale:
             result.outcomes[update_id] = "stale"
             continue
