@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 from arq.connections import ArqRedis, create_pool
@@ -36,6 +37,7 @@ from sandbox.shopify.store import Store
 from shopsync.devredis import free_port
 from worker.context import WorkerContext
 from worker.main import build_worker, with_apply
+from worker.retry import NO_RETRY
 
 DOMAIN = "demo-store.myshopify.com"
 SECTION_MAIN = "com.apsis1.sections.sandbox"
@@ -182,3 +184,14 @@ async def pipeline(
 def wait_until_time_moves() -> None:
     """Shopify times have second resolution: make the next mutation's updated_at strictly later."""
     time.sleep(1.01)
+
+
+@contextmanager
+def shopify_answers_429(p: Pipeline, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every Admin API request answered 429, and no retry inside the request: a read fails."""
+    monkeypatch.setattr(p.app.shopify(p.shop), "retry", NO_RETRY)
+    p.store.rate_limit.fault_429_rate = 1.0
+    try:
+        yield
+    finally:
+        p.store.rate_limit.fault_429_rate = 0.0

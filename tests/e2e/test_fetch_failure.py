@@ -9,8 +9,6 @@ update, is then stale by `updated_at` and dropped whole. The tags were never wri
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 
@@ -18,27 +16,22 @@ from core import fullsync_control as control
 from core.keys import Keys
 from sandbox.shopify.models import Customer
 from sandbox.shopify.serialize import email_consent_payload, serialize_customer
-from tests.e2e.harness import SECTION_MAIN, SECTION_VIP, Pipeline, pipeline, wait_until_time_moves
+from tests.e2e.harness import (
+    SECTION_MAIN,
+    SECTION_VIP,
+    Pipeline,
+    pipeline,
+    shopify_answers_429,
+    wait_until_time_moves,
+)
 from tests.fullsync.helpers import FAST_LIMITS, open_limits, wait_finished
 from worker import sync
 from worker.fullsync.reconcile import reconcile_due
-from worker.retry import NO_RETRY
 from worker.runtime import TransientError
 from worker.sync_update import Update
 
 API_VERSION = "2025-01"
 FIRST_NAME, TAGS = "1002", "1007"  # attribute ids in the main section (mappings/demo.toml)
-
-
-@contextmanager
-def _shopify_answers_429(p: Pipeline, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every Admin API request answered 429, and no retry inside the request: the fetch fails."""
-    monkeypatch.setattr(p.app.shopify(p.shop), "retry", NO_RETRY)
-    p.store.rate_limit.fault_429_rate = 1.0
-    try:
-        yield
-    finally:
-        p.store.rate_limit.fault_429_rate = 0.0
 
 
 def _trimmed_update(customer: Customer) -> Update:
@@ -68,7 +61,7 @@ async def _first_sight_without_tags(
     wait_until_time_moves()
     changed = await p.store.update_customer(customer.id, first_name="Robert")
     assert "tags" not in _trimmed_update(changed).payload
-    with _shopify_answers_429(p, monkeypatch):
+    with shopify_answers_429(p, monkeypatch):
         if retried:
             with pytest.raises(TransientError, match="Shopify"):
                 await sync.submit(p.app, p.shop, "wh:update", _trimmed_update(changed))
@@ -105,7 +98,7 @@ async def test_the_jobs_retry_alone_reads_the_customer_again(
     nothing pending) reads it again."""
     async with pipeline(redis_url, keys, customers=3, api_version=API_VERSION, workers=()) as p:
         customer, _ = await _first_sight_without_tags(p, monkeypatch)
-        with _shopify_answers_429(p, monkeypatch), pytest.raises(TransientError):
+        with shopify_answers_429(p, monkeypatch), pytest.raises(TransientError):
             await sync.apply_pending(p.app, p.shop, customer.id)  # still failing: retried again
         assert TAGS not in _attributes(p, customer)
         applied = await sync.apply_pending(p.app, p.shop, customer.id)

@@ -19,9 +19,8 @@ import pytest
 from core.keys import Keys
 from sandbox.shopify.models import Customer
 from sandbox.shopify.serialize import serialize_customer
-from tests.e2e.harness import SECTION_MAIN, Pipeline, pipeline, wait_until_time_moves
+from tests.e2e.harness import SECTION_MAIN, Pipeline, pipeline, shopify_answers_429, wait_until_time_moves
 from worker import sync
-from worker.retry import NO_RETRY
 from worker.sync_update import Update
 
 FIRST_NAME = "1002"  # the main section's first-name attribute (mappings/demo.toml)
@@ -96,12 +95,8 @@ async def test_without_the_read_the_state_stands(
     (a newer edit than the state still has its webhook to come)."""
     async with pipeline(redis_url, keys, customers=3, workers=()) as p, _one_second(p) as (_, early, late):
         assert await sync.submit(p.app, p.shop, "wh:late", _webhook(p, late)) == "written"
-        monkeypatch.setattr(p.app.shopify(p.shop), "retry", NO_RETRY)
-        p.store.rate_limit.fault_429_rate = 1.0
-        try:
+        with shopify_answers_429(p, monkeypatch):
             assert await sync.submit(p.app, p.shop, "fs:page", _page(p, early)) == "stale"
-        finally:
-            p.store.rate_limit.fault_429_rate = 0.0
         assert _first_name(p, late) == "Late"
 
 
