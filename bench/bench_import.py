@@ -76,24 +76,33 @@ async def _graphql(session: aiohttp.ClientSession, url: str, query: str, variabl
     return body["data"]
 
 
+async def bulk_export_url(session: aiohttp.ClientSession, shopify_url: str) -> str:
+    """A bulk export of the sandbox store's customers run to its end: the URL of its file."""
+    url = f"{shopify_url}/admin/api/{API_VERSION}/graphql.json"
+    query = customer_documents(API_VERSION).bulk
+    data = await _graphql(session, url, BULK_RUN_MUTATION, {"query": query})
+    operation = data["bulkOperationRunQuery"]["bulkOperation"]
+    while True:
+        await asyncio.sleep(0.1)
+        node = (await _graphql(session, url, BULK_OPERATION_QUERY, {"id": operation["id"]}))["node"]
+        if node["status"] == "COMPLETED":
+            return str(node["url"])
+        if node["status"] not in ("CREATED", "RUNNING"):
+            raise RuntimeError(f"bulk export {node['status']}: {node.get('errorCode')}")
+
+
+def shopify_session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(headers={"X-Shopify-Access-Token": TOKEN})
+
+
 async def shopify_alone(p: Procs) -> dict[str, Any]:
     """One bulk export of the store read to its last line, no sync: how fast the store hands it out."""
-    url = f"{p.shopify_url}/admin/api/{API_VERSION}/graphql.json"
-    query = customer_documents(API_VERSION).bulk
-    async with aiohttp.ClientSession(headers={"X-Shopify-Access-Token": TOKEN}) as session:
+    async with shopify_session() as session:
         started = time.monotonic()
-        data = await _graphql(session, url, BULK_RUN_MUTATION, {"query": query})
-        operation = data["bulkOperationRunQuery"]["bulkOperation"]
-        while True:
-            await asyncio.sleep(0.1)
-            node = (await _graphql(session, url, BULK_OPERATION_QUERY, {"id": operation["id"]}))["node"]
-            if node["status"] == "COMPLETED":
-                break
-            if node["status"] not in ("CREATED", "RUNNING"):
-                raise RuntimeError(f"bulk export {node['status']}: {node.get('errorCode')}")
+        file_url = await bulk_export_url(session, p.shopify_url)
         ready = time.monotonic()
         lines = 0
-        async with session.get(node["url"]) as response:
+        async with session.get(file_url) as response:
             async for line in response.content:
                 if line.strip():
                     orjson.loads(line)

@@ -28,14 +28,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 
+from bench.bench_import import bulk_export_url, shopify_session
 from bench.fullsync_procs import _sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
-API_VERSION = "2024-10"
-TOKEN = "shpat_sandbox_token"
 # Runs inside a tree: argv = lines file, passes. Prints {"us_per_customer": [...], "routes": {...}}.
 MEASURE = r"""
 import sys, time, collections, orjson
@@ -67,27 +65,10 @@ print(orjson.dumps({"us_per_customer": times, "routes": routes}).decode())
 
 async def _export(customers: int) -> bytes:
     """The lines of a bulk export of a sandbox store of `customers`."""
-    from worker.shopify_queries import BULK_OPERATION_QUERY, BULK_RUN_MUTATION, customer_documents
-
     proc, url = _sandbox("sandbox.shopify", ["--customers", str(customers), "--seed", "1"])
     try:
-        endpoint = f"{url}/admin/api/{API_VERSION}/graphql.json"
-        async with aiohttp.ClientSession(headers={"X-Shopify-Access-Token": TOKEN}) as session:
-
-            async def gql(query: str, variables: dict[str, Any]) -> Any:
-                async with session.post(endpoint, json={"query": query, "variables": variables}) as r:
-                    return (await r.json())["data"]
-
-            started = await gql(BULK_RUN_MUTATION, {"query": customer_documents(API_VERSION).bulk})
-            op_id = started["bulkOperationRunQuery"]["bulkOperation"]["id"]
-            for _ in range(3000):  # at most 10 minutes
-                node = (await gql(BULK_OPERATION_QUERY, {"id": op_id}))["node"]
-                if node["status"] not in ("CREATED", "RUNNING"):
-                    break
-                await asyncio.sleep(0.2)
-            if node["status"] != "COMPLETED":
-                raise RuntimeError(f"bulk export {node['status']}")
-            async with session.get(node["url"]) as response:
+        async with shopify_session() as session:
+            async with session.get(await bulk_export_url(session, url)) as response:
                 body = await response.read()
         return b"\n".join(line for line in body.splitlines() if line.strip())
     finally:
