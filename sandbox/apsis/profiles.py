@@ -17,7 +17,7 @@ import orjson
 from sandbox.apsis.catalog import CatalogMixin
 from sandbox.apsis.definitions import EMAIL_ATTRIBUTE, MOBILE_ATTRIBUTE, SectionIndex
 from sandbox.apsis.problems import ApiError
-from sandbox.apsis.values import is_email, is_mobile, is_rfc3339, iso, value_fits
+from sandbox.apsis.values import is_email, is_mobile, is_rfc3339, iso, kept_json, value_fits
 from sandbox.apsis.writelog import WriteLogMixin
 
 ProfileMeta = tuple[float, float, tuple[str, ...]]  # created at, updated at, sections with data
@@ -127,7 +127,7 @@ class ProfilesMixin(CatalogMixin, WriteLogMixin):
         now = self.clock()
         self._profile_for_write(keyspace, key, section, now)
         new = tuple(
-            orjson.dumps({"version_id": i["version_id"], "event_time": i["event_time"], "data": i["data"]})
+            kept_json({"version_id": i["version_id"], "event_time": i["event_time"], "data": i["data"]})
             for i in items
         )
         self.events[(keyspace, key, section)] = self.events.get((keyspace, key, section), ()) + new

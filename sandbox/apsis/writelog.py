@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from sandbox.apsis.values import iso
+from sandbox.apsis.values import iso, kept_json
 
 # Path parameter names of each kind of write, in the order `log` gets their values.
 PARAM_NAMES = {
@@ -60,7 +60,7 @@ class WriteLogMixin:
 
     def _log(self, kind: str, params: tuple[str, ...], summary: dict[str, Any], now: float) -> None:
         self._write_seq += 1
-        self._writes.append((self._write_seq, kind, params, orjson.dumps(summary), now))
+        self._writes.append((self._write_seq, kind, params, kept_json(summary), now))
 
     @property
     def writes(self) -> list[WriteRecord]:
