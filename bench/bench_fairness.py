@@ -138,7 +138,7 @@ while True:
 SANDBOX_NICE = int(os.environ.get("BENCH_FAIRNESS_SANDBOX_NICE", "10"))
 # ...and with "idle", under SCHED_IDLE besides: on this kernel (EEVDF, Linux 6.18) a nice-10 task
 # still keeps a core for the rest of its slice when a normal task wakes, while any normal task
-# preempts a SCHED_IDLE one at once (measured on the walk's child, docs/PERFORMANCE.md).
+# preempts a SCHED_IDLE one at once (measured on the walk's child, docs/PERFORMANCE-LOG.md).
 SANDBOX_POLICY = os.environ.get("BENCH_FAIRNESS_SANDBOX_POLICY", "nice")
 # How the two worker processes divide the queues: "all" (each serves every queue, the default
 # `shopsync worker`) or "split" (one `--queue realtime`, one `--queue fullsync`: a full sync's CPU

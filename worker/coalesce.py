@@ -88,7 +88,7 @@ End = Literal["done", "more", "other", "handed"]
 # APSIS_QUEUED_S of requests reserved ahead (an apply would wait there holding a real-time slot).
 # Deferring a lone update costs a second job and its lag again; when the backlog is the pool's
 # CPU (many shops, distinct customers) that made each webhook dearer exactly when the pool was
-# short of CPU, and the backlog grew instead of draining (docs/PERFORMANCE.md, "Many shops").
+# short of CPU, and the backlog grew instead of draining (docs/PERFORMANCE-LOG.md, "Many shops").
 # Returns 'uninstalled' (nothing deposited), {} (apply now), {'locked', pending, state, staged}
 # (apply now: the lock is taken and read as `CustomerStore.lock_and_read` does, one round trip
 # less) or {job id, 1 if this call scheduled it else 0}.

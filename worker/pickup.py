@@ -7,7 +7,7 @@ ZSCORE, then MULTI/PSETEX/EXEC, or UNWATCH when the job runs already): the proce
 jobs, and with several worker processes each other's, were claimed again at every poll. With a
 backlog (the real-time benchmark at 100 webhooks/s, bound by APSIS) that was 13 of each per
 webhook, more Redis traffic than the job's own; without one, the four round trips of each new
-job were still a third of a webhook's (docs/PERFORMANCE.md).
+job were still a third of a webhook's (docs/PERFORMANCE-LOG.md).
 
 Here the ids this process runs are dropped without asking Redis, and the rest go to one script
 (`_CLAIM`) that does what arq's WATCH/MULTI did, atomically: for each id in order, skip it if

@@ -50,7 +50,7 @@ CUSTOMER_PAUSE_S = 0.25
 # side by side at the pace of one APSIS account) and the next ones start together, 16 customers
 # each at once: their CPU before the first APSIS request (decode, plan, the store's scripts)
 # came in one burst ahead of the webhooks in the event loop, and the others' p99 in those seconds
-# rose to 100-240 ms (the fairness benchmark, docs/PERFORMANCE.md "Many shops"). Spaced, a
+# rose to 100-240 ms (the fairness benchmark, docs/PERFORMANCE-LOG.md "Many shops"). Spaced, a
 # process still starts up to 100 a second, several times what one account lets a sync write.
 START_GAP_S = float(os.environ.get("SHOPSYNC_FULLSYNC_START_GAP_S", "0.01"))
 SERVING_S = 2.0

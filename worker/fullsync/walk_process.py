@@ -3,7 +3,7 @@
 An import walk (worker/fullsync/imports.py) routes thousands of customers a second through the
 mappings, builds the CSVs, then verifies and saves them: CPU that a worker process also needs
 for its webhooks. Rests in the same process (`RealtimeLag.give_way`) kept it to half a process
-and still tripled the other shops' webhook p99 (docs/PERFORMANCE.md, "Many shops"). So a worker
+and still tripled the other shops' webhook p99 (docs/PERFORMANCE-LOG.md, "Many shops"). So a worker
 started by `shopsync worker` (`SHOPSYNC_WALK_PROCESS=child`, the default) runs such a slice in a
 child process at niceness `SHOPSYNC_WALK_NICE` (10) under `SCHED_IDLE` (any runnable process of
 normal priority preempts it at once; a nice task keeps the core for the rest of its slice): the

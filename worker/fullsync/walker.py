@@ -42,7 +42,7 @@ PAGE_SIZE = 250
 # account's pace and end together, and 12 of them meant a refill of 12 pages (Shopify reads, 12
 # batches starting) every minute or so, in the seconds of which the other shops' webhook p99 rose
 # to 100-240 ms; with 4 the refills are a third as big and three times as frequent (the fairness
-# benchmark, docs/PERFORMANCE.md "Many shops"). A sync that skips most customers is CPU-bound
+# benchmark, docs/PERFORMANCE-LOG.md "Many shops"). A sync that skips most customers is CPU-bound
 # instead and uses up to this many processes' batch slots.
 MAX_AHEAD = int(os.environ.get("SHOPSYNC_FULLSYNC_MAX_AHEAD", "4"))
 WALK_SLICE_S = 120.0

@@ -58,7 +58,7 @@ return 1
 #
 # An APSIS write takes three slots in turn: its profile's bucket, its shop's share of the account,
 # the account's bucket. Taken one script each, that was three round trips per request, a quarter
-# of a webhook's (docs/PERFORMANCE.md). CHAIN takes them in order in one script and stops after
+# of a webhook's (docs/PERFORMANCE-LOG.md). CHAIN takes them in order in one script and stops after
 # the first stage that has to wait: the caller sleeps, then sends the remaining stages, so every
 # slot is still reserved only once the stages before it are due, exactly as one at a time.
 #
