@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import re
+import time
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -51,10 +52,11 @@ def fmt_time(ts: int | None) -> str | None:
 
 
 def fmt_utc(ts: int | None) -> str | None:
-    """GraphQL `DateTime`: UTC with a `Z`."""
+    """GraphQL `DateTime`: UTC with a `Z`. (`time.strftime` over `gmtime`: a third of
+    `datetime.strftime`'s cost, and a bulk export formats several times a customer.)"""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def money(cents: int) -> str:

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import aiohttp
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sandbox.shopify import ShopifySandbox, Store, serialize_customer, shopify_json
 from sandbox.shopify.models import EMAIL_STATES, SMS_STATES
-from sandbox.shopify.serialize import delete_payload, email_consent_payload, sms_consent_payload, tags_payload
+from sandbox.shopify.serialize import (
+    delete_payload,
+    email_consent_payload,
+    fmt_utc,
+    sms_consent_payload,
+    tags_payload,
+)
 from tests.sandbox_shopify.conftest import Receiver, subscribe
 
 BASE = {
@@ -183,3 +192,8 @@ async def test_emails_are_unique() -> None:
     created = await store.create_customer(email=taken.email)  # the old address is free again
     assert store.customer_id_by_email("moved@example.se") == taken.id
     assert store.customer_id_by_email(taken.email) == created.id  # type: ignore[arg-type]
+
+
+@given(st.integers(min_value=-(10**9), max_value=4 * 10**9))
+def test_graphql_times_are_utc_with_a_z(ts: int) -> None:
+    assert fmt_utc(ts) == datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
