@@ -1,6 +1,8 @@
 """Tokens at rest are encrypted: `TokenCipher` is Fernet (AES-128-CBC + HMAC-SHA256, from
-`cryptography`) keyed by the environment variable `SHOPSYNC_TOKEN_KEY`, a urlsafe base64 string
-of 32 bytes (`python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"`).
+`cryptography`) keyed by the environment variable `SHOPSYNC_TOKEN_KEY`: a Fernet key (urlsafe base64
+of 32 bytes, `python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"`)
+or any random secret of at least 32 characters, such as the one Heroku generates for an app.json
+`"generator": "secret"`, hashed (SHA-256) into the key.
 
 `TokenCipher.from_env()` raises `TokenKeyError` with one line naming the variable when it is unset
 or not such a key; the processes call it at start-up when an installation mints its tokens.
@@ -9,12 +11,15 @@ A value that does not decrypt (another key, or tampered) raises `TokenKeyError` 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 from collections.abc import Mapping
 
 from cryptography.fernet import Fernet, InvalidToken
 
 ENV_VAR = "SHOPSYNC_TOKEN_KEY"
+MIN_SECRET_CHARS = 32
 
 
 class TokenKeyError(ValueError):
@@ -26,10 +31,14 @@ class TokenCipher:
         try:
             self._fernet = Fernet(key)
         except (ValueError, TypeError) as exc:
-            raise TokenKeyError(
-                f"{ENV_VAR} is not a valid key (urlsafe base64 of 32 bytes; make one with "
-                "Fernet.generate_key())"
-            ) from exc
+            secret = key.encode() if isinstance(key, str) else key
+            if len(secret.strip()) < MIN_SECRET_CHARS:
+                raise TokenKeyError(
+                    f"{ENV_VAR} is not a valid key (a Fernet key, urlsafe base64 of 32 bytes, or a "
+                    f"random secret of at least {MIN_SECRET_CHARS} characters)"
+                ) from exc
+            # A platform's generated secret (hex, base64, ...): its hash is the key.
+            self._fernet = Fernet(base64.urlsafe_b64encode(hashlib.sha256(secret.strip()).digest()))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TokenCipher:

@@ -38,13 +38,14 @@ def test_demo_file_loads_into_immutable_typed_objects() -> None:
 
 def test_environment_references_are_interpolated() -> None:
     env = {
-        "SHOPIFY_ACCESS_TOKEN": "tok",
-        "SHOPIFY_WEBHOOK_SECRET": "sec",
+        "SHOPIFY_CLIENT_ID": "app",
+        "SHOPIFY_CLIENT_SECRET": "appsec",
         "APSIS_CLIENT_ID": "cid",
         "APSIS_CLIENT_SECRET": "csec",
     }
     shop = next(iter(load_installations(str(EXAMPLE), env=env).shops.values()))
-    assert (shop.access_token, shop.webhook_secret, shop.apsis.client_id) == ("tok", "sec", "cid")
+    assert (shop.auth.mode, shop.auth.client_id, shop.apsis.client_id) == ("client_credentials", "app", "cid")
+    assert shop.webhook_secret == "appsec"  # a Dev Dashboard app's secret signs its webhooks
 
 
 def _mutate(path: list[str | int], value: Any = None, delete: bool = False) -> dict[str, Any]:
@@ -175,9 +176,8 @@ def test_a_consent_list_still_loads_with_a_warning_naming_the_key(tmp_path: Path
 
 @pytest.mark.parametrize("path", [DEMO, EXAMPLE], ids=["demo", "example"])
 def test_the_shipped_files_load_without_a_warning(path: Path) -> None:
-    env = dict.fromkeys(
-        ("SHOPIFY_ACCESS_TOKEN", "SHOPIFY_WEBHOOK_SECRET", "APSIS_CLIENT_ID", "APSIS_CLIENT_SECRET"), "x"
-    )
+    names = ("SHOPIFY_ACCESS_TOKEN", "SHOPIFY_WEBHOOK_SECRET", "SHOPIFY_CLIENT_ID", "SHOPIFY_CLIENT_SECRET")
+    env = dict.fromkeys((*names, "APSIS_CLIENT_ID", "APSIS_CLIENT_SECRET"), "x")
     installations = load_installations(str(path), env=env)
     assert installations.warnings == ()
     assert all(

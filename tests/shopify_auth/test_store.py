@@ -48,6 +48,17 @@ def test_key_from_the_environment() -> None:
     assert cipher.decrypt(cipher.encrypt(b"x")) == b"x"
 
 
+def test_a_generated_secret_is_a_key_too() -> None:
+    """Heroku's app.json generator makes a random secret, not a Fernet key: its hash is one."""
+    secret = "9f" * 32
+    sealed = TokenCipher.from_env({ENV_VAR: secret}).encrypt(b"x")
+    assert TokenCipher.from_env({ENV_VAR: secret}).decrypt(sealed) == b"x"
+    with pytest.raises(TokenKeyError, match=ENV_VAR):
+        TokenCipher.from_env({ENV_VAR: "8e" * 32}).decrypt(sealed)
+    with pytest.raises(TokenKeyError, match="at least 32 characters"):
+        TokenCipher.from_env({ENV_VAR: "x" * 31})
+
+
 async def test_needs_approval_marks(redis: aioredis.Redis, keys: Keys, cipher: TokenCipher) -> None:
     store = TokenStore(redis, keys, cipher)
     assert await store.needs_approval(SHOP) is None
