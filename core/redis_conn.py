@@ -13,6 +13,7 @@ from typing import Any, TypeVar, cast
 import redis.asyncio as aioredis
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from redis.commands.core import AsyncScript
+from redis.exceptions import AuthenticationError, AuthorizationError
 
 from core.jobs import deserialize, serialize
 
@@ -81,3 +82,19 @@ async def run_script(redis: aioredis.Redis, source: str, keys: Sequence[Any], ar
     """Run `source` on `redis` by `EVALSHA`: Redis gets the body only when it does not know it
     (the first call, a restart, a flushed cache), not with every call as `EVAL` sends it."""
     return await script(redis, source)(keys=keys, args=args)
+
+
+def redact_url(url: str) -> str:
+    """A Redis URL for messages: its credentials replaced by `***`."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+
+
+def redis_failure(url: str, exc: BaseException) -> str:
+    """One line on why Redis could not be used: refused credentials, or no answer."""
+    where = redact_url(url)
+    if isinstance(exc, AuthenticationError | AuthorizationError) or "AUTH" in str(exc):
+        return f"Redis at {where} refused the credentials in REDIS_URL: {exc}"
+    return f"Redis at {where} is not answering: {exc}"

@@ -19,9 +19,11 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from core.settings import env_float
+
 log = structlog.get_logger("reload")
 
-POLL_S = float(os.environ.get("SHOPSYNC_RELOAD_POLL_S") or 2.0)
+POLL_S = env_float("SHOPSYNC_RELOAD_POLL_S", 2.0)
 
 Stamp = tuple[int, int, int] | None
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_SHOPS_FILE = str(Path(__file__).resolve().parent.parent / "mappings" / "demo.toml")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +24,6 @@ class Settings:
     # Prefix of every key and queue name this service writes, so two deployments (or two test
     # runs) can share one Redis without seeing each other.
     key_prefix: str = "shopsync"
-    worker_metrics_port: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -30,18 +31,56 @@ class Settings:
         log_format = env.get("LOG_FORMAT") or ("console" if sys.stderr.isatty() else "json")
         if log_format not in ("json", "console"):
             raise ValueError(f"LOG_FORMAT must be json or console, not {log_format!r}")
-        try:
-            port = int(env.get("PORT", "8080"))
-            metrics_port = int(env["WORKER_METRICS_PORT"]) if env.get("WORKER_METRICS_PORT") else None
-        except ValueError as exc:
-            raise ValueError(f"PORT and WORKER_METRICS_PORT must be integers: {exc}") from None
+        port = _port(env, "PORT", lowest=0)  # 0: any free port (tests)
+        port = 8080 if port is None else port
+        redis_url = env.get("REDIS_URL") or "redis://localhost:6379/0"
+        if not redis_url.startswith(REDIS_SCHEMES):
+            # Checked here so every process and command says so in one line, not a traceback.
+            raise ValueError(
+                f"REDIS_URL must start with {', '.join(REDIS_SCHEMES)} (it starts {redis_url[:8]!r})"
+            )
+        log_level = (env.get("LOG_LEVEL") or "info").lower()
+        log_level = "warning" if log_level == "warn" else log_level
+        if log_level not in LOG_LEVELS:
+            raise ValueError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}")
         return cls(
-            redis_url=env.get("REDIS_URL") or "redis://localhost:6379/0",
+            redis_url=redis_url,
             shops_file=env.get("SHOPS_FILE") or DEFAULT_SHOPS_FILE,
             port=port,
             admin_token=env.get("ADMIN_TOKEN") or None,
             log_format=log_format,
-            log_level=(env.get("LOG_LEVEL") or "info").lower(),
+            log_level=log_level,
             key_prefix=env.get("SHOPSYNC_KEY_PREFIX") or "shopsync",
-            worker_metrics_port=metrics_port,
         )
+
+
+class SettingError(ValueError):
+    """A tuning variable of the environment that is not a number: one line names it."""
+
+
+def env_int(name: str, default: int) -> int:
+    """A module's whole-number tuning setting (`SHOPSYNC_...`), read at import; `default` when unset."""
+    raw = (os.environ.get(name) or "").strip()
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        raise SettingError(f"{name} must be an integer, not {raw!r}") from None
+
+
+def env_float(name: str, default: float) -> float:
+    """A module's tuning setting (`SHOPSYNC_...`) that may have a fraction; `default` when unset."""
+    raw = (os.environ.get(name) or "").strip()
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise SettingError(f"{name} must be a number, not {raw!r}") from None
+
+
+def _port(env: Mapping[str, str], name: str, lowest: int) -> int | None:
+    """A TCP port from the environment (`lowest`-65535), None when unset."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not lowest <= int(raw) <= 65535:
+        raise ValueError(f"{name} must be a port number from {lowest} to 65535, not {raw!r}")
+    return int(raw)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import os
 import sys
@@ -49,9 +50,18 @@ def run(settings: Settings, host: str = "0.0.0.0") -> int:
         log.warning("installations_warning", detail=warning)
     # run_app stops accepting on SIGTERM/SIGINT, lets in-flight requests finish (up to the timeout),
     # then runs the cleanup that drains the enqueuer and closes the Redis pool.
-    web.run_app(build(), host=host, port=settings.port, access_log=None, shutdown_timeout=10, print=None)
+    try:
+        web.run_app(build(), host=host, port=settings.port, access_log=None, shutdown_timeout=10, print=None)
+    except OSError as exc:
+        if exc.errno not in _CANNOT_LISTEN:
+            raise
+        print(f"shopsync receiver: cannot listen on {host}:{settings.port}: {exc.strerror}", file=sys.stderr)
+        return 1
     log.info("receiver_stopped")
     return 0
+
+
+_CANNOT_LISTEN = (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL)
 
 
 def watching(path: str) -> Callable[[web.Application], AsyncIterator[None]]:

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from core.logging import configure_logging
-from core.settings import Settings
+from core.settings import SettingError, Settings
 
 
 class _Parser(argparse.ArgumentParser):
@@ -113,9 +113,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"shopsync: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
-    handler = _COMMANDS[args.command]()
     try:
+        # Modules read their tuning variables (SHOPSYNC_...) as they load.
+        handler = _COMMANDS[args.command]()
         return handler(args, settings)
+    except SettingError as exc:
+        print(f"shopsync: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from rich.console import Console
 
 from core.keys import Keys
-from core.redis_conn import connect
+from core.redis_conn import connect, redis_failure
 from core.settings import Settings
 
 
@@ -54,16 +54,11 @@ def with_redis(settings: Settings, action: Callable[[aioredis.Redis, Keys], Awai
         try:
             return await action(redis, Keys(settings.key_prefix))
         except (RedisError, OSError) as exc:
-            return fail(f"Redis at {redact(settings.redis_url)} is not answering: {exc}")
+            return fail(redis_failure(settings.redis_url, exc))
         finally:
             await redis.aclose()
 
     return asyncio.run(go())
-
-
-def redact(url: str) -> str:
-    """The URL without its credentials (everything up to `@`)."""
-    return url.split("@", 1)[1] if "@" in url else url
 
 
 def ago(ts: float | None) -> str:

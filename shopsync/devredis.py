@@ -22,6 +22,8 @@ from pathlib import Path
 
 import redis
 
+from core.redis_conn import redact_url
+
 
 def redis_answers(url: str, timeout: float = 1.0) -> bool:
     try:
@@ -120,13 +122,16 @@ def main(argv: list[str]) -> int:
     if not argv:
         print("usage: python -m shopsync.devredis -- CMD [ARGS...]", file=sys.stderr)
         return 2
+    if shutil.which(argv[0]) is None:
+        print(f"devredis: {argv[0]}: command not found", file=sys.stderr)
+        return 127
     configured = os.environ.get("REDIS_URL")
     if configured and redis_answers(configured):
-        print(f"devredis: using Redis at {_redact(configured)}", file=sys.stderr)
+        print(f"devredis: using Redis at {redact_url(configured)}", file=sys.stderr)
         return subprocess.call(argv)
     if configured:
         print(
-            f"devredis: REDIS_URL {_redact(configured)} does not answer; starting an embedded Redis",
+            f"devredis: REDIS_URL {redact_url(configured)} does not answer; starting an embedded Redis",
             file=sys.stderr,
         )
     with embedded_redis() as url:
@@ -142,14 +147,6 @@ def main(argv: list[str]) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 return 130
-
-
-def _redact(url: str) -> str:
-    """Hide the password of a Redis URL in messages."""
-    if "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"
 
 
 if __name__ == "__main__":

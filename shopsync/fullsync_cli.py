@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from core import fullsync_control as control
 from core.keys import Keys
-from core.redis_conn import connect
+from core.redis_conn import connect, redis_failure
 from core.settings import Settings
 from mappings.installation import InstallationError
 from shopsync.command_support import wide_console
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             print(summary(record))
             return 0 if record.get("state") == control.FINISHED else 1
         except (RedisError, OSError) as exc:
-            return _fail(f"Redis is not answering: {exc}")
+            return _fail(redis_failure(settings.redis_url, exc))
         finally:
             await redis.aclose()
 

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 from redis.exceptions import RedisError
 
 from core.keys import Keys
+from core.redis_conn import redis_failure
 from core.settings import Settings
 from mappings.installation import InstallationError, Installations, Shop
-from shopsync.command_support import redact
 from shopsync.shops import load_installations, warn_installations
 
 if TYPE_CHECKING:
@@ -62,4 +62,4 @@ def with_worker(
     try:
         return asyncio.run(go())
     except (RedisError, OSError) as exc:
-        raise CommandFailed(f"Redis at {redact(settings.redis_url)} is not answering: {exc}") from None
+        raise CommandFailed(redis_failure(settings.redis_url, exc)) from None

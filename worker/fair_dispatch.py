@@ -46,15 +46,16 @@ from core import fullsync_control as control
 from core.jobs import JOB_TTL_MS, job_bytes
 from core.keys import Keys
 from core.redis_conn import run_script, typed
+from core.settings import env_float, env_int
 
 # Dispatched batch jobs allowed to wait unstarted on the queue: enough that no worker finds the
 # queue empty between two dispatches, few enough that the order is decided here, not by arq.
-LOOKAHEAD = int(os.environ.get("SHOPSYNC_FAIR_LOOKAHEAD", "4"))
+LOOKAHEAD = env_int("SHOPSYNC_FAIR_LOOKAHEAD", 4)
 DISPATCH_S = 0.1
 WEIGHTS_REFRESH_S = 30.0
 MAX_PER_CALL = 64
 # While real-time jobs start late: one batch in flight, one dispatched every this many seconds.
-BEHIND_EVERY_S = float(os.environ.get("SHOPSYNC_FAIR_BEHIND_EVERY_S") or 5.0)
+BEHIND_EVERY_S = env_float("SHOPSYNC_FAIR_BEHIND_EVERY_S", 5.0)
 
 # KEYS: fair shops, weights, credit, in-flight, full-sync queue, real-time behind, the time of
 # the next dispatch while behind. ARGV: lookahead, now ms, ready-list prefix, backoff prefix, now

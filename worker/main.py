@@ -24,9 +24,10 @@ from core.config import ConfigFileError, read_config_file
 from core.eventloop import use_uvloop
 from core.jobs import deserialize, serialize
 from core.keys import Keys
-from core.redis_conn import job_pool
+from core.redis_conn import job_pool, redis_failure
 from core.reload import FileWatcher
-from core.settings import Settings
+from core.settings import Settings, env_int
+from core.shopify_auth.cipher import TokenKeyError
 from mappings.installation import InstallationError, Installations
 from mappings.installation_parse import parse_installations_toml
 from worker import audit_schedule, fullsync
@@ -44,7 +45,7 @@ from worker.pickup import PickupWorker
 from worker.runtime import ARQ_MAX_TRIES
 
 # Heroku kills 30 s after SIGTERM; elsewhere (or in tests) SHOPSYNC_SHUTDOWN_GRACE_S changes it.
-SHUTDOWN_GRACE_S = int(os.environ.get("SHOPSYNC_SHUTDOWN_GRACE_S") or 20)
+SHUTDOWN_GRACE_S = env_int("SHOPSYNC_SHUTDOWN_GRACE_S", 20)
 # ...then cancelled jobs get this long to end (20 + 6 stays under Heroku's 30 s).
 WIND_DOWN_S = walk_process.STOP_GRACE_S + 1
 HEALTH_CHECK_S = 30
@@ -62,7 +63,7 @@ REALTIME_JOB_TIMEOUT_S = REALTIME_TIMEOUT_S + BOOKKEEPING_S
 FULLSYNC_JOB_TIMEOUT_S = fullsync.JOB_TIMEOUT_S
 # Full-sync job slots per process (walks and batches; batches are handed out to them fairly
 # across shops by worker/fair_dispatch.py). Real-time and apply jobs have slots of their own.
-FULLSYNC_MAX_JOBS = int(os.environ.get("SHOPSYNC_FULLSYNC_MAX_JOBS") or 8)
+FULLSYNC_MAX_JOBS = env_int("SHOPSYNC_FULLSYNC_MAX_JOBS", 8)
 log = structlog.get_logger("worker")
 
 
@@ -78,17 +79,32 @@ def run(settings: Settings, queue: str = "all", burst: bool = False) -> int:
         log.warning("installations_warning", detail=warning)
     use_uvloop()
     app_kinds = ["realtime", "fullsync"] if queue == "all" else [queue]
-    return asyncio.run(_serve(settings, installations, app_kinds, burst, walk_mode))
+    try:
+        return asyncio.run(_serve(settings, installations, app_kinds, burst, walk_mode))
+    except StartupError as exc:
+        print(f"shopsync worker: {exc}", file=sys.stderr)
+        return 1
+
+
+class StartupError(Exception):
+    """The worker cannot start (Redis, the token key): one line, exit 1, nothing changed."""
 
 
 async def _serve(
     settings: Settings, installations: Installations, kinds: list[str], burst: bool, walk_mode: str
 ) -> int:
     keys = Keys(settings.key_prefix)
-    pool = await job_pool(settings.redis_url)
-    app = WorkerContext(
-        settings=settings, installations=installations, redis=pool, keys=keys, walk_process=walk_mode
-    )
+    try:
+        pool = await job_pool(settings.redis_url)
+    except (RedisError, OSError) as exc:  # arq retried its connection five times already
+        raise StartupError(redis_failure(settings.redis_url, exc)) from None
+    try:
+        app = WorkerContext(
+            settings=settings, installations=installations, redis=pool, keys=keys, walk_process=walk_mode
+        )
+    except TokenKeyError as exc:
+        await pool.aclose()
+        raise StartupError(str(exc)) from None
     workers = [build_worker(kind, app, burst=burst) for kind in with_audit(with_apply(kinds))]
     loop = asyncio.get_running_loop()
     watcher = FileWatcher(settings.shops_file, lambda: reload_installations(app, settings.shops_file))

@@ -26,7 +26,6 @@ process's CPU:
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 
 import structlog
@@ -34,6 +33,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from core.keys import Keys
+from core.settings import env_float
 
 log = structlog.get_logger("worker.realtime_lag")
 
@@ -52,12 +52,12 @@ CUSTOMER_PAUSE_S = 0.25
 # came in one burst ahead of the webhooks in the event loop, and the others' p99 in those seconds
 # rose to 100-240 ms (the fairness benchmark, docs/PERFORMANCE-LOG.md "Many shops"). Spaced, a
 # process still starts up to 100 a second, several times what one account lets a sync write.
-START_GAP_S = float(os.environ.get("SHOPSYNC_FULLSYNC_START_GAP_S", "0.01"))
+START_GAP_S = env_float("SHOPSYNC_FULLSYNC_START_GAP_S", 0.01)
 SERVING_S = 2.0
 # While a process serves webhooks, an import walk's pages take at most this share of its time
 # (the rest it sleeps). Alone it reads ~3,200 customers/s in one process; at 0.5 that is still more
 # than APSIS's import processing takes at the rate assumed in docs/PERFORMANCE.md (~1,480 a second).
-WALK_SHARE = float(os.environ.get("SHOPSYNC_IMPORT_WALK_SHARE", "0.5"))
+WALK_SHARE = env_float("SHOPSYNC_IMPORT_WALK_SHARE", 0.5)
 WALK_SLICE = 50  # customers routed between two turns of the event loop while serving webhooks
 WALK_REST_MAX_S = 2.0
 

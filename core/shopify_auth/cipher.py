@@ -46,7 +46,7 @@ class TokenCipher:
         if not value:
             raise TokenKeyError(
                 f"{ENV_VAR} is not set: shops that mint their Shopify tokens need it to encrypt "
-                "them at rest (urlsafe base64 of 32 bytes)"
+                f"them at rest (a Fernet key, or a random secret of at least {MIN_SECRET_CHARS} characters)"
             )
         return cls(value)
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from contextlib import redirect_stderr
 
+import pytest
 import structlog
 
 from core.logging import configure_logging, mask_email, mask_phone, scrub_text
@@ -61,6 +63,23 @@ def test_settings_from_environment() -> None:
     assert "admin_token" not in repr(s)
     default = Settings.from_env({})
     assert default.port == 8080 and default.shops_file.endswith("mappings/demo.toml")
+    assert Settings.from_env({"LOG_LEVEL": "WARN"}).log_level == "warning"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"REDIS_URL": "notaurl"}, "REDIS_URL must start with redis://"),
+        ({"REDIS_URL": "http://127.0.0.1:6379"}, "REDIS_URL must start with"),
+        ({"PORT": "99999"}, "PORT must be a port number from 0 to 65535, not '99999'"),
+        ({"PORT": "abc"}, "PORT must be a port number"),
+        ({"LOG_LEVEL": "bogus"}, "LOG_LEVEL must be one of debug, info, warning, error, critical"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT must be json or console"),
+    ],
+)
+def test_bad_settings_are_one_clear_line(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Settings.from_env(env)
 
 
 def test_rediss_urls_accept_herokus_self_signed_certificates() -> None:

@@ -23,7 +23,6 @@ a holder that died frees its slot when its lease lapses.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
@@ -33,13 +32,14 @@ import orjson
 
 from core.fullsync_control import SyncKeys
 from core.redis_conn import typed
+from core.settings import env_int
 from mappings.import_rows import ImportKind, Layout, csv_line
 from mappings.installation import Shop
 from worker.context import WorkerContext
 
-FILE_ROWS = int(os.environ.get("SHOPSYNC_IMPORT_FILE_ROWS", "25000"))
-FIRST_FILE_ROWS = int(os.environ.get("SHOPSYNC_IMPORT_FIRST_FILE_ROWS", "12500"))
-FILE_BYTES = int(os.environ.get("SHOPSYNC_IMPORT_FILE_BYTES", str(16 * 1024 * 1024)))
+FILE_ROWS = env_int("SHOPSYNC_IMPORT_FILE_ROWS", 25000)
+FIRST_FILE_ROWS = env_int("SHOPSYNC_IMPORT_FIRST_FILE_ROWS", 12500)
+FILE_BYTES = env_int("SHOPSYNC_IMPORT_FILE_BYTES", 16 * 1024 * 1024)
 MAX_PENDING = 3  # APSIS: three simultaneous imports per account
 SLOT_LEASE_S = 600.0  # renewed on every poll; a dead holder's slot is free after it
 DATA_TTL_S = 7 * 24 * 3600

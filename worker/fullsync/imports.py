@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -31,6 +30,7 @@ from redis.exceptions import WatchError
 
 from core import fullsync_control as control
 from core.redis_conn import typed
+from core.settings import env_float, env_int
 from mappings.import_rows import Layout, Routed, layouts, route_customer
 from mappings.installation import Shop
 from mappings.snapshot import PayloadError
@@ -60,10 +60,10 @@ IMPORT_PATH = "import"
 # enough that APSIS's processing does not hold back the read of a million-customer export: a walk
 # waiting here ends its slice, and the next slice downloads the export again from its first line
 # (skipping what was read), which at 1,000,000 customers cost the store minutes of re-reads.
-MAX_BUILT = int(os.environ.get("SHOPSYNC_IMPORT_MAX_BUILT", "48"))
+MAX_BUILT = env_int("SHOPSYNC_IMPORT_MAX_BUILT", 48)
 # ...and by their bytes: a file may reach `FILE_BYTES` (16 MB), and a small Redis add-on holds
 # 25-100 MB in all (docs/CONFIGURATION.md, docs/DEPLOYMENT.md).
-BUFFER_BYTES = int(float(os.environ.get("SHOPSYNC_IMPORT_BUFFER_MB", "64")) * 1024 * 1024)
+BUFFER_BYTES = int(env_float("SHOPSYNC_IMPORT_BUFFER_MB", 64) * 1024 * 1024)
 _WAITING = frozenset({"built", "requested"})  # built, not uploaded yet
 STEP_EVERY_S = 1.0  # the driver's steps while the walk reads (besides one after each page)
 _COUNTED = {"stale": "stale", "unchanged": "unchanged", "skipped": "skipped", "refused": "failed"}

@@ -43,7 +43,7 @@ from core.fullsync_control import RUNNING, SyncKeys
 from core.keys import Keys
 from core.logging import configure_logging
 from core.redis_conn import job_pool
-from core.settings import Settings
+from core.settings import Settings, env_int
 from mappings.installation_parse import parse_installations_toml
 from worker import budget, lanes
 from worker.context import METRICS_FLUSH_S, WorkerContext
@@ -56,7 +56,7 @@ from worker.runtime import TransientError, is_transient, run_job
 log = structlog.get_logger("worker.fullsync")
 
 MODES = ("child", "inline")
-WALK_NICE = int(os.environ.get("SHOPSYNC_WALK_NICE") or 10)
+WALK_NICE = env_int("SHOPSYNC_WALK_NICE", 10)
 WALK_SCHED_IDLE = os.environ.get("SHOPSYNC_WALK_SCHED_IDLE", "1") != "0"
 IDLE_POLICY = WALK_SCHED_IDLE and hasattr(os, "SCHED_IDLE")  # asked for, and the OS has it
 TEMPFAIL = 75  # EX_TEMPFAIL: a transient error, try the slice again later

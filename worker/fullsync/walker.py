@@ -12,7 +12,6 @@ batches ahead of the batch workers, and hands over to a fresh job of itself (`ha
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -25,6 +24,7 @@ from core import fullsync_control as control
 from core.fullsync_control import RUNNING, SyncKeys
 from core.jobs import JOB_TTL_MS, job_bytes, now_ms
 from core.redis_conn import typed
+from core.settings import env_int
 from mappings.installation import Shop
 from worker import lanes
 from worker.context import WorkerContext
@@ -44,7 +44,7 @@ PAGE_SIZE = 250
 # to 100-240 ms; with 4 the refills are a third as big and three times as frequent (the fairness
 # benchmark, docs/PERFORMANCE-LOG.md "Many shops"). A sync that skips most customers is CPU-bound
 # instead and uses up to this many processes' batch slots.
-MAX_AHEAD = int(os.environ.get("SHOPSYNC_FULLSYNC_MAX_AHEAD", "4"))
+MAX_AHEAD = env_int("SHOPSYNC_FULLSYNC_MAX_AHEAD", 4)
 WALK_SLICE_S = 120.0
 WALK_TIMEOUT_S = WALK_SLICE_S + 120  # the slice, then finishing the page or export poll under way
 BULK_POLL_S = 2.0

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import time
 import uuid
@@ -19,6 +18,7 @@ from typing import Literal
 from redis.asyncio import Redis
 
 from core.keys import Keys
+from core.settings import env_float
 from worker import budget, lanes, metrics
 from worker.ratelimit import scripts
 from worker.ratelimit.buckets import MICROS, Bucket
@@ -256,7 +256,7 @@ class RateLimiter:
 # A participant's share bucket admits this many requests at once before pacing.
 SHARE_BURST = 2.0
 # The part of an APSIS account's rate a full sync leaves free while real-time work is active on it.
-BULK_HEADROOM = float(os.environ.get("SHOPSYNC_BULK_HEADROOM", "0.1"))
+BULK_HEADROOM = env_float("SHOPSYNC_BULK_HEADROOM", 0.1)
 
 
 class LaneSemaphore(asyncio.Semaphore):
