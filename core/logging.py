@@ -27,15 +27,15 @@ def mask_email(email: str) -> str:
     """`jane.doe@example.com` -> `j***@e***.com#1a2b3c`: readable shape, stable short hash."""
     local, _, domain = email.partition("@")
     tld = domain.rsplit(".", 1)[-1] if "." in domain else ""
-    return f"{local[:1].lower()}***@{domain[:1].lower()}***.{tld.lower()}#{_short_hash(email.lower())}"
+    return f"{local[:1].lower()}***@{domain[:1].lower()}***.{tld.lower()}#{short_hash(email.lower())}"
 
 
 def mask_phone(phone: str) -> str:
     digits = re.sub(r"\D", "", phone)
-    return f"+***{digits[-2:]}#{_short_hash(digits)}"
+    return f"+***{digits[-2:]}#{short_hash(digits)}"
 
 
-def _short_hash(value: str) -> str:
+def short_hash(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()[:6]
 
 

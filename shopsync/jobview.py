@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import Any
 
@@ -11,16 +10,15 @@ import redis.asyncio as aioredis
 
 from core.keys import Keys
 from core.logging import scrub_text
+from core.personal import mask_personal
 from core.redis_conn import typed
 from worker.deadletters import get_letter, list_letters
 
 
 def masked(value: Any) -> Any:
-    """Arguments as an operator may see them: emails and phones masked, bodies parsed."""
-    if isinstance(value, dict) and isinstance(value.get("body"), str):
-        with contextlib.suppress(orjson.JSONDecodeError):
-            value = {**value, "body": orjson.loads(value["body"])}
-    return orjson.loads(scrub_text(orjson.dumps(value).decode()))
+    """Arguments as an operator may see them: JSON bodies parsed, the customer's data masked
+    (core/personal.py)."""
+    return mask_personal(value)
 
 
 def _summary(job_id: str, data: dict[str, Any]) -> dict[str, Any]:
