@@ -199,6 +199,25 @@ async def running_sync(redis: aioredis.Redis, keys: Keys, shop: str) -> str | No
     return _text(current) if record and record.get("state") == RUNNING else None
 
 
+async def end_sync(redis: aioredis.Redis, keys: Keys, sync_id: str, shop: str, error: str) -> None:
+    """Mark the sync failed with `error` and free its shop for the next one. Its jobs still queued
+    or parked find it not running and end without work (`worker.fullsync`); what it wrote stays."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hset(
+            keys.full_sync_record(sync_id),
+            mapping={
+                "state": orjson.dumps(FAILED),
+                "error": orjson.dumps(error),
+                "finished_at": orjson.dumps(time.time()),
+            },
+        )
+        pipe.srem(active_set(keys), sync_id)
+        await pipe.execute()
+    current = await redis.get(keys.full_sync(shop))
+    if current is not None and _text(current) == sync_id:
+        await redis.delete(keys.full_sync(shop))
+
+
 def decode_record(raw: Mapping[bytes, bytes] | Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in raw.items():

@@ -63,6 +63,12 @@ async def audits(redis: aioredis.Redis, keys: Keys, shops: Iterable[str]) -> dic
     return found
 
 
+async def workers_alive(redis: aioredis.Redis, keys: Keys, now: float | None = None) -> list[str]:
+    """Worker processes with a heartbeat in the last 90 s."""
+    now = time.time() if now is None else now
+    return [_text(w) for w in await redis.zrangebyscore(keys.workers, now - 90, "+inf")]
+
+
 async def collect(
     redis: aioredis.Redis,
     keys: Keys,
@@ -74,7 +80,7 @@ async def collect(
     now = time.time()
     now_ms = int(now * 1000)
     queues = [await queue_report(redis, q, now_ms) for q in keys.queues]
-    workers = await redis.zrangebyscore(keys.workers, now - 90, "+inf")
+    workers = await workers_alive(redis, keys, now)
     failures_1h = int(await redis.zcount(keys.failures, now - 3600, "+inf"))
     dead_total = int(await redis.zcard(keys.dead_letter_index))
     dead_1h = int(await redis.zcount(keys.dead_letter_index, now - 3600, "+inf"))
@@ -96,7 +102,7 @@ async def collect(
     return {
         "time": now,
         "queues": queues,
-        "workers_alive": [_text(w) for w in workers],
+        "workers_alive": workers,
         "failures_last_hour": failures_1h,
         "recent_failures": recent_failures,
         "dead_letters": {"total": dead_total, "last_hour": dead_1h},

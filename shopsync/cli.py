@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     fs.add_argument("--force", action="store_true", help="rewrite every profile, even unchanged ones")
     fs.add_argument("--with-orders", action="store_true", help="also send past orders as purchase events")
     fs.add_argument("--bulk", action="store_true", help="export customers with a GraphQL bulk operation")
+    fs.add_argument(
+        "--cancel", action="store_true", help="end the shop's running full sync (what it wrote stays)"
+    )
 
     rs = sub.add_parser("resync", help="sync one customer now from Shopify's current state")
     rs.add_argument("domain")

@@ -20,6 +20,7 @@ from core import fullsync_control as control
 from core.keys import Keys
 from core.redis_conn import connect, redis_failure
 from core.settings import Settings
+from core.status import workers_alive
 from mappings.installation import InstallationError
 from shopsync.command_support import wide_console
 from shopsync.shops import load_installations, warn_installations
@@ -33,9 +34,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except InstallationError as exc:
         return _fail(str(exc))
     warn_installations(installations)
+    if args.cancel:
+        return asyncio.run(_cancel(settings, args.domain))
     shop = installations.get(args.domain)
     if shop is None:
-        return _fail(f"no shop {args.domain!r} in {settings.shops_file}")
+        known = ", ".join(sorted(installations.shops)) or "none"
+        return _fail(f"no shop {args.domain!r} in {settings.shops_file} (shops: {known})")
     bulk = bool(args.bulk or shop.sync.bulk_export)
 
     async def go() -> int:
@@ -50,6 +54,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             print(started.sync_id)
             if not args.wait:
                 return 0
+            if not await workers_alive(redis, keys):
+                print("no worker is running: the sync waits in the queue until one starts", file=sys.stderr)
             record = await watch(redis, keys, started.sync_id)
             print(summary(record))
             return 0 if record.get("state") == control.FINISHED else 1
@@ -59,6 +65,24 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             await redis.aclose()
 
     return asyncio.run(go())
+
+
+async def _cancel(settings: Settings, domain: str) -> int:
+    """End the shop's running sync, installed or not (a sync of a shop no longer in the file
+    stays parked until the shop is back: this ends it for good)."""
+    redis = connect(settings.redis_url)
+    keys = Keys(settings.key_prefix)
+    try:
+        sync_id = await control.running_sync(redis, keys, domain)
+        if sync_id is None:
+            return _fail(f"no full sync of {domain} is running")
+        await control.end_sync(redis, keys, sync_id, domain, "cancelled by an operator")
+        print(f"cancelled {sync_id}")
+        return 0
+    except (RedisError, OSError) as exc:
+        return _fail(redis_failure(settings.redis_url, exc))
+    finally:
+        await redis.aclose()
 
 
 async def watch(

@@ -62,21 +62,7 @@ def enqueue_job(
 
 
 async def fail_sync(app: WorkerContext, sync_id: str, shop: str, error: str) -> None:
-    sk = SyncKeys(app.keys, sync_id)
-    async with app.redis.pipeline(transaction=True) as pipe:
-        pipe.hset(
-            sk.record,
-            mapping={
-                "state": orjson.dumps(control.FAILED),
-                "error": orjson.dumps(error),
-                "finished_at": orjson.dumps(time.time()),
-            },
-        )
-        pipe.srem(control.active_set(app.keys), sync_id)
-        await pipe.execute()
-    current = await app.redis.get(app.keys.full_sync(shop))
-    if current is not None and current.decode() == sync_id:
-        await app.redis.delete(app.keys.full_sync(shop))
+    await control.end_sync(app.redis, app.keys, sync_id, shop, error)
     log.error("full_sync_failed", sync_id=sync_id, shop=shop, error=error)
 
 

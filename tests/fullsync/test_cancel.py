@@ -1,0 +1,106 @@
+"""`shopsync full-sync`: `--cancel` ends a running sync for good (a parked one included); an
+unknown shop and a `--wait` without workers are said in one line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+import pytest
+import redis.asyncio as aioredis
+from arq.connections import create_pool
+
+from core import fullsync_control as control
+from core.jobs import deserialize, serialize
+from core.keys import Keys
+from core.redis_conn import arq_settings
+from core.settings import Settings
+from mappings.installation import Installations
+from shopsync.cli import main as cli_main
+from worker.context import WorkerContext
+from worker.fullsync.walker import walk_slice
+
+GHOST = "ghost-store.myshopify.com"  # in no installations file
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, redis_url: str, keys: Keys) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("SHOPSYNC_KEY_PREFIX", keys.prefix)
+    monkeypatch.delenv("SHOPS_FILE", raising=False)
+
+
+@pytest.mark.usefixtures("cli_env")
+async def test_a_sync_of_a_shop_not_installed_is_parked_until_cancelled(
+    redis: aioredis.Redis,
+    keys: Keys,
+    redis_url: str,
+    demo_installations: Installations,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The Python call does not check the domain (docs/OPERATIONS.md): the worker parks the sync.
+    started = await control.start_full_sync(redis, keys, GHOST)
+    pool = await create_pool(arq_settings(redis_url), job_serializer=serialize, job_deserializer=deserialize)
+    app = WorkerContext(
+        settings=Settings(redis_url=redis_url, key_prefix=keys.prefix),
+        installations=demo_installations,
+        redis=pool,
+        keys=keys,
+    )
+    try:
+        assert await walk_slice(app, started.sync_id, 0) == {"parked": "shop not in the installations file"}
+        assert await control.running_sync(redis, keys, GHOST) == started.sync_id
+
+        assert await asyncio_cli(["full-sync", GHOST, "--cancel"]) == 0
+        assert capsys.readouterr().out.strip() == f"cancelled {started.sync_id}"
+        record = await control.read_sync(redis, keys, started.sync_id)
+        assert record is not None
+        assert (record["state"], record["error"]) == (control.FAILED, "cancelled by an operator")
+        assert await control.running_sync(redis, keys, GHOST) is None
+        assert not await redis.sismember(control.active_set(keys), started.sync_id)  # type: ignore[misc]
+        # Its job, should it come up again, ends without work.
+        assert await walk_slice(app, started.sync_id, 0) == {"skipped": "not running"}
+
+        assert await asyncio_cli(["full-sync", GHOST, "--cancel"]) == 1
+        assert capsys.readouterr().err.strip() == f"shopsync: no full sync of {GHOST} is running"
+    finally:
+        await app.close()
+        await pool.aclose()
+
+
+@pytest.mark.usefixtures("cli_env")
+async def test_an_unknown_shop_names_the_known_ones(
+    redis: aioredis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await asyncio_cli(["full-sync", GHOST]) == 1
+    err = capsys.readouterr().err
+    assert f"no shop {GHOST!r}" in err and "(shops: demo-store.myshopify.com)" in err
+
+
+async def asyncio_cli(argv: list[str]) -> int:
+    """The command runs its own event loop: off this test's loop, in a thread."""
+    return await asyncio.to_thread(cli_main, argv)
+
+
+async def test_wait_says_when_no_worker_runs(redis: aioredis.Redis, redis_url: str, keys: Keys) -> None:
+    env = {**os.environ, "REDIS_URL": redis_url, "SHOPSYNC_KEY_PREFIX": keys.prefix, "PYTHONUNBUFFERED": "1"}
+    env.pop("SHOPS_FILE", None)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "shopsync.cli",
+        "full-sync",
+        "demo-store.myshopify.com",
+        "--wait",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stderr is not None
+        line = await asyncio.wait_for(proc.stderr.readline(), 30)
+        assert line.decode().strip() == "no worker is running: the sync waits in the queue until one starts"
+    finally:
+        proc.terminate()
+        await proc.wait()
