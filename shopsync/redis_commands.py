@@ -9,6 +9,7 @@ takes the parsed arguments and the settings, prints for people (rich tables) or 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
@@ -31,6 +32,10 @@ from worker import deadletters
 def status(args: argparse.Namespace, settings: Settings) -> int:
     async def action(redis: aioredis.Redis, keys: Keys) -> int:
         shops = _shops(settings)
+        if args.domain and shops is not None and args.domain not in shops:
+            known = ", ".join(sorted(shops)) or "none"
+            warn(f"{args.domain} is not in {settings.shops_file} (shops: {known}); what Redis holds for it:")
+        shops = shops or {}
         report = await status_mod.collect(redis, keys, shop=args.domain, shops=shops, accounts=shops)
         if args.json:
             print_json(report)
@@ -41,14 +46,19 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
     return with_redis(settings, action)
 
 
-def _shops(settings: Settings) -> dict[str, str]:
-    """The installations file's shops and their APSIS accounts, for the per-shop lines (none when
-    it cannot be read)."""
+def _shops(settings: Settings) -> dict[str, str] | None:
+    """The installations file's shops and their APSIS accounts, for the per-shop lines; None (and
+    a line on stderr: the rest of the status is Redis's and still shown) when it cannot be read."""
     try:
         shops = load_installations(settings.shops_file).shops
-    except InstallationError:
-        return {}
+    except InstallationError as exc:
+        warn(f"no per-shop lines: {exc}")
+        return None
     return {domain: shop.apsis.client_id for domain, shop in shops.items()}
+
+
+def warn(message: str) -> None:
+    print(f"shopsync status: {message}", file=sys.stderr)
 
 
 def render_status(report: dict[str, Any]) -> None:
