@@ -58,6 +58,15 @@ class SettingError(ValueError):
     """A tuning variable of the environment that is not a number: one line names it."""
 
 
+def default_shops_file_warning(settings: Settings, env: Mapping[str, str] | None = None) -> str | None:
+    """A start-up warning when SHOPS_FILE is unset: a deployment that forgot it would otherwise
+    serve the sandbox's demo file (127.0.0.1 addresses) without a word."""
+    env = os.environ if env is None else env
+    if env.get("SHOPS_FILE") or settings.shops_file != DEFAULT_SHOPS_FILE:
+        return None
+    return "SHOPS_FILE is not set: serving the local sandbox's mappings/demo.toml"
+
+
 def env_int(name: str, default: int) -> int:
     """A module's whole-number tuning setting (`SHOPSYNC_...`), read at import; `default` when unset."""
     raw = (os.environ.get(name) or "").strip()

@@ -18,7 +18,7 @@ from core.eventloop import use_uvloop
 from core.keys import Keys
 from core.redis_conn import connect
 from core.reload import FileWatcher
-from core.settings import Settings
+from core.settings import Settings, default_shops_file_warning
 from mappings.installation import InstallationError
 from mappings.installation_parse import parse_installations_toml
 from receiver.app import create_app
@@ -48,6 +48,8 @@ def run(settings: Settings, host: str = "0.0.0.0") -> int:
     log.info("receiver_starting", port=settings.port, shops=sorted(installations.shops))
     for warning in installations.warnings:
         log.warning("installations_warning", detail=warning)
+    if default_file := default_shops_file_warning(settings):
+        log.warning("installations_default", detail=default_file)
     # run_app stops accepting on SIGTERM/SIGINT, lets in-flight requests finish (up to the timeout),
     # then runs the cleanup that drains the enqueuer and closes the Redis pool.
     try:

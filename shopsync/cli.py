@@ -70,10 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     jobs = sub.add_parser("jobs", help="list jobs in Redis")
     which = jobs.add_mutually_exclusive_group()
-    which.add_argument("--queued", action="store_true")
-    which.add_argument("--failed", action="store_true")
+    which.add_argument("--queued", action="store_true", help="queued and running jobs (the default)")
+    which.add_argument("--failed", action="store_true", help="failures of the last hour and dead letters")
     jobs.add_argument("--json", action="store_true")
-    jobs.add_argument("--limit", type=int, default=50)
+    jobs.add_argument("--limit", type=_positive, default=50, help="at most this many a queue (default 50)")
 
     job = sub.add_parser("job", help="show one job")
     job.add_argument("job_id")
@@ -106,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--apsis-port", type=int, default=8082)
     sb.add_argument("--activity", type=float, default=0.0, metavar="PER_S", help="changes per second")
     return parser
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return int(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -264,7 +264,8 @@ def job(args: argparse.Namespace, settings: Settings) -> int:
         detail = await jobview.job_detail(redis, keys, args.job_id)
         if detail is None:
             return fail(
-                f"no job {args.job_id!r} in Redis (finished jobs are kept 60 s, dead letters until purged)"
+                f"no job {args.job_id!r} in Redis (a finished real-time job is kept 60 s, a full-sync or audit"
+                " job not at all: see `shopsync status`; dead letters until purged)"
             )
         if args.json:
             print_json(detail)
@@ -284,6 +285,8 @@ def job(args: argparse.Namespace, settings: Settings) -> int:
 def dead_letters(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "replay" and not (args.job_id or args.all):
         return fail("dead-letters replay needs a job id or --all", 2)
+    if args.job_id and args.all:
+        return fail("dead-letters replay takes a job id or --all, not both", 2)
     if args.action == "list" and (args.job_id or args.all):
         return fail("dead-letters list takes no job id", 2)
 

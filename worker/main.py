@@ -26,7 +26,7 @@ from core.jobs import deserialize, serialize
 from core.keys import Keys
 from core.redis_conn import job_pool, redis_failure
 from core.reload import FileWatcher
-from core.settings import Settings, env_int
+from core.settings import Settings, default_shops_file_warning, env_int
 from core.shopify_auth.cipher import TokenKeyError
 from mappings.installation import InstallationError, Installations
 from mappings.installation_parse import parse_installations_toml
@@ -77,6 +77,8 @@ def run(settings: Settings, queue: str = "all", burst: bool = False) -> int:
         return 1
     for warning in installations.warnings:
         log.warning("installations_warning", detail=warning)
+    if default_file := default_shops_file_warning(settings):
+        log.warning("installations_default", detail=default_file)
     use_uvloop()
     app_kinds = ["realtime", "fullsync"] if queue == "all" else [queue]
     try:

@@ -12,7 +12,7 @@ import structlog
 
 from core.logging import configure_logging, mask_email, mask_phone, scrub_text
 from core.redis_conn import arq_settings, connect
-from core.settings import Settings
+from core.settings import Settings, default_shops_file_warning
 
 
 def _capture(fmt: str) -> str:
@@ -64,6 +64,14 @@ def test_settings_from_environment() -> None:
     default = Settings.from_env({})
     assert default.port == 8080 and default.shops_file.endswith("mappings/demo.toml")
     assert Settings.from_env({"LOG_LEVEL": "WARN"}).log_level == "warning"
+
+
+def test_an_unset_shops_file_is_warned_about() -> None:
+    assert default_shops_file_warning(Settings.from_env({}), {}) is not None
+    assert (
+        default_shops_file_warning(Settings.from_env({"SHOPS_FILE": "x.toml"}), {"SHOPS_FILE": "x.toml"})
+        is None
+    )
 
 
 @pytest.mark.parametrize(
