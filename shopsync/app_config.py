@@ -8,20 +8,25 @@ one subscription of their own with `compliance_topics`. The topics are the ones 
 registers (`worker.install.needed_topics`), the scopes what the sync needs plus `auth.scopes`,
 `[auth]` only for `mode = "oauth"` (the receiver's `/auth/callback`). Printed to stdout for the
 operator to merge into the app's file and `shopify app deploy`.
+
+It needs only the shop's Shopify part (`domain`, `api_version`, `[shop.auth]`): in the setup guide
+(docs/CONFIGURATION.md) it comes before the APSIS account and the sections are in the file, so
+the rest of the file is not checked here (`shopsync check` does that).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tomllib
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from core.config import ConfigFileError, read_config_file
 from core.jobs import PRIVACY_TOPICS
 from core.settings import Settings
-from mappings.installation import InstallationError, Shop
-from receiver.auth import requested_scopes
+from mappings.installation import AUTH_MODES, DEFAULT_SCOPES, InstallationError, Shop, ShopAuth
 from shopsync.command_support import fail
-from shopsync.shops import load_installations
 from worker.install import needed_topics
 
 COMPLIANCE_TOPICS = tuple(sorted(PRIVACY_TOPICS))  # customers/data_request, customers/redact, shop/redact
@@ -33,18 +38,49 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if parts.scheme not in ("https", "http") or not parts.netloc:
         return fail(f"--address must be the http(s) URL of POST /webhooks/shopify, not {address!r}", 2)
     try:
-        installations = load_installations(settings.shops_file)
-    except InstallationError as exc:
+        shop = shopify_part(settings.shops_file, args.domain)
+    except (ConfigFileError, InstallationError) as exc:
         return fail(str(exc))
-    shop = installations.get(args.domain)
-    if shop is None:
-        known = ", ".join(sorted(installations.shops)) or "none"
-        return fail(f"no shop {args.domain!r} in {settings.shops_file} (shops: {known})")
     print(fragment(shop, address), end="")
     return 0
 
 
-def fragment(shop: Shop, address: str) -> str:
+@dataclass(frozen=True)
+class AppShop:
+    """The part of a `[[shop]]` a Dev Dashboard app's configuration depends on."""
+
+    domain: str
+    api_version: str
+    auth: ShopAuth
+
+
+def shopify_part(path: str, domain: str) -> AppShop:
+    """The shop's Shopify part, read from the installations file without the rest of it."""
+    try:
+        document = tomllib.loads(read_config_file(path))
+    except tomllib.TOMLDecodeError as exc:
+        raise InstallationError(path, "(syntax)", str(exc)) from None
+    tables = [t for t in document.get("shop", []) if isinstance(t, dict)]
+    index = next(
+        (n for n, t in enumerate(tables) if str(t.get("domain", "")).strip().lower() == domain.lower()), None
+    )
+    if index is None:
+        known = ", ".join(sorted(str(t.get("domain")) for t in tables)) or "none"
+        raise InstallationError(path, "(shops)", f"no shop {domain!r} (shops: {known})")
+    found, key = tables[index], f"shop[{index}]"
+    auth = found.get("auth") or {}
+    mode, scopes = auth.get("mode", "static"), auth.get("scopes", [])
+    if mode not in AUTH_MODES:
+        raise InstallationError(path, f"{key}.auth.mode", f"must be one of {', '.join(AUTH_MODES)}")
+    if not isinstance(scopes, list) or not all(isinstance(x, str) for x in scopes):
+        raise InstallationError(path, f"{key}.auth.scopes", "must be a list of scope names")
+    version = found.get("api_version")
+    if not isinstance(version, str) or not version:
+        raise InstallationError(path, f"{key}.api_version", "is required")
+    return AppShop(str(found["domain"]), version, ShopAuth(mode=mode, scopes=tuple(scopes)))
+
+
+def fragment(shop: Shop | AppShop, address: str) -> str:
     """The TOML text: scopes, redirect URL (oauth), webhook version, subscriptions."""
     parts = urlsplit(address)
     origin = f"{parts.scheme}://{parts.netloc}"
@@ -53,7 +89,7 @@ def fragment(shop: Shop, address: str) -> str:
         "# keep its name, client_id and application_url, then run `shopify app deploy`.",
         "",
         "[access_scopes]",
-        f"scopes = {_s(','.join(requested_scopes(shop)))}",
+        f"scopes = {_s(','.join(dict.fromkeys((*DEFAULT_SCOPES, *shop.auth.scopes))))}",
         "",
     ]
     if shop.auth.mode == "oauth":

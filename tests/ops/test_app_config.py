@@ -74,3 +74,21 @@ async def test_bad_usage(tmp_path: Path, redis_url: str, keys: Keys) -> None:
         assert done.code == code, (args, done.stderr)
         assert done.stdout == ""
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+async def test_the_first_step_of_the_guide_is_enough(tmp_path: Path, redis_url: str, keys: Keys) -> None:
+    """docs/CONFIGURATION.md's step 1.2 file (the shop and its app, nothing of APSIS yet)."""
+    path = tmp_path / "first.toml"
+    path.write_text(
+        '[[shop]]\ndomain = "my-store.myshopify.com"\napi_version = "2026-10"\n'
+        '[shop.auth]\nmode = "client_credentials"\nclient_id = "${SHOPIFY_CLIENT_ID}"\n'
+        'client_secret = "${SHOPIFY_CLIENT_SECRET}"\n'
+    )
+    env = cli_env(redis_url, keys, path)
+    for name in ("SHOPIFY_CLIENT_ID", "SHOPIFY_CLIENT_SECRET", "APSIS_CLIENT_ID", "APSIS_CLIENT_SECRET"):
+        env.pop(name, None)
+    done = await run_cli(["app-config", "my-store.myshopify.com", "--address", ADDRESS], env)
+    assert done.code == 0, done.stderr
+    config = tomllib.loads(done.stdout)
+    assert config["webhooks"]["api_version"] == "2026-10" and "auth" not in config
+    assert config["access_scopes"]["scopes"] == "read_customers,read_orders,read_products"
