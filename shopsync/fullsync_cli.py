@@ -23,7 +23,7 @@ from core.settings import Settings
 from core.status import workers_alive
 from mappings.installation import InstallationError
 from shopsync.command_support import wide_console
-from shopsync.shops import load_installations, warn_installations
+from shopsync.shops import load_installations, unknown_shop, warn_installations
 
 POLL_S = 0.5
 
@@ -38,8 +38,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(_cancel(settings, args.domain))
     shop = installations.get(args.domain)
     if shop is None:
-        known = ", ".join(sorted(installations.shops)) or "none"
-        return _fail(f"no shop {args.domain!r} in {settings.shops_file} (shops: {known})")
+        return _fail(unknown_shop(args.domain, settings.shops_file, installations))
     bulk = bool(args.bulk or shop.sync.bulk_export)
 
     async def go() -> int:

@@ -19,7 +19,7 @@ from core.settings import Settings
 from mappings.installation import InstallationError, Shop
 from shopsync import installcheck
 from shopsync.command_support import fail, print_json, with_redis
-from shopsync.shops import load_installations
+from shopsync.shops import load_installations, unknown_shop
 from shopsync.worker_session import CommandFailed, load_shop, with_worker
 
 if TYPE_CHECKING:
@@ -83,8 +83,7 @@ def _installation_command(
         return fail(str(exc))
     shop = installations.get(domain)
     if shop is None:
-        known = ", ".join(sorted(installations.shops)) or "none"
-        return fail(f"no shop {domain!r} in {settings.shops_file} (shops: {known})")
+        return fail(unknown_shop(domain, settings.shops_file, installations))
 
     async def action(redis: aioredis.Redis, keys: Keys) -> int:
         clients = installcheck.Clients.build(shop, redis, keys)

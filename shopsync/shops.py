@@ -25,3 +25,9 @@ def warn_installations(installations: Installations, out: TextIO | None = None) 
     """One `shopsync: warning:` line per key the file has that is accepted but ignored (stderr)."""
     for line in installations.warnings:
         print(f"shopsync: warning: {line}", file=out or sys.stderr)
+
+
+def unknown_shop(domain: str, path: str, installations: Installations) -> str:
+    """The one line for a domain the installations file does not have, naming those it has."""
+    known = ", ".join(sorted(installations.shops)) or "none"
+    return f"no shop {domain!r} in {path} (shops: {known})"

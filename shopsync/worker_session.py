@@ -17,7 +17,7 @@ from core.keys import Keys
 from core.redis_conn import redis_failure
 from core.settings import Settings
 from mappings.installation import InstallationError, Installations, Shop
-from shopsync.shops import load_installations, warn_installations
+from shopsync.shops import load_installations, unknown_shop, warn_installations
 
 if TYPE_CHECKING:
     from worker.context import WorkerContext
@@ -37,7 +37,7 @@ def load_shop(settings: Settings, domain: str, *, warn: bool = True) -> tuple[In
         warn_installations(installations)
     shop = installations.get(domain)
     if shop is None:
-        raise CommandFailed(f"no shop {domain!r} in {settings.shops_file}")
+        raise CommandFailed(unknown_shop(domain, settings.shops_file, installations))
     return installations, shop
 
 
