@@ -69,20 +69,22 @@ def default_shops_file_warning(settings: Settings, env: Mapping[str, str] | None
 
 def env_int(name: str, default: int) -> int:
     """A module's whole-number tuning setting (`SHOPSYNC_...`), read at import; `default` when unset."""
-    raw = (os.environ.get(name) or "").strip()
-    try:
-        return int(raw) if raw else default
-    except ValueError:
-        raise SettingError(f"{name} must be an integer, not {raw!r}") from None
+    value = _env_number(name, int, "an integer")
+    return default if value is None else int(value)
 
 
 def env_float(name: str, default: float) -> float:
     """A module's tuning setting (`SHOPSYNC_...`) that may have a fraction; `default` when unset."""
+    value = _env_number(name, float, "a number")
+    return default if value is None else value
+
+
+def _env_number(name: str, parse: type[int] | type[float], what: str) -> float | None:
     raw = (os.environ.get(name) or "").strip()
     try:
-        return float(raw) if raw else default
+        return parse(raw) if raw else None
     except ValueError:
-        raise SettingError(f"{name} must be a number, not {raw!r}") from None
+        raise SettingError(f"{name} must be {what}, not {raw!r}") from None
 
 
 def _port(env: Mapping[str, str], name: str, lowest: int) -> int | None:

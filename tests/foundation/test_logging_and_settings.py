@@ -12,7 +12,7 @@ import structlog
 
 from core.logging import configure_logging, mask_email, mask_phone, scrub_text
 from core.redis_conn import arq_settings, connect
-from core.settings import Settings, default_shops_file_warning
+from core.settings import SettingError, Settings, default_shops_file_warning, env_float, env_int
 
 
 def _capture(fmt: str) -> str:
@@ -111,3 +111,13 @@ def test_library_log_records_are_json_and_scrubbed() -> None:
     line = json.loads(buffer.getvalue().strip().splitlines()[-1])
     assert line["logger"] == "arq.worker" and line["level"] == "info"
     assert "someone@example.com" not in line["event"] and "done" in line["event"]
+
+
+def test_tuning_numbers_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHOPSYNC_T_INT", "0")
+    monkeypatch.setenv("SHOPSYNC_T_FLOAT", "0.25")
+    assert (env_int("SHOPSYNC_T_INT", 8), env_float("SHOPSYNC_T_FLOAT", 1.0)) == (0, 0.25)
+    assert (env_int("SHOPSYNC_T_UNSET", 8), env_float("SHOPSYNC_T_UNSET", 1.5)) == (8, 1.5)
+    monkeypatch.setenv("SHOPSYNC_T_INT", "1.5")
+    with pytest.raises(SettingError, match=r"^SHOPSYNC_T_INT must be an integer, not '1.5'$"):
+        env_int("SHOPSYNC_T_INT", 8)

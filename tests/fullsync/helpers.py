@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as aioredis
+from arq.connections import create_pool
 
 from core import fullsync_control as control
+from core.jobs import deserialize, serialize
 from core.keys import Keys
+from core.redis_conn import arq_settings
+from core.settings import Settings
+from mappings.installation import Installations
 from sandbox.apsis.account import Account
 from sandbox.shopify.store import Store
+from worker.context import WorkerContext
 from worker.shopify_cost import page_size, per_node_cost
 from worker.shopify_queries import customer_documents
 
@@ -23,6 +31,25 @@ FAST_LIMITS: dict[str, Any] = {
     "apsis_profile_requests_per_s": 1000.0,
     "apsis_concurrency": 64,
 }
+
+
+@contextlib.asynccontextmanager
+async def worker_app(
+    redis_url: str, keys: Keys, installations: Installations
+) -> AsyncIterator[WorkerContext]:
+    """A worker process's context on the test's Redis and keys, closed afterwards."""
+    pool = await create_pool(arq_settings(redis_url), job_serializer=serialize, job_deserializer=deserialize)
+    app = WorkerContext(
+        settings=Settings(redis_url=redis_url, key_prefix=keys.prefix),
+        installations=installations,
+        redis=pool,
+        keys=keys,
+    )
+    try:
+        yield app
+    finally:
+        await app.close()
+        await pool.aclose()
 
 
 def customers_per_page(graphql_api_version: str) -> int:

@@ -9,16 +9,12 @@ import sys
 
 import pytest
 import redis.asyncio as aioredis
-from arq.connections import create_pool
 
 from core import fullsync_control as control
-from core.jobs import deserialize, serialize
 from core.keys import Keys
-from core.redis_conn import arq_settings
-from core.settings import Settings
 from mappings.installation import Installations
 from shopsync.cli import main as cli_main
-from worker.context import WorkerContext
+from tests.fullsync.helpers import worker_app
 from worker.fullsync.walker import walk_slice
 
 GHOST = "ghost-store.myshopify.com"  # in no installations file
@@ -41,14 +37,7 @@ async def test_a_sync_of_a_shop_not_installed_is_parked_until_cancelled(
 ) -> None:
     # The Python call does not check the domain (docs/OPERATIONS.md): the worker parks the sync.
     started = await control.start_full_sync(redis, keys, GHOST)
-    pool = await create_pool(arq_settings(redis_url), job_serializer=serialize, job_deserializer=deserialize)
-    app = WorkerContext(
-        settings=Settings(redis_url=redis_url, key_prefix=keys.prefix),
-        installations=demo_installations,
-        redis=pool,
-        keys=keys,
-    )
-    try:
+    async with worker_app(redis_url, keys, demo_installations) as app:
         assert await walk_slice(app, started.sync_id, 0) == {"parked": "shop not in the installations file"}
         assert await control.running_sync(redis, keys, GHOST) == started.sync_id
 
@@ -64,9 +53,6 @@ async def test_a_sync_of_a_shop_not_installed_is_parked_until_cancelled(
 
         assert await asyncio_cli(["full-sync", GHOST, "--cancel"]) == 1
         assert capsys.readouterr().err.strip() == f"shopsync: no full sync of {GHOST} is running"
-    finally:
-        await app.close()
-        await pool.aclose()
 
 
 @pytest.mark.usefixtures("cli_env")

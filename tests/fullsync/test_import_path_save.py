@@ -10,17 +10,15 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
-from arq.connections import create_pool
 
-from core.jobs import deserialize, serialize
 from core.keys import Keys
-from core.redis_conn import arq_settings, typed
-from core.settings import Settings
+from core.redis_conn import typed
 from mappings.consent import imported_mark
 from mappings.installation import Installations
 from mappings.state import SyncState
 from mappings.writes import OPT_IN, OPT_OUT, ConsentKey
 from tests.conftest import purge
+from tests.fullsync.helpers import worker_app
 from worker.context import WorkerContext
 from worker.fullsync.import_files import FileKeys
 from worker.fullsync.import_save import RESENT, Saver
@@ -34,16 +32,9 @@ OLD, ROW, NEW = (datetime(2026, 1, d, tzinfo=UTC) for d in (1, 2, 3))
 
 @pytest.fixture
 async def app(redis_url: str, keys: Keys, demo_installations: Installations) -> AsyncIterator[WorkerContext]:
-    pool = await create_pool(arq_settings(redis_url), job_serializer=serialize, job_deserializer=deserialize)
-    context = WorkerContext(
-        settings=Settings(redis_url=redis_url, key_prefix=keys.prefix),
-        installations=demo_installations,
-        redis=pool,
-        keys=keys,
-    )
-    yield context
-    await purge(pool, keys)
-    await pool.aclose()
+    async with worker_app(redis_url, keys, demo_installations) as context:
+        yield context
+        await purge(context.redis, keys)
 
 
 @dataclass

@@ -8,16 +8,12 @@ import time
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from arq.connections import create_pool
 
 from core import fullsync_control as control
-from core.jobs import deserialize, serialize
 from core.keys import Keys
-from core.redis_conn import arq_settings
-from core.settings import Settings
 from mappings.installation import Installations
 from shopsync.cli import main as cli_main
-from worker.context import WorkerContext
+from tests.fullsync.helpers import worker_app
 from worker.fullsync import import_driver, records
 from worker.fullsync.source import compact, customer_fields
 from worker.fullsync.watchdog import supervise
@@ -64,14 +60,7 @@ async def test_watchdog_reenqueues_a_lost_batch_and_a_lost_walk(
     # Batch 4 is pending and its job waits in the queue: alive.
     await redis.hset(sk.pending, "4", "waiting-job")  # type: ignore[misc]
     await redis.zadd(keys.fullsync_queue, {"waiting-job": time.time() * 1000})
-    pool = await create_pool(arq_settings(redis_url), job_serializer=serialize, job_deserializer=deserialize)
-    app = WorkerContext(
-        settings=Settings(redis_url=redis_url, key_prefix=keys.prefix),
-        installations=demo_installations,
-        redis=pool,
-        keys=keys,
-    )
-    try:
+    async with worker_app(redis_url, keys, demo_installations) as app:  # jobs: the `redis` fixture
         assert await supervise(app, started.sync_id, grace_s=0.01) == 2
         record = await control.read_sync(redis, keys, started.sync_id)
         assert record is not None and record["walk_gen"] == 1 and record["revived"] == 2
@@ -82,9 +71,6 @@ async def test_watchdog_reenqueues_a_lost_batch_and_a_lost_walk(
         assert (await redis.hget(sk.pending, "4")) == b"waiting-job"  # type: ignore[misc]
         # Nothing more to do on a second pass.
         assert await supervise(app, started.sync_id, grace_s=0.01) == 0
-    finally:
-        await app.close()
-        await pool.aclose()  # the queues' jobs are removed by the `redis` fixture
 
 
 def test_cli_refuses_an_unknown_shop(capsys: pytest.CaptureFixture[str]) -> None:
@@ -103,18 +89,8 @@ async def test_history_keeps_the_newest_records(
     for n in range(4):
         await redis.zadd(keys.full_syncs, {f"old-{n}": n})
         await redis.hset(keys.full_sync_record(f"old-{n}"), "state", '"finished"')  # type: ignore[misc]
-    pool = await create_pool(arq_settings(redis_url), job_serializer=serialize, job_deserializer=deserialize)
-    app = WorkerContext(
-        settings=Settings(redis_url=redis_url, key_prefix=keys.prefix),
-        installations=demo_installations,
-        redis=pool,
-        keys=keys,
-    )
-    try:
+    async with worker_app(redis_url, keys, demo_installations) as app:
         await records._trim_history(app)
-    finally:
-        await app.close()
-        await pool.aclose()
     assert await redis.zrange(keys.full_syncs, 0, -1) == [b"old-2", b"old-3"]
     assert not await redis.exists(keys.full_sync_record("old-0"))
 
