@@ -10,7 +10,6 @@ number left in other text masked as in the logs (core/logging.py).
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import orjson
@@ -35,6 +34,7 @@ PERSONAL_FIELDS = frozenset(
         "longitude",
         "browserip",
         "useragent",
+        "ip",
         "email",
         "emailaddress",
         "contactemail",
@@ -42,6 +42,7 @@ PERSONAL_FIELDS = frozenset(
         "phonenumber",
     }
 )
+_PHONE_FIELDS = frozenset({"phone", "phonenumber"})
 _DEPTH = 12
 
 
@@ -54,7 +55,10 @@ def _walk(value: Any, depth: int) -> Any:
     if depth > _DEPTH:
         return "***"
     if isinstance(value, dict):
-        return {k: _field(str(k), v, depth) for k, v in value.items()}
+        # A name/value pair (an order's line-item properties, note attributes): the value is
+        # whatever the buyer typed, a gift message with a name in it as often as not.
+        pair = "name" in value and "value" in value
+        return {k: _field("note" if pair and k == "value" else str(k), v, depth) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_walk(v, depth + 1) for v in value]
     if isinstance(value, str):
@@ -69,7 +73,7 @@ def _field(name: str, value: Any, depth: int) -> Any:
     if isinstance(value, str):
         if "@" in value:
             return mask_email(value)
-        if re.fullmatch(r"[+\d][\d \-().]{5,}", value):
+        if name.replace("_", "").lower() in _PHONE_FIELDS:
             return mask_phone(value)
         return f"{value[:1]}***#{short_hash(value)}"
     if isinstance(value, dict | list | tuple):

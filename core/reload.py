@@ -23,7 +23,7 @@ from core.settings import env_float
 
 log = structlog.get_logger("reload")
 
-POLL_S = env_float("SHOPSYNC_RELOAD_POLL_S", 2.0)
+POLL_S = env_float("SHOPSYNC_RELOAD_POLL_S", 2.0, minimum=0.05)
 
 Stamp = tuple[int, int, int] | None
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 DEFAULT_SHOPS_FILE = str(Path(__file__).resolve().parent.parent / "mappings" / "demo.toml")
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -34,11 +36,7 @@ class Settings:
         port = _port(env, "PORT", lowest=0)  # 0: any free port (tests)
         port = 8080 if port is None else port
         redis_url = env.get("REDIS_URL") or "redis://localhost:6379/0"
-        if not redis_url.startswith(REDIS_SCHEMES):
-            # Checked here so every process and command says so in one line, not a traceback.
-            raise ValueError(
-                f"REDIS_URL must start with {', '.join(REDIS_SCHEMES)} (it starts {redis_url[:8]!r})"
-            )
+        _check_redis_url(redis_url)
         log_level = (env.get("LOG_LEVEL") or "info").lower()
         log_level = "warning" if log_level == "warn" else log_level
         if log_level not in LOG_LEVELS:
@@ -67,24 +65,53 @@ def default_shops_file_warning(settings: Settings, env: Mapping[str, str] | None
     return "SHOPS_FILE is not set: serving the local sandbox's mappings/demo.toml"
 
 
-def env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int, minimum: int | None = None) -> int:
     """A module's whole-number tuning setting (`SHOPSYNC_...`), read at import; `default` when unset."""
-    value = _env_number(name, int, "an integer")
+    value = _env_number(name, int, "an integer", minimum)
     return default if value is None else int(value)
 
 
-def env_float(name: str, default: float) -> float:
+def env_float(name: str, default: float, minimum: float | None = None) -> float:
     """A module's tuning setting (`SHOPSYNC_...`) that may have a fraction; `default` when unset."""
-    value = _env_number(name, float, "a number")
+    value = _env_number(name, float, "a number", minimum)
     return default if value is None else value
 
 
-def _env_number(name: str, parse: type[int] | type[float], what: str) -> float | None:
+def _env_number(name: str, parse: type[int] | type[float], what: str, minimum: float | None) -> float | None:
     raw = (os.environ.get(name) or "").strip()
+    if not raw:
+        return None
     try:
-        return parse(raw) if raw else None
+        value = parse(raw)
     except ValueError:
-        raise SettingError(f"{name} must be {what}, not {raw!r}") from None
+        value = None
+    if value is None or not math.isfinite(value) or (minimum is not None and value < minimum):
+        floor = "" if minimum is None else f" of at least {minimum:g}"
+        raise SettingError(f"{name} must be {what}{floor}, not {raw!r}")
+    return value
+
+
+def _check_redis_url(url: str) -> None:
+    """Checked here so that every process and command says what is wrong in one line: the
+    scheme, a host (unix: a path), a numeric port and database (redis-py and arq would raise
+    deep inside, or quietly fall back to localhost)."""
+    if not url.startswith(REDIS_SCHEMES):
+        raise ValueError(f"REDIS_URL must start with {', '.join(REDIS_SCHEMES)} (it starts {url[:8]!r})")
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if url.startswith("unix://"):
+        if not parts.path:
+            raise ValueError("REDIS_URL unix:// needs the socket's path (unix:///path/to/redis.sock)")
+        return
+    database = parts.path.lstrip("/")
+    if not parts.hostname or port == -1 or (database and not database.isdigit()):
+        raise ValueError(
+            "REDIS_URL must be redis[s]://[[user]:password@]host[:port][/database] with a host, a"
+            " numeric port and a numeric database"
+        )
 
 
 def _port(env: Mapping[str, str], name: str, lowest: int) -> int | None:

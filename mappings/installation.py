@@ -148,6 +148,11 @@ class ShopAuth:
     scopes: tuple[str, ...] = DEFAULT_SCOPES
 
 
+def requested_scopes(auth: ShopAuth) -> list[str]:
+    """The access scopes an app asks for: what the sync needs plus the installation's `auth.scopes`."""
+    return list(dict.fromkeys((*DEFAULT_SCOPES, *auth.scopes)))
+
+
 @dataclass(frozen=True, slots=True)
 class Shop:
     domain: str

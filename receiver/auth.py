@@ -42,7 +42,7 @@ from core.shopify_auth.cipher import TokenCipher, TokenKeyError
 from core.shopify_auth.grant import GrantRefusedError, TokenUnavailableError
 from core.shopify_auth.record import TokenRecord
 from core.shopify_auth.store import TokenStore
-from mappings.installation import DEFAULT_SCOPES, Shop
+from mappings.installation import Shop, requested_scopes
 from receiver.appkeys import INSTALLATIONS, KEYS, REDIS
 from receiver.auth_verify import fresh, valid_shop_domain, verify_query
 
@@ -80,11 +80,6 @@ def add_routes(app: web.Application) -> None:
     app.cleanup_ctx.append(session)
 
 
-def requested_scopes(shop: Shop) -> list[str]:
-    """The access scopes to ask for: what the sync needs plus the installation's `auth.scopes`."""
-    return list(dict.fromkeys((*DEFAULT_SCOPES, *shop.auth.scopes)))
-
-
 def state_key(keys: Keys, state: str) -> str:
     return keys.oauth_state(state)
 
@@ -113,7 +108,7 @@ async def install(request: web.Request) -> web.StreamResponse:
         return _refusal("oauth_install_refused", request, _redis_down(exc))
     query = {
         "client_id": shop.auth.client_id,
-        "scope": ",".join(requested_scopes(shop)),
+        "scope": ",".join(requested_scopes(shop.auth)),
         "redirect_uri": f"{origin}/auth/callback",
         "state": state,
     }

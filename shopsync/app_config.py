@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import tomllib
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from core.config import ConfigFileError, read_config_file
 from core.jobs import PRIVACY_TOPICS
 from core.settings import Settings
-from mappings.installation import AUTH_MODES, DEFAULT_SCOPES, InstallationError, Shop, ShopAuth
+from mappings.installation import InstallationError, Shop, ShopAuth, requested_scopes
+from mappings.installation_parse import parse_shop_app
 from shopsync.command_support import fail
 from worker.install import needed_topics
 
@@ -55,29 +55,8 @@ class AppShop:
 
 
 def shopify_part(path: str, domain: str) -> AppShop:
-    """The shop's Shopify part, read from the installations file without the rest of it."""
-    try:
-        document = tomllib.loads(read_config_file(path))
-    except tomllib.TOMLDecodeError as exc:
-        raise InstallationError(path, "(syntax)", str(exc)) from None
-    tables = [t for t in document.get("shop", []) if isinstance(t, dict)]
-    index = next(
-        (n for n, t in enumerate(tables) if str(t.get("domain", "")).strip().lower() == domain.lower()), None
-    )
-    if index is None:
-        known = ", ".join(sorted(str(t.get("domain")) for t in tables)) or "none"
-        raise InstallationError(path, "(shops)", f"no shop {domain!r} (shops: {known})")
-    found, key = tables[index], f"shop[{index}]"
-    auth = found.get("auth") or {}
-    mode, scopes = auth.get("mode", "static"), auth.get("scopes", [])
-    if mode not in AUTH_MODES:
-        raise InstallationError(path, f"{key}.auth.mode", f"must be one of {', '.join(AUTH_MODES)}")
-    if not isinstance(scopes, list) or not all(isinstance(x, str) for x in scopes):
-        raise InstallationError(path, f"{key}.auth.scopes", "must be a list of scope names")
-    version = found.get("api_version")
-    if not isinstance(version, str) or not version:
-        raise InstallationError(path, f"{key}.api_version", "is required")
-    return AppShop(str(found["domain"]), version, ShopAuth(mode=mode, scopes=tuple(scopes)))
+    """The shop's Shopify part, read and checked as the whole file is, without the rest of it."""
+    return AppShop(*parse_shop_app(read_config_file(path), domain, source=path))
 
 
 def fragment(shop: Shop | AppShop, address: str) -> str:
@@ -89,7 +68,7 @@ def fragment(shop: Shop | AppShop, address: str) -> str:
         "# keep its name, client_id and application_url, then run `shopify app deploy`.",
         "",
         "[access_scopes]",
-        f"scopes = {_s(','.join(dict.fromkeys((*DEFAULT_SCOPES, *shop.auth.scopes))))}",
+        f"scopes = {_s(','.join(requested_scopes(shop.auth)))}",
         "",
     ]
     if shop.auth.mode == "oauth":

@@ -29,13 +29,13 @@ POLL_S = 0.5
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.cancel:  # needs no installations file: the shop may be gone from it
+        return asyncio.run(_cancel(settings, args.domain.strip().lower()))
     try:
         installations = load_installations(settings.shops_file)
     except InstallationError as exc:
         return _fail(str(exc))
     warn_installations(installations)
-    if args.cancel:
-        return asyncio.run(_cancel(settings, args.domain))
     shop = installations.get(args.domain)
     if shop is None:
         return _fail(unknown_shop(args.domain, settings.shops_file, installations))

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from core import status as status_mod
 from core.keys import Keys
+from core.logging import scrub_text
 from core.settings import Settings
 from mappings.installation import InstallationError
 from shopsync import jobview
@@ -304,7 +305,7 @@ def dead_letters(args: argparse.Namespace, settings: Settings) -> int:
                     letter.job_id,
                     letter.function,
                     str(letter.tries),
-                    letter.error[:80],
+                    scrub_text(letter.error)[:80],
                     ago(letter.failed_at),
                 )
             console.print(table)

@@ -50,7 +50,7 @@ from core.settings import env_float, env_int
 
 # Dispatched batch jobs allowed to wait unstarted on the queue: enough that no worker finds the
 # queue empty between two dispatches, few enough that the order is decided here, not by arq.
-LOOKAHEAD = env_int("SHOPSYNC_FAIR_LOOKAHEAD", 4)
+LOOKAHEAD = env_int("SHOPSYNC_FAIR_LOOKAHEAD", 4, minimum=1)
 DISPATCH_S = 0.1
 WEIGHTS_REFRESH_S = 30.0
 MAX_PER_CALL = 64

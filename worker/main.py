@@ -45,7 +45,7 @@ from worker.pickup import PickupWorker
 from worker.runtime import ARQ_MAX_TRIES
 
 # Heroku kills 30 s after SIGTERM; elsewhere (or in tests) SHOPSYNC_SHUTDOWN_GRACE_S changes it.
-SHUTDOWN_GRACE_S = env_int("SHOPSYNC_SHUTDOWN_GRACE_S", 20)
+SHUTDOWN_GRACE_S = env_int("SHOPSYNC_SHUTDOWN_GRACE_S", 20, minimum=0)
 # ...then cancelled jobs get this long to end (20 + 6 stays under Heroku's 30 s).
 WIND_DOWN_S = walk_process.STOP_GRACE_S + 1
 HEALTH_CHECK_S = 30
@@ -63,7 +63,7 @@ REALTIME_JOB_TIMEOUT_S = REALTIME_TIMEOUT_S + BOOKKEEPING_S
 FULLSYNC_JOB_TIMEOUT_S = fullsync.JOB_TIMEOUT_S
 # Full-sync job slots per process (walks and batches; batches are handed out to them fairly
 # across shops by worker/fair_dispatch.py). Real-time and apply jobs have slots of their own.
-FULLSYNC_MAX_JOBS = env_int("SHOPSYNC_FULLSYNC_MAX_JOBS", 8)
+FULLSYNC_MAX_JOBS = env_int("SHOPSYNC_FULLSYNC_MAX_JOBS", 8, minimum=1)
 log = structlog.get_logger("worker")
 
 

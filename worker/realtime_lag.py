@@ -52,7 +52,7 @@ CUSTOMER_PAUSE_S = 0.25
 # came in one burst ahead of the webhooks in the event loop, and the others' p99 in those seconds
 # rose to 100-240 ms (the fairness benchmark, docs/PERFORMANCE-LOG.md "Many shops"). Spaced, a
 # process still starts up to 100 a second, several times what one account lets a sync write.
-START_GAP_S = env_float("SHOPSYNC_FULLSYNC_START_GAP_S", 0.01)
+START_GAP_S = env_float("SHOPSYNC_FULLSYNC_START_GAP_S", 0.01, minimum=0)
 SERVING_S = 2.0
 # While a process serves webhooks, an import walk's pages take at most this share of its time
 # (the rest it sleeps). Alone it reads ~3,200 customers/s in one process; at 0.5 that is still more

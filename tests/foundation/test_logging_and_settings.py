@@ -64,6 +64,8 @@ def test_settings_from_environment() -> None:
     default = Settings.from_env({})
     assert default.port == 8080 and default.shops_file.endswith("mappings/demo.toml")
     assert Settings.from_env({"LOG_LEVEL": "WARN"}).log_level == "warning"
+    for url in ("rediss://:pw@redis.example.com:6380/0", "redis://h", "unix:///tmp/redis.sock?db=1"):
+        assert Settings.from_env({"REDIS_URL": url}).redis_url == url
 
 
 def test_an_unset_shops_file_is_warned_about() -> None:
@@ -79,6 +81,10 @@ def test_an_unset_shops_file_is_warned_about() -> None:
     [
         ({"REDIS_URL": "notaurl"}, "REDIS_URL must start with redis://"),
         ({"REDIS_URL": "http://127.0.0.1:6379"}, "REDIS_URL must start with"),
+        ({"REDIS_URL": "redis://127.0.0.1:abc/0"}, "REDIS_URL must be redis[s]://"),
+        ({"REDIS_URL": "redis://127.0.0.1:6379/x"}, "REDIS_URL must be redis[s]://"),
+        ({"REDIS_URL": "redis://"}, "REDIS_URL must be redis[s]://"),
+        ({"REDIS_URL": "unix://"}, "REDIS_URL unix:// needs the socket's path"),
         ({"PORT": "99999"}, "PORT must be a port number from 0 to 65535, not '99999'"),
         ({"PORT": "abc"}, "PORT must be a port number"),
         ({"LOG_LEVEL": "bogus"}, "LOG_LEVEL must be one of debug, info, warning, error, critical"),
@@ -121,3 +127,9 @@ def test_tuning_numbers_from_the_environment(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("SHOPSYNC_T_INT", "1.5")
     with pytest.raises(SettingError, match=r"^SHOPSYNC_T_INT must be an integer, not '1.5'$"):
         env_int("SHOPSYNC_T_INT", 8)
+    monkeypatch.setenv("SHOPSYNC_T_INT", "-5")
+    with pytest.raises(SettingError, match=r"^SHOPSYNC_T_INT must be an integer of at least 0, not '-5'$"):
+        env_int("SHOPSYNC_T_INT", 8, minimum=0)
+    monkeypatch.setenv("SHOPSYNC_T_FLOAT", "nan")
+    with pytest.raises(SettingError, match="SHOPSYNC_T_FLOAT must be a number"):
+        env_float("SHOPSYNC_T_FLOAT", 1.0)

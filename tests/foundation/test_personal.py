@@ -26,6 +26,11 @@ CASES = [
     ({"name": None, "note": ""}, lambda out: out == {"name": None, "note": ""}),
     ({"text": "write to jane@example.com"}, lambda out: "jane@" not in out["text"]),
     ("not json {", lambda out: out == "not json {"),
+    ({"browser_ip": "203.0.113.9"}, lambda out: out["browser_ip"].startswith("2***#")),
+    (
+        {"properties": [{"name": "Engraving", "value": "For Jane Doe"}]},
+        lambda out: out["properties"][0]["value"].startswith("F***#") and "Jane" not in str(out),
+    ),
 ]
 
 

@@ -34,6 +34,7 @@ async def test_a_sync_of_a_shop_not_installed_is_parked_until_cancelled(
     redis_url: str,
     demo_installations: Installations,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The Python call does not check the domain (docs/OPERATIONS.md): the worker parks the sync.
     started = await control.start_full_sync(redis, keys, GHOST)
@@ -41,7 +42,7 @@ async def test_a_sync_of_a_shop_not_installed_is_parked_until_cancelled(
         assert await walk_slice(app, started.sync_id, 0) == {"parked": "shop not in the installations file"}
         assert await control.running_sync(redis, keys, GHOST) == started.sync_id
 
-        assert await asyncio_cli(["full-sync", GHOST, "--cancel"]) == 0
+        assert await asyncio_cli(["full-sync", GHOST.upper(), "--cancel"]) == 0  # domains: any case
         assert capsys.readouterr().out.strip() == f"cancelled {started.sync_id}"
         record = await control.read_sync(redis, keys, started.sync_id)
         assert record is not None
@@ -51,6 +52,7 @@ async def test_a_sync_of_a_shop_not_installed_is_parked_until_cancelled(
         # Its job, should it come up again, ends without work.
         assert await walk_slice(app, started.sync_id, 0) == {"skipped": "not running"}
 
+        monkeypatch.setenv("SHOPS_FILE", "/nonexistent.toml")  # --cancel does not read it
         assert await asyncio_cli(["full-sync", GHOST, "--cancel"]) == 1
         assert capsys.readouterr().err.strip() == f"shopsync: no full sync of {GHOST} is running"
 

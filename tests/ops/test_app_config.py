@@ -92,3 +92,25 @@ async def test_the_first_step_of_the_guide_is_enough(tmp_path: Path, redis_url: 
     config = tomllib.loads(done.stdout)
     assert config["webhooks"]["api_version"] == "2026-10" and "auth" not in config
     assert config["access_scopes"]["scopes"] == "read_customers,read_orders,read_products"
+
+
+async def test_a_bad_app_part_is_one_line(tmp_path: Path, redis_url: str, keys: Keys) -> None:
+    head = '[[shop]]\ndomain = "my-store.myshopify.com"\napi_version = "2026-10"\n'
+    cases = [
+        ('auth = "x"\n', "shop[0].auth: must be a table, not a string"),
+        (
+            '[shop.auth]\nmode = "oauth"\nclient_id = "a"\nclient_secret = "b"\nscopes = [""]\n',
+            "shop[0].auth.scopes",
+        ),
+        ('[shop.auth]\nmode = "magic"\n', "shop[0].auth.mode: must be one of"),
+    ]
+    for n, (tail, expected) in enumerate(cases):
+        path = tmp_path / f"bad{n}.toml"
+        path.write_text(head + tail)
+        done = await run_cli(
+            ["app-config", "my-store.myshopify.com", "--address", ADDRESS], cli_env(redis_url, keys, path)
+        )
+        assert done.code == 1, done.stderr
+        assert done.stderr.strip().splitlines() == [done.stderr.strip()] and expected in done.stderr, (
+            done.stderr
+        )

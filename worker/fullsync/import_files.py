@@ -37,8 +37,8 @@ from mappings.import_rows import ImportKind, Layout, csv_line
 from mappings.installation import Shop
 from worker.context import WorkerContext
 
-FILE_ROWS = env_int("SHOPSYNC_IMPORT_FILE_ROWS", 25000)
-FIRST_FILE_ROWS = env_int("SHOPSYNC_IMPORT_FIRST_FILE_ROWS", 12500)
+FILE_ROWS = env_int("SHOPSYNC_IMPORT_FILE_ROWS", 25000, minimum=1)
+FIRST_FILE_ROWS = env_int("SHOPSYNC_IMPORT_FIRST_FILE_ROWS", 12500, minimum=1)
 FILE_BYTES = env_int("SHOPSYNC_IMPORT_FILE_BYTES", 16 * 1024 * 1024)
 MAX_PENDING = 3  # APSIS: three simultaneous imports per account
 SLOT_LEASE_S = 600.0  # renewed on every poll; a dead holder's slot is free after it

@@ -60,7 +60,7 @@ IMPORT_PATH = "import"
 # enough that APSIS's processing does not hold back the read of a million-customer export: a walk
 # waiting here ends its slice, and the next slice downloads the export again from its first line
 # (skipping what was read), which at 1,000,000 customers cost the store minutes of re-reads.
-MAX_BUILT = env_int("SHOPSYNC_IMPORT_MAX_BUILT", 48)
+MAX_BUILT = env_int("SHOPSYNC_IMPORT_MAX_BUILT", 48, minimum=1)
 # ...and by their bytes: a file may reach `FILE_BYTES` (16 MB), and a small Redis add-on holds
 # 25-100 MB in all (docs/CONFIGURATION.md, docs/DEPLOYMENT.md).
 BUFFER_BYTES = int(env_float("SHOPSYNC_IMPORT_BUFFER_MB", 64) * 1024 * 1024)

@@ -44,7 +44,7 @@ PAGE_SIZE = 250
 # to 100-240 ms; with 4 the refills are a third as big and three times as frequent (the fairness
 # benchmark, docs/PERFORMANCE-LOG.md "Many shops"). A sync that skips most customers is CPU-bound
 # instead and uses up to this many processes' batch slots.
-MAX_AHEAD = env_int("SHOPSYNC_FULLSYNC_MAX_AHEAD", 4)
+MAX_AHEAD = env_int("SHOPSYNC_FULLSYNC_MAX_AHEAD", 4, minimum=1)
 WALK_SLICE_S = 120.0
 WALK_TIMEOUT_S = WALK_SLICE_S + 120  # the slice, then finishing the page or export poll under way
 BULK_POLL_S = 2.0

@@ -256,7 +256,7 @@ class RateLimiter:
 # A participant's share bucket admits this many requests at once before pacing.
 SHARE_BURST = 2.0
 # The part of an APSIS account's rate a full sync leaves free while real-time work is active on it.
-BULK_HEADROOM = env_float("SHOPSYNC_BULK_HEADROOM", 0.1)
+BULK_HEADROOM = env_float("SHOPSYNC_BULK_HEADROOM", 0.1, minimum=0)
 
 
 class LaneSemaphore(asyncio.Semaphore):
