@@ -35,6 +35,7 @@ def require_token(handler: Handler) -> Handler:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/admin/status", require_token(get_status))
     app.router.add_post("/admin/shops/{domain}/full-sync", require_token(admin_fullsync.post_full_sync))
+    app.router.add_delete("/admin/shops/{domain}/full-sync", require_token(admin_fullsync.delete_full_sync))
     adminpage.add_routes(app)  # GET /admin, the HTML status page, and its login form
 
 

@@ -1,4 +1,5 @@
 """`POST /admin/shops/{domain}/full-sync`: start a full sync (or find the running one); 202 with its id.
+`DELETE` on the same path: end the shop's running sync (`shopsync full-sync DOMAIN --cancel`).
 
 Options come from a JSON body or the query string: `force`, `with_orders`, `bulk` (booleans).
 """
@@ -48,3 +49,15 @@ async def post_full_sync(request: web.Request) -> web.StreamResponse:
         bulk=options.get("bulk", shop.sync.bulk_export),
     )
     return json_response({"sync_id": started.sync_id, "started": started.started}, status=202)
+
+
+async def delete_full_sync(request: web.Request) -> web.StreamResponse:
+    """200 with the ended sync's id; 404 when none runs. The shop need not be installed any more:
+    a removed shop's sync stays parked until it is back, and this ends it for good."""
+    domain = request.match_info["domain"].strip().lower()
+    redis, keys = request.app[REDIS], request.app[KEYS]
+    sync_id = await control.running_sync(redis, keys, domain)
+    if sync_id is None:
+        return problem(404, f"no full sync of {domain} is running")
+    await control.end_sync(redis, keys, sync_id, domain, "cancelled by an operator")
+    return json_response({"sync_id": sync_id, "state": control.FAILED, "error": "cancelled by an operator"})

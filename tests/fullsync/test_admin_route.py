@@ -52,3 +52,21 @@ async def test_admin_starts_one_sync_per_shop(
     assert record is not None and record["force"] is True and record["state"] == "running"
     # The coordinator job is queued on the full-sync queue.
     assert await redis.zscore(keys.fullsync_queue, control.walk_job_id(body["sync_id"], 0)) is not None
+
+
+async def test_admin_cancels_the_running_sync(
+    client: TestClient[web.Request, web.Application],
+    redis: aioredis.Redis,
+    keys: Keys,
+) -> None:
+    assert (await client.delete(f"/admin/shops/{DOMAIN}/full-sync")).status == 401
+    none = await client.delete(f"/admin/shops/{DOMAIN}/full-sync", headers=auth())
+    assert none.status == 404 and none.content_type == "application/problem+json"
+    # A shop no longer installed: its sync is parked by the workers; this ends it.
+    started = await control.start_full_sync(redis, keys, "gone.myshopify.com")
+    ended = await client.delete("/admin/shops/Gone.myshopify.com/full-sync", headers=auth())
+    assert ended.status == 200
+    assert (await ended.json())["sync_id"] == started.sync_id
+    record = await control.read_sync(redis, keys, started.sync_id)
+    assert record is not None and (record["state"], record["error"]) == ("failed", "cancelled by an operator")
+    assert await control.running_sync(redis, keys, "gone.myshopify.com") is None
