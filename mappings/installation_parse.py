@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -70,51 +70,7 @@ def parse_installations(
     return Installations(source=source, shops=MappingProxyType(shops), warnings=tuple(ctx.warnings))
 
 
-class _Unresolved(Mapping[str, str]):
-    """An environment in which every `${NAME}` is set (to its own reference): for reading a part of
-    the file whose secrets are not needed yet."""
-
-    def __getitem__(self, name: str) -> str:
-        return "${" + name + "}"
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
-
-
-def parse_shop_app(text: str, domain: str, source: str = "<installations>") -> tuple[str, str, ShopAuth]:
-    """One shop's Shopify app part alone, checked as the whole file is: its domain, webhook
-    `api_version` and `[shop.auth]`. What `shopsync app-config` needs at the setup step before the
-    APSIS account and the sections are in the file (`${NAME}`s are not resolved)."""
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise InstallationError(source, "(syntax)", str(exc)) from None
-    ctx = ParseContext(source, _Unresolved())
-    raw_shops = document.get("shop")
-    if not isinstance(raw_shops, list) or not raw_shops:
-        raise ctx.fail("shop", "at least one [[shop]] table is required")
-    domains = []
-    for index, raw in enumerate(raw_shops):
-        key = f"shop[{index}]"
-        table = ctx.table(raw, key)
-        found = ctx.string(table, key, "domain").strip().lower()
-        domains.append(found)
-        if found == domain.strip().lower():
-            return (
-                found,
-                _api_version(ctx, table, key),
-                _parse_auth(ctx, table.get("auth", {}), join_key(key, "auth")),
-            )
-    raise ctx.fail("shop", f"no shop {domain!r} (shops: {', '.join(sorted(domains))})")
-
-
-def _api_version(ctx: ParseContext, raw: Mapping[str, Any], key: str) -> str:
+def api_version_of(ctx: ParseContext, raw: Mapping[str, Any], key: str) -> str:
     api_version = ctx.string(raw, key, "api_version")
     if not _API_VERSION.match(api_version) or api_version < MIN_API_VERSION:
         raise ctx.fail(
@@ -148,7 +104,7 @@ def _parse_shop(ctx: ParseContext, raw: Mapping[str, Any], key: str) -> Shop:
     admin_url = _url(
         ctx, ctx.string(raw, key, "admin_url", default=f"https://{domain}"), join_key(key, "admin_url")
     )
-    api_version = _api_version(ctx, raw, key)
+    api_version = api_version_of(ctx, raw, key)
     sections_raw = raw.get("section")
     if not isinstance(sections_raw, list) or not sections_raw:
         raise ctx.fail(join_key(key, "section"), "at least one [[shop.section]] table is required")
@@ -165,7 +121,7 @@ def _parse_shop(ctx: ParseContext, raw: Mapping[str, Any], key: str) -> Shop:
         seen.add(section.discriminator)
     if "apsis" not in raw:
         raise ctx.fail(join_key(key, "apsis"), "missing required table [shop.apsis]")
-    auth = _parse_auth(ctx, raw.get("auth", {}), join_key(key, "auth"))
+    auth = parse_auth(ctx, raw.get("auth", {}), join_key(key, "auth"))
     if auth.mode == "static":
         access_token = ctx.string(raw, key, "access_token")
         webhook_secret = ctx.string(raw, key, "webhook_secret")
@@ -194,7 +150,7 @@ def _parse_shop(ctx: ParseContext, raw: Mapping[str, Any], key: str) -> Shop:
     )
 
 
-def _parse_auth(ctx: ParseContext, raw: Any, key: str) -> ShopAuth:
+def parse_auth(ctx: ParseContext, raw: Any, key: str) -> ShopAuth:
     table = ctx.table(raw, key)
     ctx.only(table, key, ("mode", "client_id", "client_secret", "scopes"))
     mode = ctx.string(table, key, "mode", default="static")

@@ -25,7 +25,7 @@ from core.config import ConfigFileError, read_config_file
 from core.jobs import PRIVACY_TOPICS
 from core.settings import Settings
 from mappings.installation import InstallationError, Shop, ShopAuth, requested_scopes
-from mappings.installation_parse import parse_shop_app
+from mappings.installation_app import parse_shop_app
 from shopsync.command_support import fail
 from worker.install import needed_topics
 

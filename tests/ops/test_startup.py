@@ -84,7 +84,7 @@ async def test_the_worker_names_a_missing_token_key_in_one_line(redis_url: str, 
         (
             "worker",
             {"SHOPSYNC_SHUTDOWN_GRACE_S": "abc"},
-            "SHOPSYNC_SHUTDOWN_GRACE_S must be an integer, not 'abc'",
+            "SHOPSYNC_SHUTDOWN_GRACE_S must be an integer of at least 0, not 'abc'",
         ),
         (
             "status",

@@ -1,0 +1,56 @@
+"""One shop's Shopify app part read alone (domain, webhook `api_version`, `[shop.auth]`), with the
+installations file's own rules (`mappings.installation_parse`): what `shopsync app-config` needs
+at the setup step before the APSIS account and the sections are in the file."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterator, Mapping
+
+from mappings.installation import InstallationError, ShopAuth
+from mappings.installation_checks import ParseContext, join_key
+from mappings.installation_parse import api_version_of, parse_auth
+
+
+class _Unresolved(Mapping[str, str]):
+    """An environment in which every `${NAME}` is set (to its own reference): for reading a part of
+    the file whose secrets are not needed yet."""
+
+    def __getitem__(self, name: str) -> str:
+        return "${" + name + "}"
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def parse_shop_app(text: str, domain: str, source: str = "<installations>") -> tuple[str, str, ShopAuth]:
+    """One shop's Shopify app part alone, checked as the whole file is: its domain, webhook
+    `api_version` and `[shop.auth]`. What `shopsync app-config` needs at the setup step before the
+    APSIS account and the sections are in the file (`${NAME}`s are not resolved)."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InstallationError(source, "(syntax)", str(exc)) from None
+    ctx = ParseContext(source, _Unresolved())
+    raw_shops = document.get("shop")
+    if not isinstance(raw_shops, list) or not raw_shops:
+        raise ctx.fail("shop", "at least one [[shop]] table is required")
+    domains = []
+    for index, raw in enumerate(raw_shops):
+        key = f"shop[{index}]"
+        table = ctx.table(raw, key)
+        found = ctx.string(table, key, "domain").strip().lower()
+        domains.append(found)
+        if found == domain.strip().lower():
+            return (
+                found,
+                api_version_of(ctx, table, key),
+                parse_auth(ctx, table.get("auth", {}), join_key(key, "auth")),
+            )
+    raise ctx.fail("shop", f"no shop {domain!r} (shops: {', '.join(sorted(domains))})")
