@@ -96,6 +96,9 @@ async def collect(
             if shop is None or entry.get("shop") == shop:
                 if entry.get("path") == "import":
                     entry["import_phase"] = import_phase(entry)
+                if shops and entry.get("state") == "running" and entry.get("shop") not in shops:
+                    # The workers keep it for when the shop is back (`full-sync --cancel` ends it).
+                    entry["parked"] = "shop not in the installations file"
                 full_syncs.append(entry)
     counters = {_text(k): int(v) for k, v in (await hgetall(redis, keys.counters)).items()}
     limiter = await _limiter_state(redis, keys)

@@ -97,7 +97,9 @@ def render_status(report: dict[str, Any]) -> None:
             syncs.add_row(
                 str(s.get("sync_id", "")),
                 str(s.get("shop", "")),
-                str(s.get("state", "")),
+                f"{s.get('state', '')} (parked: shop not installed)"
+                if s.get("parked")
+                else str(s.get("state", "")),
                 f"{s.get('seen', 0)} / {s.get('total', '?')}",
                 str(s.get("synced", 0)),
                 str(s.get("unchanged", 0)),

@@ -10,7 +10,10 @@ function el(tag, attrs, ...children) {
     if (key === "class") node.className = value;
     else node.setAttribute(key, value);
   }
-  for (const child of children) node.append(child instanceof Node ? child : String(child));
+  for (const child of children) {
+    if (child === null || child === undefined) continue; // an optional part left out
+    node.append(child instanceof Node ? child : String(child));
+  }
   return node;
 }
 
@@ -70,6 +73,7 @@ function renderSyncs(syncs, now) {
       el("div", { class: "title" },
         el("span", { class: `state ${state}` }, state),
         el("span", {}, s.shop || ""),
+        s.parked ? el("span", { class: "muted" }, `parked: ${s.parked}`) : null,
         el("span", { class: "muted" }, `${s.sync_id || ""} · started ${ago(s.started_at, now)}`)),
       el("div", { class: "bar", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100",
                   "aria-valuenow": pct.toFixed(1) }, fill),

@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from core import fullsync_control as control
+from core import status
 from core.keys import Keys
 from mappings.installation import Installations
 from shopsync.cli import main as cli_main
@@ -41,6 +42,9 @@ async def test_a_sync_of_a_shop_not_installed_is_parked_until_cancelled(
     async with worker_app(redis_url, keys, demo_installations) as app:
         assert await walk_slice(app, started.sync_id, 0) == {"parked": "shop not in the installations file"}
         assert await control.running_sync(redis, keys, GHOST) == started.sync_id
+        report = await status.collect(redis, keys, shops=demo_installations.shops)
+        (shown,) = [s for s in report["full_syncs"] if s["sync_id"] == started.sync_id]
+        assert shown["parked"] == "shop not in the installations file"  # status and /admin say so
 
         assert await asyncio_cli(["full-sync", GHOST.upper(), "--cancel"]) == 0  # domains: any case
         assert capsys.readouterr().out.strip() == f"cancelled {started.sync_id}"
