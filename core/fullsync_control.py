@@ -199,23 +199,29 @@ async def running_sync(redis: aioredis.Redis, keys: Keys, shop: str) -> str | No
     return _text(current) if record and record.get("state") == RUNNING else None
 
 
-async def end_sync(redis: aioredis.Redis, keys: Keys, sync_id: str, shop: str, error: str) -> None:
-    """Mark the sync failed with `error` and free its shop for the next one. Its jobs still queued
+# KEYS: the sync's record, the active set, the shop's current-sync pointer. ARGV: sync id, state,
+# error, finished at (JSON). Only a running sync ends (a worker may finish or fail it meanwhile),
+# and the pointer goes only while it is still this sync's, in one step.
+_END = """
+if redis.call('HGET', KEYS[1], 'state') ~= '"running"' then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'error', ARGV[3], 'finished_at', ARGV[4])
+redis.call('SREM', KEYS[2], ARGV[1])
+if redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
+return 1
+"""
+
+
+async def end_sync(redis: aioredis.Redis, keys: Keys, sync_id: str, shop: str, error: str) -> bool:
+    """Mark the running sync failed with `error` and free its shop for the next one; False when it
+    had already ended (finished or failed), which is then left as it was. Its jobs still queued
     or parked find it not running and end without work (`worker.fullsync`); what it wrote stays."""
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(
-            keys.full_sync_record(sync_id),
-            mapping={
-                "state": orjson.dumps(FAILED),
-                "error": orjson.dumps(error),
-                "finished_at": orjson.dumps(time.time()),
-            },
-        )
-        pipe.srem(active_set(keys), sync_id)
-        await pipe.execute()
-    current = await redis.get(keys.full_sync(shop))
-    if current is not None and _text(current) == sync_id:
-        await redis.delete(keys.full_sync(shop))
+    ended = await run_script(
+        redis,
+        _END,
+        [keys.full_sync_record(sync_id), active_set(keys), keys.full_sync(shop)],
+        [sync_id, orjson.dumps(FAILED), orjson.dumps(error), orjson.dumps(time.time())],
+    )
+    return bool(int(ended))
 
 
 def decode_record(raw: Mapping[bytes, bytes] | Mapping[str, str]) -> dict[str, Any]:

@@ -3,8 +3,7 @@
 A job's arguments carry the webhook as Shopify sent it (a JSON body inside the job) or a customer
 as the walk read it: names, addresses, notes and the like besides emails and phone numbers. For
 `shopsync job` and `shopsync dead-letters list --json` they are shown with every
-such field masked by its name (first letter and a short hash, so two jobs of one customer still
-match), JSON bodies parsed so that their fields are masked too, and any email address or phone
+such field masked by its name (its first letter only), JSON bodies parsed so that their fields are masked too, and any email address or phone
 number left in other text masked as in the logs (core/logging.py).
 """
 
@@ -14,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from core.logging import mask_email, mask_phone, scrub_text, short_hash
+from core.logging import mask_email, mask_phone, scrub_text
 
 # Field names (lower case, without `_`) whose values are a person's: Shopify's REST payloads
 # (`first_name`, `address1`, `browser_ip`, ...) and GraphQL shapes (`firstName`, `emailAddress`, ...).
@@ -75,7 +74,9 @@ def _field(name: str, value: Any, depth: int) -> Any:
             return mask_email(value)
         if name.replace("_", "").lower() in _PHONE_FIELDS:
             return mask_phone(value)
-        return f"{value[:1]}***#{short_hash(value)}"
+        # No hash: names, cities and zip codes are few enough that any hash of them can be
+        # looked up by trying them all.
+        return f"{value[:1]}***"
     if isinstance(value, dict | list | tuple):
         return _walk(value, depth + 1)
     return "***"

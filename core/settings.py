@@ -12,7 +12,8 @@ from urllib.parse import urlsplit
 
 DEFAULT_SHOPS_FILE = str(Path(__file__).resolve().parent.parent / "mappings" / "demo.toml")
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical", "notset")
+_LEVEL_ALIASES = {"warn": "warning", "fatal": "critical"}  # the names the logging module also takes
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +38,8 @@ class Settings:
         port = 8080 if port is None else port
         redis_url = env.get("REDIS_URL") or "redis://localhost:6379/0"
         _check_redis_url(redis_url)
-        log_level = (env.get("LOG_LEVEL") or "info").lower()
-        log_level = "warning" if log_level == "warn" else log_level
+        log_level = (env.get("LOG_LEVEL") or "info").strip().lower() or "info"
+        log_level = _LEVEL_ALIASES.get(log_level, log_level)
         if log_level not in LOG_LEVELS:
             raise ValueError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}")
         return cls(
@@ -95,14 +96,16 @@ def _check_redis_url(url: str) -> None:
     """Checked here so that every process and command says what is wrong in one line: the
     scheme, a host (unix: a path), a numeric port and database (redis-py and arq would raise
     deep inside, or quietly fall back to localhost)."""
-    if not url.startswith(REDIS_SCHEMES):
-        raise ValueError(f"REDIS_URL must start with {', '.join(REDIS_SCHEMES)} (it starts {url[:8]!r})")
+    if not url.lower().startswith(REDIS_SCHEMES):
+        # Never echo the value: without a scheme its start may be the password.
+        scheme = f"its scheme is {url.partition('://')[0]!r}" if "://" in url else "it has no scheme"
+        raise ValueError(f"REDIS_URL must start with {', '.join(REDIS_SCHEMES)} ({scheme})")
     parts = urlsplit(url)
     try:
         port = parts.port
     except ValueError:
         port = -1
-    if url.startswith("unix://"):
+    if url.lower().startswith("unix://"):
         if not parts.path:
             raise ValueError("REDIS_URL unix:// needs the socket's path (unix:///path/to/redis.sock)")
         return

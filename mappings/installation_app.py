@@ -9,35 +9,40 @@ from collections.abc import Iterator, Mapping
 
 from mappings.installation import InstallationError, ShopAuth
 from mappings.installation_checks import ParseContext, join_key
-from mappings.installation_parse import api_version_of, parse_auth
+from mappings.installation_parse import DOMAIN_PATTERN, api_version_of, parse_auth
 
 
-class _Unresolved(Mapping[str, str]):
-    """An environment in which every `${NAME}` is set (to its own reference): for reading a part of
-    the file whose secrets are not needed yet."""
+class _Lenient(Mapping[str, str]):
+    """The environment, in which a `${NAME}` that is not set stands for itself: a secret that is
+    not needed yet (the app's client secret) does not stop the read."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
 
     def __getitem__(self, name: str) -> str:
-        return "${" + name + "}"
+        return self.env[name] if name in self.env else "${" + name + "}"
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(())
+        return iter(self.env)
 
     def __len__(self) -> int:
-        return 0
+        return len(self.env)
 
 
-def parse_shop_app(text: str, domain: str, source: str = "<installations>") -> tuple[str, str, ShopAuth]:
+def parse_shop_app(
+    text: str, domain: str, env: Mapping[str, str], source: str = "<installations>"
+) -> tuple[str, str, ShopAuth]:
     """One shop's Shopify app part alone, checked as the whole file is: its domain, webhook
     `api_version` and `[shop.auth]`. What `shopsync app-config` needs at the setup step before the
-    APSIS account and the sections are in the file (`${NAME}`s are not resolved)."""
+    APSIS account and the sections are in the file (an unset `${NAME}` is left as it is)."""
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InstallationError(source, "(syntax)", str(exc)) from None
-    ctx = ParseContext(source, _Unresolved())
+    ctx = ParseContext(source, _Lenient(env))
     raw_shops = document.get("shop")
     if not isinstance(raw_shops, list) or not raw_shops:
         raise ctx.fail("shop", "at least one [[shop]] table is required")
@@ -46,6 +51,8 @@ def parse_shop_app(text: str, domain: str, source: str = "<installations>") -> t
         key = f"shop[{index}]"
         table = ctx.table(raw, key)
         found = ctx.string(table, key, "domain").strip().lower()
+        if not DOMAIN_PATTERN.match(found):
+            raise ctx.fail(join_key(key, "domain"), f"not a shop domain: {found!r}")
         domains.append(found)
         if found == domain.strip().lower():
             return (

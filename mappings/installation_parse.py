@@ -39,7 +39,7 @@ from mappings.installation import (
 from mappings.installation_checks import ParseContext, join_key, type_name
 
 _API_VERSION = re.compile(r"^(\d{4})-(01|04|07|10)$")
-_DOMAIN = re.compile(r"^[a-z0-9][a-z0-9-]*(\.[a-z0-9-]+)+$")
+DOMAIN_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]*(\.[a-z0-9-]+)+$")
 
 
 def parse_installations_toml(
@@ -99,7 +99,7 @@ _SHOP_KEYS = (
 def _parse_shop(ctx: ParseContext, raw: Mapping[str, Any], key: str) -> Shop:
     ctx.only(raw, key, _SHOP_KEYS)
     domain = ctx.string(raw, key, "domain").strip().lower()
-    if not _DOMAIN.match(domain):
+    if not DOMAIN_PATTERN.match(domain):
         raise ctx.fail(join_key(key, "domain"), f"not a shop domain: {domain!r}")
     admin_url = _url(
         ctx, ctx.string(raw, key, "admin_url", default=f"https://{domain}"), join_key(key, "admin_url")

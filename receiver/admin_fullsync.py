@@ -59,5 +59,6 @@ async def delete_full_sync(request: web.Request) -> web.StreamResponse:
     sync_id = await control.running_sync(redis, keys, domain)
     if sync_id is None:
         return problem(404, f"no full sync of {domain} is running")
-    await control.end_sync(redis, keys, sync_id, domain, "cancelled by an operator")
+    if not await control.end_sync(redis, keys, sync_id, domain, "cancelled by an operator"):
+        return problem(409, f"the full sync {sync_id} of {domain} ended on its own meanwhile")
     return json_response({"sync_id": sync_id, "state": control.FAILED, "error": "cancelled by an operator"})

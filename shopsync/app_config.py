@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -56,7 +57,7 @@ class AppShop:
 
 def shopify_part(path: str, domain: str) -> AppShop:
     """The shop's Shopify part, read and checked as the whole file is, without the rest of it."""
-    return AppShop(*parse_shop_app(read_config_file(path), domain, source=path))
+    return AppShop(*parse_shop_app(read_config_file(path), domain, os.environ, source=path))
 
 
 def fragment(shop: Shop | AppShop, address: str) -> str:

@@ -30,6 +30,11 @@ POLL_S = 0.5
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.cancel:  # needs no installations file: the shop may be gone from it
+        others = [
+            f"--{n.replace('_', '-')}" for n in ("wait", "force", "with_orders", "bulk") if getattr(args, n)
+        ]
+        if others:
+            return _fail(f"--cancel takes no {', '.join(others)}", 2)
         return asyncio.run(_cancel(settings, args.domain.strip().lower()))
     try:
         installations = load_installations(settings.shops_file)
@@ -75,7 +80,8 @@ async def _cancel(settings: Settings, domain: str) -> int:
         sync_id = await control.running_sync(redis, keys, domain)
         if sync_id is None:
             return _fail(f"no full sync of {domain} is running")
-        await control.end_sync(redis, keys, sync_id, domain, "cancelled by an operator")
+        if not await control.end_sync(redis, keys, sync_id, domain, "cancelled by an operator"):
+            return _fail(f"the full sync {sync_id} of {domain} ended on its own meanwhile")
         print(f"cancelled {sync_id}")
         return 0
     except (RedisError, OSError) as exc:
@@ -136,6 +142,6 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, code: int = 1) -> int:
     print(f"shopsync: {message}", file=sys.stderr)
-    return 1
+    return code

@@ -64,6 +64,8 @@ def test_settings_from_environment() -> None:
     default = Settings.from_env({})
     assert default.port == 8080 and default.shops_file.endswith("mappings/demo.toml")
     assert Settings.from_env({"LOG_LEVEL": "WARN"}).log_level == "warning"
+    assert Settings.from_env({"LOG_LEVEL": "Fatal "}).log_level == "critical"
+    assert Settings.from_env({"REDIS_URL": "REDIS://h:6379/0"}).redis_url == "REDIS://h:6379/0"
     for url in ("rediss://:pw@redis.example.com:6380/0", "redis://h", "unix:///tmp/redis.sock?db=1"):
         assert Settings.from_env({"REDIS_URL": url}).redis_url == url
 
@@ -87,13 +89,18 @@ def test_an_unset_shops_file_is_warned_about() -> None:
         ({"REDIS_URL": "unix://"}, "REDIS_URL unix:// needs the socket's path"),
         ({"PORT": "99999"}, "PORT must be a port number from 0 to 65535, not '99999'"),
         ({"PORT": "abc"}, "PORT must be a port number"),
-        ({"LOG_LEVEL": "bogus"}, "LOG_LEVEL must be one of debug, info, warning, error, critical"),
+        ({"LOG_LEVEL": "bogus"}, "LOG_LEVEL must be one of debug, info, warning, error, critical, notset"),
+        (
+            {"REDIS_URL": "hunter2secret@redis:6379"},
+            "REDIS_URL must start with redis://, rediss://, unix:// (it has no scheme)",
+        ),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT must be json or console"),
     ],
 )
 def test_bad_settings_are_one_clear_line(env: dict[str, str], message: str) -> None:
-    with pytest.raises(ValueError, match=re.escape(message)):
+    with pytest.raises(ValueError, match=re.escape(message)) as raised:
         Settings.from_env(env)
+    assert "hunter2" not in str(raised.value)
 
 
 def test_rediss_urls_accept_herokus_self_signed_certificates() -> None:

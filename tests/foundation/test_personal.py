@@ -11,8 +11,8 @@ from core.personal import mask_personal
 from sandbox.shopify import Store, serialize_customer
 
 CASES = [
-    ({"first_name": "Jane"}, lambda out: out["first_name"].startswith("J***#")),
-    ({"lastName": "Doe"}, lambda out: out["lastName"].startswith("D***#")),
+    ({"first_name": "Jane"}, lambda out: out["first_name"].startswith("J***")),
+    ({"lastName": "Doe"}, lambda out: out["lastName"].startswith("D***")),
     ({"email": "jane@example.com"}, lambda out: out["email"].startswith("j***@e***.com#")),
     ({"phone": "+46701234567"}, lambda out: out["phone"].startswith("+***67#")),
     (
@@ -26,10 +26,10 @@ CASES = [
     ({"name": None, "note": ""}, lambda out: out == {"name": None, "note": ""}),
     ({"text": "write to jane@example.com"}, lambda out: "jane@" not in out["text"]),
     ("not json {", lambda out: out == "not json {"),
-    ({"browser_ip": "203.0.113.9"}, lambda out: out["browser_ip"].startswith("2***#")),
+    ({"browser_ip": "203.0.113.9"}, lambda out: out["browser_ip"].startswith("2***")),
     (
         {"properties": [{"name": "Engraving", "value": "For Jane Doe"}]},
-        lambda out: out["properties"][0]["value"].startswith("F***#") and "Jane" not in str(out),
+        lambda out: out["properties"][0]["value"].startswith("F***") and "Jane" not in str(out),
     ),
 ]
 
@@ -39,9 +39,8 @@ def test_cases(value: object, holds: object) -> None:
     assert holds(mask_personal(value))  # type: ignore[operator]
 
 
-def test_the_same_value_masks_the_same_way() -> None:
-    assert mask_personal({"city": "Malmö"}) == mask_personal({"city": "Malmö"})
-    assert mask_personal({"city": "Malmö"}) != mask_personal({"city": "Lund"})
+def test_short_range_values_keep_no_hash_to_look_up() -> None:
+    assert mask_personal({"zip": "12345", "city": "Malmö"}) == {"zip": "1***", "city": "M***"}
 
 
 STORE = Store(seed=3, size=200)

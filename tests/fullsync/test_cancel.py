@@ -96,3 +96,25 @@ async def test_wait_says_when_no_worker_runs(redis: aioredis.Redis, redis_url: s
     finally:
         proc.terminate()
         await proc.wait()
+
+
+async def test_a_sync_that_ended_meanwhile_is_left_as_it_ended(redis: aioredis.Redis, keys: Keys) -> None:
+    started = await control.start_full_sync(redis, keys, GHOST)
+    await redis.hset(control.SyncKeys(keys, started.sync_id).record, "state", '"finished"')  # type: ignore[misc]
+    assert not await control.end_sync(redis, keys, started.sync_id, GHOST, "cancelled by an operator")
+    record = await control.read_sync(redis, keys, started.sync_id)
+    assert record is not None and record["state"] == control.FINISHED and not record.get("error")
+    # A newer sync of the shop keeps its pointer when an older one ends.
+    await redis.set(keys.full_sync(GHOST), "newer")
+    other = await control.start_full_sync(redis, keys, "other.myshopify.com")
+    await redis.set(keys.full_sync("other.myshopify.com"), "newer")
+    assert await control.end_sync(redis, keys, other.sync_id, "other.myshopify.com", "x")
+    assert await redis.get(keys.full_sync("other.myshopify.com")) == b"newer"
+
+
+@pytest.mark.usefixtures("cli_env")
+async def test_cancel_takes_no_other_option(
+    redis: aioredis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await asyncio_cli(["full-sync", GHOST, "--cancel", "--wait"]) == 2
+    assert capsys.readouterr().err.strip() == "shopsync: --cancel takes no --wait"

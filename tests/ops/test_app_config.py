@@ -114,3 +114,15 @@ async def test_a_bad_app_part_is_one_line(tmp_path: Path, redis_url: str, keys: 
         assert done.stderr.strip().splitlines() == [done.stderr.strip()] and expected in done.stderr, (
             done.stderr
         )
+
+
+async def test_the_domain_may_come_from_the_environment(tmp_path: Path, redis_url: str, keys: Keys) -> None:
+    path = tmp_path / "env.toml"
+    path.write_text(
+        '[[shop]]\ndomain = "${SHOP_DOMAIN}"\napi_version = "2026-10"\n'
+        '[shop.auth]\nmode = "oauth"\nclient_id = "${SHOPIFY_CLIENT_ID}"\nclient_secret = "${SHOPIFY_CLIENT_SECRET}"\n'
+    )
+    env = cli_env(redis_url, keys, path, SHOP_DOMAIN="env-store.myshopify.com")
+    done = await run_cli(["app-config", "env-store.myshopify.com", "--address", ADDRESS], env)
+    assert done.code == 0, done.stderr
+    assert tomllib.loads(done.stdout)["auth"]["redirect_urls"] == ["https://sync.example.com/auth/callback"]

@@ -92,7 +92,11 @@ async def test_the_worker_names_a_missing_token_key_in_one_line(redis_url: str, 
             "REDIS_URL must start with redis://, rediss://, unix://",
         ),
         ("receiver", {"PORT": "99999"}, "PORT must be a port number from 0 to 65535, not '99999'"),
-        ("status", {"LOG_LEVEL": "bogus"}, "LOG_LEVEL must be one of debug, info, warning, error, critical"),
+        (
+            "status",
+            {"LOG_LEVEL": "bogus"},
+            "LOG_LEVEL must be one of debug, info, warning, error, critical, notset",
+        ),
     ],
 )
 async def test_bad_settings_stop_a_command_with_one_line(

@@ -62,8 +62,10 @@ def enqueue_job(
 
 
 async def fail_sync(app: WorkerContext, sync_id: str, shop: str, error: str) -> None:
-    await control.end_sync(app.redis, app.keys, sync_id, shop, error)
-    log.error("full_sync_failed", sync_id=sync_id, shop=shop, error=error)
+    if await control.end_sync(app.redis, app.keys, sync_id, shop, error):
+        log.error("full_sync_failed", sync_id=sync_id, shop=shop, error=error)
+    else:  # finished, failed or cancelled meanwhile: that stands
+        log.info("full_sync_already_ended", sync_id=sync_id, shop=shop, error=error)
 
 
 async def maybe_finish(app: WorkerContext, sync_id: str) -> bool:
