@@ -63,10 +63,13 @@ async def audits(redis: aioredis.Redis, keys: Keys, shops: Iterable[str]) -> dic
     return found
 
 
+WORKER_ALIVE_S = 90  # three missed heartbeats
+
+
 async def workers_alive(redis: aioredis.Redis, keys: Keys, now: float | None = None) -> list[str]:
-    """Worker processes with a heartbeat in the last 90 s."""
+    """Worker processes with a heartbeat in the last `WORKER_ALIVE_S`."""
     now = time.time() if now is None else now
-    return [_text(w) for w in await redis.zrangebyscore(keys.workers, now - 90, "+inf")]
+    return [_text(w) for w in await redis.zrangebyscore(keys.workers, now - WORKER_ALIVE_S, "+inf")]
 
 
 async def collect(

@@ -20,9 +20,8 @@ from core import sharedmetrics
 from core.keys import Keys
 from core.redis_conn import hgetall
 from core.shop_status import shop_reports
-from core.status import audits, needs_approval, queue_report, suppressed_counts
+from core.status import WORKER_ALIVE_S, audits, needs_approval, queue_report, suppressed_counts
 
-WORKER_ALIVE_S = 90  # three missed heartbeats
 FINISHED_STATES = frozenset({"done", "finished", "completed", "failed", "cancelled", "canceled"})
 
 
