@@ -224,6 +224,20 @@ async def end_sync(redis: aioredis.Redis, keys: Keys, sync_id: str, shop: str, e
     return bool(int(ended))
 
 
+CANCELLED = "cancelled by an operator"
+
+
+async def cancel_sync(redis: aioredis.Redis, keys: Keys, shop: str) -> tuple[str | None, str]:
+    """End the shop's running sync as an operator asks (`shopsync full-sync --cancel`, the admin
+    API), installed or not: (its id, "") or (id or None, why nothing was ended)."""
+    sync_id = await running_sync(redis, keys, shop)
+    if sync_id is None:
+        return None, f"no full sync of {shop} is running"
+    if not await end_sync(redis, keys, sync_id, shop, CANCELLED):
+        return sync_id, f"the full sync {sync_id} of {shop} ended on its own meanwhile"
+    return sync_id, ""
+
+
 def decode_record(raw: Mapping[bytes, bytes] | Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in raw.items():

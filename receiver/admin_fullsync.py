@@ -55,10 +55,7 @@ async def delete_full_sync(request: web.Request) -> web.StreamResponse:
     """200 with the ended sync's id; 404 when none runs. The shop need not be installed any more:
     a removed shop's sync stays parked until it is back, and this ends it for good."""
     domain = request.match_info["domain"].strip().lower()
-    redis, keys = request.app[REDIS], request.app[KEYS]
-    sync_id = await control.running_sync(redis, keys, domain)
-    if sync_id is None:
-        return problem(404, f"no full sync of {domain} is running")
-    if not await control.end_sync(redis, keys, sync_id, domain, "cancelled by an operator"):
-        return problem(409, f"the full sync {sync_id} of {domain} ended on its own meanwhile")
-    return json_response({"sync_id": sync_id, "state": control.FAILED, "error": "cancelled by an operator"})
+    sync_id, refused = await control.cancel_sync(request.app[REDIS], request.app[KEYS], domain)
+    if refused:
+        return problem(404 if sync_id is None else 409, refused)
+    return json_response({"sync_id": sync_id, "state": control.FAILED, "error": control.CANCELLED})

@@ -77,11 +77,9 @@ async def _cancel(settings: Settings, domain: str) -> int:
     redis = connect(settings.redis_url)
     keys = Keys(settings.key_prefix)
     try:
-        sync_id = await control.running_sync(redis, keys, domain)
-        if sync_id is None:
-            return _fail(f"no full sync of {domain} is running")
-        if not await control.end_sync(redis, keys, sync_id, domain, "cancelled by an operator"):
-            return _fail(f"the full sync {sync_id} of {domain} ended on its own meanwhile")
+        sync_id, refused = await control.cancel_sync(redis, keys, domain)
+        if refused:
+            return _fail(refused)
         print(f"cancelled {sync_id}")
         return 0
     except (RedisError, OSError) as exc:
