@@ -4,12 +4,11 @@ at the setup step before the APSIS account and the sections are in the file."""
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterator, Mapping
 
-from mappings.installation import InstallationError, ShopAuth
+from mappings.installation import ShopAuth
 from mappings.installation_checks import ParseContext, join_key
-from mappings.installation_parse import DOMAIN_PATTERN, api_version_of, parse_auth
+from mappings.installation_parse import api_version_of, domain_of, load_document, parse_auth
 
 
 class _Lenient(Mapping[str, str]):
@@ -38,10 +37,7 @@ def parse_shop_app(
     """One shop's Shopify app part alone, checked as the whole file is: its domain, webhook
     `api_version` and `[shop.auth]`. What `shopsync app-config` needs at the setup step before the
     APSIS account and the sections are in the file (an unset `${NAME}` is left as it is)."""
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise InstallationError(source, "(syntax)", str(exc)) from None
+    document = load_document(text, source)
     ctx = ParseContext(source, _Lenient(env))
     raw_shops = document.get("shop")
     if not isinstance(raw_shops, list) or not raw_shops:
@@ -50,9 +46,7 @@ def parse_shop_app(
     for index, raw in enumerate(raw_shops):
         key = f"shop[{index}]"
         table = ctx.table(raw, key)
-        found = ctx.string(table, key, "domain").strip().lower()
-        if not DOMAIN_PATTERN.match(found):
-            raise ctx.fail(join_key(key, "domain"), f"not a shop domain: {found!r}")
+        found = domain_of(ctx, table, key)
         domains.append(found)
         if found == domain.strip().lower():
             return (

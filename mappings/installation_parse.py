@@ -39,18 +39,22 @@ from mappings.installation import (
 from mappings.installation_checks import ParseContext, join_key, type_name
 
 _API_VERSION = re.compile(r"^(\d{4})-(01|04|07|10)$")
-DOMAIN_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]*(\.[a-z0-9-]+)+$")
+_DOMAIN = re.compile(r"^[a-z0-9][a-z0-9-]*(\.[a-z0-9-]+)+$")
 
 
 def parse_installations_toml(
     text: str, env: Mapping[str, str], source: str = "<installations>"
 ) -> Installations:
     """Parse the installations file's TOML text (the caller reads the file)."""
+    return parse_installations(load_document(text, source), env, source)
+
+
+def load_document(text: str, source: str) -> dict[str, Any]:
+    """The file's TOML as a document; a syntax error as the one-line `InstallationError`."""
     try:
-        document = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InstallationError(source, "(syntax)", str(exc)) from None
-    return parse_installations(document, env, source)
 
 
 def parse_installations(
@@ -68,6 +72,13 @@ def parse_installations(
             raise ctx.fail(f"shop[{index}].domain", f"duplicate shop domain {shop.domain!r}")
         shops[shop.domain] = shop
     return Installations(source=source, shops=MappingProxyType(shops), warnings=tuple(ctx.warnings))
+
+
+def domain_of(ctx: ParseContext, raw: Mapping[str, Any], key: str) -> str:
+    domain = ctx.string(raw, key, "domain").strip().lower()
+    if not _DOMAIN.match(domain):
+        raise ctx.fail(join_key(key, "domain"), f"not a shop domain: {domain!r}")
+    return domain
 
 
 def api_version_of(ctx: ParseContext, raw: Mapping[str, Any], key: str) -> str:
@@ -98,9 +109,7 @@ _SHOP_KEYS = (
 
 def _parse_shop(ctx: ParseContext, raw: Mapping[str, Any], key: str) -> Shop:
     ctx.only(raw, key, _SHOP_KEYS)
-    domain = ctx.string(raw, key, "domain").strip().lower()
-    if not DOMAIN_PATTERN.match(domain):
-        raise ctx.fail(join_key(key, "domain"), f"not a shop domain: {domain!r}")
+    domain = domain_of(ctx, raw, key)
     admin_url = _url(
         ctx, ctx.string(raw, key, "admin_url", default=f"https://{domain}"), join_key(key, "admin_url")
     )
