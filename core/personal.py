@@ -2,9 +2,10 @@
 
 A job's arguments carry the webhook as Shopify sent it (a JSON body inside the job) or a customer
 as the walk read it: names, addresses, notes and the like besides emails and phone numbers. For
-`shopsync job` and `shopsync dead-letters list --json` they are shown with every
-such field masked by its name (its first letter only), JSON bodies parsed so that their fields are masked too, and any email address or phone
-number left in other text masked as in the logs (core/logging.py).
+`shopsync job` and `shopsync dead-letters list --json` they are shown with every such field
+masked by its name (its first letter only), JSON bodies parsed so that their fields are masked
+too, and any email address or phone number left in other text masked as in the logs
+(core/logging.py).
 """
 
 from __future__ import annotations
@@ -67,12 +68,13 @@ def _walk(value: Any, depth: int) -> Any:
 
 
 def _field(name: str, value: Any, depth: int) -> Any:
-    if name.replace("_", "").lower() not in PERSONAL_FIELDS or value is None or value == "":
+    field = name.replace("_", "").lower()
+    if field not in PERSONAL_FIELDS or value is None or value == "":
         return _walk(value, depth + 1)
     if isinstance(value, str):
         if "@" in value:
             return mask_email(value)
-        if name.replace("_", "").lower() in _PHONE_FIELDS:
+        if field in _PHONE_FIELDS:
             return mask_phone(value)
         # No hash: names, cities and zip codes are few enough that any hash of them can be
         # looked up by trying them all.
