@@ -22,7 +22,7 @@ from core.redis_conn import connect, redis_failure
 from core.settings import Settings
 from core.status import workers_alive
 from mappings.installation import InstallationError
-from shopsync.command_support import wide_console
+from shopsync.command_support import fail, wide_console
 from shopsync.shops import load_installations, unknown_shop, warn_installations
 
 POLL_S = 0.5
@@ -34,16 +34,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             f"--{n.replace('_', '-')}" for n in ("wait", "force", "with_orders", "bulk") if getattr(args, n)
         ]
         if others:
-            return _fail(f"--cancel takes no {', '.join(others)}", 2)
+            return fail(f"--cancel takes no {', '.join(others)}", 2)
         return asyncio.run(_cancel(settings, args.domain.strip().lower()))
     try:
         installations = load_installations(settings.shops_file)
     except InstallationError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     warn_installations(installations)
     shop = installations.get(args.domain)
     if shop is None:
-        return _fail(unknown_shop(args.domain, settings.shops_file, installations))
+        return fail(unknown_shop(args.domain, settings.shops_file, installations))
     bulk = bool(args.bulk or shop.sync.bulk_export)
 
     async def go() -> int:
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             print(summary(record))
             return 0 if record.get("state") == control.FINISHED else 1
         except (RedisError, OSError) as exc:
-            return _fail(redis_failure(settings.redis_url, exc))
+            return fail(redis_failure(settings.redis_url, exc))
         finally:
             await redis.aclose()
 
@@ -79,11 +79,11 @@ async def _cancel(settings: Settings, domain: str) -> int:
     try:
         sync_id, refused = await control.cancel_sync(redis, keys, domain)
         if refused:
-            return _fail(refused)
+            return fail(refused)
         print(f"cancelled {sync_id}")
         return 0
     except (RedisError, OSError) as exc:
-        return _fail(redis_failure(settings.redis_url, exc))
+        return fail(redis_failure(settings.redis_url, exc))
     finally:
         await redis.aclose()
 
@@ -138,8 +138,3 @@ def _duration(seconds: float | None) -> str:
     if seconds >= 3600:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
     return f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-def _fail(message: str, code: int = 1) -> int:
-    print(f"shopsync: {message}", file=sys.stderr)
-    return code
