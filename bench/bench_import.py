@@ -34,6 +34,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from bench.fullsync_procs import Procs, processes
+from bench.redis_stalls import slow_commands
 from core import fullsync_control as control
 from core.keys import Keys
 from mappings.installation_parse import parse_installations
@@ -164,7 +166,7 @@ class _Profile:
 async def lost_customers(p: Procs, customers: int, document: dict[str, Any]) -> dict[str, Any]:
     """Customers whose APSIS profile differs from what the per-profile path writes (oracle)."""
     shop = next(iter(parse_installations(document, env={}, source="bench").shops.values()))
-    store = Store(seed=SEED, size=customers)
+    store = Store(seed=SEED, size=customers, anchor=datetime.fromtimestamp(p.anchor, UTC))
     addresses = oracle.address_attributes(shop, default_account())
     ids = list(range(CUSTOMER_BASE, CUSTOMER_BASE + customers))
     sampled = len(ids) > FULL_CHECK_MAX
@@ -225,34 +227,8 @@ async def _one(redis_url: str, customers: int) -> dict[str, Any]:
                 for _ in range(WORKERS):
                     p.start_worker()
                 await asyncio.sleep(2.0)  # workers up (they import, connect, heartbeat)
-                started = await control.start_full_sync(redis, keys, "demo-store.myshopify.com", bulk=True)
-                t0 = time.monotonic()
-                last_print = t0
-                timeline: dict[str, float] = {}
-                redis_peak = 0
-                while True:
-                    p.sample_rss()
-                    # The Redis server's memory during the sync (the expected rows, the index, the
-                    # CSVs, the states: docs/DEPLOYMENT.md); on a shared server, others' keys too.
-                    redis_peak = max(redis_peak, int((await redis.info("memory"))["used_memory"]))
-                    record = await control.read_sync(redis, keys, started.sync_id)
-                    assert record is not None
-                    _phases(timeline, record, time.monotonic() - t0)
-                    if record["state"] in control.TERMINAL:
-                        break
-                    if any(w.poll() is not None for w in p.workers):
-                        raise RuntimeError("a worker process died")
-                    if time.monotonic() - t0 > TIME_LIMIT_S:
-                        raise RuntimeError("the full sync took longer than the bench allows")
-                    if time.monotonic() - last_print > 30:
-                        last_print = time.monotonic()
-                        print(
-                            f"   {time.monotonic() - t0:6.0f} s walked {record.get('walked')} "
-                            f"files {record.get('import_files')}",
-                            flush=True,
-                        )
-                    await asyncio.sleep(0.5)
-                seconds = time.monotonic() - t0
+                async with slow_commands(redis) as stalls:
+                    seconds, record, timeline, redis_peak = await _sync(p, redis, keys)
                 counts = await _apsis_counts(session, p)
             peaks = dict(p.peak_rss)
             for w in p.workers:  # stop them before the check: it measures APSIS, not the pool
@@ -287,6 +263,8 @@ async def _one(redis_url: str, customers: int) -> dict[str, Any]:
         "peak_rss_mb": round(max(v for n, v in peaks.items() if n.startswith("worker")) / mb, 1),
         "peak_rss_mb_by_process": {n: round(v / mb, 1) for n, v in sorted(peaks.items())},
         "redis_peak_used_mb": round(redis_peak / mb, 1),
+        # The sync's commands that kept Redis busy 1 ms or more (webhooks wait behind them).
+        "redis_slow_commands": stalls,
         "apsis_429_share": round(counts["apsis_429"] / max(counts["apsis_requests"], 1), 5),
         "lost": check["lost"] + int(record.get("failed") or 0),
         **check,
@@ -315,6 +293,37 @@ async def _one(redis_url: str, customers: int) -> dict[str, Any]:
         "apsis_limits": {**IMPORT_LIMITS, "export_requests_per_s": 1, "api_requests_per_s": 100},
         "workers": WORKERS,
     }
+
+
+async def _sync(p: Procs, redis: Any, keys: Keys) -> tuple[float, dict[str, Any], dict[str, float], int]:
+    """The full sync from its start to its end: (seconds, record, timeline, Redis's peak memory)."""
+    started = await control.start_full_sync(redis, keys, "demo-store.myshopify.com", bulk=True)
+    t0 = time.monotonic()
+    last_print = t0
+    timeline: dict[str, float] = {}
+    redis_peak = 0
+    while True:
+        p.sample_rss()
+        # The Redis server's memory during the sync (the expected rows, the index, the
+        # CSVs, the states: docs/DEPLOYMENT.md); on a shared server, others' keys too.
+        redis_peak = max(redis_peak, int((await redis.info("memory"))["used_memory"]))
+        record = await control.read_sync(redis, keys, started.sync_id)
+        assert record is not None
+        _phases(timeline, record, time.monotonic() - t0)
+        if record["state"] in control.TERMINAL:
+            return time.monotonic() - t0, record, timeline, redis_peak
+        if any(w.poll() is not None for w in p.workers):
+            raise RuntimeError("a worker process died")
+        if time.monotonic() - t0 > TIME_LIMIT_S:
+            raise RuntimeError("the full sync took longer than the bench allows")
+        if time.monotonic() - last_print > 30:
+            last_print = time.monotonic()
+            print(
+                f"   {time.monotonic() - t0:6.0f} s walked {record.get('walked')} "
+                f"files {record.get('import_files')}",
+                flush=True,
+            )
+        await asyncio.sleep(0.5)
 
 
 def _phases(timeline: dict[str, float], record: Mapping[str, Any], at: float) -> None:

@@ -29,6 +29,7 @@ class Procs:
     shopify_url: str = ""
     apsis_url: str = ""
     shops_file: Path = Path()
+    anchor: int = 0  # the Shopify sandbox's `--anchor`: an in-process copy of its store needs it
     env: dict[str, str] = field(default_factory=dict)
     sandboxes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -107,14 +108,15 @@ def processes(
     **shop_overrides: Any,
 ) -> Iterator[Procs]:
     """Both sandboxes as processes and an installations file for them; workers via `start_worker`.
-    `plan`: the Shopify store's plan (its GraphQL rate), the sandbox's default when None."""
+    `plan`: the Shopify store's plan (its GraphQL rate), the sandbox's default when None. The
+    store's history ends at today's midnight UTC as of now, fixed (`Procs.anchor`): a run that
+    crosses midnight compares with the same store."""
     extra = ["--no-limits"] if no_limits else []
     plan_args = ["--plan", plan] if plan else []
-    p = Procs()
+    p = Procs(anchor=int(time.time()) // 86400 * 86400)
+    store_args = ["--customers", str(customers), "--seed", str(seed), "--anchor", str(p.anchor)]
     try:
-        shopify, p.shopify_url = _sandbox(
-            "sandbox.shopify", ["--customers", str(customers), "--seed", str(seed), *extra, *plan_args]
-        )
+        shopify, p.shopify_url = _sandbox("sandbox.shopify", [*store_args, *extra, *plan_args])
         p.sandboxes.append(shopify)
         apsis, p.apsis_url = _sandbox("sandbox.apsis", extra)
         p.sandboxes.append(apsis)

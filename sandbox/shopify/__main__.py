@@ -1,6 +1,6 @@
 """Serve the sandbox Shopify store alone:
-`python -m sandbox.shopify [--port 8081] [--customers N] [--seed S] [--activity PER_S] [--plan P]
-[--no-limits]`."""
+`python -m sandbox.shopify [--port 8081] [--customers N] [--seed S] [--anchor UNIX_S]
+[--activity PER_S] [--plan P] [--no-limits]`."""
 
 from __future__ import annotations
 
@@ -8,17 +8,24 @@ import argparse
 import asyncio
 import contextlib
 import signal
+from datetime import UTC, datetime
 
 from sandbox.shopify.ratelimit import PLAN_RESTORE_RATES
 from sandbox.shopify.server import ShopifySandbox
 from sandbox.shopify.store import Store
 
 
-async def serve(args: argparse.Namespace) -> None:
-    store = Store(seed=args.seed, size=args.customers)
+def store_of(args: argparse.Namespace) -> Store:
+    anchor = None if args.anchor is None else datetime.fromtimestamp(args.anchor, UTC)
+    store = Store(seed=args.seed, size=args.customers, anchor=anchor)
     store.rate_limit.plan = args.plan
     if args.no_limits:
         store.rate_limit.graphql_maximum = 10.0**9
+    return store
+
+
+async def serve(args: argparse.Namespace) -> None:
+    store = store_of(args)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -36,6 +43,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8081, help="0 picks a free port")
     p.add_argument("--customers", type=int, default=1000)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--anchor",
+        type=int,
+        default=None,
+        help="where the generated history ends, in seconds since the epoch (default: today, "
+        "midnight UTC); a copy of the store made elsewhere with the same seed and anchor is equal",
+    )
     p.add_argument("--activity", type=float, default=0.0, help="changes per second (0: none)")
     p.add_argument(
         "--plan",

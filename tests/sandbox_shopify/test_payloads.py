@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sandbox.shopify import ShopifySandbox, Store, serialize_customer, shopify_json
+from sandbox.shopify.__main__ import parser, store_of
 from sandbox.shopify.models import EMAIL_STATES, SMS_STATES
 from sandbox.shopify.serialize import (
     delete_payload,
@@ -155,6 +156,21 @@ def test_same_seed_same_store() -> None:
 
     assert dump(11) == dump(11)
     assert dump(11) != dump(12)
+
+
+def test_a_served_store_and_a_copy_with_its_anchor_are_equal_on_any_day() -> None:
+    """`python -m sandbox.shopify --anchor`: a bench that checks the served store against its own
+    copy after midnight UTC compares the same customers (a day's shift in every date otherwise)."""
+
+    def dump(store: Store) -> bytes:
+        return orjson.dumps([serialize_customer(c, "2026-10") for c in store.customers()])
+
+    anchor = 1_796_601_600  # 2026-12-07T00:00:00Z
+    served = store_of(parser().parse_args(["--customers", "40", "--anchor", str(anchor)]))
+    assert dump(served) == dump(Store(seed=1, size=40, anchor=datetime.fromtimestamp(anchor, UTC)))
+    assert dump(served) != dump(Store(seed=1, size=40, anchor=datetime.fromtimestamp(anchor + 86400, UTC)))
+    default = store_of(parser().parse_args(["--customers", "40"]))
+    assert default.anchor % 86400 == 0  # today, midnight UTC
 
 
 def test_shopify_json_escapes_like_shopify() -> None:
