@@ -42,6 +42,15 @@ async def test_an_import_full_sync_writes_verifies_and_saves_every_customer(
         topics = sum(len(m.topics) for s in p.shop.sections for m in s.consents)
         assert reports_of(p.account).summary()["requested"] == topics  # verified in bulk
         assert not await p.redis.keys(f"{keys.full_sync_import(started.sync_id)}:seen:*")
+        # Of the sync only its record and its files' summary stay: no key grows with the store.
+        left = await p.redis.keys(f"{keys.full_sync_record(started.sync_id)}*")
+        assert sorted(left) == sorted(
+            k.encode()
+            for k in (
+                keys.full_sync_record(started.sync_id),
+                f"{keys.full_sync_import(started.sync_id)}:files",
+            )
+        )
         state = await p.app.customers.load(p.shop.domain, store_ids(size)[0])
         assert state.state is not None and state.state.sections
         second = await control.start_full_sync(p.redis, keys, p.shop.domain)

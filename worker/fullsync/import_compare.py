@@ -17,7 +17,10 @@ from mappings.writes import OPT_IN, OPT_OUT, ConsentKey
 # A customer's expected state in its JSON form (`SyncState.to_dict`, as saved or as a row holds it).
 Expected = Mapping[str, Any]
 ADDRESS = "address"  # the report's channel column (the consented address, or blank)
-CHUNK = 500
+# Report rows compared a chunk at a time: one HMGET and one MGET of the chunk's saved states. Redis
+# serves nothing else while it answers an MGET: 500 states (about 750 KB) took 1.2 ms, 3.3 ms at
+# worst, on a slow shared machine, and the webhooks' calls wait behind it.
+CHUNK = 200
 
 
 def in_files(held: Any, completed: set[int]) -> bool:

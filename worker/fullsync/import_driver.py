@@ -269,6 +269,9 @@ class Driver:
             )
             if self.walker.record.get("total") is None:
                 pipe.hset(self.walker.keys.record, "total", str(int(self.walker.record.get("walked") or 0)))
+            # A field per customer, of no use once the walk is over: kept, it held memory for a
+            # week, then its expiry freed it inside Redis's one thread (UNLINK frees it aside).
+            pipe.unlink(self.verifier.counted_key, self.verifier.resend_key)
             await pipe.execute()
         await maybe_finish(self.app, self.walker.sync_id)
         return True

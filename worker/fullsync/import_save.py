@@ -14,6 +14,11 @@ marks (HMGET), the customers' locks (SET NX, pipelined), their stored states and
 saves the state (as `CustomerStore.settle` does), marks a re-send, counts the customer once and
 releases the lock. A customer whose lock is busy, or was lost before the script, is saved alone
 the way `CustomerStore` does it (waiting for its lock) after the chunk.
+
+The chunk is small because Redis runs a script to its end before any other command: with 500
+customers the script took 10 ms (24 ms at worst) on a slow shared machine, and every webhook's
+Redis call waited behind each of the 200 a 100,000-customer sync runs (`redis_slow_commands` in
+`make bench BENCH_ARGS=import`). At 100 a chunk costs more round trips, off the real-time path.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from worker.context import WorkerContext
 from worker.customer_store import LOCK_TTL_MS, STATE_TTL_S
 from worker.fullsync.import_files import FileKeys
 
-CHUNK = 500
+CHUNK = 100
 DATA_TTL_S = 7 * 24 * 3600
 RESENT = "written while the import ran"
 # KEYS: shop's customer set, re-send hash, counted hash, sync record; then per customer: lock,
@@ -198,7 +203,7 @@ async def hash_field_chunks(
     """The fields of a hash, `CHUNK` at a time (HSCAN; the values are dropped as they come), only
     those whose value `keep` accepts when it is given."""
     chunk: list[str] = []
-    async for field, value in app.redis.hscan_iter(key, count=1000):
+    async for field, value in app.redis.hscan_iter(key, count=CHUNK):  # the values come too
         if keep is not None and not keep(value):
             continue
         chunk.append(field.decode() if isinstance(field, bytes) else str(field))
