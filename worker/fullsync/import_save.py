@@ -45,8 +45,9 @@ RESENT = "written while the import ran"
 # state, staged writes. ARGV: state ttl, data ttl, re-send reason; then per customer: token,
 # customer id, action ('save' | 'resend' | 'drop'), encoded state ('' keeps it), count (1 | 0).
 # Returns the customers whose lock was no longer their token (nothing done for them).
+# The set and the counters are written once a chunk (a script holds Redis for all its steps).
 _SAVE = """
-local lost = {}
+local lost, saved, counted = {}, {}, 0
 local n = (#KEYS - 4) / 3
 for i = 0, n - 1 do
   local lock, state, staged = KEYS[5 + 3 * i], KEYS[6 + 3 * i], KEYS[7 + 3 * i]
@@ -59,14 +60,18 @@ for i = 0, n - 1 do
     if encoded ~= '' then
       redis.call('DEL', staged)
       redis.call('SET', state, encoded, 'EX', ARGV[1])
-      redis.call('SADD', KEYS[1], cid)
+      saved[#saved + 1] = cid
     end
     if action == 'save' and ARGV[a + 4] == '1' and redis.call('HSETNX', KEYS[3], cid, 1) == 1 then
-      redis.call('HINCRBY', KEYS[4], 'synced', 1)
-      redis.call('HINCRBY', KEYS[4], 'seen', 1)
+      counted = counted + 1
     end
     redis.call('DEL', lock)
   end
+end
+if #saved > 0 then redis.call('SADD', KEYS[1], unpack(saved)) end
+if counted > 0 then
+  redis.call('HINCRBY', KEYS[4], 'synced', counted)
+  redis.call('HINCRBY', KEYS[4], 'seen', counted)
 end
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('EXPIRE', KEYS[3], ARGV[2])
