@@ -65,6 +65,7 @@ from bench.bench_fullsync import apsis_counts
 from bench.bench_realtime import _percentile, _stop, _wait_port, update_headers
 from bench.cpu_use import CpuMeter, python_speed_ms, redis_server_pids
 from bench.fullsync_procs import _sandbox
+from bench.redis_stalls import slow_commands
 from core import fullsync_control as control
 from core.keys import Keys
 from core.redis_conn import typed
@@ -183,6 +184,9 @@ def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "shopsync.cli", *args], env=env, cwd=ROOT)
 
 
+# The commands that held Redis 1 ms or more during a measured phase (bench/redis_stalls.py): while
+# one runs the others' webhooks wait whatever the scheduling. Phase -> its slowlog summary.
+REDIS_SLOW: dict[str, dict[str, Any]] = {}
 # Collections in this process during a measured phase, over 5 ms: phase -> [[s into it, ms, gen]].
 GC_PAUSES: dict[str, list[list[float]]] = {}
 _gc_phase: list[tuple[str, float]] = []  # the phase measured now and its start (monotonic)
@@ -607,9 +611,10 @@ class Measured:
 async def _phase(m: Measured, phase: str, seconds: float, stop: asyncio.Event | None = None) -> None:
     """The others' webhooks for a measured phase, its CPU per role and its seconds watched."""
     m.meter.start()
-    async with _watching(m.redis, m.keys, m.meter.roles, m.watched[phase]):
+    async with slow_commands(m.redis) as slow, _watching(m.redis, m.keys, m.meter.roles, m.watched[phase]):
         await _traffic(m.http, m.url, m.others, phase, seconds, stop)
     m.cpu[phase] = m.meter.stop()
+    REDIS_SLOW[phase] = slow
 
 
 async def _burned(m: Measured, procs: list[subprocess.Popen[bytes]], phase_s: float) -> dict[str, Any]:
@@ -812,6 +817,7 @@ def _summary(
         "lost": lost_webhooks + failed,
         "per_shop": per_shop,
         "others_latency_by_s": _by_second(timed),
+        "redis_slow_commands": REDIS_SLOW,
         "goal": "p99 with <= 1.5 x without and < 500 ms; A >= 0.8 of its bound; every shop p99 < 1 s",
     }
 
