@@ -445,7 +445,9 @@ async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) 
     redis = aioredis.Redis.from_url(redis_url)
     workdir = Path(tempfile.mkdtemp(prefix="bench-fair-"))
     with_s = WHOLE_MAX_S if WHOLE else phase_s
-    per_shop = int(RATE_PER_SHOP * (phase_s + with_s)) + 80  # + the two warm-ups
+    # A body a webhook: both phases and the warm-ups (`WARMUP_S` first, then 1 s before *with*;
+    # before 2026-12-08 the first was left out, and a 60 s-phase run ran out in its *with* phase).
+    per_shop = int(RATE_PER_SHOP * (phase_s + with_s + WARMUP_S + 2)) + 20
     procs: list[subprocess.Popen[bytes]] = []
     cpu: dict[str, dict[str, float]] = {}  # phase -> cores per role (bench/cpu_use.py)
     async with AsyncExitStack() as stack:
