@@ -23,6 +23,10 @@ from pathlib import Path
 from graphql import GraphQLSchema, build_client_schema
 
 PACKAGE = "@shopify/dev-mcp"
+# Pinned: a later release drops the versions Shopify no longer supports, and these tests must not
+# change with the registry. Adding a version to SUPPORTED means moving the pin to a release that
+# ships it (`npm view @shopify/dev-mcp version`).
+PACKAGE_VERSION = "1.16.0"
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache" / "shopify-schema"
 SUPPORTED = ("2025-10", "2026-01", "2026-04", "2026-07", "2026-10")
@@ -31,6 +35,10 @@ NEWEST = "2026-10"
 
 class SchemaUnavailableError(RuntimeError):
     """npm or the registry could not provide the package; the reason is the message."""
+
+
+class SchemaMissingError(RuntimeError):
+    """The package came without a version of SUPPORTED (the tests fail: never a silent skip)."""
 
 
 def _data_dir() -> Path:
@@ -48,8 +56,10 @@ def _data_dir() -> Path:
         if not _complete(data):
             _fetch(npm)
     missing = [v for v in SUPPORTED if not (data / f"admin_{v}.json.gz").is_file()]
-    if missing:
-        raise SchemaUnavailableError(f"{PACKAGE} has no admin schema for {', '.join(missing)}")
+    if missing:  # the package came: a failure, not a skip (SUPPORTED and the pin disagree)
+        raise SchemaMissingError(
+            f"{PACKAGE}@{PACKAGE_VERSION} has no admin schema for {', '.join(missing)}: move the pin"
+        )
     return data
 
 
@@ -60,7 +70,7 @@ def _complete(data: Path) -> bool:
 def _fetch(npm: str) -> None:
     try:
         done = subprocess.run(
-            [npm, "pack", PACKAGE, "--json", "--pack-destination", str(CACHE)],
+            [npm, "pack", f"{PACKAGE}@{PACKAGE_VERSION}", "--json", "--pack-destination", str(CACHE)],
             capture_output=True,
             text=True,
             timeout=180,
