@@ -452,17 +452,16 @@ async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) 
     cpu: dict[str, dict[str, float]] = {}  # phase -> cores per role (bench/cpu_use.py)
     async with AsyncExitStack() as stack:
         stack.callback(lambda: _stop(*procs))  # last: every process this run started
-        a_shopify_proc, a_shopify = _sandbox(
-            "sandbox.shopify", ["--customers", str(customers), "--seed", "1", "--plan", A_PLAN]
-        )
+        # A's store and A2's (its twin) end their history at one anchor, even across midnight UTC.
+        a_store = ["--customers", str(customers), "--seed", "1", "--plan", A_PLAN]
+        a_store += ["--anchor", str(int(time.time()) // 86400 * 86400)]
+        a_shopify_proc, a_shopify = _sandbox("sandbox.shopify", a_store)
         procs.append(a_shopify_proc)
         a_apsis_proc, a_apsis = _sandbox("sandbox.apsis", [])
         procs.append(a_apsis_proc)
         a2: tuple[str, str] | None = None
         if WHOLE:
-            a2_shopify_proc, a2_shopify = _sandbox(
-                "sandbox.shopify", ["--customers", str(customers), "--seed", "1", "--plan", A_PLAN]
-            )
+            a2_shopify_proc, a2_shopify = _sandbox("sandbox.shopify", a_store)
             a2_apsis_proc, a2_apsis = _sandbox("sandbox.apsis", ["--client-id", A2_CLIENT])
             procs += [a2_shopify_proc, a2_apsis_proc]
             a2 = (a2_shopify, a2_apsis)

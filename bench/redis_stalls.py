@@ -4,7 +4,10 @@ Redis runs one command at a time: while a long one runs (a Lua script over hundr
 MGET of a thousand values), every other client waits, the webhooks' calls included. So a sync's
 long commands add to the real-time tail whatever the worker's scheduling. The phase sets the
 slowlog's threshold to `THRESHOLD_US` (and its length), and puts the server's own settings back
-afterwards; entries older than the phase are left alone. Commands inside MULTI/EXEC are logged one
+afterwards; entries older than the phase are left alone. The log is the server's: on a shared
+Redis it holds other clients' commands too, and two phases that overlap on one server (two
+benches at once) would restore each other's settings wrongly (`make bench` starts a Redis of its own
+unless REDIS_URL is set). Commands inside MULTI/EXEC are logged one
 by one (EXEC itself never is), so a transaction's whole length is not seen. On a shared, busy
 machine a short command is sometimes logged too: the server process lost its core mid-command.
 """
@@ -26,10 +29,10 @@ async def slow_commands(redis: Any) -> AsyncIterator[dict[str, Any]]:
     settings = await redis.config_get("slowlog-*")
     before = await redis.slowlog_get(1)
     last = before[0]["id"] if before else -1
-    await redis.config_set("slowlog-log-slower-than", THRESHOLD_US)
-    await redis.config_set("slowlog-max-len", KEEP)
     out: dict[str, Any] = {}
     try:
+        await redis.config_set("slowlog-log-slower-than", THRESHOLD_US)
+        await redis.config_set("slowlog-max-len", KEEP)
         yield out
         entries = [e for e in await redis.slowlog_get(KEEP) if e["id"] > last]
         out.update(summary(entries))

