@@ -128,7 +128,7 @@ async def run_audit(
         elif staging is not None and not staging.cancelled() and staging.exception() is None:
             reads = staging.result()
         await reads.close()
-        await typed(app.redis.delete(*walk.run_keys))
+        await typed(app.redis.unlink(*walk.run_keys))  # sized by the store: freed aside
     audit.per_profile = getattr(reads, "per_profile", 0)
     log.info(
         "audit_done",

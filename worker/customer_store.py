@@ -220,7 +220,7 @@ class CustomerStore:
                 self.keys.customer_apply(shop, cid),
             )
             removed += 1
-        await self.redis.delete(members_key)
+        await self.redis.unlink(members_key)  # a member a customer: freed aside, not in Redis's thread
         return removed
 
     # --- pending updates ---------------------------------------------------------------------

@@ -97,5 +97,5 @@ async def purge(redis: aioredis.Redis, keys: Keys, job_id: str | None = None) ->
             removed, _ = await pipe.execute()
         return int(removed)
     count = int(await redis.zcard(keys.dead_letter_index))
-    await redis.delete(keys.dead_letters, keys.dead_letter_index)
+    await redis.unlink(keys.dead_letters, keys.dead_letter_index)  # any size: freed aside
     return count
