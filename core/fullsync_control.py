@@ -225,6 +225,8 @@ async def end_sync(redis: aioredis.Redis, keys: Keys, sync_id: str, shop: str, e
 
 
 CANCELLED = "cancelled by an operator"
+# Why a running sync waits (the walker's answer, `status` and `/admin`): its shop left the file.
+PARKED = "shop not in the installations file"
 
 
 async def cancel_sync(redis: aioredis.Redis, keys: Keys, shop: str) -> tuple[str | None, str]:

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from core import fullsync_control as control
 from core.keys import Keys
 from core.redis_conn import hgetall, typed
 from core.shop_status import shop_reports
@@ -101,7 +102,7 @@ async def collect(
                     entry["import_phase"] = import_phase(entry)
                 if shops and entry.get("state") == "running" and entry.get("shop") not in shops:
                     # The workers keep it for when the shop is back (`full-sync --cancel` ends it).
-                    entry["parked"] = "shop not in the installations file"
+                    entry["parked"] = control.PARKED
                 full_syncs.append(entry)
     counters = {_text(k): int(v) for k, v in (await hgetall(redis, keys.counters)).items()}
     limiter = await _limiter_state(redis, keys)

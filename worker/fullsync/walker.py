@@ -76,7 +76,7 @@ async def walk_slice(
         log.warning(
             "full_sync_parked", sync_id=sync_id, shop=record["shop"], reason="not in the installations file"
         )
-        return {"parked": "shop not in the installations file"}
+        return {"parked": control.PARKED}
     lanes.enter(shop.domain)
     if await typed(app.redis.sismember(app.keys.uninstalled, shop.domain)):
         await fail_sync(app, sync_id, shop.domain, "the shop uninstalled the app")
