@@ -75,7 +75,7 @@ from sandbox.installation import installation_document, write_installation
 from sandbox.shopify.models import EmailConsent
 from sandbox.shopify.serialize import serialize_customer
 from sandbox.shopify.server import ShopifySandbox
-from sandbox.shopify.store import Store
+from sandbox.shopify.store import Store, today_anchor
 from shopsync.devredis import embedded_redis, free_port, redis_answers
 from worker.fullsync.walker import MAX_AHEAD
 
@@ -454,7 +454,7 @@ async def _run(redis_url: str, customers: int, phase_s: float, warmup_s: float) 
         stack.callback(lambda: _stop(*procs))  # last: every process this run started
         # A's store and A2's (its twin) end their history at one anchor, even across midnight UTC.
         a_store = ["--customers", str(customers), "--seed", "1", "--plan", A_PLAN]
-        a_store += ["--anchor", str(int(time.time()) // 86400 * 86400)]
+        a_store += ["--anchor", str(today_anchor(time.time()))]
         a_shopify_proc, a_shopify = _sandbox("sandbox.shopify", a_store)
         procs.append(a_shopify_proc)
         a_apsis_proc, a_apsis = _sandbox("sandbox.apsis", [])

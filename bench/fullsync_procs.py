@@ -20,6 +20,7 @@ from typing import Any
 import psutil
 
 from sandbox.installation import installation_document, write_installation
+from sandbox.shopify.store import today_anchor
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,7 +114,7 @@ def processes(
     crosses midnight compares with the same store."""
     extra = ["--no-limits"] if no_limits else []
     plan_args = ["--plan", plan] if plan else []
-    p = Procs(anchor=int(time.time()) // 86400 * 86400)
+    p = Procs(anchor=today_anchor(time.time()))
     store_args = ["--customers", str(customers), "--seed", str(seed), "--anchor", str(p.anchor)]
     try:
         shopify, p.shopify_url = _sandbox("sandbox.shopify", [*store_args, *extra, *plan_args])

@@ -65,6 +65,11 @@ class SandboxError(ValueError):
     """A mutation that cannot be done (unknown customer, bad consent state...)."""
 
 
+def today_anchor(now: float) -> int:
+    """Where a store's generated history ends by default: midnight UTC of `now`'s day."""
+    return int(now) // 86400 * 86400
+
+
 class Store:
     """One Shopify store. Defaults match `mappings/demo.toml`."""
 
@@ -95,7 +100,7 @@ class Store:
         self.clock = clock
         self.monotonic = monotonic  # drives the throttles; tests may pass a fake clock
         # The generated history ends at the anchor: by default today, midnight UTC.
-        anchor_ts = int(clock()) // 86400 * 86400 if anchor is None else int(anchor.timestamp())
+        anchor_ts = today_anchor(clock()) if anchor is None else int(anchor.timestamp())
         self.anchor = anchor_ts
         self.products: dict[int, Product] = {p.id: p for p in generate_products(seed, products, anchor_ts)}
         self.generator = Generator(seed, size, anchor_ts, tuple(self.products.values()))
