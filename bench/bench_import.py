@@ -42,6 +42,7 @@ import aiohttp
 import orjson
 import redis.asyncio as aioredis
 
+from bench.cpu_use import CpuMeter, python_speed_ms, redis_server_pids
 from bench.fullsync_procs import Procs, processes
 from bench.redis_stalls import slow_commands
 from core import fullsync_control as control
@@ -227,8 +228,13 @@ async def _one(redis_url: str, customers: int) -> dict[str, Any]:
                 for _ in range(WORKERS):
                     p.start_worker()
                 await asyncio.sleep(2.0)  # workers up (they import, connect, heartbeat)
+                # CPU over the sync: the workers with their walk processes, each sandbox, Redis
+                # (a Redis elsewhere, as in CI's REDIS_URL, counts for nothing here).
+                meter = CpuMeter(_roles(p, redis_url))
+                meter.start()
                 async with slow_commands(redis) as stalls:
                     seconds, record, timeline, redis_peak = await _sync(p, redis, keys)
+                cores = meter.stop()
                 counts = await _apsis_counts(session, p)
             peaks = dict(p.peak_rss)
             for w in p.workers:  # stop them before the check: it measures APSIS, not the pool
@@ -263,6 +269,12 @@ async def _one(redis_url: str, customers: int) -> dict[str, Any]:
         "peak_rss_mb": round(max(v for n, v in peaks.items() if n.startswith("worker")) / mb, 1),
         "peak_rss_mb_by_process": {n: round(v / mb, 1) for n, v in sorted(peaks.items())},
         "redis_peak_used_mb": round(redis_peak / mb, 1),
+        # The import path's own cost, comparable across changes on one machine (with
+        # python_speed_ms): the workers' CPU, their walk processes' included, per customer.
+        "worker_cpu_ms_per_customer": round(meter.used["workers"] * 1000 / customers, 3),
+        "cpu_s": {role: round(used, 1) for role, used in meter.used.items()},
+        "cpu_cores": cores,
+        "python_speed_ms": python_speed_ms(),
         # The sync's commands that kept Redis busy 1 ms or more (webhooks wait behind them).
         "redis_slow_commands": stalls,
         "apsis_429_share": round(counts["apsis_429"] / max(counts["apsis_requests"], 1), 5),
@@ -292,6 +304,16 @@ async def _one(redis_url: str, customers: int) -> dict[str, Any]:
         "apsis_imports": {k: imports.get(k) for k in ("imports", "counters", "rows_applied", "rows_skipped")},
         "apsis_limits": {**IMPORT_LIMITS, "export_requests_per_s": 1, "api_requests_per_s": 100},
         "workers": WORKERS,
+    }
+
+
+def _roles(p: Procs, redis_url: str) -> dict[str, list[int]]:
+    port = int(redis_url.rsplit(":", 1)[-1].split("/")[0])
+    return {
+        "workers": [w.pid for w in p.workers],
+        "shopify_sandbox": [p.sandboxes[0].pid],
+        "apsis_sandbox": [p.sandboxes[1].pid],
+        "redis": redis_server_pids(port),
     }
 
 
@@ -359,7 +381,7 @@ KEYS = (
 )
 
 
-SHOWN = (*KEYS, "ratio_to_binding_limit")
+SHOWN = (*KEYS, "ratio_to_binding_limit", "worker_cpu_ms_per_customer")
 
 
 def _table(runs: list[dict[str, Any]]) -> None:
