@@ -7,9 +7,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from core.keys import Keys
 from core.redis_conn import typed
@@ -19,9 +22,11 @@ from mappings.state import SyncState
 from mappings.writes import OPT_IN, OPT_OUT, ConsentKey
 from tests.conftest import purge
 from tests.fullsync.helpers import worker_app
+from tests.mappings.test_properties import _apply_all, updates
 from worker.context import WorkerContext
+from worker.customer_store import CustomerStore
 from worker.fullsync.import_files import FileKeys
-from worker.fullsync.import_save import RESENT, Saver
+from worker.fullsync.import_save import RESENT, Saver, _encoded_as_is
 
 SHOP = "save-test.myshopify.com"
 SECTION = "com.apsis1.sections.s"
@@ -127,3 +132,18 @@ async def test_a_chunk_is_saved_re_sent_or_left_as_each_customer_needs(app: Work
     await Saver(verifier, SHOP, fkeys).save_file(0, 124.0)
     assert int(await redis.hget(verifier.record_key, "synced")) == len(counted)  # type: ignore[misc]
     assert (await store.load(SHOP, 1)).marks.get(mark) == 124.0
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(updates, min_size=1, max_size=5), st.floats(0, 2e9))
+def test_a_first_save_writes_what_encode_would(history: list[Any], completed_at: float) -> None:
+    """The save's shortcut for a customer with nothing stored: the row's JSON state with the
+    import's opt-out marks: the same JSON as building the state and encoding it gives."""
+    state = _apply_all(history)
+    assume(state is not None)
+    assert state is not None
+    marks = {imported_mark(k): completed_at for k, kind in state.consents.items() if kind == OPT_OUT}
+    row_state = orjson.loads(orjson.dumps(state.to_dict()))  # as a file's row holds it
+    saved = orjson.loads(_encoded_as_is(row_state, completed_at))
+    assert saved == orjson.loads(CustomerStore.encode(state, marks))
+    assert SyncState.from_dict(saved) == state
