@@ -92,7 +92,16 @@ async def test_verification_spans_slices_and_requests_each_report_once(
     async with pipeline(redis_url, keys, customers=size, workers=WORKERS, limits=FAST_LIMITS, sync=SYNC) as p:
         open_limits(p.store, p.account)
         fast_imports(p.account, monkeypatch)
-        reports_of(p.account).report_delay_s = 4.0  # longer than a slice waits for it
+        service = reports_of(p.account)
+        service.report_delay_s = 4.0  # longer than a slice waits for it
+        downloads_at_request: list[int] = []
+        request = service.request
+
+        def counted_request(body: Any, base_url: str) -> dict[str, Any]:
+            downloads_at_request.append(service.downloads)
+            return request(body, base_url)
+
+        monkeypatch.setattr(service, "request", counted_request)
         started = await control.start_full_sync(p.redis, keys, p.shop.domain)
         record: dict[str, Any] = await wait_finished(p.redis, keys, started.sync_id, limit_s=90)
         assert record["state"] == "finished" and record["path"] == "import", record
@@ -100,6 +109,10 @@ async def test_verification_spans_slices_and_requests_each_report_once(
         assert record.get("import_rows_resent", 0) == 0, record
         topics = sum(len(m.topics) for s in p.shop.sections for m in s.consents)
         assert reports_of(p.account).summary()["requested"] == topics  # none asked twice
+        # A section's reports are all asked for before the first is read: APSIS builds them side
+        # by side instead of one after another's comparison.
+        first = sum(len(m.topics) for m in p.shop.sections[0].consents)
+        assert first > 1 and downloads_at_request[:first] == [0] * first, downloads_at_request
         assert p.mismatches(store_ids(size)) == []
         # The steps' marks and poll URLs leave the record with their section.
         assert not [k for k in record if k.startswith("import_verified:") and k.count(":") > 1]

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +115,16 @@ class Verifier:
                 pipe.unlink(self.walker.fkeys.rows(number))
             await pipe.execute()
 
+    def _in_completed(self, section: str, files: list[int]) -> Callable[[Any], bool]:
+        """Whether a section index entry names one of `files`, the section's completed ones.
+        When every file of the section completed (the usual case), any entry does: the test is
+        then a truth test, not a parse of the entry (a tenth of the verification's CPU)."""
+        completed = set(files)
+        ours = {f.number for f in self.walker.files.values() if f.section == section}
+        if ours <= completed:
+            return bool
+        return lambda held: in_files(held, completed)
+
     def unsettled(self) -> list[int]:
         return [n for n in self._completed() if not self.walker.files[n].extra.get("settled")]
 
@@ -184,18 +194,23 @@ class Verifier:
         if not reported:
             await self._verify_sample(section, files, attributes)
         seen_key = f"{self.base}:seen:{section}"
+        todo: list[_Report] = []
         for index, (channel, topic) in enumerate(reported):
             step = f"{done}:{index}"
             steps += [step, f"{step}:report"]
             if await typed(self.app.redis.hexists(self.record_key, step)):
                 continue
+            columns, seen = (attributes, seen_key) if index == 0 else ([], None)
+            todo.append(_Report(section, channel, topic, columns, files, seen, step))
+        # Every report of the section is asked for before the first is read: APSIS builds the
+        # later ones while this process compares the earlier ones' rows.
+        tickets = [await self._ticket(report) for report in todo]
+        for report, ticket in zip(todo, tickets, strict=True):
             if time.monotonic() > deadline:
                 return False
-            columns, seen = (attributes, seen_key) if index == 0 else ([], None)
-            report = _Report(section, channel, topic, columns, files, seen, step)
-            if not await self._compare_report(report, deadline):
+            if not await self._compare_report(report, ticket, deadline):
                 return False
-            await typed(self.app.redis.hset(self.record_key, step, "true"))
+            await typed(self.app.redis.hset(self.record_key, report.step, "true"))
         if reported:
             steps.append(f"{done}:missing")
             if not await typed(self.app.redis.hexists(self.record_key, f"{done}:missing")):
@@ -221,24 +236,27 @@ class Verifier:
         )
         return True
 
-    async def _compare_report(self, report: _Report, deadline: float) -> bool:
+    async def _ticket(self, report: _Report) -> ReportTicket:
+        """The report's poll URL: asked for once and kept on the record (valid a day)."""
+        raw = await typed(self.app.redis.hget(self.record_key, f"{report.step}:report"))
+        if raw is not None:
+            return ReportTicket(raw.decode() if isinstance(raw, bytes) else str(raw))
+        spec = ConsentReportSpec(
+            report.section,
+            self.shop.apsis.keyspace,
+            [report.topic],
+            channels={ADDRESS: report.channel},
+            attribute_version_ids=report.columns,
+        )
+        ticket = await ApsisReports(self.app.apsis(self.shop)).request_consent_report(spec)
+        await typed(self.app.redis.hset(self.record_key, f"{report.step}:report", ticket.poll_url))
+        return ticket
+
+    async def _compare_report(self, report: _Report, ticket: ReportTicket, deadline: float) -> bool:
         """Compare one report with the saved states, a chunk at a time; False when it was not
         ready before `deadline` (or is gone: a new one is requested next time)."""
         reports = ApsisReports(self.app.apsis(self.shop))
         ticket_field = f"{report.step}:report"
-        raw = await typed(self.app.redis.hget(self.record_key, ticket_field))
-        if raw is None:
-            spec = ConsentReportSpec(
-                report.section,
-                self.shop.apsis.keyspace,
-                [report.topic],
-                channels={ADDRESS: report.channel},
-                attribute_version_ids=report.columns,
-            )
-            ticket = await reports.request_consent_report(spec)
-            await typed(self.app.redis.hset(self.record_key, ticket_field, ticket.poll_url))
-        else:
-            ticket = ReportTicket(raw.decode() if isinstance(raw, bytes) else str(raw))
         wait_s = max(1.0, min(REPORT_TIMEOUT_S, deadline - time.monotonic()))
         try:
             async with contextlib.aclosing(reports.consent_rows(ticket, timeout_s=wait_s)) as rows:
@@ -295,9 +313,8 @@ class Verifier:
                 async for keys in hash_field_chunks(self.app, self.walker.fkeys.rows(number)):
                     yield keys
             return
-        completed = set(files)
         where = self.walker.fkeys.where(section)
-        async for keys in hash_field_chunks(self.app, where, lambda held: in_files(held, completed)):
+        async for keys in hash_field_chunks(self.app, where, self._in_completed(section, files)):
             yield keys
 
     async def _expected(self, section: str, files: list[int], keys: list[str]) -> dict[str, Expected]:
@@ -311,7 +328,7 @@ class Verifier:
             return {}
         if not self.indexed:
             return await self._expected_in_rows(files, keys)
-        completed = set(files)
+        kept = self._in_completed(section, files)
         domain, names = self.shop.domain, self.app.keys.customer_state
         async with self.app.redis.pipeline(transaction=False) as pipe:
             # One round trip: a key outside the completed files (a customer of this section
@@ -321,7 +338,7 @@ class Verifier:
             held, raws = await pipe.execute()
         found: dict[str, Expected] = {}
         for key, where, raw in zip(keys, held, raws, strict=True):
-            if raw is None or not in_files(where, completed):
+            if raw is None or not kept(where):
                 continue
             saved = orjson.loads(raw)
             if "deleted_at" not in saved:
