@@ -742,13 +742,12 @@ async def _watching(
 def _roles(procs: list[subprocess.Popen[bytes]], redis_url: str, sandboxes: int) -> dict[str, list[int]]:
     """Who uses the CPU: this process (the load, the 19 shops' sandboxes), A's sandboxes (and
     A2's), the receiver, the workers and Redis (procs: the `sandboxes`, receiver, workers...)."""
-    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
     return {
         "bench_load_and_19_sandboxes": [os.getpid()],
         "shop_a_sandboxes": [p.pid for p in procs[:sandboxes]],
         "receiver": [procs[sandboxes].pid],
         "workers": [p.pid for p in procs[sandboxes + 1 :]],
-        "redis": redis_server_pids(port),
+        "redis": redis_server_pids(redis_url),
     }
 
 

@@ -308,12 +308,11 @@ async def _one(redis_url: str, customers: int) -> dict[str, Any]:
 
 
 def _roles(p: Procs, redis_url: str) -> dict[str, list[int]]:
-    port = int(redis_url.rsplit(":", 1)[-1].split("/")[0])
     return {
         "workers": [w.pid for w in p.workers],
         "shopify_sandbox": [p.sandboxes[0].pid],
         "apsis_sandbox": [p.sandboxes[1].pid],
-        "redis": redis_server_pids(port),
+        "redis": redis_server_pids(redis_url),
     }
 
 

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
+from urllib.parse import urlsplit
 
 import psutil
 import redis.asyncio as aioredis
 
 
-def redis_server_pids(port: int) -> list[int]:
-    """The redis-server processes serving `port` (by their command line), if any run here."""
+def redis_server_pids(redis_url: str) -> list[int]:
+    """The redis-server processes serving the port of `redis_url` (by their command line), if
+    any run here."""
+    port = urlsplit(redis_url).port or 6379
     found = []
     for proc in psutil.process_iter(["name", "cmdline"]):
         cmdline = " ".join(proc.info.get("cmdline") or [])

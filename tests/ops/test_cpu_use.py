@@ -36,8 +36,7 @@ def test_the_speed_figure_is_the_cpu_time_of_a_fixed_loop() -> None:
 
 
 def test_the_redis_server_of_the_suite_is_found(redis_url: str) -> None:
-    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
-    assert redis_server_pids(port)
+    assert redis_server_pids(redis_url)
 
 
 def test_commands_per_unit_are_the_calls_between_two_counts_most_called_first() -> None:
