@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Protocol
 
 import orjson
@@ -199,16 +199,17 @@ class Saver:
 
 def _encoded_as_is(state: dict[str, Any], completed_at: float) -> bytes:
     """`CustomerStore.encode` of a state in its JSON form (version 2), no marks stored before."""
-    marks = {
-        imported_mark(ConsentKey(*row[:3])): completed_at
-        for row in state.get("consents", ())
-        if row[3] == OPT_OUT
-    }
-    return orjson.dumps({**state, "marks": marks})
+    consents = ((ConsentKey(*row[:3]), row[3]) for row in state.get("consents", ()))
+    return orjson.dumps({**state, "marks": _opt_out_marks(consents, completed_at)})
 
 
 def _imported(expected: SyncState, completed_at: float) -> dict[str, float]:
-    return {imported_mark(key): completed_at for key, kind in expected.consents.items() if kind == OPT_OUT}
+    return _opt_out_marks(expected.consents.items(), completed_at)
+
+
+def _opt_out_marks(consents: Iterable[tuple[ConsentKey, str]], completed_at: float) -> dict[str, float]:
+    """A mark for each opt-out the import wrote (the opt-in guard counts them as ours)."""
+    return {imported_mark(key): completed_at for key, kind in consents if kind == OPT_OUT}
 
 
 def _newer(stored: SyncState, expected: SyncState) -> bool:
