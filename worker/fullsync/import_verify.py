@@ -80,6 +80,11 @@ class _Report:
     seen_key: str | None  # where the first report records the profiles APSIS lists
     step: str  # its mark on the sync's record
 
+    @property
+    def ticket_field(self) -> str:
+        """Where the sync's record keeps the report's poll URL."""
+        return f"{self.step}:report"
+
 
 class Verifier:
     def __init__(self, walker: ImportSync) -> None:
@@ -196,12 +201,11 @@ class Verifier:
         seen_key = f"{self.base}:seen:{section}"
         todo: list[_Report] = []
         for index, (channel, topic) in enumerate(reported):
-            step = f"{done}:{index}"
-            steps += [step, f"{step}:report"]
-            if await typed(self.app.redis.hexists(self.record_key, step)):
-                continue
             columns, seen = (attributes, seen_key) if index == 0 else ([], None)
-            todo.append(_Report(section, channel, topic, columns, files, seen, step))
+            report = _Report(section, channel, topic, columns, files, seen, f"{done}:{index}")
+            steps += [report.step, report.ticket_field]
+            if not await typed(self.app.redis.hexists(self.record_key, report.step)):
+                todo.append(report)
         # Every report of the section is asked for before the first is read: APSIS builds the
         # later ones while this process compares the earlier ones' rows.
         tickets = [await self._ticket(report) for report in todo]
@@ -238,7 +242,7 @@ class Verifier:
 
     async def _ticket(self, report: _Report) -> ReportTicket:
         """The report's poll URL: asked for once and kept on the record (valid a day)."""
-        raw = await typed(self.app.redis.hget(self.record_key, f"{report.step}:report"))
+        raw = await typed(self.app.redis.hget(self.record_key, report.ticket_field))
         if raw is not None:
             return ReportTicket(raw.decode() if isinstance(raw, bytes) else str(raw))
         spec = ConsentReportSpec(
@@ -249,14 +253,13 @@ class Verifier:
             attribute_version_ids=report.columns,
         )
         ticket = await ApsisReports(self.app.apsis(self.shop)).request_consent_report(spec)
-        await typed(self.app.redis.hset(self.record_key, f"{report.step}:report", ticket.poll_url))
+        await typed(self.app.redis.hset(self.record_key, report.ticket_field, ticket.poll_url))
         return ticket
 
     async def _compare_report(self, report: _Report, ticket: ReportTicket, deadline: float) -> bool:
         """Compare one report with the saved states, a chunk at a time; False when it was not
         ready before `deadline` (or is gone: a new one is requested next time)."""
         reports = ApsisReports(self.app.apsis(self.shop))
-        ticket_field = f"{report.step}:report"
         wait_s = max(1.0, min(REPORT_TIMEOUT_S, deadline - time.monotonic()))
         try:
             async with contextlib.aclosing(reports.consent_rows(ticket, timeout_s=wait_s)) as rows:
@@ -267,7 +270,7 @@ class Verifier:
         except ReportTimeoutError:
             return False  # not ready yet: the next slice polls on
         except ReportGoneError:
-            await typed(self.app.redis.hdel(self.record_key, ticket_field))
+            await typed(self.app.redis.hdel(self.record_key, report.ticket_field))
             return False
         return True
 
